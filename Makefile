@@ -1,0 +1,53 @@
+# Zero-shot classification on NVIDIA Triton. `make` lists the targets.
+SHELL := /bin/bash
+PYTHON_BOOT ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+REPOSITORY ?= model_repository
+
+# Export settings (see `python -m export --help`).
+MODEL ?= offline-minilm
+PRECISION ?= fp32
+RUNTIME ?= python-ort
+MAX_LENGTH ?= 128
+
+# Local server ports; HOST is where it binds (loopback by default).
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
+METRICS_PORT ?= 8002
+HOST ?= 127.0.0.1
+
+.DEFAULT_GOAL := help
+.PHONY: help setup export serve demo test lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt pyproject.toml client/pyproject.toml
+	$(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e . -e ./client
+	touch $@
+
+setup: $(VENV)/.installed ## create .venv with the server, export, client and test dependencies
+
+export: setup ## export MODEL (dir or hub id) into model_repository/ [PRECISION RUNTIME MAX_LENGTH]
+	$(PY) -m export --model $(MODEL) --precision $(PRECISION) --runtime $(RUNTIME) \
+		--max-length $(MAX_LENGTH) --repository $(REPOSITORY)
+
+serve: setup ## run tritonserver on model_repository/ in the foreground [HTTP_PORT GRPC_PORT METRICS_PORT HOST]
+	$(PY) -m zsc_server.serve --repository $(REPOSITORY) --host $(HOST) \
+		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+
+demo: setup ## export MODEL (offline MiniLM by default), serve it, classify sample texts, stop
+	$(PY) -m zsc_server.demo --model $(MODEL) --repository $(REPOSITORY) --max-length $(MAX_LENGTH)
+
+test: setup ## run the test suite (starts real tritonserver processes)
+	$(PY) -m pytest -q
+
+lint: setup ## ruff
+	$(VENV)/bin/ruff check . || $(PY) -m pip install --quiet ruff && $(VENV)/bin/ruff check .
+
+clean: ## remove generated model files (keeps .venv)
+	rm -rf $(REPOSITORY)/encoder $(REPOSITORY)/*/config.pbtxt $(REPOSITORY)/preprocess/1/tokenizer.json

@@ -1,0 +1,71 @@
+"""Compare the exported ONNX model with PyTorch on sample inputs (names, shapes, values)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.errors import ValidationError
+from export.torch2onnx import Precision
+from zsc_server.onnx_encoder import OnnxEncoder
+from zsc_server.tokenization import EncodedBatch, PairTokenizer
+
+# Max abs difference of the encoder output allowed against FP32 PyTorch.
+TOLERANCE = {Precision.FP32: 1e-4, Precision.FP16: 5e-2}
+
+SAMPLE_TEXTS = [
+    "我的快递三天了还没到，请帮我查一下物流。",
+    "这个产品质量太差了，我要投诉！",
+    "The app crashes every time I open the settings page.",
+]
+SAMPLE_HYPOTHESES = ["咨询", "投诉", "建议", "a question about delivery", "a complaint"]
+
+
+@dataclasses.dataclass
+class ValidationReport:
+    max_abs_diff: float
+    tolerance: float
+    rows: int
+    order_agreement: float  # share of samples whose arg-max row agrees (label order)
+
+    def __str__(self) -> str:
+        return (
+            f"max abs diff {self.max_abs_diff:.2e} (tolerance {self.tolerance:.0e}) over {self.rows} rows, "
+            f"top-label agreement {self.order_agreement:.0%}"
+        )
+
+
+def sample_batches(tokenizer: PairTokenizer, pairs: bool) -> list[EncodedBatch]:
+    if pairs:
+        return [tokenizer.encode_pairs(text, SAMPLE_HYPOTHESES) for text in SAMPLE_TEXTS]
+    return [tokenizer.encode_sentences([text, *SAMPLE_HYPOTHESES]) for text in SAMPLE_TEXTS]
+
+
+def validate_onnx(
+    module: torch.nn.Module, onnx_path: Path, output_name: str, batches: list[EncodedBatch],
+    precision: Precision,
+) -> ValidationReport:
+    module.eval()  # torch.onnx.export restores the mode it found, dropout included
+    encoder = OnnxEncoder(str(onnx_path))
+    if encoder.output_names != [output_name]:
+        raise ValidationError(f"ONNX outputs are {encoder.output_names}, expected [{output_name!r}]")
+    worst, rows, agree = 0.0, 0, 0
+    for batch in batches:
+        feeds = batch.as_dict()
+        got = encoder.run_batch([feeds])[0][output_name]
+        with torch.inference_mode():
+            want = module(*(torch.from_numpy(feeds[name]) for name in encoder.input_names)).float().numpy()
+        if got.shape != want.shape:
+            raise ValidationError(f"ONNX output shape {got.shape} differs from PyTorch {want.shape}")
+        if not np.all(np.isfinite(got)):
+            raise ValidationError("ONNX output contains NaN or inf")
+        worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - want))))
+        rows += got.shape[0]
+        agree += int(np.argmax(got[:, 0]) == np.argmax(want[:, 0]))
+    report = ValidationReport(worst, TOLERANCE[precision], rows, agree / len(batches))
+    if report.max_abs_diff > report.tolerance:
+        raise ValidationError(f"ONNX disagrees with PyTorch: {report}")
+    return report

@@ -1,0 +1,43 @@
+"""Triton Python backend: encoder output -> labels sorted by score (NLI or cosine scoring).
+
+Thin adapter over zsc_server.postprocess; settings come from this model's config.pbtxt parameters.
+"""
+
+import json
+import time
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from zsc_server.postprocess import score_labels
+from zsc_server.settings import ScoringSettings
+from zsc_server.triton_adapter import bytes_tensor, error_response, required_input
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.settings = ScoringSettings.from_model_config(json.loads(args["model_config"]))
+        self.logger = pb_utils.Logger
+
+    def execute(self, requests):
+        return [self._one(request) for request in requests]
+
+    def _one(self, request):
+        try:
+            labels, scores = score_labels(
+                self.settings,
+                required_input(request, "encoder_output"),
+                [raw.decode("utf-8") for raw in required_input(request, "labels").reshape(-1)],
+                bool(required_input(request, "multi_label").reshape(-1)[0]),
+            )
+            start_ns = int(required_input(request, "start_ns").reshape(-1)[0])
+        except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error
+            return error_response(exc, self.logger)
+        latency_ms = (time.monotonic_ns() - start_ns) / 1e6
+        return pb_utils.InferenceResponse(
+            output_tensors=[
+                bytes_tensor("LABELS", labels),
+                pb_utils.Tensor("SCORES", scores.astype(np.float32)),
+                pb_utils.Tensor("SERVER_LATENCY_MS", np.array([latency_ms], dtype=np.float32)),
+            ]
+        )

@@ -1,0 +1,67 @@
+"""Request validation, label templating and tokenization: the ensemble's first step."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from zsc_server.scoring import InputError, check_template, decode_utf8, make_hypotheses, parse_labels
+from zsc_server.settings import ScoringMode, ScoringSettings
+from zsc_server.tokenization import EncodedBatch, PairTokenizer
+
+
+@dataclasses.dataclass
+class PreparedRequest:
+    encoded: EncodedBatch
+    labels: list[str]
+    multi_label: bool  # resolved: one label always scores as multi-label
+
+
+class Preprocessor:
+    def __init__(self, settings: ScoringSettings, tokenizer_json: str | Path) -> None:
+        self.settings = settings
+        self.tokenizer = PairTokenizer(tokenizer_json, settings.max_length, settings.buckets)
+
+    def prepare(
+        self,
+        text: bytes,
+        labels: list[bytes],
+        template: bytes | None = None,
+        multi_label: bool | None = None,
+    ) -> PreparedRequest:
+        s = self.settings
+        if len(text) > s.max_text_bytes:
+            raise InputError(
+                "TEXT", f"is {len(text)} bytes; the limit is {s.max_text_bytes} bytes (max_text_bytes)"
+            )
+        text_str = decode_utf8(text, "TEXT")
+        if not text_str.strip():
+            raise InputError("TEXT", "is empty")
+        # Checked before and after splitting: 10,000 elements are refused before decoding them.
+        self._check_label_count(len(labels))
+        label_strs = parse_labels([decode_utf8(raw, "CANDIDATE_LABELS") for raw in labels])
+        self._check_label_count(len(label_strs))
+        if template is None or template == b"":
+            template_str = s.default_template
+        else:
+            if len(template) > s.max_template_bytes:
+                raise InputError(
+                    "HYPOTHESIS_TEMPLATE",
+                    f"is {len(template)} bytes; the limit is {s.max_template_bytes} bytes",
+                )
+            template_str = check_template(decode_utf8(template, "HYPOTHESIS_TEMPLATE"))
+        hypotheses = make_hypotheses(template_str, label_strs)
+
+        if s.mode is ScoringMode.NLI:
+            encoded = self.tokenizer.encode_pairs(text_str, hypotheses)
+        else:
+            encoded = self.tokenizer.encode_sentences([text_str, *hypotheses])
+        resolved_multi_label = bool(multi_label) or len(label_strs) == 1
+        return PreparedRequest(encoded, label_strs, resolved_multi_label)
+
+    def _check_label_count(self, count: int) -> None:
+        if count > self.settings.max_labels:
+            raise InputError(
+                "CANDIDATE_LABELS",
+                f"has {count} labels; the limit is {self.settings.max_labels} (max_labels)",
+            )

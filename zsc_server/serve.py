@@ -1,0 +1,248 @@
+"""Run the ``tritonserver`` shipped in the nvidia-pytriton wheel on a model repository, without Docker.
+
+``python -m zsc_server.serve`` (``make serve``) runs it in the foreground; the
+tests use the same ``TritonServer`` class. What the Python backend needs here:
+- a backends dir holding ``libtriton_python.so`` and the stub built for this
+  Python version (the wheel keeps stubs in ``python_backend_stubs/<X.Y>/``);
+- this venv's ``bin`` first on ``PATH``: the stub finds its site-packages through it;
+- libpython's directory and the wheel's bundled libs on ``LD_LIBRARY_PATH``;
+- numpy < 2 in this venv (with numpy 2 the stub passes corrupted tensors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ServerError(RuntimeError):
+    """tritonserver could not be started or did not become ready."""
+
+
+def pytriton_dir() -> Path:
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerError("nvidia-pytriton is not installed in this environment: run `make setup`")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def check_numpy() -> None:
+    import numpy
+
+    if int(numpy.__version__.split(".")[0]) >= 2:
+        raise ServerError(
+            f"numpy {numpy.__version__} is installed; the Triton Python-backend stub needs numpy < 2 "
+            "(tensors arrive corrupted otherwise): pip install 'numpy<2'"
+        )
+
+
+def prepare_backends(target: Path) -> Path:
+    """A backends dir with the Python backend and this interpreter's stub side by side."""
+    triton = pytriton_dir() / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = triton / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerError(f"the pytriton wheel has no Python backend stub for Python {version}")
+    python_dir = target / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for source in (triton / "backends" / "python" / "libtriton_python.so",
+                   triton / "backends" / "python" / "triton_python_backend_utils.py", stub):
+        shutil.copy2(source, python_dir / source.name)
+    return target
+
+
+def server_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
+    libs = [sysconfig.get_config_var("LIBDIR"), str(pytriton_dir().parent / "nvidia_pytriton.libs")]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join([p for p in libs if p] + [env.get("LD_LIBRARY_PATH", "")])
+    # The Python models import zsc_server; make that work from a plain checkout too.
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+class TritonServer:
+    """A tritonserver process on a model repository; a context manager that waits for readiness."""
+
+    def __init__(
+        self,
+        repository: str | Path,
+        http_port: int = 8000,
+        grpc_port: int = 8001,
+        metrics_port: int = 8002,
+        host: str = "127.0.0.1",
+        log_path: str | Path | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.repository = Path(repository).resolve()
+        self.host, self.http_port, self.grpc_port, self.metrics_port = host, http_port, grpc_port, metrics_port
+        self.log_path = Path(log_path) if log_path else None
+        self.extra_args = extra_args
+        self.process: subprocess.Popen | None = None
+        self._workdir: tempfile.TemporaryDirectory | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"{self._client_host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self._client_host}:{self.grpc_port}"
+
+    @property
+    def _client_host(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+
+    def command(self, backends: Path) -> list[str]:
+        return [
+            str(pytriton_dir() / "tritonserver" / "bin" / "tritonserver"),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={backends}",
+            "--model-control-mode=none",
+            "--disable-auto-complete-config",
+            "--exit-on-error=true",
+            f"--http-address={self.host}", f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true", "--allow-gpu-metrics=false",
+            *self.extra_args,
+        ]
+
+    def start(self) -> "TritonServer":
+        check_numpy()
+        if not (self.repository / "zero_shot" / "config.pbtxt").is_file():
+            raise ServerError(f"{self.repository} has no exported model: run `make export` first")
+        self._workdir = tempfile.TemporaryDirectory(prefix="zsc-triton-")
+        backends = prepare_backends(Path(self._workdir.name) / "backends")
+        output = open(self.log_path, "wb") if self.log_path else None  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            self.command(backends), env=server_environment(), stdout=output, stderr=subprocess.STDOUT
+            if output else None, start_new_session=output is not None,
+        )
+        self._log_file = output
+        return self
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def wait_until_ready(self, timeout_s: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise ServerError(f"tritonserver exited with code {self.process.returncode}{self._log_hint()}")
+            if self.is_ready():
+                return
+            time.sleep(0.5)
+        raise ServerError(f"tritonserver not ready after {timeout_s:.0f}s{self._log_hint()}")
+
+    def _log_hint(self) -> str:
+        if not self.log_path or not self.log_path.is_file():
+            return ""
+        tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
+        return f"; last lines of {self.log_path}:\n" + "\n".join(tail)
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        code = None
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                code = self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                code = self.process.wait()
+        elif self.process is not None:
+            code = self.process.returncode
+        if getattr(self, "_log_file", None):
+            self._log_file.close()
+            self._log_file = None
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+        return code
+
+    def __enter__(self) -> "TritonServer":
+        self.start()
+        try:
+            self.wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m zsc_server.serve",
+        description="Run tritonserver (from the nvidia-pytriton wheel) on a model repository in the "
+        "foreground; Ctrl-C or SIGTERM stops it cleanly.",
+    )
+    parser.add_argument("--repository", type=Path, default=PROJECT_ROOT / "model_repository")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--ready-timeout-s", type=float, default=300.0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    server = TritonServer(args.repository, args.http_port, args.grpc_port, args.metrics_port, args.host)
+    stopping = False
+
+    def on_signal(signum, _frame):
+        # Only forward the signal: the main thread's wait() returns once tritonserver
+        # has drained in-flight requests and exited, then cleans up.
+        nonlocal stopping
+        stopping = True
+        print(f"\n[serve] {signal.Signals(signum).name}: stopping tritonserver ...", flush=True)
+        if server.process is not None and server.process.poll() is None:
+            server.process.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        server.start()
+        print(f"[serve] starting tritonserver on {server.repository} ...", flush=True)
+        server.wait_until_ready(args.ready_timeout_s)
+    except ServerError as exc:
+        if stopping:
+            return 0
+        print(f"[serve] {exc}", file=sys.stderr)
+        server.stop()
+        return 1
+    print(
+        f"[serve] ready: HTTP http://{server.http_url}  gRPC {server.grpc_url}  "
+        f"metrics http://{server._client_host}:{server.metrics_port}/metrics\n"
+        f"[serve] try: zsc classify --url {server.grpc_url} --labels '咨询,投诉,建议' '我的快递还没到'",
+        flush=True,
+    )
+    code = server.process.wait()
+    server.stop()
+    print(f"[serve] tritonserver exited with code {code}", flush=True)
+    return 0 if stopping else code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""Scoring settings shared by the export step (writer) and the Python models (reader).
+
+Export writes them into the ``parameters`` of the preprocess / postprocess
+``config.pbtxt``; the models read them back from ``args["model_config"]``. One
+dataclass so that the two sides cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+
+
+class ScoringMode(str, enum.Enum):
+    """How label scores are computed from the encoder output."""
+
+    NLI = "nli"  # cross-encoder: (text, hypothesis) pairs -> entailment logits
+    EMBEDDING = "embedding"  # bi-encoder: cosine(text embedding, hypothesis embedding)
+
+
+DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512)
+
+
+def sequence_buckets(max_length: int, candidates: tuple[int, ...] = DEFAULT_BUCKETS) -> tuple[int, ...]:
+    """Padded sequence lengths the preprocess may emit: candidates below max_length, then max_length.
+
+    A small, fixed set of shapes lets the dynamic batcher merge requests (it only
+    batches tensors of equal shape) and lets TensorRT use one profile per bucket.
+    """
+    if max_length < 8:
+        raise ValueError(f"max_length must be at least 8, got {max_length}")
+    return tuple(b for b in candidates if b < max_length) + (max_length,)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringSettings:
+    mode: ScoringMode = ScoringMode.NLI
+    max_length: int = 128
+    buckets: tuple[int, ...] = ()
+    default_template: str = "{}"
+    entailment_index: int = 0
+    contradiction_index: int = 2
+    max_labels: int = 256
+    max_text_bytes: int = 65536
+    max_template_bytes: int = 1024
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", ScoringMode(self.mode))
+        if not self.buckets:
+            object.__setattr__(self, "buckets", sequence_buckets(self.max_length))
+        if self.buckets[-1] != self.max_length:
+            raise ValueError(f"the last bucket must equal max_length ({self.max_length}): {self.buckets}")
+        if "{}" not in self.default_template:
+            raise ValueError(f"default_template must contain '{{}}': {self.default_template!r}")
+        if self.entailment_index == self.contradiction_index:
+            raise ValueError("entailment_index and contradiction_index must differ")
+        if self.max_labels < 1:
+            raise ValueError("max_labels must be at least 1")
+
+    def to_parameters(self) -> dict[str, str]:
+        """As Triton config ``parameters`` (string values)."""
+        out = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, ScoringMode):
+                value = value.value
+            out[field.name] = json.dumps(list(value)) if isinstance(value, tuple) else str(value)
+        return out
+
+    @classmethod
+    def from_model_config(cls, model_config: dict) -> "ScoringSettings":
+        """From the parsed JSON model config a Python-backend model receives in ``initialize``."""
+        params = {k: v["string_value"] for k, v in model_config.get("parameters", {}).items()}
+        kwargs = {}
+        for field in dataclasses.fields(cls):
+            if field.name not in params:
+                continue
+            raw = params[field.name]
+            if field.name == "buckets":
+                kwargs[field.name] = tuple(int(x) for x in json.loads(raw))
+            elif field.type in ("int", int):
+                kwargs[field.name] = int(raw)
+            else:
+                kwargs[field.name] = raw
+        return cls(**kwargs)
