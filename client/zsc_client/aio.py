@@ -1,0 +1,83 @@
+"""asyncio client over tritonclient's grpc.aio / http.aio."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from zsc_client.errors import ServerUnavailableError, translate
+from zsc_client.request import (
+    DEFAULT_MODEL, ClassificationResult, Labels, build_inputs, parse_result, requested_outputs, split_url,
+)
+
+
+class AsyncZeroShotClient:
+    """The asyncio twin of ``ZeroShotClient``; use ``async with`` or ``await close()``."""
+
+    def __init__(
+        self, url: str = "localhost:8001", protocol: str = "grpc", model_name: str = DEFAULT_MODEL,
+        timeout_s: float = 60.0,
+    ) -> None:
+        self.url, ssl = split_url(url, protocol)
+        self.protocol = protocol
+        self.model_name = model_name
+        self.timeout_s = timeout_s
+        if protocol == "grpc":
+            import tritonclient.grpc as module
+            import tritonclient.grpc.aio as aio
+        else:
+            import tritonclient.http as module
+            import tritonclient.http.aio as aio
+        self._module = module
+        self._client = aio.InferenceServerClient(self.url, ssl=ssl)
+
+    async def classify(
+        self, text: str, candidate_labels: Labels, hypothesis_template: str | None = None,
+        multi_label: bool = False,
+    ) -> ClassificationResult:
+        inputs = build_inputs(self._module, text, candidate_labels, hypothesis_template, multi_label)
+        started = time.perf_counter()
+        timeout = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {"timeout": int(self.timeout_s)}
+        try:
+            response = await self._client.infer(
+                self.model_name, inputs, outputs=requested_outputs(self._module), **timeout)
+        except Exception as exc:  # noqa: BLE001 - translated to this package's error types
+            raise translate(exc) from exc
+        return parse_result(response, text, (time.perf_counter() - started) * 1e3)
+
+    async def classify_batch(
+        self, texts: Sequence[str], candidate_labels: Labels, hypothesis_template: str | None = None,
+        multi_label: bool = False, max_concurrency: int = 32,
+    ) -> list[ClassificationResult]:
+        """Classify many texts concurrently (at most ``max_concurrency`` in flight), in order."""
+        gate = asyncio.Semaphore(max_concurrency)
+
+        async def one(text: str) -> ClassificationResult:
+            async with gate:
+                return await self.classify(text, candidate_labels, hypothesis_template, multi_label)
+
+        return list(await asyncio.gather(*(one(t) for t in texts)))
+
+    async def is_ready(self) -> bool:
+        try:
+            return bool(await self._client.is_server_ready() and await self._client.is_model_ready(self.model_name))
+        except Exception:  # noqa: BLE001 - any failure means "not ready"
+            return False
+
+    async def wait_until_ready(self, timeout_s: float = 60.0, poll_s: float = 0.5) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not await self.is_ready():
+            if time.monotonic() > deadline:
+                raise ServerUnavailableError(
+                    f"{self.model_name} at {self.url} ({self.protocol}) not ready after {timeout_s:.0f}s")
+            await asyncio.sleep(poll_s)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> "AsyncZeroShotClient":
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()

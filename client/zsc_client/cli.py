@@ -1,0 +1,97 @@
+"""``zsc``: classify texts and check health from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from zsc_client.client import ZeroShotClient
+from zsc_client.errors import ZeroShotClientError
+from zsc_client.request import DEFAULT_MODEL, DEFAULT_PORTS, ClassificationResult
+
+BAR_WIDTH = 30
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zsc", description="Zero-shot text classification on a Triton server (zero_shot ensemble).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def connection(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--url", default=None,
+                       help="server HOST:PORT (default: localhost:8001 for grpc, localhost:8000 for http)")
+        p.add_argument("--protocol", choices=["grpc", "http"], default="grpc", help="default: grpc")
+        p.add_argument("--model", default=DEFAULT_MODEL, help="ensemble name (default: %(default)s)")
+        p.add_argument("--timeout-s", type=float, default=60.0, help="per-request timeout (default: 60)")
+
+    classify = sub.add_parser(
+        "classify", help="rank candidate labels for one or more texts",
+        description="Rank candidate labels for each TEXT ('-' reads one text per line from stdin).",
+        epilog="example: zsc classify --labels '咨询,投诉,建议' '我的快递三天了还没到'",
+    )
+    connection(classify)
+    classify.add_argument("--labels", required=True,
+                          help="candidate labels separated by ',' or '，' (e.g. '咨询,投诉,建议')")
+    classify.add_argument("--template", default=None,
+                          help="hypothesis template containing {} (default: the server's, '{}')")
+    classify.add_argument("--multi-label", action="store_true",
+                          help="score each label independently (entailment vs contradiction)")
+    classify.add_argument("--json", action="store_true", help="print JSON (one object per line)")
+    classify.add_argument("texts", nargs="+", metavar="TEXT")
+
+    health = sub.add_parser("health", help="is the server live and the ensemble ready? (exit 0 if so)")
+    connection(health)
+    health.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def format_result(result: ClassificationResult) -> str:
+    width = max(len(label) for label in result.labels) if result.labels else 0
+    lines = [f"text: {result.text}"]
+    for label, score in zip(result.labels, result.scores):
+        bar = "█" * max(0, round(score * BAR_WIDTH))
+        lines.append(f"  {label:<{width}}  {score:8.4f}  {bar}")
+    server = "" if result.server_latency_ms is None else f", server {result.server_latency_ms:.1f} ms"
+    lines.append(f"  latency {result.latency_ms:.1f} ms{server}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    url = args.url or f"localhost:{DEFAULT_PORTS[args.protocol]}"
+    try:
+        with ZeroShotClient(url, args.protocol, args.model, timeout_s=args.timeout_s) as client:
+            if args.command == "health":
+                return _health(client, args.json)
+            texts = [line.rstrip("\n") for line in sys.stdin if line.strip()] if args.texts == ["-"] else args.texts
+            results = (
+                [client.classify(texts[0], args.labels, args.template, args.multi_label)]
+                if len(texts) == 1
+                else client.classify_batch(texts, args.labels, args.template, args.multi_label)
+            )
+    except ZeroShotClientError as exc:
+        print(f"zsc: error: {exc}", file=sys.stderr)
+        return 1
+    for result in results:
+        print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else format_result(result))
+    return 0
+
+
+def _health(client: ZeroShotClient, as_json: bool) -> int:
+    report = client.health()
+    healthy = report.get("live") and report.get("ready") and report.get("model_ready")
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        state = "healthy" if healthy else "NOT healthy"
+        print(f"{report['url']} ({report['protocol']}): {state} — live={report['live']} "
+              f"ready={report['ready']} {report['model']}={report['model_ready']}")
+        if "error" in report:
+            print(f"  {report['error']}")
+    return 0 if healthy else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,42 @@
+"""Client errors: everything the client raises is a ZeroShotClientError."""
+
+from __future__ import annotations
+
+from tritonclient.utils import InferenceServerException
+
+_INVALID = {"StatusCode.INVALID_ARGUMENT", "400"}
+_UNAVAILABLE = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "503", "429"}
+
+
+class ZeroShotClientError(Exception):
+    """A request failed; ``message`` is the server's own words, ``status`` its status code if any."""
+
+    def __init__(self, message: str, status: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class InvalidInputError(ZeroShotClientError):
+    """The server refused the input (empty text, no labels, template without {}, limits ...)."""
+
+
+class ServerUnavailableError(ZeroShotClientError):
+    """The server could not be reached, is not ready, or is overloaded."""
+
+
+def translate(exc: BaseException) -> ZeroShotClientError:
+    """Map tritonclient / transport exceptions to this package's types."""
+    if isinstance(exc, ZeroShotClientError):
+        return exc
+    if isinstance(exc, InferenceServerException):
+        status = exc.status()
+        message = exc.message() or str(exc)
+        if status in _INVALID:
+            return InvalidInputError(message, status)
+        if status in _UNAVAILABLE or "connect" in message.lower():
+            return ServerUnavailableError(message, status)
+        return ZeroShotClientError(message, status)
+    if isinstance(exc, (OSError, TimeoutError)):
+        return ServerUnavailableError(f"cannot reach the server: {exc}")
+    return ZeroShotClientError(f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,84 @@
+"""Request building and response parsing shared by the sync and async clients (gRPC and HTTP)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Union
+
+import numpy as np
+
+DEFAULT_MODEL = "zero_shot"
+OUTPUTS = ("LABELS", "SCORES", "SERVER_LATENCY_MS")
+DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
+
+Labels = Union[str, Sequence[str]]
+
+
+@dataclasses.dataclass
+class ClassificationResult:
+    """Labels sorted by score, highest first (as the ModelScope / Hugging Face pipelines return)."""
+
+    text: str
+    labels: list[str]
+    scores: list[float]
+    latency_ms: float  # measured by the client, round trip
+    server_latency_ms: float | None = None  # preprocess start to postprocess end, inside Triton
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def split_url(url: str, protocol: str) -> tuple[str, bool]:
+    """'host:port', 'http://host:port' or 'https://host' -> ('host:port', ssl)."""
+    if protocol not in DEFAULT_PORTS:
+        raise ValueError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
+    ssl = url.startswith(("https://", "grpcs://"))
+    for scheme in ("http://", "https://", "grpc://", "grpcs://"):
+        url = url.removeprefix(scheme)
+    url = url.rstrip("/")
+    if ":" not in url:
+        url = f"{url}:{DEFAULT_PORTS[protocol]}"
+    return url, ssl
+
+
+def _bytes_input(module, name: str, values: Sequence[Union[str, bytes]]):
+    array = np.array([v.encode("utf-8") if isinstance(v, str) else v for v in values], dtype=np.object_)
+    tensor = module.InferInput(name, list(array.shape), "BYTES")
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def build_inputs(
+    module, text: Union[str, bytes], candidate_labels: Labels, hypothesis_template: str | None,
+    multi_label: bool,
+) -> list:
+    """Ensemble inputs for tritonclient.grpc or tritonclient.http (same InferInput API).
+
+    A single string of labels is sent as one element: the server splits it on ',' and '，'.
+    """
+    labels = [candidate_labels] if isinstance(candidate_labels, (str, bytes)) else list(candidate_labels)
+    inputs = [_bytes_input(module, "TEXT", [text]), _bytes_input(module, "CANDIDATE_LABELS", labels)]
+    if hypothesis_template is not None:
+        inputs.append(_bytes_input(module, "HYPOTHESIS_TEMPLATE", [hypothesis_template]))
+    flag = module.InferInput("MULTI_LABEL", [1], "BOOL")
+    flag.set_data_from_numpy(np.array([multi_label], dtype=np.bool_))
+    inputs.append(flag)
+    return inputs
+
+
+def requested_outputs(module) -> list:
+    return [module.InferRequestedOutput(name) for name in OUTPUTS]
+
+
+def parse_result(response, text: Union[str, bytes], latency_ms: float) -> ClassificationResult:
+    labels = [raw.decode("utf-8") for raw in response.as_numpy("LABELS").reshape(-1)]
+    scores = [float(s) for s in response.as_numpy("SCORES").reshape(-1)]
+    server = response.as_numpy("SERVER_LATENCY_MS")
+    return ClassificationResult(
+        text=text.decode("utf-8", "replace") if isinstance(text, bytes) else text,
+        labels=labels,
+        scores=scores,
+        latency_ms=latency_ms,
+        server_latency_ms=None if server is None else float(server.reshape(-1)[0]),
+    )
