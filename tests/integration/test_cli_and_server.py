@@ -1,0 +1,70 @@
+"""The `zsc` CLI and the `make serve` launcher, as subprocesses."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from tests.conftest import free_ports
+
+
+def zsc(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "zsc_client.cli", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_cli_classify_json(structbert, protocol):
+    url = structbert.server.grpc_url if protocol == "grpc" else structbert.server.http_url
+    done = zsc("classify", "--url", url, "--protocol", protocol, "--labels", "咨询,投诉，建议", "--json",
+               "我的快递还没到", "我要投诉")
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["text"] for line in lines] == ["我的快递还没到", "我要投诉"]
+    with structbert.client(protocol) as client:
+        expected = client.classify("我的快递还没到", "咨询,投诉，建议")
+    assert lines[0]["labels"] == expected.labels
+    assert abs(sum(lines[0]["scores"]) - 1.0) < 1e-5
+
+
+def test_cli_classify_table_and_errors(structbert):
+    done = zsc("classify", "--url", structbert.server.grpc_url, "--labels", "咨询,投诉", "--multi-label",
+               "--template", "这是{}", "你好")
+    assert done.returncode == 0, done.stderr
+    assert "咨询" in done.stdout and "latency" in done.stdout
+    bad = zsc("classify", "--url", structbert.server.grpc_url, "--labels", "咨询", "--template", "x", "你好")
+    assert bad.returncode == 1
+    assert "HYPOTHESIS_TEMPLATE" in bad.stderr
+
+
+def test_cli_health(structbert):
+    ok = zsc("health", "--url", structbert.server.http_url, "--protocol", "http", "--json")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["model_ready"] is True
+    down = zsc("health", "--url", f"127.0.0.1:{free_ports(1)[0]}")
+    assert down.returncode == 1 and "NOT healthy" in down.stdout
+
+
+def test_serve_launcher_foreground_and_sigint(structbert):
+    """`python -m zsc_server.serve` (what `make serve` runs): ready message, answers, clean Ctrl-C."""
+    http, grpc, metrics = free_ports(3)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "zsc_server.serve", "--repository", str(structbert.repository),
+         "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        line = ""
+        while time.monotonic() < deadline and "ready:" not in line:
+            line = process.stdout.readline()
+            assert line or process.poll() is None, "launcher exited before it was ready"
+        assert f"127.0.0.1:{grpc}" in line
+        assert zsc("health", "--url", f"127.0.0.1:{grpc}").returncode == 0
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+        assert "exited with code 0" in process.stdout.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
