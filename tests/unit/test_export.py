@@ -1,0 +1,156 @@
+"""Export pieces without a server: configs, checkpoint loading errors, ONNX export + validation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from export.checkpoint import load_checkpoint
+from export.errors import CheckpointError, DownloadError, ValidationError
+from export.repository import (
+    Runtime, ServingSettings, encoder_config, ensemble_config, postprocess_config, preprocess_config, to_pbtxt,
+)
+from export.torch2onnx import Precision, export_onnx
+from export.validate import validate_onnx
+from tests.checkpoints import write_huggingface_nli, write_modelscope_structbert
+from zsc_server.onnx_encoder import OnnxEncoder
+from zsc_server.settings import ScoringSettings
+from zsc_server.tokenization import ENCODER_INPUTS, EncodedBatch
+
+
+def parse(config: dict) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(to_pbtxt(config), model_config_pb2.ModelConfig())
+
+
+@pytest.mark.parametrize("runtime", list(Runtime))
+def test_ensemble_maps_name_tensors_the_models_declare(runtime):
+    scoring = ScoringSettings()
+    serving = ServingSettings(runtime=runtime)
+    models = {
+        "preprocess": parse(preprocess_config(scoring, serving)),
+        "encoder": parse(encoder_config(scoring, serving, "logits", 3)),
+        "postprocess": parse(postprocess_config(scoring)),
+    }
+    ensemble = parse(ensemble_config("logits"))
+    produced = {i.name for i in ensemble.input}
+    for step in ensemble.ensemble_scheduling.step:
+        model = models[step.model_name]
+        assert set(step.input_map) == {i.name for i in model.input}
+        assert set(step.input_map.values()) <= produced, f"{step.model_name} reads an unproduced tensor"
+        assert set(step.output_map) <= {o.name for o in model.output}
+        produced |= set(step.output_map.values())
+    assert {o.name for o in ensemble.output} <= produced
+    assert not {i.name for i in ensemble.input} & {o.name for o in ensemble.output}
+    assert [i.optional for i in ensemble.input] == [False, False, True, True]
+
+
+def test_encoder_config_per_runtime():
+    scoring = ScoringSettings(max_labels=100)
+    ort_python = parse(encoder_config(scoring, ServingSettings(Runtime.PYTHON_ORT, queue_delay_us=500), "logits", 3))
+    assert ort_python.backend == "python" and ort_python.max_batch_size == 101
+    assert ort_python.dynamic_batching.max_queue_delay_microseconds == 500
+    assert [i.name for i in ort_python.input] == list(ENCODER_INPUTS)
+    native = parse(encoder_config(scoring, ServingSettings(Runtime.ONNXRUNTIME), "logits", 3))
+    assert native.platform == "onnxruntime_onnx" and not native.backend
+    assert native.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+
+
+def test_preprocess_config_carries_scoring_settings():
+    scoring = ScoringSettings(max_length=96, default_template="关于{}")
+    config = json.loads(json.dumps({"parameters": preprocess_config(scoring, ServingSettings())["parameters"]}))
+    assert ScoringSettings.from_model_config(config) == scoring
+
+
+def test_modelscope_layout_loads_with_structbert_indices(tmp_path):
+    ckpt = load_checkpoint(str(write_modelscope_structbert(tmp_path / "ms")))
+    assert (ckpt.layout, ckpt.mode.value, ckpt.output_name) == ("modelscope", "nli", "logits")
+    assert (ckpt.entailment_index, ckpt.contradiction_index) == (0, 2)
+
+
+def test_huggingface_layout_takes_indices_from_label2id(tmp_path):
+    ckpt = load_checkpoint(str(write_huggingface_nli(tmp_path / "hf")))
+    assert ckpt.layout == "huggingface"
+    assert (ckpt.entailment_index, ckpt.contradiction_index) == (2, 0)
+
+
+def test_missing_weights_are_reported(tmp_path):
+    directory = write_modelscope_structbert(tmp_path / "ms")
+    state = torch.load(directory / "pytorch_model.bin", weights_only=True)
+    del state["classifier.weight"]
+    torch.save(state, directory / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="weights missing.*classifier.weight"):
+        load_checkpoint(str(directory))
+
+
+def test_non_nli_label2id_is_refused(tmp_path):
+    directory = write_huggingface_nli(tmp_path / "hf")
+    config = json.loads((directory / "config.json").read_text())
+    config["label2id"] = {"positive": 0, "negative": 1, "neutral": 2}
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="no 'entailment' label"):
+        load_checkpoint(str(directory))
+
+
+@pytest.mark.parametrize("model", ["/nonexistent/dir", "not-a-hub-id", "a/b/c"])
+def test_bad_model_argument(model):
+    with pytest.raises(CheckpointError):
+        load_checkpoint(model)
+
+
+def test_hub_download_without_network_is_one_clear_line(monkeypatch, tmp_path):
+    # Point both hubs at a closed local port so the test behaves the same with or without network.
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("MODELSCOPE_ENDPOINT", "http://127.0.0.1:9")
+    for model_id in ("someone/some-nli-model", "damo/nlp_structbert_zero-shot-classification_chinese-base"):
+        with pytest.raises(DownloadError) as raised:
+            load_checkpoint(model_id, cache_dir=str(tmp_path))
+        message = str(raised.value)
+        assert model_id in message and "make export MODEL=/path/to/checkpoint" in message
+        assert "\n" not in message
+
+
+@pytest.mark.parametrize("precision", list(Precision))
+def test_onnx_export_validates_against_pytorch(tmp_path, precision):
+    ckpt = load_checkpoint(str(write_modelscope_structbert(tmp_path / "ms")))
+    path = export_onnx(ckpt.module, "logits", tmp_path / "model.onnx", precision)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 100, size=(4, 24))
+    mask = np.ones_like(ids)
+    mask[1, 10:] = 0
+    batch = EncodedBatch(ids, mask, np.zeros_like(ids))
+    report = validate_onnx(ckpt.module, path, "logits", [batch], precision)
+    assert report.max_abs_diff <= report.tolerance
+    assert report.rows == 4
+    if precision is Precision.FP32:
+        assert report.max_abs_diff < 1e-4
+
+
+def test_validation_catches_a_wrong_model(tmp_path):
+    ckpt = load_checkpoint(str(write_modelscope_structbert(tmp_path / "ms")))
+    path = export_onnx(ckpt.module, "logits", tmp_path / "model.onnx", Precision.FP32)
+    other = load_checkpoint(str(write_modelscope_structbert(tmp_path / "other", seed=5)))
+    ids = np.full((2, 16), 7)
+    with pytest.raises(ValidationError, match="disagrees"):
+        validate_onnx(other.module, path, "logits", [EncodedBatch(ids, np.ones_like(ids), np.zeros_like(ids))],
+                      Precision.FP32)
+
+
+def test_batched_equals_single_with_padding(tmp_path):
+    """Requests merged by the dynamic batcher (padded to a common length) keep their answers."""
+    ckpt = load_checkpoint(str(write_modelscope_structbert(tmp_path / "ms")))
+    encoder = OnnxEncoder(str(export_onnx(ckpt.module, "logits", tmp_path / "m.onnx", Precision.FP32)))
+    rng = np.random.default_rng(1)
+    feeds = []
+    for rows, length in [(3, 16), (1, 32), (5, 16)]:
+        ids = rng.integers(5, 100, size=(rows, length))
+        feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
+    merged = encoder.run_batch(feeds)
+    for feed, result in zip(feeds, merged):
+        alone = encoder.run_batch([feed])[0]
+        np.testing.assert_allclose(result["logits"], alone["logits"], atol=1e-5)
+        assert result["logits"].shape == (feed["input_ids"].shape[0], 3)

@@ -1,0 +1,77 @@
+"""Preprocess limits and the client's request/response helpers, without a server."""
+
+from __future__ import annotations
+
+import pytest
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from export.tokenizer import write_tokenizer_json
+from tests.checkpoints import write_vocab
+from zsc_client.cli import format_result
+from zsc_client.errors import InvalidInputError, ServerUnavailableError, ZeroShotClientError, translate
+from zsc_client.request import ClassificationResult, build_inputs, split_url
+from zsc_server.preprocess import Preprocessor
+from zsc_server.scoring import InputError
+from zsc_server.settings import ScoringMode, ScoringSettings
+
+
+@pytest.fixture(scope="module")
+def tokenizer_json(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tok")
+    write_vocab(root / "vocab.txt")
+    write_tokenizer_json(root, True, root / "tokenizer.json")
+    return root / "tokenizer.json"
+
+
+def test_limits_name_their_setting(tokenizer_json):
+    pre = Preprocessor(ScoringSettings(max_labels=3, max_text_bytes=10, max_length=32), tokenizer_json)
+    with pytest.raises(InputError, match="TEXT: is 12 bytes; the limit is 10 bytes"):
+        pre.prepare("投诉投诉".encode(), [b"a"])
+    with pytest.raises(InputError, match="CANDIDATE_LABELS: has 4 labels; the limit is 3"):
+        pre.prepare(b"hi", [b"a", b"b", b"c", b"d"])
+    with pytest.raises(InputError, match="CANDIDATE_LABELS: has 4 labels"):
+        pre.prepare(b"hi", [b"a,b,c,d"])
+
+
+def test_prepare_modes(tokenizer_json):
+    nli = Preprocessor(ScoringSettings(max_length=32), tokenizer_json)
+    out = nli.prepare("你好".encode(), ["咨询,投诉".encode()], "这是{}".encode(), None)
+    assert out.labels == ["咨询", "投诉"] and out.multi_label is False
+    assert out.encoded.input_ids.shape == (2, 16)
+    assert nli.prepare(b"hi", [b"a"]).multi_label is True  # one label scores as multi-label
+    emb = Preprocessor(ScoringSettings(mode=ScoringMode.EMBEDDING, max_length=32), tokenizer_json)
+    assert emb.prepare(b"hi", [b"a", b"b"]).encoded.input_ids.shape[0] == 3  # text + 2 labels
+
+
+@pytest.mark.parametrize("url, protocol, expected", [
+    ("localhost", "grpc", ("localhost:8001", False)),
+    ("http://h:9000/", "http", ("h:9000", False)),
+    ("https://h", "http", ("h:8000", True)),
+])
+def test_split_url(url, protocol, expected):
+    assert split_url(url, protocol) == expected
+
+
+def test_build_inputs_sends_one_string_unsplit():
+    inputs = build_inputs(httpclient, "t", "a,b", None, True)
+    assert [i.name() for i in inputs] == ["TEXT", "CANDIDATE_LABELS", "MULTI_LABEL"]
+    assert inputs[1].shape() == [1]
+    with_template = build_inputs(httpclient, "t", ["a", "b"], "x{}", False)
+    assert [i.name() for i in with_template][2] == "HYPOTHESIS_TEMPLATE"
+    assert with_template[1].shape() == [2]
+
+
+def test_translate_errors():
+    assert isinstance(translate(InferenceServerException("bad", status="400")), InvalidInputError)
+    assert isinstance(translate(InferenceServerException("x", status="StatusCode.INVALID_ARGUMENT")),
+                      InvalidInputError)
+    assert isinstance(translate(InferenceServerException("x", status="StatusCode.UNAVAILABLE")),
+                      ServerUnavailableError)
+    assert isinstance(translate(ConnectionRefusedError("refused")), ServerUnavailableError)
+    assert type(translate(InferenceServerException("x", status="500"))) is ZeroShotClientError
+
+
+def test_format_result():
+    text = format_result(ClassificationResult("t", ["投诉", "咨询"], [0.75, 0.25], 12.3, 4.5))
+    assert "投诉" in text.splitlines()[1] and "0.7500" in text and "server 4.5 ms" in text

@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+
+from zsc_server.scoring import (
+    InputError, check_template, cosine_scores, decode_utf8, make_hypotheses, nli_scores, parse_labels, rank,
+)
+
+
+@pytest.mark.parametrize("values, expected", [
+    (["咨询,投诉，建议"], ["咨询", "投诉", "建议"]),
+    ([" a , b ,, c ,"], ["a", "b", "c"]),
+    (["solo"], ["solo"]),
+    (["a, b", "c"], ["a, b", "c"]),  # several values are labels as given, commas kept
+])
+def test_parse_labels(values, expected):
+    assert parse_labels(values) == expected
+
+
+@pytest.mark.parametrize("values", [[""], [" ,，"], []])
+def test_parse_labels_refuses_none(values):
+    with pytest.raises(InputError, match="CANDIDATE_LABELS: no candidate labels"):
+        parse_labels(values)
+
+
+def test_templates():
+    assert check_template("这是{}") == "这是{}"
+    with pytest.raises(InputError, match="HYPOTHESIS_TEMPLATE"):
+        check_template("{0}")
+    assert make_hypotheses("{} / {0.__class__} / {}", ["x"]) == ["x / {0.__class__} / x"]
+
+
+def test_decode_utf8_names_field():
+    with pytest.raises(InputError, match="TEXT: is not valid UTF-8"):
+        decode_utf8(b"\xff", "TEXT")
+
+
+def test_nli_single_label_softmax_across_labels():
+    logits = np.array([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0], [1.0, 5.0, 3.0]])
+    scores = nli_scores(logits, entailment_index=0, contradiction_index=2, multi_label=False)
+    expected = np.exp([2.0, 0.0, 1.0]) / np.exp([2.0, 0.0, 1.0]).sum()
+    np.testing.assert_allclose(scores, expected, rtol=1e-6)
+
+
+def test_nli_multi_label_and_one_label_use_contradiction_vs_entailment():
+    logits = np.array([[2.0, 9.0, -1.0], [0.0, 0.0, 3.0]])
+    multi = nli_scores(logits, 0, 2, multi_label=True)
+    np.testing.assert_allclose(multi, [1 / (1 + np.exp(-3.0)), 1 / (1 + np.exp(3.0))], rtol=1e-6)
+    one = nli_scores(logits[:1], 0, 2, multi_label=False)
+    np.testing.assert_allclose(one, multi[:1], rtol=1e-6)
+
+
+def test_nli_respects_indices():
+    logits = np.array([[0.0, 0.0, 4.0], [0.0, 0.0, 1.0]])
+    assert nli_scores(logits, entailment_index=2, contradiction_index=0, multi_label=False)[0] > 0.9
+
+
+def test_cosine_scores():
+    emb = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0], [-1.0, 0.0]])
+    np.testing.assert_allclose(cosine_scores(emb), [1.0, 0.0, -1.0], atol=1e-7)
+
+
+def test_rank_sorts_descending():
+    labels, scores = rank(["a", "b", "c"], np.array([0.2, 0.5, 0.3]))
+    assert labels == ["b", "c", "a"] and list(scores) == [0.5, 0.3, 0.2]

