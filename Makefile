@@ -43,11 +43,12 @@ serve: setup ## run tritonserver on model_repository/ in the foreground [HTTP_PO
 demo: setup ## export MODEL (offline MiniLM by default), serve it, classify sample texts, stop
 	$(PY) -m zsc_server.demo --model $(MODEL) --repository $(REPOSITORY) --max-length $(MAX_LENGTH)
 
-test: setup ## run the test suite (starts real tritonserver processes)
+test: setup ## lint, then the test suite (unit + real tritonserver integration tests)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 lint: setup ## ruff
-	$(VENV)/bin/ruff check . || $(PY) -m pip install --quiet ruff && $(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff check .
 
 clean: ## remove generated model files (keeps .venv)
 	rm -rf $(REPOSITORY)/encoder $(REPOSITORY)/*/config.pbtxt $(REPOSITORY)/preprocess/1/tokenizer.json

@@ -12,11 +12,9 @@ import json
 from pathlib import Path
 
 import torch
-
-from export.errors import CheckpointError, DownloadError
-
 from transformers.utils import logging as hf_logging
 
+from export.errors import CheckpointError, DownloadError
 from zsc_server.settings import ScoringMode
 
 hf_logging.set_verbosity_error()  # our one-line summaries replace transformers' per-key load report

@@ -12,8 +12,15 @@ from pathlib import Path
 from export.checkpoint import OFFLINE_ALIASES, load_checkpoint
 from export.errors import ExportError
 from export.repository import (
-    ServingSettings, Runtime, copy_static_models, encoder_config, ensemble_config,
-    postprocess_config, preprocess_config, write_config, write_encoder_files,
+    Runtime,
+    ServingSettings,
+    copy_static_models,
+    encoder_config,
+    ensemble_config,
+    postprocess_config,
+    preprocess_config,
+    write_config,
+    write_encoder_files,
 )
 from export.tokenizer import write_tokenizer_json
 from export.torch2onnx import Precision, export_onnx

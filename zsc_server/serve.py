@@ -122,7 +122,7 @@ class TritonServer:
             *self.extra_args,
         ]
 
-    def start(self) -> "TritonServer":
+    def start(self) -> TritonServer:
         check_numpy()
         if not (self.repository / "zero_shot" / "config.pbtxt").is_file():
             raise ServerError(f"{self.repository} has no exported model: run `make export` first")
@@ -178,7 +178,7 @@ class TritonServer:
             self._workdir = None
         return code
 
-    def __enter__(self) -> "TritonServer":
+    def __enter__(self) -> TritonServer:
         self.start()
         try:
             self.wait_until_ready()

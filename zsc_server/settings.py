@@ -69,7 +69,7 @@ class ScoringSettings:
         return out
 
     @classmethod
-    def from_model_config(cls, model_config: dict) -> "ScoringSettings":
+    def from_model_config(cls, model_config: dict) -> ScoringSettings:
         """From the parsed JSON model config a Python-backend model receives in ``initialize``."""
         params = {k: v["string_value"] for k, v in model_config.get("parameters", {}).items()}
         kwargs = {}

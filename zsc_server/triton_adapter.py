@@ -22,7 +22,7 @@ def required_input(request, name: str) -> np.ndarray:
     return array
 
 
-def error_response(exc: Exception, logger) -> "pb_utils.InferenceResponse":
+def error_response(exc: Exception, logger) -> pb_utils.InferenceResponse:
     """A per-request error: bad input is INVALID_ARG, anything else INTERNAL (and logged)."""
     if isinstance(exc, InputError):
         return pb_utils.InferenceResponse(
@@ -34,5 +34,5 @@ def error_response(exc: Exception, logger) -> "pb_utils.InferenceResponse":
     )
 
 
-def bytes_tensor(name: str, values: list[str]) -> "pb_utils.Tensor":
+def bytes_tensor(name: str, values: list[str]) -> pb_utils.Tensor:
     return pb_utils.Tensor(name, np.array([v.encode("utf-8") for v in values], dtype=np.object_))

@@ -8,7 +8,13 @@ from collections.abc import Sequence
 
 from zsc_client.errors import ServerUnavailableError, translate
 from zsc_client.request import (
-    DEFAULT_MODEL, ClassificationResult, Labels, build_inputs, parse_result, requested_outputs, split_url,
+    DEFAULT_MODEL,
+    ClassificationResult,
+    Labels,
+    build_inputs,
+    parse_result,
+    requested_outputs,
+    split_url,
 )
 
 
@@ -76,7 +82,7 @@ class AsyncZeroShotClient:
     async def close(self) -> None:
         await self._client.close()
 
-    async def __aenter__(self) -> "AsyncZeroShotClient":
+    async def __aenter__(self) -> AsyncZeroShotClient:
         return self
 
     async def __aexit__(self, *exc_info) -> None:

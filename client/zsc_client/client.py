@@ -11,7 +11,13 @@ import tritonclient.http as httpclient
 
 from zsc_client.errors import ServerUnavailableError, ZeroShotClientError, translate
 from zsc_client.request import (
-    DEFAULT_MODEL, ClassificationResult, Labels, build_inputs, parse_result, requested_outputs, split_url,
+    DEFAULT_MODEL,
+    ClassificationResult,
+    Labels,
+    build_inputs,
+    parse_result,
+    requested_outputs,
+    split_url,
 )
 
 
@@ -147,7 +153,7 @@ class ZeroShotClient:
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> "ZeroShotClient":
+    def __enter__(self) -> ZeroShotClient:
         return self
 
     def __exit__(self, *exc_info) -> None:

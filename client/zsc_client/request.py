@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Union
 
 import numpy as np
 
@@ -12,7 +11,7 @@ DEFAULT_MODEL = "zero_shot"
 OUTPUTS = ("LABELS", "SCORES", "SERVER_LATENCY_MS")
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 
-Labels = Union[str, Sequence[str]]
+Labels = str | Sequence[str]
 
 
 @dataclasses.dataclass
@@ -42,7 +41,7 @@ def split_url(url: str, protocol: str) -> tuple[str, bool]:
     return url, ssl
 
 
-def _bytes_input(module, name: str, values: Sequence[Union[str, bytes]]):
+def _bytes_input(module, name: str, values: Sequence[str | bytes]):
     array = np.array([v.encode("utf-8") if isinstance(v, str) else v for v in values], dtype=np.object_)
     tensor = module.InferInput(name, list(array.shape), "BYTES")
     tensor.set_data_from_numpy(array)
@@ -50,7 +49,7 @@ def _bytes_input(module, name: str, values: Sequence[Union[str, bytes]]):
 
 
 def build_inputs(
-    module, text: Union[str, bytes], candidate_labels: Labels, hypothesis_template: str | None,
+    module, text: str | bytes, candidate_labels: Labels, hypothesis_template: str | None,
     multi_label: bool,
 ) -> list:
     """Ensemble inputs for tritonclient.grpc or tritonclient.http (same InferInput API).
@@ -71,7 +70,7 @@ def requested_outputs(module) -> list:
     return [module.InferRequestedOutput(name) for name in OUTPUTS]
 
 
-def parse_result(response, text: Union[str, bytes], latency_ms: float) -> ClassificationResult:
+def parse_result(response, text: str | bytes, latency_ms: float) -> ClassificationResult:
     labels = [raw.decode("utf-8") for raw in response.as_numpy("LABELS").reshape(-1)]
     scores = [float(s) for s in response.as_numpy("SCORES").reshape(-1)]
     server = response.as_numpy("SERVER_LATENCY_MS")

@@ -13,7 +13,13 @@ from tritonclient.grpc import model_config_pb2
 from export.checkpoint import load_checkpoint
 from export.errors import CheckpointError, DownloadError, ValidationError
 from export.repository import (
-    Runtime, ServingSettings, encoder_config, ensemble_config, postprocess_config, preprocess_config, to_pbtxt,
+    Runtime,
+    ServingSettings,
+    encoder_config,
+    ensemble_config,
+    postprocess_config,
+    preprocess_config,
+    to_pbtxt,
 )
 from export.torch2onnx import Precision, export_onnx
 from export.validate import validate_onnx

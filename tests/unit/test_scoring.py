@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 
 from zsc_server.scoring import (
-    InputError, check_template, cosine_scores, decode_utf8, make_hypotheses, nli_scores, parse_labels, rank,
+    InputError,
+    check_template,
+    cosine_scores,
+    decode_utf8,
+    make_hypotheses,
+    nli_scores,
+    parse_labels,
+    rank,
 )
 
 
