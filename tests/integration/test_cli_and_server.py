@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import free_ports
 
 
@@ -68,3 +70,22 @@ def test_serve_launcher_foreground_and_sigint(structbert):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_plain_kserve_v2_json(structbert):
+    """What README's curl example sends: no client library, optional inputs left out."""
+    import urllib.request
+
+    body = {"inputs": [
+        {"name": "TEXT", "shape": [1], "datatype": "BYTES", "data": ["我的快递三天了还没到"]},
+        {"name": "CANDIDATE_LABELS", "shape": [1], "datatype": "BYTES", "data": ["咨询,投诉,建议"]},
+    ]}
+    request = urllib.request.Request(
+        f"http://{structbert.server.http_url}/v2/models/zero_shot/infer",
+        data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        outputs = {o["name"]: o["data"] for o in json.loads(response.read())["outputs"]}
+    with structbert.client("http") as client:
+        expected = client.classify("我的快递三天了还没到", "咨询,投诉,建议")
+    assert outputs["LABELS"] == expected.labels
+    assert outputs["SCORES"] == pytest.approx(expected.scores, abs=1e-6)

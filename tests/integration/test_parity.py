@@ -37,15 +37,21 @@ def assert_matches(result, expected_labels, expected_scores):
             assert abs(dict(zip(expected_labels, expected_scores))[got] - score) <= TOLERANCE
 
 
+def classify_and_compare(served, protocol: str, kwargs: dict):
+    """Classify through the server and assert the answer equals the served model's reference."""
+    with served.client(protocol) as client:
+        result = client.classify(**kwargs)
+    labels, scores = served.reference(**kwargs)
+    assert_matches(result, labels, scores)
+    return result
+
+
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
 def test_structbert_modelscope_layout(structbert, protocol, case):
     kwargs = CASES[case]
-    with structbert.client(protocol) as client:
-        result = client.classify(**kwargs)
-    labels, scores = structbert.reference(**kwargs)
-    assert_matches(result, labels, scores)
+    result = classify_and_compare(structbert, protocol, kwargs)
     assert result.scores == sorted(result.scores, reverse=True)
-    if not kwargs.get("multi_label") and len(labels) > 1:
+    if not kwargs.get("multi_label") and len(result.labels) > 1:
         assert sum(result.scores) == pytest.approx(1.0, abs=1e-5)
 
 
@@ -58,11 +64,7 @@ def test_scores_are_not_uniform(structbert):
 
 @pytest.mark.parametrize("case", ["single-label list", "multi-label", "custom template", "long text truncates"])
 def test_huggingface_layout_uses_label2id(hf_nli, protocol, case):
-    kwargs = CASES[case]
-    with hf_nli.client(protocol) as client:
-        result = client.classify(**kwargs)
-    labels, scores = hf_nli.reference(**kwargs)
-    assert_matches(result, labels, scores)
+    classify_and_compare(hf_nli, protocol, CASES[case])
 
 
 EMBEDDING_CASES = {
@@ -78,11 +80,7 @@ EMBEDDING_CASES = {
 
 @pytest.mark.parametrize("case", EMBEDDING_CASES, ids=list(EMBEDDING_CASES))
 def test_embedding_mode_cosine(embedding, protocol, case):
-    kwargs = EMBEDDING_CASES[case]
-    with embedding.client(protocol) as client:
-        result = client.classify(**kwargs)
-    labels, scores = embedding.reference(**kwargs)
-    assert_matches(result, labels, scores)
+    classify_and_compare(embedding, protocol, EMBEDDING_CASES[case])
 
 
 def test_embedding_mode_real_semantics(embedding):
