@@ -18,7 +18,7 @@ METRICS_PORT ?= 8002
 HOST ?= 127.0.0.1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup export serve demo test lint clean
+.PHONY: help setup setup-modelscope export serve demo test lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
@@ -32,6 +32,15 @@ $(VENV)/.installed: requirements.txt pyproject.toml client/pyproject.toml
 
 setup: $(VENV)/.installed ## create .venv with the server, export, client and test dependencies
 
+MS_VENV ?= .venv-modelscope
+$(MS_VENV)/.installed: requirements-modelscope.txt
+	$(PYTHON_BOOT) -m venv $(MS_VENV)
+	$(MS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MS_VENV)/bin/python -m pip install --quiet -r requirements-modelscope.txt
+	touch $@
+
+setup-modelscope: $(MS_VENV)/.installed ## create .venv-modelscope with ModelScope's pipeline (test reference)
+
 export: setup ## export MODEL (dir or hub id) into model_repository/ [PRECISION RUNTIME MAX_LENGTH]
 	$(PY) -m export --model $(MODEL) --precision $(PRECISION) --runtime $(RUNTIME) \
 		--max-length $(MAX_LENGTH) --repository $(REPOSITORY)
@@ -43,9 +52,9 @@ serve: setup ## run tritonserver on model_repository/ in the foreground [HTTP_PO
 demo: setup ## export MODEL (offline MiniLM by default), serve it, classify sample texts, stop
 	$(PY) -m zsc_server.demo --model $(MODEL) --repository $(REPOSITORY) --max-length $(MAX_LENGTH)
 
-test: setup ## lint, then the test suite (unit + real tritonserver integration tests)
+test: setup setup-modelscope ## lint, then the test suite (unit + real tritonserver integration tests)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	ZSC_MODELSCOPE_PYTHON=$(MS_VENV)/bin/python $(PY) -m pytest -q
 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check .

@@ -72,6 +72,7 @@ def write_modelscope_structbert(directory: Path, seed: int = 0) -> Path:
     (directory / "config.json").write_text(json.dumps(ms_config, indent=2), encoding="utf-8")
     (directory / "configuration.json").write_text(json.dumps({
         "framework": "pytorch", "task": "zero-shot-classification",
+        "preprocessor": {"type": "zero-shot-cls-tokenizer"},
         "model": {"type": "structbert"}, "pipeline": {"type": "zero-shot-classification"},
     }, indent=2), encoding="utf-8")
     torch.save(model.state_dict(), directory / "pytorch_model.bin")

@@ -88,20 +88,21 @@ class ZeroShotClient:
         return results
 
     def _batch_grpc(self, texts, candidate_labels, hypothesis_template, multi_label):
-        outcomes: list = [None] * len(texts)
-        remaining = [len(texts)]
-        done = threading.Event()
-        lock = threading.Lock()
         if not texts:
             return []
+        outcomes: list = [None] * len(texts)
+        remaining = len(texts)
+        lock = threading.Lock()
+        done = threading.Event()
 
-        def on_complete(index, started, result, error):
+        def on_complete(index, started, result, error):  # runs on a gRPC thread
+            nonlocal remaining
             elapsed_ms = (time.perf_counter() - started) * 1e3
             outcomes[index] = translate(error) if error is not None else parse_result(
                 result, texts[index], elapsed_ms)
             with lock:
-                remaining[0] -= 1
-                if remaining[0] == 0:
+                remaining -= 1
+                if remaining == 0:
                     done.set()
 
         for index, text in enumerate(texts):
@@ -112,7 +113,8 @@ class ZeroShotClient:
                 callback=lambda result, error, i=index, t=started: on_complete(i, t, result, error),
                 outputs=requested_outputs(self._module), client_timeout=self.timeout_s,
             )
-        if not done.wait(self.timeout_s * max(1, len(texts))):
+        # Each request has its own client_timeout; this bound only guards against a lost callback.
+        if not done.wait(self.timeout_s + 10):
             raise ServerUnavailableError(f"batch of {len(texts)} requests did not finish in time")
         for outcome in outcomes:
             if isinstance(outcome, ZeroShotClientError):
