@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -107,10 +108,12 @@ def run(args: argparse.Namespace) -> None:
         encoder_instances=args.encoder_instances, preprocess_instances=args.preprocess_instances,
     )
 
-    tokenizer_path = repository / "preprocess" / "1" / "tokenizer.json"
-    step(2, f"tokenizer: {write_tokenizer_json(ckpt.directory, ckpt.lowercase, tokenizer_path)}")
-
+    # Everything is produced and validated in a scratch dir first: a failed export leaves the
+    # repository as it was.
     with tempfile.TemporaryDirectory(prefix="zsc-export-") as tmp:
+        tokenizer_path = Path(tmp) / "tokenizer.json"
+        step(2, f"tokenizer: {write_tokenizer_json(ckpt.directory, ckpt.lowercase, tokenizer_path)}")
+
         onnx_path = Path(tmp) / "model.onnx"
         step(3, f"exporting ONNX ({args.precision.value}, opset 17, dynamic batch_size/sequence_length)")
         export_onnx(ckpt.module, ckpt.output_name, onnx_path, args.precision)
@@ -123,12 +126,12 @@ def run(args: argparse.Namespace) -> None:
         step(4, str(report))
 
         step(5, f"writing {args.runtime.value} repository to {repository}/")
-        output_width = _output_width(ckpt)
         copy_static_models(repository)
+        shutil.copyfile(tokenizer_path, repository / "preprocess" / "1" / "tokenizer.json")
         version_dir = write_encoder_files(repository, args.runtime, onnx_path)
     for config in (
         preprocess_config(scoring, serving),
-        encoder_config(scoring, serving, ckpt.output_name, output_width),
+        encoder_config(scoring, serving, ckpt.output_name, _output_width(ckpt)),
         postprocess_config(scoring),
         ensemble_config(ckpt.output_name),
     ):

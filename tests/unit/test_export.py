@@ -160,3 +160,20 @@ def test_batched_equals_single_with_padding(tmp_path):
         alone = encoder.run_batch([feed])[0]
         np.testing.assert_allclose(result["logits"], alone["logits"], atol=1e-5)
         assert result["logits"].shape == (feed["input_ids"].shape[0], 3)
+
+
+def test_failed_export_leaves_the_repository_untouched(tmp_path, monkeypatch):
+    from export import cli
+
+    checkpoint = str(write_modelscope_structbert(tmp_path / "ms"))
+    repository = tmp_path / "repository"
+    assert cli.main(["--model", checkpoint, "--repository", str(repository), "--max-length", "32"]) == 0
+    before = {p: p.read_bytes() for p in repository.rglob("*") if p.is_file()}
+
+    def failing_validation(*args, **kwargs):
+        raise ValidationError("ONNX disagrees with PyTorch: simulated")
+
+    monkeypatch.setattr(cli, "validate_onnx", failing_validation)
+    assert cli.main(["--model", checkpoint, "--repository", str(repository), "--max-length", "64"]) == 1
+    after = {p: p.read_bytes() for p in repository.rglob("*") if p.is_file()}
+    assert after == before
