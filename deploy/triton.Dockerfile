@@ -1,0 +1,23 @@
+# Triton (NGC) plus exactly what the Python-backend models import:
+#   preprocess / postprocess: numpy, tokenizers, zsc_server (this project)
+#   encoder, runtime python-ort only: onnxruntime (GPU build here)
+# tests/unit/test_deploy.py checks this list against the models' imports.
+# Triton 24.10 = tritonserver 2.51, the version the local tests run (nvidia-pytriton 0.7.0).
+ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
+FROM ${TRITON_IMAGE}
+
+# numpy < 2: the Python-backend stub exchanges tensors through the numpy 1.x ABI.
+RUN pip install --no-cache-dir "numpy==1.26.4" "tokenizers==0.23.3" "onnxruntime-gpu==1.20.1"
+
+# The shared scoring / tokenization logic, installed without its CPU-side dependencies.
+COPY pyproject.toml README.md /opt/zero-shot-triton/
+COPY zsc_server /opt/zero-shot-triton/zsc_server
+COPY export /opt/zero-shot-triton/export
+RUN pip install --no-cache-dir --no-deps /opt/zero-shot-triton
+
+# Runs as the image's unprivileged user; the model repository is mounted read-only at /models.
+USER triton-server
+EXPOSE 8000 8001 8002
+CMD ["tritonserver", "--model-repository=/models", "--model-control-mode=none", \
+     "--strict-readiness=true", "--exit-on-error=true", \
+     "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"]
