@@ -18,10 +18,10 @@ METRICS_PORT ?= 8002
 HOST ?= 127.0.0.1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-modelscope export serve demo test lint clean
+.PHONY: help setup setup-modelscope export serve demo test lint clean up down loadtest loadtest-compare
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-17s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements.txt pyproject.toml client/pyproject.toml
 	$(PYTHON_BOOT) -m venv $(VENV)
@@ -41,9 +41,21 @@ $(MS_VENV)/.installed: requirements-modelscope.txt
 
 setup-modelscope: $(MS_VENV)/.installed ## create .venv-modelscope with ModelScope's pipeline (test reference)
 
+EXPORT_ARGS = --model $(MODEL) --precision $(PRECISION) --runtime $(RUNTIME) \
+	--max-length $(MAX_LENGTH) --repository $(REPOSITORY)
+COMPOSE ?= docker compose
+
+# A TensorRT engine must be built by the TensorRT that serves it: without TensorRT here, the export
+# runs in the compose `export` container (NGC 24.10, the Triton image's TensorRT), then hands the
+# files back to the calling user.
 export: setup ## export MODEL (dir or hub id) into model_repository/ [PRECISION RUNTIME MAX_LENGTH]
-	$(PY) -m export --model $(MODEL) --precision $(PRECISION) --runtime $(RUNTIME) \
-		--max-length $(MAX_LENGTH) --repository $(REPOSITORY)
+	@if [ "$(RUNTIME)" = tensorrt ] && ! $(PY) -c 'import tensorrt' 2>/dev/null && ! command -v trtexec >/dev/null; then \
+		echo "TensorRT is not installed here: exporting in the compose 'export' container"; \
+		$(COMPOSE) --profile export run --rm export $(EXPORT_ARGS) && \
+		$(COMPOSE) --profile export run --rm --entrypoint chown export -R $$(id -u):$$(id -g) $(REPOSITORY); \
+	else \
+		$(PY) -m export $(EXPORT_ARGS); \
+	fi
 
 serve: setup ## run tritonserver on model_repository/ in the foreground [HTTP_PORT GRPC_PORT METRICS_PORT HOST]
 	$(PY) -m zsc_server.serve --repository $(REPOSITORY) --host $(HOST) \
@@ -55,6 +67,27 @@ demo: setup ## export MODEL (offline MiniLM by default), serve it, classify samp
 test: setup setup-modelscope ## lint, then the test suite (unit + real tritonserver integration tests)
 	$(VENV)/bin/ruff check .
 	ZSC_MODELSCOPE_PYTHON=$(MS_VENV)/bin/python $(PY) -m pytest -q
+
+# Load tests (Locust, headless) against a running server (`make serve` or `make up`) at HOST.
+USERS ?= 1,5,10
+DURATION ?= 60s
+PROTOCOL ?= grpc
+LABEL_MODE ?= sets
+
+loadtest: setup ## Locust run per user count against HOST, results + report in loadtest/results/ [USERS DURATION PROTOCOL LABEL_MODE]
+	$(PY) -m loadtest.run --host http://$(HOST):$(HTTP_PORT) --grpc-url $(HOST):$(GRPC_PORT) \
+		--metrics-url http://$(HOST):$(METRICS_PORT)/metrics --users $(USERS) --duration $(DURATION) \
+		--protocol $(PROTOCOL) --label-mode $(LABEL_MODE) --report
+
+loadtest-compare: setup setup-modelscope ## ours vs the seed stack (ModelScope / HF pipelines behind Flask), same model and inputs [USERS DURATION]
+	$(PY) -m loadtest.compare --users $(USERS) --duration $(DURATION) --baseline-python $(MS_VENV)/bin/python
+
+up: ## start the GPU compose stack (Triton on :8000/:8001/:8002) on the exported repository
+	@test -f $(REPOSITORY)/zero_shot/config.pbtxt || { echo "No exported model in $(REPOSITORY)/: run 'make export' first"; exit 1; }
+	$(COMPOSE) up -d --build --wait triton
+
+down: ## stop the compose stack
+	$(COMPOSE) --profile export --profile monitoring --profile loadtest down
 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check .

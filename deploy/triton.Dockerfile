@@ -18,6 +18,7 @@ RUN pip install --no-cache-dir --no-deps /opt/zero-shot-triton
 # Runs as the image's unprivileged user; the model repository is mounted read-only at /models.
 USER triton-server
 EXPOSE 8000 8001 8002
-CMD ["tritonserver", "--model-repository=/models", "--model-control-mode=none", \
+CMD ["tritonserver", "--model-repository=/models", \
+     "--model-control-mode=none", "--disable-auto-complete-config", \
      "--strict-readiness=true", "--exit-on-error=true", \
      "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"]

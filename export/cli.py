@@ -26,7 +26,7 @@ from export.repository import (
 from export.tokenizer import write_tokenizer_json
 from export.torch2onnx import Precision, export_onnx
 from export.validate import sample_batches, validate_onnx
-from zsc_server.settings import ScoringMode, ScoringSettings
+from zsc_server.settings import CPU_BUCKETS, DEFAULT_BUCKETS, ScoringMode, ScoringSettings, sequence_buckets
 from zsc_server.tokenization import PairTokenizer
 
 STEPS = 5
@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "wheel, CPU); onnxruntime: native onnxruntime_onnx backend (NGC container)")
     parser.add_argument("--max-length", type=int, default=128,
                         help="max tokens per (text, hypothesis) pair; the text is truncated first (default: 128)")
+    parser.add_argument("--buckets", default="auto",
+                        help="padded sequence lengths, e.g. 16,32,64 (max length is always the last); "
+                             "auto: fine steps for python-ort (CPU), 16/32/64/... for GPU runtimes")
     parser.add_argument("--template", default="{}",
                         help="default hypothesis template, must contain {} (default: '{}', as ModelScope)")
     parser.add_argument("--max-labels", type=int, default=256, help="labels per request limit (default: 256)")
@@ -97,7 +100,8 @@ def run(args: argparse.Namespace) -> None:
     step(1, f"{ckpt.layout} layout from {ckpt.directory}: {ckpt.mode.value} mode, output {ckpt.output_name!r}")
     try:
         scoring = ScoringSettings(
-            mode=ckpt.mode, max_length=args.max_length, default_template=args.template,
+            mode=ckpt.mode, max_length=args.max_length, buckets=parse_buckets(args.buckets, args),
+            default_template=args.template,
             entailment_index=ckpt.entailment_index, contradiction_index=ckpt.contradiction_index,
             max_labels=args.max_labels, max_text_bytes=args.max_text_bytes,
         )
@@ -129,21 +133,39 @@ def run(args: argparse.Namespace) -> None:
         copy_static_models(repository)
         shutil.copyfile(tokenizer_path, repository / "preprocess" / "1" / "tokenizer.json")
         version_dir = write_encoder_files(repository, args.runtime, onnx_path)
-    for config in (
-        preprocess_config(scoring, serving),
-        encoder_config(scoring, serving, ckpt.output_name, _output_width(ckpt)),
-        postprocess_config(scoring),
-        ensemble_config(ckpt.output_name),
-    ):
-        print(f"    {write_config(repository, config)}")
     info = {
         "source": args.model, "layout": ckpt.layout, "mode": ckpt.mode.value,
         "precision": args.precision.value, "runtime": args.runtime.value,
         "max_length": scoring.max_length, "buckets": list(scoring.buckets),
         "validation_max_abs_diff": report.max_abs_diff,
     }
+    for config in (
+        preprocess_config(scoring, serving),
+        encoder_config(scoring, serving, ckpt.output_name, _output_width(ckpt)),
+        postprocess_config(scoring),
+        ensemble_config(ckpt.output_name, served_export_info(args.model, info)),
+    ):
+        print(f"    {write_config(repository, config)}")
     (version_dir.parent / "export.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     print(f"[export] done in {time.perf_counter() - started:.1f}s: serve it with `make serve`", flush=True)
+
+
+def parse_buckets(spec: str, args: argparse.Namespace) -> tuple[int, ...]:
+    if spec == "auto":
+        candidates = CPU_BUCKETS if args.runtime is Runtime.PYTHON_ORT else DEFAULT_BUCKETS
+    else:
+        try:
+            candidates = tuple(int(part) for part in spec.split(",") if part.strip())
+        except ValueError:
+            raise ExportError(f"--buckets must be 'auto' or comma-separated lengths, got {spec!r}") from None
+    return sequence_buckets(args.max_length, candidates)
+
+
+def served_export_info(model: str, info: dict) -> dict[str, str]:
+    """The export facts the served config carries; a local checkpoint by its folder name only, so
+    the server does not publish paths of the machine that exported it."""
+    shown = dict(info, source=Path(model).name if Path(model).exists() else model)
+    return {key: str(shown[key]) for key in ("source", "precision", "runtime", "mode", "max_length")}
 
 
 def _output_width(ckpt) -> int:

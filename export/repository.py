@@ -115,7 +115,7 @@ def encoder_config(
     return config
 
 
-def ensemble_config(encoder_output_name: str) -> dict:
+def ensemble_config(encoder_output_name: str, export_info: dict[str, str] | None = None) -> dict:
     def identity(names: list[str]) -> dict:
         return {name: name for name in names}
 
@@ -127,6 +127,9 @@ def ensemble_config(encoder_output_name: str) -> dict:
         "max_batch_size": 0,
         "input": REQUEST_INPUTS,
         "output": RESPONSE_OUTPUTS,
+        # What was exported (model, precision, runtime), for load-test and benchmark reports that only
+        # see the server: GET /v2/models/zero_shot/config. Triton itself ignores these.
+        "parameters": _params({f"export_{key}": value for key, value in (export_info or {}).items()}),
         "ensemble_scheduling": {
             "step": [
                 {

@@ -5,16 +5,15 @@ started on first use and stopped at the end of the run. Server logs go to test-a
 from __future__ import annotations
 
 import dataclasses
-import socket
 from pathlib import Path
 
 import pytest
 
 from export.cli import main as export_main
-from tests.checkpoints import write_huggingface_nli, write_modelscope_structbert
+from export.random_checkpoint import write_huggingface_nli, write_modelscope_structbert
 from tests.reference import EmbeddingReference, NliReference
 from zsc_client import ZeroShotClient
-from zsc_server.serve import TritonServer
+from zsc_server.serve import TritonServer, free_ports
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 STRUCTBERT_MAX_LENGTH = 64  # small, so that long texts truncate and several buckets are used
@@ -31,17 +30,6 @@ class Served:
     def client(self, protocol: str = "grpc") -> ZeroShotClient:
         url = self.server.grpc_url if protocol == "grpc" else self.server.http_url
         return ZeroShotClient(url, protocol)
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def export_repository(model: str, repository: Path, *extra: str) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 from export.cli import main as export_main
 from zsc_client import ZeroShotClient, ZeroShotClientError
 from zsc_client.cli import format_result
-from zsc_server.serve import PROJECT_ROOT, ServerError, TritonServer
+from zsc_server.serve import PROJECT_ROOT, ServerError, TritonServer, free_ports
 
 SAMPLES = {
     "embedding": (
@@ -42,12 +41,6 @@ SAMPLES = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zsc_server.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n== 2. start tritonserver (free local ports)", flush=True)
     log = args.repository.parent / "demo-tritonserver.log"
-    server = TritonServer(args.repository, _free_port(), _free_port(), _free_port(), log_path=log)
+    server = TritonServer(args.repository, *free_ports(3), log_path=log)
     started = time.perf_counter()
     try:
         with server:

@@ -16,6 +16,7 @@ import importlib.util
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -27,9 +28,31 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
+# How every deployment runs Triton: the model set is fixed at start (no model-control API), configs are
+# exactly the generated ones, and a model that fails to load stops the server instead of serving half an
+# ensemble. docker-compose.yml, deploy/triton.Dockerfile and deploy/k8s pass the same flags (a test checks).
+SERVING_FLAGS = (
+    "--model-control-mode=none",
+    "--disable-auto-complete-config",
+    "--strict-readiness=true",
+    "--exit-on-error=true",
+)
+
 
 class ServerError(RuntimeError):
     """tritonserver could not be started or did not become ready."""
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports free on loopback right now (all bound at once, so no repeats)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def pytriton_dir() -> Path:
@@ -112,9 +135,7 @@ class TritonServer:
             str(pytriton_dir() / "tritonserver" / "bin" / "tritonserver"),
             f"--model-repository={self.repository}",
             f"--backend-directory={backends}",
-            "--model-control-mode=none",
-            "--disable-auto-complete-config",
-            "--exit-on-error=true",
+            *SERVING_FLAGS,
             f"--http-address={self.host}", f"--http-port={self.http_port}",
             f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
             f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",

@@ -12,6 +12,7 @@ from tritonclient.grpc import model_config_pb2
 
 from export.checkpoint import load_checkpoint
 from export.errors import CheckpointError, DownloadError, ValidationError
+from export.random_checkpoint import write_huggingface_nli, write_modelscope_structbert
 from export.repository import (
     Runtime,
     ServingSettings,
@@ -23,7 +24,6 @@ from export.repository import (
 )
 from export.torch2onnx import Precision, export_onnx
 from export.validate import validate_onnx
-from tests.checkpoints import write_huggingface_nli, write_modelscope_structbert
 from zsc_server.onnx_encoder import OnnxEncoder
 from zsc_server.settings import ScoringSettings
 from zsc_server.tokenization import ENCODER_INPUTS, EncodedBatch
@@ -177,3 +177,29 @@ def test_failed_export_leaves_the_repository_untouched(tmp_path, monkeypatch):
     assert cli.main(["--model", checkpoint, "--repository", str(repository), "--max-length", "64"]) == 1
     after = {p: p.read_bytes() for p in repository.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_buckets_per_runtime_and_served_export_facts(tmp_path, capsys):
+    import json
+
+    from export import cli
+
+    checkpoint = write_modelscope_structbert(tmp_path / "ms")
+    repository = tmp_path / "repository"
+
+    def exported(*extra: str) -> dict:
+        assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--max-length", "64",
+                         *extra]) == 0
+        return json.loads((repository / "encoder" / "export.json").read_text())
+
+    assert exported()["buckets"] == [16, 24, 32, 40, 48, 56, 64]  # python-ort: CPU steps
+    assert exported("--runtime", "onnxruntime")["buckets"] == [16, 32, 64]
+    assert exported("--buckets", "32")["buckets"] == [32, 64]
+    ensemble = (repository / "zero_shot" / "config.pbtxt").read_text()
+    # the served config names the checkpoint by folder, never by the exporting machine's path
+    assert 'string_value: "ms"' in ensemble and str(tmp_path) not in ensemble
+    capsys.readouterr()
+    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--buckets", "64,32"]) == 1
+    assert "ascending" in capsys.readouterr().err
+    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--buckets", "x"]) == 1
+    assert "--buckets" in capsys.readouterr().err

@@ -6,8 +6,8 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from export.random_checkpoint import write_vocab
 from export.tokenizer import write_tokenizer_json
-from tests.checkpoints import write_vocab
 from zsc_client.cli import format_result
 from zsc_client.errors import InvalidInputError, ServerUnavailableError, ZeroShotClientError, translate
 from zsc_client.request import ClassificationResult, build_inputs, split_url

@@ -1,6 +1,6 @@
 import pytest
 
-from zsc_server.settings import ScoringMode, ScoringSettings, sequence_buckets
+from zsc_server.settings import CPU_BUCKETS, ScoringMode, ScoringSettings, sequence_buckets
 
 
 def test_buckets_end_at_max_length():
@@ -23,3 +23,10 @@ def test_round_trip_through_model_config_parameters():
 def test_invalid_settings(kwargs):
     with pytest.raises(ValueError):
         ScoringSettings(**kwargs)
+
+
+def test_cpu_buckets_follow_real_lengths_and_bad_buckets_are_refused():
+    assert sequence_buckets(64, CPU_BUCKETS) == (16, 24, 32, 40, 48, 56, 64)
+    for buckets in ((32, 16, 64), (16, 16, 64), (0, 64)):
+        with pytest.raises(ValueError, match="ascending"):
+            ScoringSettings(max_length=64, buckets=buckets)

@@ -3,8 +3,8 @@
 import pytest
 from transformers import BertTokenizer
 
+from export.random_checkpoint import write_vocab
 from export.tokenizer import write_tokenizer_json
-from tests.checkpoints import write_vocab
 from zsc_server.scoring import InputError
 from zsc_server.tokenization import PairTokenizer, pick_bucket
 

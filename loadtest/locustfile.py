@@ -1,0 +1,140 @@
+"""Locust scenario for the zero-shot ensemble on Triton, and for the seed's stack as a baseline.
+
+User classes (pick one or more on the command line; `python -m loadtest.run` does):
+  TritonHttpUser   KServe v2 JSON: POST /v2/models/zero_shot/infer
+  TritonGrpcUser   tritonclient gRPC through zsc_client (gevent-compatible), reported to Locust
+  SeedFlaskUser    POST /classify on the baseline Flask apps (loadtest/baselines/flask_app.py)
+
+Every answer is checked against the request it answers (loadtest.workload.answer_problem); a wrong
+answer counts as a failure, not only an error status.
+
+  locust -f loadtest/locustfile.py --host http://127.0.0.1:8000 TritonHttpUser
+  locust -f loadtest/locustfile.py --headless -u 10 -r 10 -t 60s --host http://127.0.0.1:8000 \
+         --label-mode fresh --label-mix 3:2,10:1 TritonGrpcUser
+"""
+
+from __future__ import annotations
+
+# gRPC under gevent: grpcio must hand its completion queue to gevent before any channel exists,
+# or each call blocks every Locust user in this process.
+import grpc.experimental.gevent as grpc_gevent
+
+grpc_gevent.init_gevent()
+
+import itertools  # noqa: E402
+import time  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
+
+from locust import FastHttpUser, User, events, task  # noqa: E402
+
+from loadtest.workload import (  # noqa: E402
+    DEFAULT_WORKLOAD,
+    LABEL_MODES,
+    SCORE_KINDS,
+    TRITON_INFER,
+    Workload,
+    answer_problem,
+    flask_body,
+    kserve_body,
+)
+from zsc_client import ZeroShotClient, ZeroShotClientError  # noqa: E402
+
+MODEL = "zero_shot"
+_user_numbers = itertools.count()
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser) -> None:
+    group = parser.add_argument_group("zero-shot workload")
+    group.add_argument("--workload", default=str(DEFAULT_WORKLOAD), help="workload JSON (texts, label sets)")
+    group.add_argument("--label-mode", choices=LABEL_MODES, default="sets",
+                       help="fixed: one label set (cache-friendly); sets: the workload's sets; fresh: random labels")
+    group.add_argument("--label-mix", default="", help="label-count weights, e.g. 3:4,5:2,10:1")
+    group.add_argument("--text-mix", default="", help="text-length weights, e.g. short:1,medium:2,long:1")
+    group.add_argument("--multi-label-share", type=float, default=0.0, help="share of multi-label requests")
+    group.add_argument("--wait-s", type=float, default=0.0, help="think time between a user's requests")
+    group.add_argument("--request-timeout-s", type=float, default=30.0, help="a slower answer is a failure")
+    group.add_argument("--grpc-url", default="", help="Triton gRPC host:port (default: --host's host, port 8001)")
+    group.add_argument("--score-kind", choices=SCORE_KINDS, default="probabilities",
+                       help="what a valid answer's scores are: NLI probabilities or embedding cosines")
+    group.add_argument("--seed", type=int, default=0, help="workload sampling seed (per user: seed + user number)")
+
+
+class WorkloadUser(User):
+    abstract = True
+
+    def wait_time(self) -> float:
+        return self.environment.parsed_options.wait_s
+
+    def on_start(self) -> None:
+        options = self.environment.parsed_options
+        self.sampler = Workload.load(options.workload).sampler(
+            options.label_mode, options.label_mix, options.text_mix, options.multi_label_share,
+            seed=options.seed + next(_user_numbers))
+        self.score_kind = options.score_kind
+
+
+class TritonHttpUser(WorkloadUser, FastHttpUser):
+    @task
+    def classify(self) -> None:
+        request = self.sampler.next()
+        with self.client.post(TRITON_INFER, json=kserve_body(request), name=f"{MODEL} [http]",
+                              catch_response=True,
+                              timeout=self.environment.parsed_options.request_timeout_s) as response:
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
+                return
+            outputs = {output["name"]: output["data"] for output in response.json()["outputs"]}
+            problem = answer_problem(request, outputs["LABELS"], outputs["SCORES"], self.score_kind)
+            if problem:
+                response.failure(problem)
+
+
+class AnswerMismatch(Exception):
+    pass
+
+
+class TritonGrpcUser(WorkloadUser):
+    def on_start(self) -> None:
+        super().on_start()
+        options = self.environment.parsed_options
+        url = options.grpc_url or f"{urlsplit(self.host).hostname}:8001"
+        self.triton = ZeroShotClient(url, "grpc", timeout_s=options.request_timeout_s)
+
+    def on_stop(self) -> None:
+        self.triton.close()
+
+    @task
+    def classify(self) -> None:
+        request = self.sampler.next()
+        started = time.perf_counter()
+        error: Exception | None = None
+        length = 0
+        try:
+            result = self.triton.classify(request.text, list(request.labels), multi_label=request.multi_label)
+            length = len(result.labels)
+            problem = answer_problem(request, result.labels, result.scores, self.score_kind)
+            error = AnswerMismatch(problem) if problem else None
+        except ZeroShotClientError as exc:
+            error = exc
+        self.environment.events.request.fire(
+            request_type="grpc", name=f"{MODEL} [grpc]", response_time=(time.perf_counter() - started) * 1e3,
+            response_length=length, exception=error, context={},
+        )
+
+
+class SeedFlaskUser(WorkloadUser, FastHttpUser):
+    """The seed's stack: one pipeline behind Flask, `POST /classify` with JSON."""
+
+    @task
+    def classify(self) -> None:
+        request = self.sampler.next()
+        with self.client.post("/classify", json=flask_body(request), name="classify [flask]", catch_response=True,
+                              timeout=self.environment.parsed_options.request_timeout_s) as response:
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
+                return
+            answer = response.json()
+            problem = answer_problem(request, answer["labels"], answer["scores"], self.score_kind)
+            if problem:
+                response.failure(problem)

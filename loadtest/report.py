@@ -1,0 +1,284 @@
+"""Merge load-test results folders (any number: several GPU types, runtimes, baselines) into the seed's
+tables, plots and a recommendation matrix.
+
+  python -m loadtest.report loadtest/results/FOLDER [FOLDER ...] [--out DIR] [--prices loadtest/prices.json]
+
+Writes DIR/report.md, DIR/latency_vs_users.png and DIR/throughput_vs_users.png, and prints the tables.
+The recommendation matrix prices each setup from the editable price table (--prices): for each traffic
+level, the instances needed at the highest measured rate that still met the P95 objective (--slo-p95-ms)
+with at least 99.9% success, times the hourly price.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+
+DEFAULT_PRICES = Path(__file__).resolve().parent / "prices.json"
+TRAFFIC_LEVELS = (1, 10, 50, 100, 500, 1000, 5000)  # requests per second
+MIN_SUCCESS = 0.999
+
+
+@dataclasses.dataclass
+class RunRow:
+    """One Locust run (one user count) of one setup."""
+
+    users: int
+    requests: int
+    failures: int
+    avg_ms: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    rps: float
+    pairs_per_s: float
+    encoder_queue_ms: float | None = None
+    encoder_compute_ms: float | None = None
+    encoder_batch: float | None = None
+    gpu_memory_mb: float | None = None
+
+    @property
+    def success_rate(self) -> float:
+        return (self.requests - self.failures) / self.requests if self.requests else 0.0
+
+
+@dataclasses.dataclass
+class ResultSet:
+    folder: Path
+    meta: dict
+    rows: dict[int, RunRow]
+
+    @property
+    def label(self) -> str:
+        return f"{self.meta['target']} · {self.meta['runtime']}/{self.meta['precision']} · {short_hardware(self.meta)}"
+
+
+def short_hardware(meta: dict) -> str:
+    hardware = meta["hardware"]
+    return hardware if len(hardware) <= 32 else hardware[:31] + "…"
+
+
+def _number(value: str) -> float:
+    return float(value) if value not in ("", "N/A") else math.nan
+
+
+def read_run(folder: Path, users: int, mean_labels: float | None = None) -> RunRow:
+    with open(folder / f"u{users}_stats.csv", newline="", encoding="utf-8") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["Name"] == "Aggregated"]
+    if not rows:
+        raise ValueError(f"{folder / f'u{users}_stats.csv'} has no Aggregated row")
+    stats = rows[0]
+    if mean_labels is None:
+        mean_labels = json.loads((folder / "meta.json").read_text(encoding="utf-8"))["mean_labels"]
+    rps = _number(stats["Requests/s"])
+    answered = 1 - int(stats["Failure Count"]) / max(int(stats["Request Count"]), 1)
+    row = RunRow(
+        users=users, requests=int(stats["Request Count"]), failures=int(stats["Failure Count"]),
+        avg_ms=_number(stats["Average Response Time"]), p50_ms=_number(stats["50%"]),
+        p95_ms=_number(stats["95%"]), p99_ms=_number(stats["99%"]),
+        # a failed request scored nothing: pairs/s counts answered requests only
+        rps=rps, pairs_per_s=rps * mean_labels * answered,
+    )
+    server_file = folder / f"u{users}_server.json"
+    if server_file.is_file():
+        server = json.loads(server_file.read_text(encoding="utf-8"))
+        encoder = server.get("models", {}).get("encoder")
+        if encoder and encoder.get("requests"):
+            row.encoder_queue_ms = encoder["avg_queue_ms"]
+            row.encoder_compute_ms = encoder["avg_compute_ms"]
+            row.encoder_batch = encoder["avg_batch"]
+        memory = server.get("nvidia_smi", {}).get("memory_used_mb_max") or server.get("triton_gpu", {}).get(
+            "memory_used_mb")
+        row.gpu_memory_mb = memory or None
+    return row
+
+
+def read_results(folder: Path) -> ResultSet:
+    meta_file = folder / "meta.json"
+    if not meta_file.is_file():
+        raise ValueError(f"{folder} is not a results folder (no meta.json)")
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    rows = {users: read_run(folder, users, meta["mean_labels"]) for users in meta["users"]
+            if (folder / f"u{users}_stats.csv").is_file()}
+    if not rows:
+        raise ValueError(f"{folder} has no u<N>_stats.csv")
+    return ResultSet(folder, meta, rows)
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.{digits}f}"
+
+
+def memory(row: RunRow) -> str:
+    return f"{row.gpu_memory_mb / 1024:.1f} GiB" if row.gpu_memory_mb else "n/a (no GPU)"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def conditions(results: list[ResultSet]) -> str:
+    rows = [[r.label, r.meta["hardware"], str(r.meta["model"]), str(r.meta.get("max_length") or "n/a"),
+             f"{r.meta['label_mode']}, {r.meta['mean_labels']:.1f} labels/request", r.meta["protocol"],
+             r.meta["duration"], r.meta["started"]] for r in results]
+    return table(["Setup", "Hardware", "Model", "Max length", "Labels", "Protocol", "Duration/run", "Started"],
+                 rows)
+
+
+def single_request_table(results: list[ResultSet]) -> str:
+    rows = [[r.label, fmt(r.rows[1].avg_ms), fmt(r.rows[1].p95_ms), memory(r.rows[1]),
+             f"{r.rows[1].success_rate:.2%}"] for r in results if 1 in r.rows]
+    return table(["Setup", "Avg latency (ms)", "P95 (ms)", "GPU memory", "Success"], rows)
+
+
+def users_table(results: list[ResultSet], users: int) -> str:
+    rows = [[r.label, fmt(r.rows[users].avg_ms), fmt(r.rows[users].p95_ms), f"{r.rows[users].success_rate:.2%}",
+             fmt(r.rows[users].rps)] for r in results if users in r.rows]
+    return table(["Setup", "Avg latency (ms)", "P95 (ms)", "Success rate", "Requests/s"], rows)
+
+
+def throughput_table(results: list[ResultSet]) -> str:
+    rows = []
+    for r in results:
+        for users, row in sorted(r.rows.items()):
+            rows.append([r.label, str(users), fmt(row.rps), fmt(row.pairs_per_s, 0), fmt(row.encoder_queue_ms, 2),
+                         fmt(row.encoder_compute_ms, 2), fmt(row.encoder_batch, 1)])
+    return table(["Setup", "Users", "Requests/s", "Pairs/s", "Encoder queue (ms/req)", "Encoder compute (ms/req)",
+                  "Pairs per encoder execution"], rows)
+
+
+def capacity(result: ResultSet, slo_p95_ms: float) -> float:
+    """Highest measured requests/s with P95 within the objective and success >= 99.9% (0 if none)."""
+    good = [row.rps for row in result.rows.values() if row.p95_ms <= slo_p95_ms and row.success_rate >= MIN_SUCCESS]
+    return max(good, default=0.0)
+
+
+def price_of(result: ResultSet, prices: dict[str, float]) -> float | None:
+    hardware = result.meta["hardware"].lower()
+    matches = [(len(key), price) for key, price in prices.items() if key.lower() in hardware]
+    return max(matches)[1] if matches else None
+
+
+def recommendation_matrix(results: list[ResultSet], prices: dict[str, float], slo_p95_ms: float) -> str:
+    header = ["Traffic (req/s)"] + [r.label for r in results] + ["Recommended"]
+    rows = []
+    for traffic in TRAFFIC_LEVELS:
+        cells, costs = [], []
+        for result in results:
+            rate, price = capacity(result, slo_p95_ms), price_of(result, prices)
+            if rate <= 0:
+                cells.append(f"misses P95 ≤ {slo_p95_ms:.0f} ms")
+                continue
+            instances = math.ceil(traffic / rate)
+            if price is None:
+                cells.append(f"{instances}× (no price)")
+                continue
+            cost = instances * price
+            costs.append((cost, result.label))
+            cells.append(f"{instances}× = ${cost:,.2f}/h")
+        rows.append([str(traffic)] + cells + [min(costs)[1] if costs else "n/a"])
+    return table(header, rows)
+
+
+def plot(results: list[ResultSet], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for name, title, values, ylabel in (
+        ("latency_vs_users.png", "Latency vs users", lambda row: (row.avg_ms, row.p95_ms), "ms"),
+        ("throughput_vs_users.png", "Throughput vs users", lambda row: (row.rps,), "requests/s"),
+    ):
+        figure, axes = plt.subplots(figsize=(8, 4.5))
+        for result in results:
+            users = sorted(result.rows)
+            series = [values(result.rows[u]) for u in users]
+            suffix = " avg" if len(series[0]) > 1 else ""
+            axes.plot(users, [s[0] for s in series], marker="o", label=result.label + suffix)
+            if len(series[0]) > 1:
+                axes.plot(users, [s[1] for s in series], marker="x", linestyle="--", label=result.label + " P95")
+        axes.set(title=title, xlabel="concurrent users", ylabel=ylabel)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+        figure.tight_layout()
+        figure.savefig(out / name, dpi=110)
+        plt.close(figure)
+        paths.append(out / name)
+    return paths
+
+
+def comparison_table(ours: ResultSet, baselines: list[ResultSet]) -> str:
+    """Ours next to each baseline per user count, with throughput and P95 ratios."""
+    header = ["Users", f"{ours.meta['target']} req/s", "P95 (ms)", "Success"]
+    for baseline in baselines:
+        header += [f"{baseline.meta['target']} req/s", "P95 (ms)", "Success", "Throughput ×", "P95 ÷"]
+    rows = []
+    for users in sorted(ours.rows):
+        mine = ours.rows[users]
+        row = [str(users), fmt(mine.rps), fmt(mine.p95_ms, 0), f"{mine.success_rate:.1%}"]
+        for baseline in baselines:
+            theirs = baseline.rows.get(users)
+            if theirs is None:
+                row += ["n/a"] * 5
+                continue
+            row += [fmt(theirs.rps), fmt(theirs.p95_ms, 0), f"{theirs.success_rate:.1%}",
+                    fmt(mine.rps / theirs.rps if theirs.rps else math.nan, 2),
+                    fmt(theirs.p95_ms / mine.p95_ms if mine.p95_ms else math.nan, 2)]
+        rows.append(row)
+    return table(header, rows)
+
+
+def render(results: list[ResultSet], prices: dict[str, float], slo_p95_ms: float) -> str:
+    user_counts = sorted({users for r in results for users in r.rows} - {1})
+    sections = ["# Load-test report", "## Conditions", conditions(results),
+                "## Single request (1 user)", single_request_table(results)]
+    for users in user_counts:
+        sections += [f"## {users} concurrent users", users_table(results, users)]
+    sections += ["## Throughput and where the time goes", throughput_table(results),
+                 f"## Recommendation (P95 ≤ {slo_p95_ms:.0f} ms, success ≥ {MIN_SUCCESS:.1%}; prices editable in "
+                 f"loadtest/prices.json)", recommendation_matrix(results, prices, slo_p95_ms),
+                 "![latency](latency_vs_users.png)\n\n![throughput](throughput_vs_users.png)"]
+    return "\n\n".join(sections) + "\n"
+
+
+def load_prices(path: Path) -> dict[str, float]:
+    return {key: float(value) for key, value in json.loads(path.read_text(encoding="utf-8"))["usd_per_hour"].items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", nargs="+", type=Path, help="results folders written by loadtest.run")
+    parser.add_argument("--out", type=Path, default=None, help="where report.md and the plots go "
+                        "(default: the folder itself when there is one, else loadtest/results/report)")
+    parser.add_argument("--prices", type=Path, default=DEFAULT_PRICES)
+    parser.add_argument("--slo-p95-ms", type=float, default=200.0)
+    args = parser.parse_args(argv)
+    try:
+        results = [read_results(folder) for folder in args.folders]
+        prices = load_prices(args.prices)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"report: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or (args.folders[0] if len(args.folders) == 1 else Path(__file__).resolve().parent
+                       / "results" / "report")
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = render(results, prices, args.slo_p95_ms)
+    (out / "report.md").write_text(markdown, encoding="utf-8")
+    plot(results, out)
+    print(markdown)
+    print(f"[report] wrote {out / 'report.md'} and plots", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,224 @@
+"""Headless Locust runs, one per user count, against a running server; one results folder per call.
+
+  python -m loadtest.run --host http://127.0.0.1:8000 --users 1,5,10 --duration 60s
+  (make loadtest [USERS=1,5,10] [DURATION=60s] [HOST=http://127.0.0.1:8000] [PROTOCOL=grpc|http])
+
+The folder (loadtest/results/<date>-<hardware>-<target>-<runtime>-<precision>-<model>/) holds:
+  meta.json            conditions: hardware, model, precision, runtime, workload, users, duration
+  u<N>_stats.csv ...   Locust's CSV statistics for N users
+  u<N>_server.json     Triton counters over the run (queue / compute time per model, batch sizes)
+                       and GPU memory / utilization (Triton's gauges, nvidia-smi samples)
+`python -m loadtest.report FOLDER...` turns folders into tables and plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from loadtest.server_metrics import NvidiaSmiSampler, gpu_gauges, model_deltas, query_gpus, scrape
+from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, TRITON_INFER, Workload, flask_body, kserve_body
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+RESULTS = Path(__file__).resolve().parent / "results"
+USER_CLASSES = {"http": "TritonHttpUser", "grpc": "TritonGrpcUser", "flask": "SeedFlaskUser"}
+
+
+class LoadTestError(RuntimeError):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="http://127.0.0.1:8000",
+                        help="Triton's HTTP endpoint (or a baseline's, with --protocol flask)")
+    parser.add_argument("--protocol", choices=sorted(USER_CLASSES), default="grpc",
+                        help="grpc / http: Triton; flask: the seed-stack baselines (default: grpc)")
+    parser.add_argument("--grpc-url", default="", help="Triton gRPC host:port (default: --host's host, port 8001)")
+    parser.add_argument("--metrics-url", default="",
+                        help="Triton's Prometheus endpoint (default: --host's host, port 8002; 'none' to skip)")
+    parser.add_argument("--users", default="1,5,10", help="comma-separated user counts, one run each")
+    parser.add_argument("--duration", default="60s", help="per user count, Locust syntax (30s, 2m)")
+    parser.add_argument("--label-mode", choices=LABEL_MODES, default="sets")
+    parser.add_argument("--label-mix", default="", help="label-count weights, e.g. 3:4,5:2,10:1")
+    parser.add_argument("--text-mix", default="", help="text-length weights, e.g. short:1,long:1")
+    parser.add_argument("--workload", type=Path, default=DEFAULT_WORKLOAD)
+    parser.add_argument("--request-timeout-s", type=float, default=30.0)
+    parser.add_argument("--target", default="",
+                        help="name of what is measured (default: triton, or the baseline's name)")
+    parser.add_argument("--model", default="", help="model name for the report (default: from the server)")
+    parser.add_argument("--precision", default="", help="precision for the report (default: from the server)")
+    parser.add_argument("--runtime", default="", help="runtime for the report (default: from the server)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="parent of the results folder")
+    parser.add_argument("--name", default="", help="results folder name (default: date and conditions)")
+    parser.add_argument("--report", action="store_true", help="write report.md and plots into the folder")
+    return parser
+
+
+def parse_users(spec: str) -> list[int]:
+    try:
+        users = [int(part) for part in spec.split(",") if part.strip()]
+    except ValueError:
+        raise LoadTestError(f"--users must be comma-separated integers, got {spec!r}") from None
+    if not users or min(users) < 1:
+        raise LoadTestError(f"--users needs at least one count >= 1, got {spec!r}")
+    return users
+
+
+def hardware() -> str:
+    gpus = query_gpus()
+    if gpus:
+        names = sorted({gpu["name"] for gpu in gpus})
+        return f"{len(gpus)}x {', '.join(names)}"
+    cpu = platform.processor() or "CPU"
+    try:
+        models = re.findall(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        cpu = models[0].strip() if models else cpu
+    except OSError:
+        pass
+    return f"CPU {cpu} ({os.cpu_count()} cores)"
+
+
+def served_export_info(host: str) -> dict[str, str]:
+    """The export facts the ensemble's config carries (empty for servers that are not ours)."""
+    try:
+        with urllib.request.urlopen(f"{host.rstrip('/')}/v2/models/zero_shot/config", timeout=5) as response:
+            parameters = json.loads(response.read()).get("parameters", {})
+    except (urllib.error.URLError, OSError, ValueError):
+        return {}
+    return {key.removeprefix("export_"): value["string_value"]
+            for key, value in parameters.items() if key.startswith("export_")}
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()[:40] or "unknown"
+
+
+def locust_command(args, users: int, csv_prefix: Path) -> list[str]:
+    command = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
+        "-u", str(users), "-r", str(users), "-t", args.duration, "--stop-timeout", "10",
+        "--host", args.host, "--csv", str(csv_prefix), "--exit-code-on-error", "0",
+        "--workload", str(args.workload), "--label-mode", args.label_mode,
+        "--request-timeout-s", str(args.request_timeout_s),
+        "--score-kind", "cosine" if args.served_mode == "embedding" else "probabilities",
+    ]
+    for option, value in (("--label-mix", args.label_mix), ("--text-mix", args.text_mix),
+                          ("--grpc-url", args.grpc_url)):
+        if value:
+            command += [option, value]
+    return command + [USER_CLASSES[args.protocol]]
+
+
+def warm_up(args, count: int = 5) -> None:
+    """A few requests first, so that one-time costs (first inference, lazy allocations) stay out of the
+    numbers; fails early with a clear message when nothing answers at --host."""
+    sampler = Workload.load(args.workload).sampler(args.label_mode, args.label_mix, args.text_mix, seed=99)
+    for _ in range(count):
+        request = sampler.next()
+        if args.protocol == "flask":
+            url, body = "/classify", flask_body(request)
+        else:
+            url, body = TRITON_INFER, kserve_body(request)
+        http = urllib.request.Request(args.host.rstrip("/") + url, data=json.dumps(body).encode(),
+                                      headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(http, timeout=max(args.request_timeout_s, 60)) as response:
+                response.read()
+        except (urllib.error.URLError, OSError) as exc:
+            raise LoadTestError(f"no answer from {args.host}{url}: {exc}. Is the server running "
+                                f"(`make serve`)?") from None
+
+
+def run(args) -> Path:
+    users_list = parse_users(args.users)
+    is_triton = args.protocol != "flask"
+    host = urlsplit(args.host).hostname
+    metrics_url = args.metrics_url or (f"http://{host}:8002/metrics" if is_triton else "none")
+    served = served_export_info(args.host) if is_triton else {}
+    args.served_mode = served.get("mode", "nli")
+    sampler = Workload.load(args.workload).sampler(args.label_mode, args.label_mix, args.text_mix)
+    meta = {
+        "target": args.target or (f"triton-{args.protocol}" if is_triton else "baseline"),
+        "protocol": args.protocol,
+        "hardware": hardware(),
+        "model": args.model or served.get("source", "unknown"),
+        "precision": args.precision or served.get("precision", "unknown"),
+        "runtime": args.runtime or served.get("runtime", "unknown"),
+        "mode": args.served_mode,
+        "max_length": served.get("max_length"),
+        "users": users_list,
+        "duration": args.duration,
+        "label_mode": args.label_mode, "label_mix": args.label_mix, "text_mix": args.text_mix,
+        "mean_labels": round(sampler.mean_labels(), 3),
+        "workload": str(args.workload.resolve().relative_to(ROOT) if args.workload.resolve().is_relative_to(ROOT)
+                        else args.workload),
+        "host": args.host,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "load_generator": "Locust, on the same machine as the server",
+    }
+    name = args.name or "-".join([datetime.now().strftime("%Y%m%d-%H%M%S"), slug(meta["hardware"]),
+                                  slug(meta["target"]), slug(meta["runtime"]), slug(meta["precision"]),
+                                  slug(Path(meta["model"]).name)])
+    folder = args.out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"[loadtest] {meta['target']} ({meta['model']}, {meta['runtime']}, {meta['precision']}) on "
+          f"{meta['hardware']}; results in {folder}", flush=True)
+
+    warm_up(args)
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
+                                                                             os.environ.get("PYTHONPATH")])))
+    for users in users_list:
+        print(f"[loadtest] {users} user(s) for {args.duration} ...", flush=True)
+        before = scrape(metrics_url) if metrics_url != "none" else []
+        with NvidiaSmiSampler() as gpu:
+            done = subprocess.run(locust_command(args, users, folder / f"u{users}"), env=environment,
+                                  capture_output=True, text=True, check=False)
+        if done.returncode != 0 or not (folder / f"u{users}_stats.csv").is_file():
+            raise LoadTestError(f"locust failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        (folder / f"u{users}_locust.log").write_text(done.stderr, encoding="utf-8")
+        after = scrape(metrics_url) if metrics_url != "none" else []
+        server = {"models": model_deltas(before, after), "triton_gpu": gpu_gauges(after), "nvidia_smi": gpu.summary()}
+        (folder / f"u{users}_server.json").write_text(json.dumps(server, indent=2) + "\n", encoding="utf-8")
+        print(f"[loadtest] {users} user(s): {one_line(folder, users)}", flush=True)
+    return folder
+
+
+def one_line(folder: Path, users: int) -> str:
+    from loadtest.report import read_run
+
+    row = read_run(folder, users)
+    return (f"{row.requests} requests, {row.success_rate:.2%} ok, avg {row.avg_ms:.0f} ms, "
+            f"p95 {row.p95_ms:.0f} ms, {row.rps:.1f} req/s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        folder = run(args)
+    except (LoadTestError, ValueError) as exc:
+        print(f"loadtest: {exc}", file=sys.stderr)
+        return 2
+    if args.report:
+        from loadtest.report import main as report_main
+
+        return report_main([str(folder)])
+    print(f"[loadtest] done: python -m loadtest.report {folder}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""What the server did during a load-test run: Triton's Prometheus counters (before/after deltas per
+model) and, where there is a GPU, nvidia-smi samples."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import threading
+import urllib.request
+
+# name{label="value",...} value
+_SAMPLE = re.compile(r'^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)$')
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+COUNTERS = {
+    "requests": "nv_inference_request_success",
+    "failures": "nv_inference_request_failure",
+    "executions": "nv_inference_exec_count",
+    "inferences": "nv_inference_count",
+    "queue_us": "nv_inference_queue_duration_us",
+    "compute_input_us": "nv_inference_compute_input_duration_us",
+    "compute_infer_us": "nv_inference_compute_infer_duration_us",
+    "compute_output_us": "nv_inference_compute_output_duration_us",
+    "request_us": "nv_inference_request_duration_us",
+}
+
+
+def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:
+    samples = []
+    for line in text.splitlines():
+        match = _SAMPLE.match(line.strip())
+        if match and not line.startswith("#"):
+            labels = dict(_LABEL.findall(match.group("labels") or ""))
+            samples.append((match.group("name"), labels, float(match.group("value"))))
+    return samples
+
+
+def scrape(url: str, timeout_s: float = 5.0) -> list[tuple[str, dict[str, str], float]]:
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        return parse_prometheus(response.read().decode("utf-8"))
+
+
+def per_model(samples) -> dict[str, dict[str, float]]:
+    models: dict[str, dict[str, float]] = {}
+    names = {metric: key for key, metric in COUNTERS.items()}
+    for name, labels, value in samples:
+        if name in names and "model" in labels:
+            entry = models.setdefault(labels["model"], dict.fromkeys(COUNTERS, 0.0))
+            entry[names[name]] += value
+    return models
+
+
+def model_deltas(before, after) -> dict[str, dict[str, float]]:
+    """Per model: counter increases during the run, plus average queue / compute ms per request and
+    the average batch the dynamic batcher formed (inferences per execution)."""
+    start, end = per_model(before), per_model(after)
+    deltas = {}
+    for model, counters in end.items():
+        delta = {key: counters[key] - start.get(model, {}).get(key, 0.0) for key in COUNTERS}
+        requests = delta["requests"] or float("nan")
+        delta["avg_queue_ms"] = delta["queue_us"] / requests / 1e3
+        delta["avg_compute_ms"] = (delta["compute_input_us"] + delta["compute_infer_us"]
+                                   + delta["compute_output_us"]) / requests / 1e3
+        delta["avg_batch"] = delta["inferences"] / (delta["executions"] or float("nan"))
+        deltas[model] = delta
+    return deltas
+
+
+def gpu_gauges(samples) -> dict[str, float]:
+    """Triton's own GPU gauges (present when it runs with a GPU and --allow-gpu-metrics)."""
+    gauges = {}
+    for name, _labels, value in samples:
+        if name == "nv_gpu_memory_used_bytes":
+            gauges["memory_used_mb"] = gauges.get("memory_used_mb", 0.0) + value / 2**20
+        elif name == "nv_gpu_utilization":
+            gauges["utilization"] = max(gauges.get("utilization", 0.0), value)
+    return gauges
+
+
+class NvidiaSmiSampler:
+    """Samples GPU memory and utilization every second while a run lasts (no-op without nvidia-smi)."""
+
+    QUERY = ["nvidia-smi", "--query-gpu=name,memory.used,memory.total,utilization.gpu",
+             "--format=csv,noheader,nounits"]
+
+    def __init__(self, interval_s: float = 1.0):
+        self.available = shutil.which("nvidia-smi") is not None
+        self.interval_s = interval_s
+        self.samples: list[dict] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.samples.extend(query_gpus())
+
+    def __enter__(self) -> NvidiaSmiSampler:
+        if self.available:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        if self.available:
+            self._thread.join()
+
+    def summary(self) -> dict:
+        if not self.samples:
+            return {}
+        return {
+            "memory_used_mb_max": max(s["memory_used_mb"] for s in self.samples),
+            "memory_total_mb": self.samples[0]["memory_total_mb"],
+            "utilization_avg": sum(s["utilization"] for s in self.samples) / len(self.samples),
+        }
+
+
+def query_gpus() -> list[dict]:
+    if shutil.which("nvidia-smi") is None:
+        return []
+    output = subprocess.run(NvidiaSmiSampler.QUERY, capture_output=True, text=True, check=False).stdout
+    gpus = []
+    for line in output.strip().splitlines():
+        name, used, total, utilization = (part.strip() for part in line.split(","))
+        gpus.append({"name": name, "memory_used_mb": float(used), "memory_total_mb": float(total),
+                     "utilization": float(utilization)})
+    return gpus

@@ -1,0 +1,152 @@
+"""The request mix every load test and benchmark sends: texts and label sets from data/workload.json,
+drawn with weights for text length and label count.
+
+Label modes:
+  fixed  one label set for every request (what a router with fixed categories sends; caching helps)
+  sets   the realistic label sets of the workload file, weighted by label count
+  fresh  labels drawn from the pool for every request (no two requests alike; caching cannot help)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from pathlib import Path
+
+DEFAULT_WORKLOAD = Path(__file__).resolve().parent / "data" / "workload.json"
+LABEL_MODES = ("fixed", "sets", "fresh")
+TRITON_INFER = "/v2/models/zero_shot/infer"
+# Text-length classes by character count.
+TEXT_CLASSES = {"short": (0, 20), "medium": (21, 40), "long": (41, 10**9)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifyRequest:
+    text: str
+    labels: tuple[str, ...]
+    multi_label: bool = False
+
+
+def parse_mix(spec: str | None, *, keys_are_ints: bool) -> dict:
+    """'3:4,5:2,10:1' -> {3: 4.0, 5: 2.0, 10: 1.0}; '' or None -> {} (uniform)."""
+    mix: dict = {}
+    for part in (spec or "").split(","):
+        if not part.strip():
+            continue
+        key, sep, weight = part.partition(":")
+        if not sep:
+            raise ValueError(f"mix entry {part!r} is not KEY:WEIGHT")
+        mix[int(key) if keys_are_ints else key.strip()] = float(weight)
+    if any(weight < 0 for weight in mix.values()) or (mix and not any(mix.values())):
+        raise ValueError(f"mix {spec!r} needs non-negative weights, not all zero")
+    return mix
+
+
+class Workload:
+    def __init__(self, texts: list[str], label_sets: list[list[str]], label_pool: list[str]):
+        if not texts or not label_sets or not label_pool:
+            raise ValueError("a workload needs texts, label_sets and label_pool")
+        self.texts, self.label_sets, self.label_pool = texts, label_sets, label_pool
+
+    @classmethod
+    def load(cls, path: Path = DEFAULT_WORKLOAD) -> Workload:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls(data["texts"], data["label_sets"], data["label_pool"])
+
+    def sampler(self, label_mode: str = "sets", label_mix: str | None = None, text_mix: str | None = None,
+                multi_label_share: float = 0.0, seed: int | None = None) -> RequestSampler:
+        return RequestSampler(self, label_mode, parse_mix(label_mix, keys_are_ints=True),
+                              parse_mix(text_mix, keys_are_ints=False), multi_label_share, random.Random(seed))
+
+
+class RequestSampler:
+    def __init__(self, workload: Workload, label_mode: str, label_mix: dict[int, float],
+                 text_mix: dict[str, float], multi_label_share: float, rng: random.Random):
+        if label_mode not in LABEL_MODES:
+            raise ValueError(f"label mode {label_mode!r} is not one of {', '.join(LABEL_MODES)}")
+        unknown = set(text_mix) - set(TEXT_CLASSES)
+        if unknown:
+            raise ValueError(f"text mix classes {sorted(unknown)} are not among {', '.join(TEXT_CLASSES)}")
+        self.workload, self.label_mode, self.rng = workload, label_mode, rng
+        self.multi_label_share = multi_label_share
+        self.label_counts = label_mix or {3: 1.0, 5: 1.0, 10: 1.0}
+        if label_mode == "fresh" and max(self.label_counts) > len(workload.label_pool):
+            raise ValueError(f"label count {max(self.label_counts)} exceeds the pool of {len(workload.label_pool)}")
+
+        self.texts, text_weights = [], []
+        for text in workload.texts:
+            weight = text_mix.get(text_class(text), 0.0) if text_mix else 1.0
+            if weight:
+                self.texts.append(text)
+                text_weights.append(weight)
+        if not self.texts:
+            raise ValueError(f"no workload text falls in the text mix {text_mix}")
+        self.text_weights = text_weights
+
+        self.label_sets = workload.label_sets
+        self.set_weights = [label_mix.get(len(s), 0.0) if label_mix else 1.0 for s in self.label_sets]
+        if label_mode == "sets" and not any(self.set_weights):
+            raise ValueError(f"no label set of the workload has a label count in {sorted(label_mix)}")
+
+    def labels(self) -> tuple[str, ...]:
+        if self.label_mode == "fixed":
+            return tuple(self.label_sets[0])
+        if self.label_mode == "sets":
+            return tuple(self.rng.choices(self.label_sets, self.set_weights)[0])
+        [count] = self.rng.choices(list(self.label_counts), list(self.label_counts.values()))
+        return tuple(self.rng.sample(self.workload.label_pool, count))
+
+    def next(self) -> ClassifyRequest:
+        [text] = self.rng.choices(self.texts, self.text_weights)
+        multi_label = self.rng.random() < self.multi_label_share
+        return ClassifyRequest(text, self.labels(), multi_label)
+
+    def mean_labels(self, draws: int = 5000) -> float:
+        """Average labels per request, estimated on a copy of the sampler (reports turn requests/s
+        into pairs/s with it)."""
+        copy = RequestSampler.__new__(RequestSampler)
+        copy.__dict__.update(self.__dict__, rng=random.Random(0))
+        return sum(len(copy.labels()) for _ in range(draws)) / draws
+
+
+def text_class(text: str) -> str:
+    return next(name for name, (low, high) in TEXT_CLASSES.items() if low <= len(text) <= high)
+
+
+SCORE_KINDS = ("probabilities", "cosine")  # NLI models / embedding models
+
+
+def answer_problem(request: ClassifyRequest, labels: list[str], scores: list[float],
+                   score_kind: str = "probabilities") -> str | None:
+    """Why an answer cannot be the answer to `request` (None when it can): every label ranked once,
+    scores sorted high to low within their range, and for NLI single-label summing to 1 (softmax
+    across labels). Under load this catches answers that went to the wrong request or were cut short."""
+    if sorted(labels) != sorted(request.labels):
+        return f"labels {labels} are not the request's {list(request.labels)}"
+    if len(scores) != len(labels):
+        return f"{len(scores)} scores for {len(labels)} labels"
+    low = 0.0 if score_kind == "probabilities" else -1.0 - 1e-4
+    if any(not low <= s <= 1.0 + 1e-4 for s in scores) or any(a < b for a, b in zip(scores, scores[1:])):
+        return f"scores {scores} are not {score_kind} sorted high to low"
+    if score_kind == "probabilities" and not request.multi_label and len(labels) > 1 and abs(sum(scores) - 1) > 1e-3:
+        return f"single-label scores sum to {sum(scores):.4f}, not 1"
+    return None
+
+
+def kserve_body(request: ClassifyRequest) -> dict:
+    """The request as KServe v2 JSON for Triton's HTTP endpoint (TRITON_INFER)."""
+    return {
+        "inputs": [
+            {"name": "TEXT", "shape": [1], "datatype": "BYTES", "data": [request.text]},
+            {"name": "CANDIDATE_LABELS", "shape": [len(request.labels)], "datatype": "BYTES",
+             "data": list(request.labels)},
+            {"name": "MULTI_LABEL", "shape": [1], "datatype": "BOOL", "data": [request.multi_label]},
+        ],
+        "outputs": [{"name": "LABELS"}, {"name": "SCORES"}],
+    }
+
+
+def flask_body(request: ClassifyRequest) -> dict:
+    """The request as the seed-stack baselines take it (loadtest/baselines/flask_app.py)."""
+    return {"text": request.text, "labels": list(request.labels), "multi_label": request.multi_label}

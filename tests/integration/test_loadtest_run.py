@@ -1,0 +1,48 @@
+"""A short headless Locust run (seconds) through `python -m loadtest.run` against the real local
+tritonserver, over both protocols: zero failures (every answer checked against its request), Triton's
+counters collected, and a well-formed report."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from loadtest.run import main as loadtest_main
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_short_locust_run_has_no_failures_and_a_report(structbert, protocol, tmp_path):
+    server = structbert.server
+    code = loadtest_main([
+        "--host", f"http://{server.http_url}", "--grpc-url", server.grpc_url,
+        "--metrics-url", f"http://127.0.0.1:{server.metrics_port}/metrics",
+        "--protocol", protocol, "--users", "1,3", "--duration", "3s", "--label-mode", "fresh",
+        "--out", str(tmp_path), "--name", "run", "--report",
+    ])
+    assert code == 0
+    folder = tmp_path / "run"
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["runtime"] == "python-ort" and meta["precision"] == "fp32" and meta["mode"] == "nli"
+    for users in (1, 3):
+        with open(folder / f"u{users}_stats.csv", newline="") as handle:
+            [aggregated] = [row for row in csv.DictReader(handle) if row["Name"] == "Aggregated"]
+        assert int(aggregated["Request Count"]) > 5
+        assert int(aggregated["Failure Count"]) == 0, (folder / f"u{users}_failures.csv").read_text()
+        encoder = json.loads((folder / f"u{users}_server.json").read_text())["models"]["encoder"]
+        assert encoder["requests"] >= int(aggregated["Request Count"])
+        assert encoder["failures"] == 0
+    markdown = (folder / "report.md").read_text()
+    assert "## Single request (1 user)" in markdown and "## 3 concurrent users" in markdown
+    assert (folder / "latency_vs_users.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_unreachable_server_is_a_clear_error(tmp_path, capsys):
+    from zsc_server.serve import free_ports
+
+    [port] = free_ports(1)
+    code = loadtest_main(["--host", f"http://127.0.0.1:{port}", "--metrics-url", "none", "--users", "1",
+                          "--duration", "1s", "--out", str(tmp_path)])
+    assert code == 2
+    assert "Is the server running" in capsys.readouterr().err

@@ -1,0 +1,184 @@
+"""The load-test building blocks without a server: workload sampling, answer checks, Triton metrics
+parsing, and the report built from Locust CSVs written here with known numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from loadtest import report
+from loadtest.server_metrics import model_deltas, parse_prometheus
+from loadtest.workload import ClassifyRequest, Workload, answer_problem, kserve_body, parse_mix, text_class
+
+WORKLOAD = Workload.load()
+
+
+def test_shipped_workload_matches_what_the_benchmarks_promise():
+    lengths = [len(text) for text in WORKLOAD.texts]
+    assert len(lengths) >= 40 and min(lengths) >= 10 and max(lengths) <= 60
+    assert all(3 <= len(labels) <= 10 for labels in WORKLOAD.label_sets)
+    assert {text_class(text) for text in WORKLOAD.texts} == {"short", "medium", "long"}
+
+
+def test_fixed_mode_sends_one_label_set_and_fresh_mode_changes_it():
+    fixed = WORKLOAD.sampler("fixed", seed=1)
+    assert {fixed.next().labels for _ in range(50)} == {tuple(WORKLOAD.label_sets[0])}
+    fresh = WORKLOAD.sampler("fresh", label_mix="4:1", seed=1)
+    drawn = [fresh.next().labels for _ in range(50)]
+    assert all(len(labels) == 4 and len(set(labels)) == 4 for labels in drawn)
+    assert len(set(drawn)) > 40
+    assert set().union(*drawn) <= set(WORKLOAD.label_pool)
+
+
+def test_mixes_select_label_counts_and_text_lengths():
+    sampler = WORKLOAD.sampler("sets", label_mix="3:1,10:1", text_mix="long:1", seed=2)
+    requests = [sampler.next() for _ in range(200)]
+    assert {len(r.labels) for r in requests} == {3, 10}
+    assert {text_class(r.text) for r in requests} == {"long"}
+    assert WORKLOAD.sampler("fresh", label_mix="3:1,5:1").mean_labels() == pytest.approx(4.0, abs=0.15)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"label_mode": "sometimes"}, "label mode"),
+    ({"label_mix": "3"}, "KEY:WEIGHT"),
+    ({"label_mix": "3:0"}, "not all zero"),
+    ({"label_mix": "2:1"}, "no label set"),
+    ({"text_mix": "huge:1"}, "text mix classes"),
+    ({"label_mode": "fresh", "label_mix": "500:1"}, "exceeds the pool"),
+])
+def test_bad_mixes_are_refused_with_the_reason(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        WORKLOAD.sampler(**kwargs)
+
+
+def test_parse_mix():
+    assert parse_mix("3:4, 5:2", keys_are_ints=True) == {3: 4.0, 5: 2.0}
+    assert parse_mix("", keys_are_ints=False) == {}
+
+
+def test_answer_checks_catch_answers_to_another_request():
+    request = ClassifyRequest("快递没到", ("咨询", "投诉", "建议"))
+    assert answer_problem(request, ["投诉", "咨询", "建议"], [0.7, 0.2, 0.1]) is None
+    assert "not the request's" in answer_problem(request, ["物流", "咨询", "建议"], [0.7, 0.2, 0.1])
+    assert "sorted" in answer_problem(request, ["投诉", "咨询", "建议"], [0.2, 0.7, 0.1])
+    assert "sum to" in answer_problem(request, ["投诉", "咨询", "建议"], [0.9, 0.8, 0.1])
+    assert "scores for" in answer_problem(request, ["投诉", "咨询", "建议"], [0.9, 0.1])
+    multi = ClassifyRequest("快递没到", ("咨询", "投诉"), multi_label=True)
+    assert answer_problem(multi, ["投诉", "咨询"], [0.9, 0.8]) is None
+    assert answer_problem(request, ["投诉", "咨询", "建议"], [0.4, -0.1, -0.3], "cosine") is None
+    assert "sorted" in answer_problem(request, ["投诉", "咨询", "建议"], [0.4, -0.1, -0.3])
+
+
+def test_kserve_body_names_the_ensemble_inputs():
+    body = kserve_body(ClassifyRequest("文本", ("a", "b"), multi_label=True))
+    assert [(i["name"], i["shape"]) for i in body["inputs"]] == [
+        ("TEXT", [1]), ("CANDIDATE_LABELS", [2]), ("MULTI_LABEL", [1])]
+
+
+METRICS_BEFORE = """# HELP nv_inference_request_success Number of successful inference requests
+nv_inference_request_success{model="encoder",version="1"} 10
+nv_inference_queue_duration_us{model="encoder",version="1"} 1000
+nv_inference_exec_count{model="encoder",version="1"} 5
+nv_inference_count{model="encoder",version="1"} 50
+nv_inference_compute_infer_duration_us{model="encoder",version="1"} 20000
+"""
+METRICS_AFTER = """nv_inference_request_success{model="encoder",version="1"} 110
+nv_inference_queue_duration_us{model="encoder",version="1"} 301000
+nv_inference_exec_count{model="encoder",version="1"} 25
+nv_inference_count{model="encoder",version="1"} 650
+nv_inference_compute_infer_duration_us{model="encoder",version="1"} 520000
+nv_gpu_memory_used_bytes{gpu_uuid="GPU-1"} 2147483648
+"""
+
+
+def test_triton_counters_become_per_request_averages():
+    samples = parse_prometheus(METRICS_AFTER)
+    assert ("nv_gpu_memory_used_bytes", {"gpu_uuid": "GPU-1"}, 2147483648.0) in samples
+    encoder = model_deltas(parse_prometheus(METRICS_BEFORE), samples)["encoder"]
+    assert encoder["requests"] == 100
+    assert encoder["avg_queue_ms"] == pytest.approx(3.0)  # 300,000 us over 100 requests
+    assert encoder["avg_compute_ms"] == pytest.approx(5.0)
+    assert encoder["avg_batch"] == pytest.approx(30.0)  # 600 pairs in 20 executions
+
+
+STATS_HEADER = ("Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"
+                "Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,"
+                "99.9%,99.99%,100%")
+
+
+def write_results(folder: Path, hardware: str, runs: dict[int, tuple[int, int, float, float, float]],
+                  memory_mb: float | None = None) -> Path:
+    """runs: users -> (requests, failures, avg ms, p95 ms, requests/s), as Locust's CSV writes them."""
+    folder.mkdir(parents=True)
+    meta = {"target": "triton-grpc", "protocol": "grpc", "hardware": hardware, "model": "structbert-large",
+            "precision": "fp16", "runtime": "python-torch", "max_length": "128", "users": sorted(runs),
+            "duration": "60s", "label_mode": "sets", "mean_labels": 5.0, "started": "2026-11-25T00:00:00+00:00"}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    for users, (requests, failures, avg, p95, rps) in runs.items():
+        percentiles = ",".join(str(p95 if i >= 5 else avg) for i in range(11))
+        row = f"{requests},{failures},{avg},{avg},1,{p95 * 2},100,{rps},0,{percentiles}"
+        (folder / f"u{users}_stats.csv").write_text(
+            f"{STATS_HEADER}\ngrpc,zero_shot [grpc],{row}\n,Aggregated,{row}\n")
+        server = {"models": {"encoder": {"requests": requests, "avg_queue_ms": 1.5, "avg_compute_ms": 4.0,
+                                         "avg_batch": 12.0}},
+                  "nvidia_smi": {"memory_used_mb_max": memory_mb} if memory_mb else {}}
+        (folder / f"u{users}_server.json").write_text(json.dumps(server))
+    return folder
+
+
+@pytest.fixture
+def two_gpus(tmp_path) -> list[report.ResultSet]:
+    h100 = write_results(tmp_path / "h100", "1x NVIDIA H100 80GB HBM3",
+                         {1: (3000, 0, 6.0, 8.0, 50.0), 10: (24000, 0, 25.0, 30.0, 400.0)}, memory_mb=2048)
+    t4 = write_results(tmp_path / "t4", "1x Tesla T4",
+                       {1: (600, 0, 90.0, 120.0, 10.0), 10: (3600, 36, 160.0, 250.0, 60.0)})
+    return [report.read_results(h100), report.read_results(t4)]
+
+
+def test_report_reads_locust_csv_and_server_counters(two_gpus):
+    h100, t4 = two_gpus
+    assert h100.rows[10].rps == 400.0 and h100.rows[10].pairs_per_s == 2000.0
+    assert h100.rows[1].gpu_memory_mb == 2048 and h100.rows[10].encoder_batch == 12.0
+    assert t4.rows[10].success_rate == pytest.approx(0.99)
+    assert t4.rows[10].pairs_per_s == pytest.approx(60 * 5 * 0.99)  # failed requests scored nothing
+
+
+def test_report_tables_and_recommendation(two_gpus, tmp_path):
+    prices = {"H100": 4.0, "T4": 0.5}
+    markdown = report.render(two_gpus, prices, slo_p95_ms=200.0)
+    for section in ("## Conditions", "## Single request (1 user)", "## 10 concurrent users",
+                    "## Throughput", "## Recommendation"):
+        assert section in markdown
+    h100_label, t4_label = (result.label for result in two_gpus)
+    assert f"| {h100_label} | 6.0 | 8.0 | 2.0 GiB | 100.00% |" in markdown
+    assert f"| {t4_label} | 160.0 | 250.0 | 99.00% | 60.0 |" in markdown
+    # T4 meets P95 <= 200 ms only at 1 user (10 req/s): 10 req/s -> 1 T4 ($0.50) beats 1 H100 ($4)
+    assert f"| 10 | 1× = $4.00/h | 1× = $0.50/h | {t4_label} |" in markdown
+    # 100 req/s -> 1 H100 ($4) vs 10 T4s ($5)
+    assert f"| 100 | 1× = $4.00/h | 10× = $5.00/h | {h100_label} |" in markdown
+    paths = report.plot(two_gpus, tmp_path)
+    assert all(path.read_bytes().startswith(b"\x89PNG") for path in paths)
+
+
+def test_report_cli_writes_into_the_folder(two_gpus, tmp_path, capsys):
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"usd_per_hour": {"H100": 4.0}}))
+    assert report.main([str(two_gpus[0].folder), "--prices", str(prices)]) == 0
+    assert (two_gpus[0].folder / "report.md").read_text().startswith("# Load-test report")
+    assert report.main([str(tmp_path / "missing")]) == 2
+    assert "not a results folder" in capsys.readouterr().err
+
+
+def test_comparison_table_states_ratios(two_gpus):
+    h100, t4 = two_gpus
+    t4.meta["target"] = "seed-modelscope"
+    table = report.comparison_table(h100, [t4])
+    assert "| 10 | 400.0 | 30 | 100.0% | 60.0 | 250 | 99.0% | 6.67 | 8.33 |" in table
+
+
+def test_sampling_is_reproducible_per_seed():
+    first = [WORKLOAD.sampler("fresh", seed=7).next() for _ in range(3)]
+    assert first[0] == first[1] == first[2]
+    assert WORKLOAD.sampler("fresh", seed=8).next() != first[0]
