@@ -147,7 +147,8 @@ def render(results: list[report.ResultSet], args) -> str:
         "",
         f"Model: random weights in the StructBERT-{args.shape} shape (ModelScope layout for ours and the "
         "ModelScope pipeline; the same weights in Hugging Face layout for the HF pipeline), max length "
-        f"{export_info['max_length']}. Ours: {export_info['runtime']} {export_info['precision']}, HTTP "
+        f"{export_info['max_length']}. Ours: {export_info['runtime']} {export_info['precision']}, sequence "
+        f"buckets {export_info['buckets']}, HTTP "
         "KServe v2 JSON. Baselines: one pipeline behind Flask, one request at a time. Same Locust "
         f"scenario ({args.label_mode} label mode, workload loadtest/data/workload.json), "
         f"{args.duration} per user count, each setup alone on {ours.meta['hardware']}, load generator on "
