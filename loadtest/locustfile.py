@@ -21,6 +21,7 @@ import grpc.experimental.gevent as grpc_gevent
 
 grpc_gevent.init_gevent()
 
+import functools  # noqa: E402
 import itertools  # noqa: E402
 import time  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
@@ -41,6 +42,8 @@ from zsc_client import ZeroShotClient, ZeroShotClientError  # noqa: E402
 
 MODEL = "zero_shot"
 _user_numbers = itertools.count()
+# every user of this process samples from one parsed copy of the workload file
+_load_workload = functools.cache(Workload.load)
 
 
 @events.init_command_line_parser.add_listener
@@ -68,26 +71,48 @@ class WorkloadUser(User):
 
     def on_start(self) -> None:
         options = self.environment.parsed_options
-        self.sampler = Workload.load(options.workload).sampler(
+        self.sampler = _load_workload(options.workload).sampler(
             options.label_mode, options.label_mix, options.text_mix, options.multi_label_share,
             seed=options.seed + next(_user_numbers))
         self.score_kind = options.score_kind
 
 
-class TritonHttpUser(WorkloadUser, FastHttpUser):
+class JsonEndpointUser(WorkloadUser, FastHttpUser):
+    """POSTs each request as JSON and checks the answer; subclasses say where, in which format, and
+    where the labels and scores are in the reply."""
+
+    abstract = True
+    path = ""
+    name = ""
+
+    def body(self, request) -> dict:
+        raise NotImplementedError
+
+    def labels_and_scores(self, answer: dict) -> tuple[list, list]:
+        raise NotImplementedError
+
     @task
     def classify(self) -> None:
         request = self.sampler.next()
-        with self.client.post(TRITON_INFER, json=kserve_body(request), name=f"{MODEL} [http]",
-                              catch_response=True,
+        with self.client.post(self.path, json=self.body(request), name=self.name, catch_response=True,
                               timeout=self.environment.parsed_options.request_timeout_s) as response:
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
                 return
-            outputs = {output["name"]: output["data"] for output in response.json()["outputs"]}
-            problem = answer_problem(request, outputs["LABELS"], outputs["SCORES"], self.score_kind)
+            problem = answer_problem(request, *self.labels_and_scores(response.json()), self.score_kind)
             if problem:
                 response.failure(problem)
+
+
+class TritonHttpUser(JsonEndpointUser):
+    path, name = TRITON_INFER, f"{MODEL} [http]"
+
+    def body(self, request) -> dict:
+        return kserve_body(request)
+
+    def labels_and_scores(self, answer: dict) -> tuple[list, list]:
+        outputs = {output["name"]: output["data"] for output in answer["outputs"]}
+        return outputs["LABELS"], outputs["SCORES"]
 
 
 class AnswerMismatch(Exception):
@@ -123,18 +148,13 @@ class TritonGrpcUser(WorkloadUser):
         )
 
 
-class SeedFlaskUser(WorkloadUser, FastHttpUser):
+class SeedFlaskUser(JsonEndpointUser):
     """The seed's stack: one pipeline behind Flask, `POST /classify` with JSON."""
 
-    @task
-    def classify(self) -> None:
-        request = self.sampler.next()
-        with self.client.post("/classify", json=flask_body(request), name="classify [flask]", catch_response=True,
-                              timeout=self.environment.parsed_options.request_timeout_s) as response:
-            if response.status_code != 200:
-                response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
-                return
-            answer = response.json()
-            problem = answer_problem(request, answer["labels"], answer["scores"], self.score_kind)
-            if problem:
-                response.failure(problem)
+    path, name = "/classify", "classify [flask]"
+
+    def body(self, request) -> dict:
+        return flask_body(request)
+
+    def labels_and_scores(self, answer: dict) -> tuple[list, list]:
+        return answer["labels"], answer["scores"]

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from loadtest import report
 from loadtest.server_metrics import NvidiaSmiSampler, gpu_gauges, model_deltas, query_gpus, scrape
 from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, TRITON_INFER, Workload, flask_body, kserve_body
 
@@ -91,7 +92,7 @@ def hardware() -> str:
     return f"CPU {cpu} ({os.cpu_count()} cores)"
 
 
-def served_export_info(host: str) -> dict[str, str]:
+def read_served_export_info(host: str) -> dict[str, str]:
     """The export facts the ensemble's config carries (empty for servers that are not ours)."""
     try:
         with urllib.request.urlopen(f"{host.rstrip('/')}/v2/models/zero_shot/config", timeout=5) as response:
@@ -147,7 +148,7 @@ def run(args) -> Path:
     is_triton = args.protocol != "flask"
     host = urlsplit(args.host).hostname
     metrics_url = args.metrics_url or (f"http://{host}:8002/metrics" if is_triton else "none")
-    served = served_export_info(args.host) if is_triton else {}
+    served = read_served_export_info(args.host) if is_triton else {}
     args.served_mode = served.get("mode", "nli")
     sampler = Workload.load(args.workload).sampler(args.label_mode, args.label_mix, args.text_mix)
     meta = {
@@ -198,9 +199,7 @@ def run(args) -> Path:
 
 
 def one_line(folder: Path, users: int) -> str:
-    from loadtest.report import read_run
-
-    row = read_run(folder, users)
+    row = report.read_run(folder, users)
     return (f"{row.requests} requests, {row.success_rate:.2%} ok, avg {row.avg_ms:.0f} ms, "
             f"p95 {row.p95_ms:.0f} ms, {row.rps:.1f} req/s")
 
@@ -213,9 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loadtest: {exc}", file=sys.stderr)
         return 2
     if args.report:
-        from loadtest.report import main as report_main
-
-        return report_main([str(folder)])
+        return report.main([str(folder)])
     print(f"[loadtest] done: python -m loadtest.report {folder}", flush=True)
     return 0
 
