@@ -119,15 +119,21 @@ class AnswerMismatch(Exception):
     pass
 
 
+@functools.cache
+def _grpc_client(url: str, timeout_s: float) -> ZeroShotClient:
+    """One gRPC channel per Locust process, shared by all its users: HTTP/2 multiplexes their calls,
+    as it would for a real client service. It is never closed: under gevent, closing grpcio channels
+    can deadlock in grpcio's gevent channel bookkeeping (seen here: Locust hanging at exit in
+    tritonclient's `__del__` -> `Channel.close`, and a CI run hung there), so the process exit frees it."""
+    return ZeroShotClient(url, "grpc", timeout_s=timeout_s)
+
+
 class TritonGrpcUser(WorkloadUser):
     def on_start(self) -> None:
         super().on_start()
         options = self.environment.parsed_options
         url = options.grpc_url or f"{urlsplit(self.host).hostname}:8001"
-        self.triton = ZeroShotClient(url, "grpc", timeout_s=options.request_timeout_s)
-
-    def on_stop(self) -> None:
-        self.triton.close()
+        self.triton = _grpc_client(url, options.request_timeout_s)
 
     @task
     def classify(self) -> None:

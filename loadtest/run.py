@@ -78,6 +78,23 @@ def parse_users(spec: str) -> list[int]:
     return users
 
 
+DURATION_PART = re.compile(r"(\d+)([hms])")
+STOP_TIMEOUT_S = 10
+# what Locust may take beyond the run itself: start-up, --stop-timeout, writing its CSVs
+EXIT_GRACE_S = 60
+
+
+def parse_duration(spec: str) -> int:
+    """Locust's --run-time syntax (`90`, `30s`, `2m`, `1h30m`) in seconds."""
+    text = spec.strip().lower()
+    if text.isdigit():
+        return int(text)
+    parts = DURATION_PART.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        raise LoadTestError(f"--duration must look like 30s, 2m or 1h30m, got {spec!r}")
+    return sum(int(number) * {"h": 3600, "m": 60, "s": 1}[unit] for number, unit in parts)
+
+
 def hardware() -> str:
     gpus = query_gpus()
     if gpus:
@@ -110,7 +127,7 @@ def slug(text: str) -> str:
 def locust_command(args, users: int, csv_prefix: Path) -> list[str]:
     command = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
-        "-u", str(users), "-r", str(users), "-t", args.duration, "--stop-timeout", "10",
+        "-u", str(users), "-r", str(users), "-t", args.duration, "--stop-timeout", str(STOP_TIMEOUT_S),
         "--host", args.host, "--csv", str(csv_prefix), "--exit-code-on-error", "0",
         "--workload", str(args.workload), "--label-mode", args.label_mode,
         "--request-timeout-s", str(args.request_timeout_s),
@@ -145,6 +162,7 @@ def warm_up(args, count: int = 5) -> None:
 
 def run(args) -> Path:
     users_list = parse_users(args.users)
+    deadline_s = parse_duration(args.duration) + STOP_TIMEOUT_S + EXIT_GRACE_S
     is_triton = args.protocol != "flask"
     host = urlsplit(args.host).hostname
     metrics_url = args.metrics_url or (f"http://{host}:8002/metrics" if is_triton else "none")
@@ -186,8 +204,7 @@ def run(args) -> Path:
         print(f"[loadtest] {users} user(s) for {args.duration} ...", flush=True)
         before = scrape(metrics_url) if metrics_url != "none" else []
         with NvidiaSmiSampler() as gpu:
-            done = subprocess.run(locust_command(args, users, folder / f"u{users}"), env=environment,
-                                  capture_output=True, text=True, check=False)
+            done = run_locust(locust_command(args, users, folder / f"u{users}"), environment, deadline_s)
         if done.returncode != 0 or not (folder / f"u{users}_stats.csv").is_file():
             raise LoadTestError(f"locust failed ({done.returncode}):\n{done.stderr[-3000:]}")
         (folder / f"u{users}_locust.log").write_text(done.stderr, encoding="utf-8")
@@ -196,6 +213,21 @@ def run(args) -> Path:
         (folder / f"u{users}_server.json").write_text(json.dumps(server, indent=2) + "\n", encoding="utf-8")
         print(f"[loadtest] {users} user(s): {one_line(folder, users)}", flush=True)
     return folder
+
+
+def run_locust(command: list[str], environment: dict, deadline_s: float) -> subprocess.CompletedProcess:
+    """Locust in its own process, killed (SIGKILL: a hung Locust ignores SIGTERM) when it outlives
+    the run by more than the grace time, so that a stuck load generator is an error, never a hang."""
+    process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = process.communicate(timeout=deadline_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, stderr = process.communicate()
+        raise LoadTestError(f"locust did not exit within {deadline_s:.0f} s (run time + {STOP_TIMEOUT_S} s "
+                            f"stop timeout + {EXIT_GRACE_S} s grace) and was killed; last output:\n"
+                            f"{stderr[-3000:]}") from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def one_line(folder: Path, users: int) -> str:

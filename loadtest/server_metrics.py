@@ -117,7 +117,11 @@ class NvidiaSmiSampler:
 def query_gpus() -> list[dict]:
     if shutil.which("nvidia-smi") is None:
         return []
-    output = subprocess.run(NvidiaSmiSampler.QUERY, capture_output=True, text=True, check=False).stdout
+    try:
+        output = subprocess.run(NvidiaSmiSampler.QUERY, capture_output=True, text=True, check=False,
+                                timeout=10).stdout
+    except subprocess.TimeoutExpired:  # a wedged driver must not stall a load test: no GPU figures then
+        return []
     gpus = []
     for line in output.strip().splitlines():
         name, used, total, utilization = (part.strip() for part in line.split(","))

@@ -4,11 +4,15 @@ parsing, and the report built from Locust CSVs written here with known numbers."
 from __future__ import annotations
 
 import json
+import signal
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from loadtest import report
+from loadtest.run import LoadTestError, parse_duration, run_locust
 from loadtest.server_metrics import model_deltas, parse_prometheus
 from loadtest.workload import ClassifyRequest, Workload, answer_problem, kserve_body, parse_mix, text_class
 
@@ -182,3 +186,25 @@ def test_sampling_is_reproducible_per_seed():
     first = [WORKLOAD.sampler("fresh", seed=7).next() for _ in range(3)]
     assert first[0] == first[1] == first[2]
     assert WORKLOAD.sampler("fresh", seed=8).next() != first[0]
+
+
+@pytest.mark.parametrize(("spec", "seconds"), [("90", 90), ("30s", 30), ("2m", 120), ("1h30m", 5400), ("1m5s", 65)])
+def test_durations_in_locust_syntax(spec, seconds):
+    assert parse_duration(spec) == seconds
+
+
+@pytest.mark.parametrize("spec", ["", "30x", "1.5m", "s", "10s5"])
+def test_bad_durations_are_refused(spec):
+    with pytest.raises(LoadTestError, match="--duration"):
+        parse_duration(spec)
+
+
+def test_a_hung_load_generator_is_killed_and_reported():
+    # stands in for a Locust process stuck at exit: it ignores SIGTERM, as a hung Locust did
+    stuck = [sys.executable, "-c", f"import signal, sys, time; signal.signal({int(signal.SIGTERM)}, signal.SIG_IGN); "
+             "print('stuck', file=sys.stderr, flush=True); time.sleep(60)"]
+    started = time.monotonic()
+    with pytest.raises(LoadTestError, match="did not exit within 2 s") as caught:
+        run_locust(stuck, {}, deadline_s=2)
+    assert time.monotonic() - started < 10
+    assert "stuck" in str(caught.value)
