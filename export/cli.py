@@ -11,7 +11,10 @@ import time
 from pathlib import Path
 
 from export.checkpoint import OFFLINE_ALIASES, load_checkpoint
-from export.errors import ExportError
+from export.errors import ExportError, ValidationError
+from export.gpu_profiles import CARDS, ModelShape, gpu_profile
+from export.hf2torch import export_plain_torch, plain_torch_runner
+from export.onnx2trt import build_engine, engine_runner, import_tensorrt, sequence_profiles
 from export.repository import (
     Runtime,
     ServingSettings,
@@ -20,12 +23,13 @@ from export.repository import (
     ensemble_config,
     postprocess_config,
     preprocess_config,
+    staged_repository,
     write_config,
     write_encoder_files,
 )
 from export.tokenizer import write_tokenizer_json
 from export.torch2onnx import Precision, export_onnx
-from export.validate import sample_batches, validate_onnx
+from export.validate import ValidationReport, sample_batches, validate_onnx, validate_outputs
 from zsc_server.settings import CPU_BUCKETS, DEFAULT_BUCKETS, ScoringMode, ScoringSettings, sequence_buckets
 from zsc_server.tokenization import PairTokenizer
 
@@ -50,11 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--repository", type=Path, default=Path("model_repository"),
                         help="model repository to write (default: %(default)s)")
-    parser.add_argument("--precision", type=Precision, choices=list(Precision), default=Precision.FP32,
-                        help="encoder weights precision (default: fp32)")
-    parser.add_argument("--runtime", type=Runtime, choices=list(Runtime), default=Runtime.PYTHON_ORT,
-                        help="python-ort: ONNX Runtime in a Python-backend model (runs with the pytriton "
-                        "wheel, CPU); onnxruntime: native onnxruntime_onnx backend (NGC container)")
+    parser.add_argument("--precision", type=Precision, choices=list(Precision), default=None,
+                        help="encoder precision (default: the GPU profile's, else fp32)")
+    parser.add_argument("--runtime", type=Runtime, choices=list(Runtime), default=None,
+                        help="python-ort: ONNX Runtime in a Python-backend model (CPU; runs with the pytriton "
+                        "wheel); onnxruntime: native onnxruntime_onnx backend with TensorRT/CUDA accelerators; "
+                        "tensorrt: a TensorRT engine, one profile per sequence bucket (both: NGC container); "
+                        "python-torch: plain-torch BERT on the GPU with CUDA graphs, Python backend "
+                        "(default: python-torch with --gpu, else python-ort)")
+    parser.add_argument("--gpu", choices=list(CARDS), default=None,
+                        help="GPU profile: precision, batch sizes, queue delay, instances for that card")
+    parser.add_argument("--torch-device", choices=["gpu", "cpu"], default="gpu",
+                        help="python-torch: run on the GPU (KIND_GPU) or the CPU (default: gpu)")
+    parser.add_argument("--trt-workspace-gib", type=float, default=4.0,
+                        help="tensorrt: builder workspace limit in GiB (default: 4)")
     parser.add_argument("--max-length", type=int, default=128,
                         help="max tokens per (text, hypothesis) pair; the text is truncated first (default: 128)")
     parser.add_argument("--buckets", default="auto",
@@ -65,9 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-labels", type=int, default=256, help="labels per request limit (default: 256)")
     parser.add_argument("--max-text-bytes", type=int, default=65536,
                         help="TEXT size limit in UTF-8 bytes (default: 65536)")
-    parser.add_argument("--queue-delay-us", type=int, default=2000,
-                        help="encoder dynamic batcher max queue delay in microseconds (default: 2000)")
-    parser.add_argument("--encoder-instances", type=int, default=1, help="encoder instances (default: 1)")
+    parser.add_argument("--queue-delay-us", type=int, default=None,
+                        help="encoder dynamic batcher max queue delay in microseconds "
+                             "(default: the GPU profile's, else 2000)")
+    parser.add_argument("--encoder-instances", type=int, default=None,
+                        help="encoder instances (default: the GPU profile's, else 1)")
+    parser.add_argument("--max-queue-size", type=int, default=64,
+                        help="encoder requests allowed to wait; more are rejected at once as UNAVAILABLE "
+                             "(default: 64)")
+    parser.add_argument("--queue-timeout-ms", type=int, default=10000,
+                        help="a request waiting longer in the encoder queue is rejected (default: 10000)")
     parser.add_argument("--preprocess-instances", type=int, default=2,
                         help="tokenizer model instances (default: 2)")
     parser.add_argument("--cache-dir", default=None, help="hub download cache (default: the hub's own)")
@@ -91,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     repository: Path = args.repository
+    runtime = args.runtime or (Runtime.PYTHON_TORCH if args.gpu else Runtime.PYTHON_ORT)
 
     step(1, f"loading {args.model}")
     ckpt = load_checkpoint(args.model, args.cache_dir)
@@ -98,67 +119,144 @@ def run(args: argparse.Namespace) -> None:
         raise ExportError(f"--max-length {args.max_length} exceeds the model's "
                           f"max_position_embeddings ({ckpt.max_position_embeddings})")
     step(1, f"{ckpt.layout} layout from {ckpt.directory}: {ckpt.mode.value} mode, output {ckpt.output_name!r}")
+    profile = gpu_profile(args.gpu, model_shape(ckpt), args.max_length) if args.gpu else None
+    if profile:
+        step(1, f"GPU profile {args.gpu}: {profile.summary()}")
+    precision = args.precision or (profile.precision if profile else Precision.FP32)
+    max_labels = args.max_labels
+    if profile and max_labels + 1 > profile.max_batch:
+        max_labels = profile.max_batch - 1
+        step(1, f"labels per request limited to {max_labels}: one request must fit the card's largest batch")
     try:
         scoring = ScoringSettings(
-            mode=ckpt.mode, max_length=args.max_length, buckets=parse_buckets(args.buckets, args),
+            mode=ckpt.mode, max_length=args.max_length, buckets=parse_buckets(args.buckets, args.max_length, runtime),
             default_template=args.template,
             entailment_index=ckpt.entailment_index, contradiction_index=ckpt.contradiction_index,
-            max_labels=args.max_labels, max_text_bytes=args.max_text_bytes,
+            max_labels=max_labels, max_text_bytes=args.max_text_bytes,
         )
     except ValueError as exc:
         raise ExportError(str(exc)) from None
     serving = ServingSettings(
-        runtime=args.runtime, queue_delay_us=args.queue_delay_us,
-        encoder_instances=args.encoder_instances, preprocess_instances=args.preprocess_instances,
+        runtime=runtime, precision=precision.value,
+        queue_delay_us=first(args.queue_delay_us, profile and profile.queue_delay_us, 2000),
+        encoder_instances=first(args.encoder_instances, profile and profile.encoder_instances, 1),
+        preprocess_instances=args.preprocess_instances,
+        preferred_batch_sizes=profile.preferred_batch_sizes if profile else (),
+        max_batch=profile.max_batch if profile else 0,
+        max_queue_size=args.max_queue_size, queue_timeout_us=args.queue_timeout_ms * 1000,
+        torch_device=args.torch_device,
+        graph_batch_sizes=profile.graph_batch_sizes if profile else ServingSettings.graph_batch_sizes,
+        tensorrt_profiles=len(scoring.buckets) if runtime is Runtime.TENSORRT else 0,
     )
+    entailment = ckpt.entailment_index if ckpt.mode is ScoringMode.NLI else None
 
-    # Everything is produced and validated in a scratch dir first: a failed export leaves the
-    # repository as it was.
+    # Everything is produced and validated in a scratch dir, the repository assembled in a staging dir
+    # beside the target and swapped in at the end: an export that fails or is interrupted half way leaves
+    # the served repository as it was.
     with tempfile.TemporaryDirectory(prefix="zsc-export-") as tmp:
         tokenizer_path = Path(tmp) / "tokenizer.json"
         step(2, f"tokenizer: {write_tokenizer_json(ckpt.directory, ckpt.lowercase, tokenizer_path)}")
-
-        onnx_path = Path(tmp) / "model.onnx"
-        step(3, f"exporting ONNX ({args.precision.value}, opset 17, dynamic batch_size/sequence_length)")
-        export_onnx(ckpt.module, ckpt.output_name, onnx_path, args.precision)
-        step(3, f"wrote {onnx_path.stat().st_size / 1e6:.1f} MB")
-
-        step(4, "validating ONNX Runtime against PyTorch on sample inputs")
         tokenizer = PairTokenizer(tokenizer_path, scoring.max_length, scoring.buckets)
         batches = sample_batches(tokenizer, pairs=ckpt.mode is ScoringMode.NLI)
-        report = validate_onnx(ckpt.module, onnx_path, ckpt.output_name, batches, args.precision)
-        step(4, str(report))
 
-        step(5, f"writing {args.runtime.value} repository to {repository}/")
-        copy_static_models(repository)
-        shutil.copyfile(tokenizer_path, repository / "preprocess" / "1" / "tokenizer.json")
-        version_dir = write_encoder_files(repository, args.runtime, onnx_path)
-    info = {
-        "source": args.model, "layout": ckpt.layout, "mode": ckpt.mode.value,
-        "precision": args.precision.value, "runtime": args.runtime.value,
-        "max_length": scoring.max_length, "buckets": list(scoring.buckets),
-        "validation_max_abs_diff": report.max_abs_diff,
-    }
-    for config in (
-        preprocess_config(scoring, serving),
-        encoder_config(scoring, serving, ckpt.output_name, _output_width(ckpt)),
-        postprocess_config(scoring),
-        ensemble_config(ckpt.output_name, served_export_info(args.model, info)),
-    ):
-        print(f"    {write_config(repository, config)}")
-    (version_dir.parent / "export.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+        artifact, report = encoder_artifact(args, runtime, precision, ckpt, scoring, profile, batches, entailment,
+                                            Path(tmp))
+        with staged_repository(repository) as staging:
+            step(5, f"writing {runtime.value} repository to {repository}/")
+            copy_static_models(staging)
+            shutil.copyfile(tokenizer_path, staging / "preprocess" / "1" / "tokenizer.json")
+            version_dir = write_encoder_files(staging, runtime, artifact)
+            info = {
+                "source": args.model, "layout": ckpt.layout, "mode": ckpt.mode.value,
+                "precision": precision.value, "runtime": runtime.value, "gpu_profile": args.gpu or "",
+                "max_length": scoring.max_length, "buckets": list(scoring.buckets),
+                "validation_max_abs_diff": report.max_abs_diff,
+                "validation_label_order_agreement": report.order_agreement,
+            }
+            for config in (
+                preprocess_config(scoring, serving),
+                encoder_config(scoring, serving, ckpt.output_name, _output_width(ckpt)),
+                postprocess_config(scoring),
+                ensemble_config(ckpt.output_name, served_export_info(args.model, info)),
+            ):
+                print(f"    {repository / write_config(staging, config).relative_to(staging)}")
+            (version_dir.parent / "export.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     print(f"[export] done in {time.perf_counter() - started:.1f}s: serve it with `make serve`", flush=True)
 
 
-def parse_buckets(spec: str, args: argparse.Namespace) -> tuple[int, ...]:
+def encoder_artifact(args, runtime: Runtime, precision: Precision, ckpt, scoring: ScoringSettings, profile,
+                     batches, entailment: int | None, tmp: Path) -> tuple[Path, ValidationReport]:
+    """Steps 3-4: the encoder file the runtime serves, validated against the FP32 PyTorch model."""
+    if runtime is Runtime.PYTHON_TORCH:
+        step(3, "saving the plain-torch BERT (shape + FP32 weights; the server casts to FP16 on the GPU)")
+        path = export_plain_torch(ckpt, tmp / "model.pt")
+        step(4, "validating the plain-torch encoder (CPU, FP32) against the checkpoint's PyTorch model")
+        report = validate_outputs(ckpt.module, plain_torch_runner(path), batches, Precision.FP32,
+                                  "plain-torch", entailment)
+        step(4, str(report))
+        return path, report
+
+    # TensorRT lowers precision itself from an FP32 graph (and can keep chosen layers in FP32)
+    onnx_precision = Precision.FP32 if runtime is Runtime.TENSORRT else precision
+    onnx_path = tmp / "model.onnx"
+    step(3, f"exporting ONNX ({onnx_precision.value}, opset 17, dynamic batch_size/sequence_length)")
+    export_onnx(ckpt.module, ckpt.output_name, onnx_path, onnx_precision)
+    step(3, f"wrote {onnx_path.stat().st_size / 1e6:.1f} MB")
+    step(4, "validating ONNX Runtime against PyTorch on sample inputs")
+    report = validate_onnx(ckpt.module, onnx_path, ckpt.output_name, batches, onnx_precision, entailment)
+    step(4, str(report))
+    if runtime is not Runtime.TENSORRT:
+        return onnx_path, report
+    return build_validated_engine(args, precision, ckpt, scoring, profile, batches, entailment, onnx_path)
+
+
+def build_validated_engine(args, precision: Precision, ckpt, scoring: ScoringSettings, profile, batches,
+                           entailment: int | None, onnx_path: Path) -> tuple[Path, ValidationReport]:
+    trt = import_tensorrt()
+    max_batch = profile.max_batch if profile else scoring.max_labels + 1
+    opt_batch = profile.preferred_batch_sizes[-1] if profile else min(32, max_batch)
+    profiles = sequence_profiles(scoring.buckets, max(max_batch, scoring.max_labels + 1), opt_batch)
+    plan_path = onnx_path.with_name("model.plan")
+    fp16 = precision is Precision.FP16
+    for keep_fp32 in ((False, True) if fp16 else (False,)):
+        note = ", accumulation layers in FP32" if keep_fp32 else ""
+        step(4, f"building the TensorRT engine ({precision.value}{note}), profiles: "
+                + "; ".join(str(p) for p in profiles))
+        build = build_engine(onnx_path, plan_path, profiles, fp16, keep_fp32, args.trt_workspace_gib, trt)
+        step(4, f"built: {build}")
+        try:
+            report = validate_outputs(ckpt.module, engine_runner(plan_path, profiles, ckpt.output_name, trt),
+                                      batches, precision, "TensorRT", entailment)
+        except ValidationError as exc:
+            if fp16 and not keep_fp32:
+                step(4, f"{exc}; rebuilding with normalization/softmax/reduction layers kept in FP32")
+                continue
+            raise
+        step(4, str(report))
+        return plan_path, report
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def first(*values):
+    """The first value that is set: an explicit option, then the GPU profile's, then the default."""
+    return next(value for value in values if value is not None and value is not False)
+
+
+def model_shape(ckpt) -> ModelShape:
+    config = ckpt.module.model.config
+    return ModelShape(hidden=config.hidden_size, layers=config.num_hidden_layers, heads=config.num_attention_heads,
+                      intermediate=config.intermediate_size, vocab=config.vocab_size)
+
+
+def parse_buckets(spec: str, max_length: int, runtime: Runtime) -> tuple[int, ...]:
     if spec == "auto":
-        candidates = CPU_BUCKETS if args.runtime is Runtime.PYTHON_ORT else DEFAULT_BUCKETS
+        candidates = CPU_BUCKETS if runtime is Runtime.PYTHON_ORT else DEFAULT_BUCKETS
     else:
         try:
             candidates = tuple(int(part) for part in spec.split(",") if part.strip())
         except ValueError:
             raise ExportError(f"--buckets must be 'auto' or comma-separated lengths, got {spec!r}") from None
-    return sequence_buckets(args.max_length, candidates)
+    return sequence_buckets(max_length, candidates)
 
 
 def served_export_info(model: str, info: dict) -> dict[str, str]:

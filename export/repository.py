@@ -6,9 +6,12 @@ Configs are built as dicts, parsed into tritonclient's ``ModelConfig`` protobuf
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
+import json
 import shutil
+import tempfile
 from pathlib import Path
 
 from google.protobuf import json_format, text_format
@@ -23,10 +26,16 @@ ENSEMBLE, PREPROCESS, ENCODER, POSTPROCESS = "zero_shot", "preprocess", "encoder
 
 
 class Runtime(str, enum.Enum):
-    """Where the encoder runs. tensorrt and python-torch (GPU) are planned (GPU issue)."""
+    """Where the encoder runs."""
 
     PYTHON_ORT = "python-ort"  # ONNX Runtime inside a Python-backend model: runs with the pytriton wheel
-    ONNXRUNTIME = "onnxruntime"  # Triton's native onnxruntime_onnx backend (NGC container)
+    ONNXRUNTIME = "onnxruntime"  # native onnxruntime_onnx backend with TensorRT/CUDA accelerators (NGC)
+    TENSORRT = "tensorrt"  # native tensorrt_plan backend, engine built by export/onnx2trt.py (NGC)
+    PYTHON_TORCH = "python-torch"  # TorchScript on the GPU in a Python-backend model, CUDA graphs
+
+    @property
+    def python_backend(self) -> bool:
+        return self in (Runtime.PYTHON_ORT, Runtime.PYTHON_TORCH)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +45,19 @@ class ServingSettings:
     encoder_instances: int = 1
     preprocess_instances: int = 2
     intra_op_threads: int = 0  # 0: one per CPU core
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_batch: int = 0  # encoder batch (pairs) limit; 0: one request's largest (max_labels + 1)
+    # Overload: a bounded encoder queue answers "busy" (UNAVAILABLE) at once instead of letting
+    # latency grow without limit; a request that waited longer than the timeout is rejected too.
+    max_queue_size: int = 64
+    queue_timeout_us: int = 10_000_000
+    precision: str = "fp32"
+    # python-torch only: "gpu", or "cpu" to run the same model without CUDA (tests, CPU-only hosts)
+    torch_device: str = "gpu"
+    # python-torch only: batch sizes a CUDA graph is captured for (a batch is padded up to the next)
+    graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
+    tensorrt_profiles: int = 0  # tensorrt only: the engine's optimization profiles, one per bucket
+    response_cache: bool = True
 
 
 def _tensor(name: str, dtype: str, dims: list[int], optional: bool = False) -> dict:
@@ -97,25 +119,60 @@ def postprocess_config(scoring: ScoringSettings) -> dict:
 def encoder_config(
     scoring: ScoringSettings, serving: ServingSettings, output_name: str, output_width: int
 ) -> dict:
+    batching = {
+        "max_queue_delay_microseconds": serving.queue_delay_us,
+        "default_queue_policy": {
+            "max_queue_size": serving.max_queue_size,
+            "timeout_action": "REJECT",
+            "default_timeout_microseconds": serving.queue_timeout_us,
+        },
+    }
+    if serving.preferred_batch_sizes:
+        batching["preferred_batch_size"] = list(serving.preferred_batch_sizes)
     config = {
         "name": ENCODER,
         # Embedding mode encodes the text as one more row than there are labels.
-        "max_batch_size": scoring.max_labels + 1,
+        "max_batch_size": max(serving.max_batch, scoring.max_labels + 1),
         "input": [_tensor(name, "TYPE_INT64", [-1]) for name in ENCODER_INPUTS],
         "output": [_tensor(output_name, "TYPE_FP32", [output_width])],
-        "dynamic_batching": {"max_queue_delay_microseconds": serving.queue_delay_us},
+        "dynamic_batching": batching,
     }
+    gpu = {"count": serving.encoder_instances, "kind": "KIND_GPU"}
     if serving.runtime is Runtime.PYTHON_ORT:
         config["backend"] = "python"
         config["instance_group"] = [{"count": serving.encoder_instances, "kind": "KIND_CPU"}]
         config["parameters"] = _params({"intra_op_threads": str(serving.intra_op_threads)})
-    else:
+    elif serving.runtime is Runtime.PYTHON_TORCH:
+        config["backend"] = "python"
+        config["instance_group"] = [gpu if serving.torch_device == "gpu" else dict(gpu, kind="KIND_CPU")]
+        config["parameters"] = _params({
+            "precision": serving.precision,
+            "graph_batch_sizes": json.dumps(list(serving.graph_batch_sizes)),
+            "sequence_buckets": json.dumps(list(scoring.buckets)),
+        })
+    elif serving.runtime is Runtime.ONNXRUNTIME:
         config["platform"] = "onnxruntime_onnx"
-        config["instance_group"] = [{"count": serving.encoder_instances, "kind": "KIND_GPU"}]
+        config["instance_group"] = [gpu]
+        # TensorRT takes the subgraphs it supports (FP16 kernels); the CUDA provider runs the rest.
+        # Engines are cached on disk so that a restart does not rebuild them.
+        config["optimization"] = {"execution_accelerators": {"gpu_execution_accelerator": [{
+            "name": "tensorrt",
+            "parameters": {
+                "precision_mode": "FP16" if serving.precision == "fp16" else "FP32",
+                "max_workspace_size_bytes": str(4 << 30),
+                "trt_engine_cache_enable": "1",
+                "trt_engine_cache_path": "/tmp/zsc-ort-trt-cache",
+            },
+        }]}}
+    else:
+        config["platform"] = "tensorrt_plan"
+        # Triton picks, per batch, the profile whose shapes fit it: one per sequence bucket.
+        config["instance_group"] = [dict(gpu, profile=[str(i) for i in range(serving.tensorrt_profiles)])]
     return config
 
 
-def ensemble_config(encoder_output_name: str, export_info: dict[str, str] | None = None) -> dict:
+def ensemble_config(encoder_output_name: str, export_info: dict[str, str] | None = None,
+                    response_cache: bool = True) -> dict:
     def identity(names: list[str]) -> dict:
         return {name: name for name in names}
 
@@ -130,6 +187,9 @@ def ensemble_config(encoder_output_name: str, export_info: dict[str, str] | None
         # What was exported (model, precision, runtime), for load-test and benchmark reports that only
         # see the server: GET /v2/models/zero_shot/config. Triton itself ignores these.
         "parameters": _params({f"export_{key}": value for key, value in (export_info or {}).items()}),
+        # The answer is a function of the request's inputs alone (text, labels, template, mode), so
+        # identical requests may share it. Used only where the server has a cache (--cache-config).
+        "response_cache": {"enable": response_cache},
         "ensemble_scheduling": {
             "step": [
                 {
@@ -167,6 +227,42 @@ def write_config(repository: Path, config: dict) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def staged_repository(repository: Path):
+    """Yield an empty staging dir beside `repository`; on success, swap each model it holds into
+    `repository` with renames (same filesystem: fast, nothing half-copied is ever visible). On failure or
+    interruption the staging dir is removed and `repository` is untouched. Models of the repository that
+    the staging dir does not hold are left alone."""
+    repository = repository.resolve()
+    repository.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{repository.name}.staging-", dir=repository.parent))
+    retired = staging.with_name(staging.name.replace(".staging-", ".retired-"))
+    try:
+        yield staging
+        repository.mkdir(exist_ok=True)
+        retired.mkdir()
+        for model in sorted(p for p in staging.iterdir() if p.is_dir()):
+            current = repository / model.name
+            incoming = _same_filesystem_copy(model, repository)
+            if current.exists():
+                current.rename(retired / model.name)
+            incoming.rename(current)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def _same_filesystem_copy(model: Path, repository: Path) -> Path:
+    """`model` itself when it can be renamed into `repository`; otherwise (the repository is a mount,
+    e.g. a Kubernetes volume) a hidden copy inside it, so that the final step is still one rename."""
+    if model.stat().st_dev == repository.stat().st_dev:
+        return model
+    incoming = repository / f".{model.name}.incoming"
+    shutil.rmtree(incoming, ignore_errors=True)
+    shutil.copytree(model, incoming)
+    return incoming
+
+
 def copy_static_models(repository: Path) -> None:
     """The committed Python models, when exporting somewhere other than the source repository."""
     for model in (PREPROCESS, POSTPROCESS):
@@ -178,13 +274,23 @@ def copy_static_models(repository: Path) -> None:
     (repository / ENSEMBLE / "1").mkdir(parents=True, exist_ok=True)
 
 
-def write_encoder_files(repository: Path, runtime: Runtime, onnx_path: Path) -> Path:
-    """Place model.onnx (and the Python-backend wrapper for python-ort) in encoder/1/."""
+ENCODER_FILES = {
+    Runtime.PYTHON_ORT: ("model.onnx", "python_ort_model.py"),
+    Runtime.ONNXRUNTIME: ("model.onnx", None),
+    Runtime.TENSORRT: ("model.plan", None),
+    Runtime.PYTHON_TORCH: ("model.pt", "python_torch_model.py"),
+}
+
+
+def write_encoder_files(repository: Path, runtime: Runtime, artifact: Path) -> Path:
+    """Place the runtime's model file (model.onnx / model.plan / model.pt) in encoder/1/, with the
+    Python-backend wrapper where the runtime is a Python model."""
+    filename, template = ENCODER_FILES[runtime]
     version_dir = repository / ENCODER / "1"
     if version_dir.exists():
         shutil.rmtree(version_dir)
     version_dir.mkdir(parents=True)
-    shutil.move(str(onnx_path), version_dir / "model.onnx")
-    if runtime is Runtime.PYTHON_ORT:
-        shutil.copyfile(TEMPLATES / "python_ort_model.py", version_dir / "model.py")
+    shutil.move(str(artifact), version_dir / filename)
+    if template:
+        shutil.copyfile(TEMPLATES / template, version_dir / "model.py")
     return version_dir

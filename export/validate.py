@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from export.errors import ValidationError
 from export.torch2onnx import Precision
 from zsc_server.onnx_encoder import OnnxEncoder
-from zsc_server.tokenization import EncodedBatch, PairTokenizer
+from zsc_server.tokenization import ENCODER_INPUTS, EncodedBatch, PairTokenizer
 
 # Max abs difference of the encoder output allowed against FP32 PyTorch.
 TOLERANCE = {Precision.FP32: 1e-4, Precision.FP16: 5e-2}
@@ -29,12 +30,12 @@ class ValidationReport:
     max_abs_diff: float
     tolerance: float
     rows: int
-    order_agreement: float  # share of samples whose arg-max row agrees (label order)
+    order_agreement: float  # share of sample batches whose hypotheses rank in the same order
 
     def __str__(self) -> str:
         return (
             f"max abs diff {self.max_abs_diff:.2e} (tolerance {self.tolerance:.0e}) over {self.rows} rows, "
-            f"top-label agreement {self.order_agreement:.0%}"
+            f"label-order agreement {self.order_agreement:.0%}"
         )
 
 
@@ -44,28 +45,50 @@ def sample_batches(tokenizer: PairTokenizer, pairs: bool) -> list[EncodedBatch]:
     return [tokenizer.encode_sentences([text, *SAMPLE_HYPOTHESES]) for text in SAMPLE_TEXTS]
 
 
-def validate_onnx(
-    module: torch.nn.Module, onnx_path: Path, output_name: str, batches: list[EncodedBatch],
-    precision: Precision,
-) -> ValidationReport:
+Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+def label_order(output: np.ndarray, entailment_index: int | None) -> list[int]:
+    """The order the server would rank the batch's hypotheses in: by entailment logit (NLI), or by
+    cosine to the text in row 0 (embedding mode, entailment_index None)."""
+    if entailment_index is not None:
+        return list(np.argsort(-output[:, entailment_index], kind="stable"))
+    unit = output / np.linalg.norm(output, axis=1, keepdims=True).clip(1e-12)
+    return list(np.argsort(-(unit[1:] @ unit[0]), kind="stable"))
+
+
+def validate_outputs(module: torch.nn.Module, run: Runner, batches: list[EncodedBatch], precision: Precision,
+                     what: str, entailment_index: int | None = 0) -> ValidationReport:
+    """Compare `run` (the exported model, as the server runs it) with the FP32 PyTorch module."""
     module.eval()  # torch.onnx.export restores the mode it found, dropout included
-    encoder = OnnxEncoder(str(onnx_path))
-    if encoder.output_names != [output_name]:
-        raise ValidationError(f"ONNX outputs are {encoder.output_names}, expected [{output_name!r}]")
     worst, rows, agree = 0.0, 0, 0
     for batch in batches:
         feeds = batch.as_dict()
-        got = encoder.run_batch([feeds])[0][output_name]
+        got = np.asarray(run(feeds))
         with torch.inference_mode():
-            want = module(*(torch.from_numpy(feeds[name]) for name in encoder.input_names)).float().numpy()
+            want = module(*(torch.from_numpy(feeds[name]) for name in ENCODER_INPUTS)).float().numpy()
         if got.shape != want.shape:
-            raise ValidationError(f"ONNX output shape {got.shape} differs from PyTorch {want.shape}")
+            raise ValidationError(f"{what} output shape {got.shape} differs from PyTorch {want.shape}")
         if not np.all(np.isfinite(got)):
-            raise ValidationError("ONNX output contains NaN or inf")
+            raise ValidationError(f"{what} output contains NaN or inf")
         worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - want))))
         rows += got.shape[0]
-        agree += int(np.argmax(got[:, 0]) == np.argmax(want[:, 0]))
+        agree += int(label_order(got, entailment_index) == label_order(want, entailment_index))
     report = ValidationReport(worst, TOLERANCE[precision], rows, agree / len(batches))
     if report.max_abs_diff > report.tolerance:
-        raise ValidationError(f"ONNX disagrees with PyTorch: {report}")
+        raise ValidationError(f"{what} disagrees with PyTorch: {report}")
     return report
+
+
+def validate_onnx(
+    module: torch.nn.Module, onnx_path: Path, output_name: str, batches: list[EncodedBatch],
+    precision: Precision, entailment_index: int | None = 0,
+) -> ValidationReport:
+    encoder = OnnxEncoder(str(onnx_path))
+    if encoder.output_names != [output_name]:
+        raise ValidationError(f"ONNX outputs are {encoder.output_names}, expected [{output_name!r}]")
+
+    def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return encoder.run_batch([feeds])[0][output_name]
+
+    return validate_outputs(module, run, batches, precision, "ONNX", entailment_index)

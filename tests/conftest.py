@@ -60,6 +60,21 @@ def structbert(tmp_path_factory) -> Served:
 
 
 @pytest.fixture(scope="session")
+def structbert_torch(tmp_path_factory) -> Served:
+    """The same kind of checkpoint on the python-torch runtime (plain-torch BERT in a Python-backend
+    model), on a CPU instance here: the GPU path's model and batching, without CUDA graphs."""
+    root = tmp_path_factory.mktemp("structbert_torch")
+    checkpoint = write_modelscope_structbert(root / "checkpoint")
+    repository = export_repository(str(checkpoint), root / "repository", "--runtime", "python-torch",
+                                   "--torch-device", "cpu", "--max-length", str(STRUCTBERT_MAX_LENGTH))
+    server = start_server("structbert-torch", repository)
+    reference = NliReference(checkpoint, STRUCTBERT_MAX_LENGTH, entailment=0, contradiction=2,
+                             modelscope_layout=True)
+    yield Served(server, checkpoint, repository, reference)
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def hf_nli(tmp_path_factory) -> Served:
     """Tiny random BERT NLI in Hugging Face layout; entailment index 2 from config.label2id."""
     root = tmp_path_factory.mktemp("hf_nli")

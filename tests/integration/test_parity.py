@@ -55,6 +55,11 @@ def test_structbert_modelscope_layout(structbert, protocol, case):
         assert sum(result.scores) == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_python_torch_runtime(structbert_torch, protocol, case):
+    classify_and_compare(structbert_torch, protocol, CASES[case])
+
+
 def test_scores_are_not_uniform(structbert):
     """Guards the parity tests against a degenerate model whose scores are all equal."""
     with structbert.client() as client:

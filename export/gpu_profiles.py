@@ -1,0 +1,126 @@
+"""Per-GPU serving profiles: `python -m export --gpu t4|a10g|l4|v100|a100|h100`.
+
+A profile picks what a card needs from the encoder: precision, the longest sequence it serves, the
+largest batch (pairs per encoder call), the batch sizes the dynamic batcher should aim for, how long it
+may wait to form them, and how many encoder instances share the card.
+
+How the numbers are derived (so they can be re-derived when a card is measured):
+- The batch that saturates a card is where its FP16 throughput stops growing. Measured on the H100
+  (../shared/gpu/h100-baseline.md, StructBERT-large shape, CUDA graphs): seq 64 gains little past
+  batch 128 (9,806 pairs/s at 128, 9,974 at 512). Other cards are projected by their dense FP16
+  tensor throughput relative to the H100 (the same work per pair fills a slower card sooner).
+- Memory: weights + activations of the largest batch at max length must fit in a fixed share of the
+  card, per instance. Activation bytes per (pair, token) come from the model shape (`activation_bytes`):
+  only the H100 has a measurement behind the throughput side, and no card has a memory measurement yet,
+  so every profile says `projected` in its basis until `make bench` on that card replaces it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from export.torch2onnx import Precision
+
+H100_FP16_TFLOPS = 800.0  # measured: 798 TFLOP/s on an 8192^3 FP16 matmul (h100-baseline.md)
+H100_SATURATION_BATCH = 128  # measured: seq 64 pairs/s within 2% of its batch-512 value at 128
+MAX_BATCH = 512
+MEMORY_SHARE = 0.6  # of the card, for all encoder instances; the rest: CUDA context, graphs, other models
+
+
+@dataclasses.dataclass(frozen=True)
+class Card:
+    name: str
+    memory_gib: float
+    fp16_tflops: float  # dense tensor-core FP16, the vendor's figure unless marked measured
+    measured: bool = False
+
+
+CARDS = {
+    "t4": Card("NVIDIA T4", 16, 65),
+    "v100": Card("NVIDIA V100 16GB", 16, 125),
+    "a10g": Card("NVIDIA A10G", 24, 70),
+    "l4": Card("NVIDIA L4", 24, 121),
+    "a100": Card("NVIDIA A100 40GB", 40, 312),
+    "h100": Card("NVIDIA H100 80GB", 80, H100_FP16_TFLOPS, measured=True),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelShape:
+    """What the memory estimate needs from the encoder (BERT-style)."""
+
+    hidden: int = 1024
+    layers: int = 24
+    heads: int = 16
+    intermediate: int = 4096
+    vocab: int = 21128
+
+    def parameter_count(self) -> int:
+        per_layer = 4 * self.hidden * self.hidden + 2 * self.hidden * self.intermediate
+        return self.layers * per_layer + (self.vocab + 512 + 2) * self.hidden
+
+    def activation_bytes(self, batch: int, seq: int, bytes_per_value: int = 2) -> int:
+        """Peak live activations of one layer in inference (earlier layers' are freed): the residual
+        stream and its Q/K/V/context copies, the FFN's intermediate, and the attention scores."""
+        tokens = batch * seq
+        values = tokens * (6 * self.hidden + self.intermediate) + batch * self.heads * seq * seq
+        return values * bytes_per_value
+
+
+STRUCTBERT_LARGE = ModelShape()
+STRUCTBERT_BASE = ModelShape(hidden=768, layers=12, heads=12, intermediate=3072)
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuProfile:
+    gpu: str
+    card: str
+    precision: Precision
+    max_length: int
+    max_batch: int
+    preferred_batch_sizes: tuple[int, ...]
+    graph_batch_sizes: tuple[int, ...]  # python-torch: CUDA graphs up to twice the saturating batch
+    queue_delay_us: int
+    encoder_instances: int
+    basis: str
+
+    def summary(self) -> str:
+        return (f"{self.card}: {self.precision.value}, max_length {self.max_length}, max batch {self.max_batch}, "
+                f"preferred {list(self.preferred_batch_sizes)}, queue delay {self.queue_delay_us} us, "
+                f"{self.encoder_instances} encoder instance(s) [{self.basis}]")
+
+
+def _powers_of_two(limit: int) -> tuple[int, ...]:
+    sizes, size = [], 1
+    while size <= limit:
+        sizes.append(size)
+        size *= 2
+    return tuple(sizes)
+
+
+def gpu_profile(gpu: str, shape: ModelShape = STRUCTBERT_LARGE, max_length: int = 128) -> GpuProfile:
+    try:
+        card = CARDS[gpu]
+    except KeyError:
+        raise ValueError(f"unknown GPU {gpu!r}; profiles exist for {', '.join(CARDS)}") from None
+    # Two instances overlap one batch's host work (tokens in, scores out) with the next batch's GPU
+    # work; only worth it where the GPU is fast enough for host work to show.
+    instances = 2 if card.fp16_tflops >= 300 else 1
+    saturation = max(8, _powers_of_two(int(H100_SATURATION_BATCH * card.fp16_tflops / H100_FP16_TFLOPS))[-1])
+    budget = card.memory_gib * 2**30 * MEMORY_SHARE / instances - shape.parameter_count() * 2
+    # past the saturating batch a bigger one only adds latency; 512 is as far as the H100 was measured
+    max_batch = MAX_BATCH
+    while max_batch > 1 and shape.activation_bytes(max_batch, max_length) > budget:
+        max_batch //= 2
+    # the batcher dispatches as soon as it holds a preferred size: aim at the saturating batch (and
+    # half of it, so a moderate load does not wait for the full size)
+    preferred = tuple(sorted({min(saturation // 2, max_batch), min(saturation, max_batch)}))
+    graphs = tuple(b for b in _powers_of_two(min(2 * saturation, max_batch)))
+    # a slower card takes longer per batch anyway, so waiting longer to fill one costs it relatively less
+    queue_delay_us = int(min(4000, max(500, 1000 * H100_FP16_TFLOPS / card.fp16_tflops / 2)))
+    if card.measured:
+        basis = "throughput measured on this card (h100-baseline.md); memory projected from the model shape"
+    else:
+        basis = "projected from the H100 measurements by FP16 throughput; memory from the model shape"
+    return GpuProfile(gpu, card.name, Precision.FP16, max_length, max_batch, preferred, graphs, queue_delay_us,
+                      instances, basis)

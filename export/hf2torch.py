@@ -1,0 +1,53 @@
+"""Hugging Face BERT (as loaded by export.checkpoint) -> `model.pt` for the plain-torch encoder
+(zsc_server.torch_bert): the model's shape and its FP32 weights in one file, no code, no transformers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from export.checkpoint import LoadedCheckpoint
+from export.errors import ExportError
+from zsc_server.settings import ScoringMode
+from zsc_server.torch_bert import BertShape, save_plain_bert
+
+SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "hidden_act")
+
+
+def plain_bert_shape(ckpt: LoadedCheckpoint) -> BertShape:
+    config = ckpt.module.model.config
+    if getattr(config, "model_type", "bert") not in ("bert", "structbert"):
+        raise ExportError(f"the python-torch runtime runs BERT-architecture encoders; this checkpoint is "
+                          f"{config.model_type!r}: use --runtime python-ort, onnxruntime or tensorrt")
+    fields = {name: getattr(config, name) for name in SHAPE_FIELDS}
+    if ckpt.mode is ScoringMode.NLI:
+        return BertShape(**fields, num_labels=int(config.num_labels), head="classifier")
+    return BertShape(**fields, head="mean_pool")
+
+
+def export_plain_torch(ckpt: LoadedCheckpoint, path: Path) -> Path:
+    try:
+        shape = plain_bert_shape(ckpt)
+    except ValueError as exc:  # e.g. an activation the plain model does not implement
+        raise ExportError(str(exc)) from None
+    state = {key.removeprefix("bert."): value for key, value in ckpt.module.model.state_dict().items()}
+    try:
+        save_plain_bert(path, shape, state)
+    except KeyError as exc:
+        raise ExportError(str(exc)) from None
+    return path
+
+
+def plain_torch_runner(path: Path):
+    """For export.validate: the saved model, loaded as the server loads it (CPU, FP32)."""
+    from zsc_server.torch_bert import load_plain_bert
+
+    model = load_plain_bert(path)
+
+    def run(feeds: dict) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(*(torch.from_numpy(feeds[name]) for name in ("input_ids", "attention_mask",
+                                                                      "token_type_ids"))).float()
+    return run

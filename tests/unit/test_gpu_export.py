@@ -1,0 +1,256 @@
+"""GPU export paths, as far as a machine without a GPU or TensorRT can check them: the plain-torch
+encoder against the checkpoint's PyTorch model, per-GPU profiles, the generated configs (parsed with
+tritonclient's model_config_pb2), TensorRT profiles and builder calls (through a stand-in for the
+`tensorrt` module, since TensorRT cannot run here), and the staged repository swap."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import numpy as np
+import pytest
+import torch
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from export import cli
+from export.checkpoint import load_checkpoint
+from export.errors import ExportError
+from export.gpu_profiles import CARDS, MEMORY_SHARE, STRUCTBERT_LARGE, gpu_profile
+from export.hf2torch import export_plain_torch, plain_torch_runner
+from export.onnx2trt import (
+    FP32_SENSITIVE_LAYER_TYPES,
+    build_engine,
+    import_tensorrt,
+    sequence_profiles,
+    trtexec_equivalent,
+)
+from export.random_checkpoint import write_huggingface_nli, write_modelscope_structbert
+from export.repository import Runtime, ServingSettings, encoder_config, staged_repository, to_pbtxt
+from zsc_server.settings import ScoringSettings
+from zsc_server.tokenization import ENCODER_INPUTS
+from zsc_server.torch_encoder import TorchEncoder
+
+KIND = model_config_pb2.ModelInstanceGroup
+
+
+def parse(config: dict) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(to_pbtxt(config), model_config_pb2.ModelConfig())
+
+
+def random_feeds(rows: int, sequence: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(3, sequence + 1, size=rows)
+    mask = (np.arange(sequence)[None, :] < lengths[:, None]).astype(np.int64)
+    return {"input_ids": rng.integers(1, 500, size=(rows, sequence)) * mask, "attention_mask": mask,
+            "token_type_ids": (np.arange(sequence)[None, :] >= lengths[:, None] // 2).astype(np.int64) * mask}
+
+
+@pytest.mark.parametrize("writer", [write_modelscope_structbert, write_huggingface_nli])
+def test_plain_torch_bert_matches_the_checkpoint(tmp_path, writer):
+    ckpt = load_checkpoint(str(writer(tmp_path / "ckpt")))
+    run = plain_torch_runner(export_plain_torch(ckpt, tmp_path / "model.pt"))
+    for rows, sequence in ((1, 16), (5, 32), (3, 64)):
+        feeds = random_feeds(rows, sequence, seed=rows)
+        with torch.inference_mode():
+            want = ckpt.module.eval()(*(torch.from_numpy(feeds[n]) for n in ENCODER_INPUTS)).numpy()
+        np.testing.assert_allclose(run(feeds).numpy(), want, atol=1e-4)
+
+
+def test_plain_torch_mean_pooling_matches_the_offline_minilm(tmp_path):
+    ckpt = load_checkpoint("offline-minilm")
+    run = plain_torch_runner(export_plain_torch(ckpt, tmp_path / "model.pt"))
+    feeds = random_feeds(4, 24, seed=7)
+    with torch.inference_mode():
+        want = ckpt.module.eval()(*(torch.from_numpy(feeds[n]) for n in ENCODER_INPUTS)).numpy()
+    np.testing.assert_allclose(run(feeds).numpy(), want, atol=1e-4)
+
+
+def test_torch_encoder_answers_each_request_of_a_batch_as_if_alone(tmp_path):
+    ckpt = load_checkpoint(str(write_modelscope_structbert(tmp_path / "ckpt")))
+    encoder = TorchEncoder(str(export_plain_torch(ckpt, tmp_path / "model.pt")), device="cpu")
+    feeds = [random_feeds(3, 16, 1), random_feeds(1, 32, 2), random_feeds(6, 32, 3)]
+    for alone, batched in zip((encoder.run_batch([f])[0] for f in feeds), encoder.run_batch(feeds)):
+        assert batched.shape == alone.shape
+        np.testing.assert_allclose(batched, alone, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_cuda_graph_replay_equals_eager_for_padded_batches(tmp_path):
+    ckpt = load_checkpoint(str(write_modelscope_structbert(tmp_path / "ckpt")))
+    path = str(export_plain_torch(ckpt, tmp_path / "model.pt"))
+    graphs = TorchEncoder(path, device="cuda", precision="fp32", graph_batch_sizes=(1, 4, 8))
+    eager = TorchEncoder(path, device="cuda", precision="fp32", graph_batch_sizes=())
+    for rows in (1, 3, 5, 8, 11):  # 11: above the largest graph, runs eagerly
+        feeds = random_feeds(rows, 32, rows)
+        np.testing.assert_allclose(graphs.run_batch([feeds])[0], eager.run_batch([feeds])[0], atol=1e-4)
+    assert set(graphs.graphs) == {(1, 32), (4, 32), (8, 32)}
+
+
+def test_gpu_profiles_fit_their_cards_and_say_what_is_projected():
+    for gpu, card in CARDS.items():
+        profile = gpu_profile(gpu)
+        assert profile.preferred_batch_sizes[-1] <= profile.max_batch
+        assert profile.graph_batch_sizes[-1] <= profile.max_batch
+        used = STRUCTBERT_LARGE.activation_bytes(profile.max_batch, profile.max_length) * profile.encoder_instances
+        assert used + STRUCTBERT_LARGE.parameter_count() * 2 <= card.memory_gib * 2**30 * MEMORY_SHARE
+        assert ("projected" in profile.basis.split(";")[0]) is not card.measured
+    assert gpu_profile("t4", max_length=512).max_batch < gpu_profile("t4", max_length=128).max_batch
+    assert gpu_profile("h100").preferred_batch_sizes[-1] > gpu_profile("t4").preferred_batch_sizes[-1]
+    with pytest.raises(ValueError, match="unknown GPU"):
+        gpu_profile("k80")
+
+
+def test_encoder_configs_of_the_gpu_runtimes():
+    scoring = ScoringSettings(max_length=128)
+    trt = parse(encoder_config(scoring, ServingSettings(Runtime.TENSORRT, tensorrt_profiles=len(scoring.buckets),
+                                                        preferred_batch_sizes=(64, 128), max_batch=512), "logits", 3))
+    assert trt.platform == "tensorrt_plan" and trt.max_batch_size == 512
+    assert list(trt.instance_group[0].profile) == [str(i) for i in range(len(scoring.buckets))]
+    assert list(trt.dynamic_batching.preferred_batch_size) == [64, 128]
+
+    ort = parse(encoder_config(scoring, ServingSettings(Runtime.ONNXRUNTIME, precision="fp16"), "logits", 3))
+    [accelerator] = ort.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.name == "tensorrt" and accelerator.parameters["precision_mode"] == "FP16"
+    assert ort.instance_group[0].kind == KIND.KIND_GPU
+
+    torch_gpu = parse(encoder_config(scoring, ServingSettings(Runtime.PYTHON_TORCH, precision="fp16"), "logits", 3))
+    assert torch_gpu.backend == "python" and torch_gpu.instance_group[0].kind == KIND.KIND_GPU
+    assert json.loads(torch_gpu.parameters["sequence_buckets"].string_value) == list(scoring.buckets)
+    torch_cpu = parse(encoder_config(scoring, ServingSettings(Runtime.PYTHON_TORCH, torch_device="cpu"), "logits", 3))
+    assert torch_cpu.instance_group[0].kind == KIND.KIND_CPU
+
+    queue = trt.dynamic_batching.default_queue_policy
+    assert queue.max_queue_size == 64 and queue.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
+
+
+def test_gpu_profile_export_writes_the_profile_into_the_configs(tmp_path):
+    checkpoint = write_modelscope_structbert(tmp_path / "ckpt")
+    repository = tmp_path / "repository"
+    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--gpu", "h100",
+                     "--torch-device", "cpu", "--max-length", "64"]) == 0
+    encoder = text_format.Parse((repository / "encoder" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    h100 = gpu_profile("h100", max_length=64)
+    assert encoder.backend == "python" and encoder.parameters["precision"].string_value == "fp16"
+    assert list(encoder.dynamic_batching.preferred_batch_size) == list(h100.preferred_batch_sizes)
+    assert encoder.dynamic_batching.max_queue_delay_microseconds == h100.queue_delay_us
+    assert encoder.instance_group[0].count == h100.encoder_instances
+    assert encoder.max_batch_size == h100.max_batch
+    info = json.loads((repository / "encoder" / "export.json").read_text())
+    assert (info["runtime"], info["gpu_profile"], info["buckets"]) == ("python-torch", "h100", [16, 32, 64])
+
+
+def test_tensorrt_profiles_and_the_trtexec_equivalent(tmp_path):
+    profiles = sequence_profiles((16, 32, 64), max_batch=257, opt_batch=32)
+    assert [p.shapes() for p in profiles][1] == ((1, 32), (32, 32), (257, 32))
+    command = trtexec_equivalent(tmp_path / "model.onnx", tmp_path / "model.plan", profiles[0], fp16=True)
+    assert "--fp16" in command
+    assert f"--maxShapes={','.join(f'{n}:257x16' for n in ENCODER_INPUTS)}" in command
+    with pytest.raises(ExportError, match="opt batch"):
+        sequence_profiles((16,), max_batch=8, opt_batch=16)
+
+
+class FakeTensorRT:
+    """Stands in for the `tensorrt` module (TensorRT cannot run on this machine): records what the
+    builder is asked for, so the profile and precision wiring is checked without a GPU."""
+
+    float32 = "float32"
+
+    def __init__(self, layer_types: list[str], parse_ok: bool = True) -> None:
+        self.flags, self.profiles, self.layers = set(), [], []
+        self.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda s, level: None})
+        self.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+        self.BuilderFlag = types.SimpleNamespace(FP16="fp16", OBEY_PRECISION_CONSTRAINTS="obey")
+        self.LayerType = types.SimpleNamespace(**{name: name for name in {*FP32_SENSITIVE_LAYER_TYPES,
+                                                                         "MATRIX_MULTIPLY"}})
+        fake = self
+
+        class Layer:
+            def __init__(self, kind):
+                self.type, self.precision, self.num_outputs, self.output_types = kind, None, 1, {}
+                fake.layers.append(self)
+
+            def set_output_type(self, index, dtype):
+                self.output_types[index] = dtype
+
+        network = types.SimpleNamespace(num_layers=len(layer_types))
+        built = [Layer(kind) for kind in layer_types]
+        network.get_layer = lambda index: built[index]
+
+        class Profile:
+            def __init__(self):
+                self.shapes = {}
+                fake.profiles.append(self)
+
+            def set_shape(self, name, minimum, optimum, maximum):
+                self.shapes[name] = (minimum, optimum, maximum)
+
+        config = types.SimpleNamespace(set_memory_pool_limit=lambda pool, size: None,
+                                       set_flag=lambda flag: fake.flags.add(flag),
+                                       add_optimization_profile=lambda profile: None)
+        self.Builder = lambda logger: types.SimpleNamespace(
+            create_network=lambda flags: network, create_builder_config=lambda: config,
+            create_optimization_profile=Profile, build_serialized_network=lambda net, cfg: b"PLAN")
+        errors = [] if parse_ok else ["unsupported operator Foo"]
+        self.OnnxParser = lambda net, logger: types.SimpleNamespace(
+            parse_from_file=lambda path: parse_ok, num_errors=len(errors), get_error=lambda i: errors[i])
+
+
+def test_engine_build_asks_for_one_exact_profile_per_bucket_and_fp16(tmp_path):
+    trt = FakeTensorRT(["MATRIX_MULTIPLY", "NORMALIZATION", "SOFTMAX", "MATRIX_MULTIPLY"])
+    profiles = sequence_profiles((16, 32, 64), max_batch=257, opt_batch=32)
+    report = build_engine(tmp_path / "model.onnx", tmp_path / "model.plan", profiles, fp16=True, trt=trt)
+    assert (tmp_path / "model.plan").read_bytes() == b"PLAN"
+    assert trt.flags == {"fp16"} and report.fp32_layers == 0
+    assert [p.shapes["input_ids"] for p in trt.profiles] == [p.shapes() for p in profiles]
+    assert all(set(p.shapes) == set(ENCODER_INPUTS) for p in trt.profiles)
+
+    trt = FakeTensorRT(["MATRIX_MULTIPLY", "NORMALIZATION", "SOFTMAX", "MATRIX_MULTIPLY"])
+    report = build_engine(tmp_path / "model.onnx", tmp_path / "model.plan", profiles, fp16=True,
+                          fp32_sensitive_layers=True, trt=trt)
+    assert trt.flags == {"fp16", "obey"} and report.fp32_layers == 2
+    assert [layer.precision for layer in trt.layers] == [None, "float32", "float32", None]
+
+
+def test_engine_build_reports_parser_errors(tmp_path):
+    with pytest.raises(ExportError, match="unsupported operator Foo"):
+        build_engine(tmp_path / "model.onnx", tmp_path / "model.plan", sequence_profiles((16,), 8, 8),
+                     trt=FakeTensorRT([], parse_ok=False))
+
+
+def test_tensorrt_export_without_tensorrt_names_the_container_and_keeps_the_repository(tmp_path, capsys):
+    try:
+        import_tensorrt()
+        pytest.skip("TensorRT is installed here: the message for its absence cannot be checked")
+    except ExportError:
+        pass
+    checkpoint = write_modelscope_structbert(tmp_path / "ckpt")
+    repository = tmp_path / "repository"
+    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--max-length", "32"]) == 0
+    before = {p: p.read_bytes() for p in repository.rglob("*") if p.is_file()}
+    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--runtime", "tensorrt",
+                     "--max-length", "32"]) == 1
+    error = capsys.readouterr().err
+    assert "docker compose --profile export run" in error and "tensorrt" in error.lower()
+    assert {p: p.read_bytes() for p in repository.rglob("*") if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir() if ".staging-" in p.name or ".retired-" in p.name] == []
+
+
+def test_staged_repository_swaps_models_in_only_on_success(tmp_path):
+    repository = tmp_path / "repository"
+    (repository / "encoder").mkdir(parents=True)
+    (repository / "encoder" / "old.txt").write_text("old")
+    (repository / "other").mkdir()
+    with pytest.raises(RuntimeError), staged_repository(repository) as staging:
+        (staging / "encoder").mkdir()
+        (staging / "encoder" / "new.txt").write_text("new")
+        raise RuntimeError("interrupted half way")
+    assert [p.name for p in (repository / "encoder").iterdir()] == ["old.txt"]
+    with staged_repository(repository) as staging:
+        (staging / "encoder").mkdir()
+        (staging / "encoder" / "new.txt").write_text("new")
+    assert [p.name for p in (repository / "encoder").iterdir()] == ["new.txt"]
+    assert (repository / "other").is_dir()  # models the export does not write are left alone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repository"]
