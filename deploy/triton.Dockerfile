@@ -1,6 +1,7 @@
 # Triton (NGC) plus exactly what the Python-backend models import:
 #   preprocess / postprocess: numpy, tokenizers, zsc_server (this project)
 #   encoder, runtime python-ort only: onnxruntime (GPU build here)
+#   encoder, runtime python-torch only: torch (CUDA 12 build; about 2.5 GB of the image)
 # tests/unit/test_deploy.py checks this list against the models' imports.
 # Triton 24.10 = tritonserver 2.51, the version the local tests run (nvidia-pytriton 0.7.0).
 ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
@@ -8,6 +9,9 @@ FROM ${TRITON_IMAGE}
 
 # numpy < 2: the Python-backend stub exchanges tensors through the numpy 1.x ABI.
 RUN pip install --no-cache-dir "numpy==1.26.4" "tokenizers==0.23.3" "onnxruntime-gpu==1.20.1"
+# torch 2.5 is the release of the NGC 24.10 PyTorch image (deploy/export.Dockerfile); it brings its own
+# CUDA 12 runtime libraries, which the 24.10 driver stack supports.
+RUN pip install --no-cache-dir "torch==2.5.1" "numpy==1.26.4"
 
 # The shared scoring / tokenization logic, installed without its CPU-side dependencies.
 COPY pyproject.toml README.md /opt/zero-shot-triton/
@@ -20,5 +24,5 @@ USER triton-server
 EXPOSE 8000 8001 8002
 CMD ["tritonserver", "--model-repository=/models", \
      "--model-control-mode=none", "--disable-auto-complete-config", \
-     "--strict-readiness=true", "--exit-on-error=true", \
+     "--strict-readiness=true", "--exit-on-error=true", "--cache-config=local,size=67108864", \
      "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"]

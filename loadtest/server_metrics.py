@@ -22,6 +22,7 @@ COUNTERS = {
     "compute_infer_us": "nv_inference_compute_infer_duration_us",
     "compute_output_us": "nv_inference_compute_output_duration_us",
     "request_us": "nv_inference_request_duration_us",
+    "cache_hits": "nv_cache_num_hits_per_model",  # answered from the response cache, no compute
 }
 
 

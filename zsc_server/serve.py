@@ -30,12 +30,15 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # How every deployment runs Triton: the model set is fixed at start (no model-control API), configs are
 # exactly the generated ones, and a model that fails to load stops the server instead of serving half an
-# ensemble. docker-compose.yml, deploy/triton.Dockerfile and deploy/k8s pass the same flags (a test checks).
+# ensemble. The response cache (64 MiB) serves repeated identical requests (same text, labels, template
+# and mode) without recomputing them; the ensemble config opts in. docker-compose.yml,
+# deploy/triton.Dockerfile and deploy/k8s pass the same flags (a test checks).
 SERVING_FLAGS = (
     "--model-control-mode=none",
     "--disable-auto-complete-config",
     "--strict-readiness=true",
     "--exit-on-error=true",
+    "--cache-config=local,size=67108864",
 )
 
 
@@ -135,6 +138,8 @@ class TritonServer:
             str(pytriton_dir() / "tritonserver" / "bin" / "tritonserver"),
             f"--model-repository={self.repository}",
             f"--backend-directory={backends}",
+            # the wheel keeps its caches beside the binary, not in /opt/tritonserver/caches
+            f"--cache-directory={pytriton_dir() / 'tritonserver' / 'caches'}",
             *SERVING_FLAGS,
             f"--http-address={self.host}", f"--http-port={self.http_port}",
             f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
