@@ -18,7 +18,7 @@ METRICS_PORT ?= 8002
 HOST ?= 127.0.0.1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-modelscope export serve demo test lint clean up down loadtest loadtest-compare
+.PHONY: help setup setup-modelscope export serve demo test lint clean up down loadtest loadtest-compare webui bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-17s %s\n", $$1, $$2}'
@@ -61,6 +61,11 @@ serve: setup ## run tritonserver on model_repository/ in the foreground [HTTP_PO
 	$(PY) -m zsc_server.serve --repository $(REPOSITORY) --host $(HOST) \
 		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
+WEBUI_PORT ?= 7860
+
+webui: setup ## browser UI + JSON API for the server at HOST:GRPC_PORT (make serve), on http://127.0.0.1:WEBUI_PORT/ [WEBUI_PORT]
+	$(VENV)/bin/zsc webui --triton $(HOST):$(GRPC_PORT) --port $(WEBUI_PORT)
+
 demo: setup ## export MODEL (offline MiniLM by default), serve it, classify sample texts, stop
 	$(PY) -m zsc_server.demo --model $(MODEL) --repository $(REPOSITORY) --max-length $(MAX_LENGTH)
 
@@ -79,6 +84,12 @@ loadtest: setup ## Locust run per user count against HOST, results + report in l
 		--metrics-url http://$(HOST):$(METRICS_PORT)/metrics --users $(USERS) --duration $(DURATION) \
 		--protocol $(PROTOCOL) --label-mode $(LABEL_MODE) --report
 
+BENCH_CONCURRENCY ?= 1,5,10,32,64,128
+BENCH_DURATION ?= 20
+
+bench: setup ## serve REPOSITORY and sweep concurrency through the full ensemble (async gRPC), with the raw encoder ceiling [BENCH_CONCURRENCY BENCH_DURATION]
+	$(PY) -m loadtest.bench --repository $(REPOSITORY) --concurrency $(BENCH_CONCURRENCY) --duration-s $(BENCH_DURATION)
+
 loadtest-compare: setup setup-modelscope ## ours vs the seed stack (ModelScope / HF pipelines behind Flask), same model and inputs [USERS DURATION]
 	$(PY) -m loadtest.compare --users $(USERS) --duration $(DURATION) --baseline-python $(MS_VENV)/bin/python
 
@@ -87,7 +98,7 @@ up: ## start the GPU compose stack (Triton on :8000/:8001/:8002) on the exported
 	$(COMPOSE) up -d --build --wait triton
 
 down: ## stop the compose stack
-	$(COMPOSE) --profile export --profile monitoring --profile loadtest down
+	$(COMPOSE) --profile export --profile monitoring --profile loadtest --profile webui down
 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check .

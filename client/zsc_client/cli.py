@@ -44,6 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
     health = sub.add_parser("health", help="is the server live and the ensemble ready? (exit 0 if so)")
     connection(health)
     health.add_argument("--json", action="store_true", help="print JSON")
+
+    webui = sub.add_parser(
+        "webui", help="serve a web page (and its JSON API) for classifying texts in a browser",
+        description="A web page and JSON API (POST /api/classify, GET /api/health) in front of Triton. "
+                    "Needs the webui extra: pip install 'zsc-client[webui]'.",
+        epilog="example: zsc webui --triton 127.0.0.1:8001   (then open http://127.0.0.1:7860/)",
+    )
+    webui.add_argument("--triton", default=None, metavar="HOST:PORT",
+                       help="Triton's address (default: localhost:8001 for grpc, localhost:8000 for http)")
+    webui.add_argument("--protocol", choices=["grpc", "http"], default="grpc", help="default: grpc")
+    webui.add_argument("--model", default=DEFAULT_MODEL, help="ensemble name (default: %(default)s)")
+    webui.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: %(default)s; 0.0.0.0 exposes it to the network)")
+    webui.add_argument("--port", type=int, default=7860, help="port to listen on (default: %(default)s)")
+    webui.add_argument("--timeout-s", type=float, default=30.0, help="per-request timeout (default: 30)")
     return parser
 
 
@@ -60,6 +75,8 @@ def format_result(result: ClassificationResult) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "webui":
+        return _webui(args)
     url = args.url or f"localhost:{DEFAULT_PORTS[args.protocol]}"
     try:
         with ZeroShotClient(url, args.protocol, args.model, timeout_s=args.timeout_s) as client:
@@ -91,6 +108,24 @@ def _health(client: ZeroShotClient, as_json: bool) -> int:
         if "error" in report:
             print(f"  {report['error']}")
     return 0 if healthy else 1
+
+
+def _webui(args: argparse.Namespace) -> int:
+    try:
+        from zsc_client.webui.app import serve
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "aiohttp":
+            raise
+        print("zsc: error: the WebUI needs aiohttp: pip install 'zsc-client[webui]' (or: pip install aiohttp)",
+              file=sys.stderr)
+        return 1
+    triton = args.triton or f"localhost:{DEFAULT_PORTS[args.protocol]}"
+    try:
+        serve(triton, args.protocol, args.model, args.host, args.port, args.timeout_s)
+    except OSError as exc:
+        print(f"zsc: error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from export.cli import build_parser as export_parser
+from zsc_client.cli import build_parser as zsc_parser
 from zsc_server.serve import SERVING_FLAGS
 from zsc_server.serve import build_parser as serve_parser
 
@@ -90,7 +91,7 @@ def k8s_documents() -> dict[str, dict]:
 def test_compose_services_and_referenced_files_exist():
     compose = load_compose()
     services = compose["services"]
-    assert {"triton", "export", "prometheus", "grafana", "locust"} <= set(services)
+    assert {"triton", "export", "prometheus", "grafana", "locust", "webui"} <= set(services)
     for name, service in services.items():
         if "build" in service:
             context = ROOT / service["build"]["context"]
@@ -309,3 +310,22 @@ def test_locust_service_runs_this_scenario_against_triton():
     pins = dict(re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)$", (ROOT / "requirements.txt").read_text(), re.M))
     assert dockerfile_base_image(dockerfile) == f"locustio/locust:{pins['locust']}"
     assert locust["image"].endswith(f":{pins['locust']}")
+
+
+def test_webui_service_runs_zsc_webui_against_triton():
+    webui = load_compose()["services"]["webui"]
+    command = webui["command"]
+    assert command[0] == "zsc"
+    args = zsc_parser().parse_args(command[1:])
+    assert (args.command, args.triton, args.protocol, args.host) == ("webui", f"triton:{PORTS['grpc']}", "grpc",
+                                                                      "0.0.0.0")
+    # published on loopback unless TRITON_BIND says otherwise, like Triton's own ports
+    assert webui["ports"] == [f"${{TRITON_BIND:-127.0.0.1}}:{args.port}:{args.port}"]
+    assert webui["depends_on"]["triton"]["condition"] == "service_healthy"
+    dockerfile = ROOT / webui["build"]["context"] / webui["build"]["dockerfile"]
+    assert dockerfile_cmd(dockerfile) == command
+    instructions = dockerfile_instructions(dockerfile)
+    assert ("COPY", "client /opt/zero-shot-triton/client") in instructions
+    assert any(keyword == "RUN" and "/opt/zero-shot-triton/client[webui]" in argument
+               for keyword, argument in instructions)
+    assert ("EXPOSE", str(args.port)) in instructions

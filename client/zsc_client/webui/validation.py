@@ -1,0 +1,132 @@
+"""The JSON API's request checks and response shape, kept apart from aiohttp so they are unit-testable.
+
+Checks here are the ones whose answer does not depend on the served model (types, empty text, no labels,
+a template without ``{}``). Limits set at export (labels per request, text size) stay with Triton: its
+refusal comes back as a 400 naming the field, through ``field_of_server_message``."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from zsc_client.request import ClassificationResult
+
+FIELDS = ("text", "labels", "hypothesis_template", "multi_label")
+# Triton's tensor names, as the preprocess model prefixes its messages with them, -> this API's fields
+SERVER_FIELDS = {
+    "TEXT": "text",
+    "CANDIDATE_LABELS": "labels",
+    "HYPOTHESIS_TEMPLATE": "hypothesis_template",
+    "MULTI_LABEL": "multi_label",
+}
+_SERVER_FIELD = re.compile(r"\b(" + "|".join(SERVER_FIELDS) + r")\b")
+_ENSEMBLE_PREFIX = re.compile(r"^in ensemble '[^']*', ")
+
+
+class RequestError(ValueError):
+    """A request this API refuses; ``field`` names the offending field (None for the body itself)."""
+
+    def __init__(self, message: str, field: str | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.status = status
+
+    def to_dict(self) -> dict:
+        return {"error": self.message, "field": self.field}
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifyRequest:
+    text: str
+    labels: list[str]
+    hypothesis_template: str | None = None  # None: the server's default
+    multi_label: bool = False
+
+
+def split_labels(value: str) -> list[str]:
+    """'咨询, 投诉，建议' -> ['咨询', '投诉', '建议']: split on ',' and '，', stripped, empties dropped."""
+    return [part.strip() for part in value.replace("，", ",").split(",") if part.strip()]
+
+
+def parse_classify_request(body: object) -> ClassifyRequest:
+    """Check a decoded JSON body; raises ``RequestError`` naming the first bad field."""
+    if not isinstance(body, dict):
+        raise RequestError(f"the body must be a JSON object, got {_json_type(body)}")
+    unknown = sorted(set(body) - set(FIELDS))
+    if unknown:
+        raise RequestError(f"unknown field {unknown[0]!r}; the fields are {', '.join(FIELDS)}", unknown[0])
+
+    text = body.get("text")
+    if not isinstance(text, str):
+        raise RequestError(f"must be a string, got {_json_type(text)}", "text")
+    if not text.strip():
+        raise RequestError("is empty: enter the text to classify", "text")
+
+    labels = _labels(body.get("labels"))
+
+    template = body.get("hypothesis_template")
+    if template is not None and not isinstance(template, str):
+        raise RequestError(f"must be a string or null, got {_json_type(template)}", "hypothesis_template")
+    # a cleared form field means "the server's default", not "a template without {}"
+    template = template if template and template.strip() else None
+    if template is not None and "{}" not in template:
+        raise RequestError(f"must contain {{}} where the label goes, e.g. '这是一条{{}}。'; got {template!r}",
+                           "hypothesis_template")
+
+    multi_label = body.get("multi_label", False)
+    if multi_label is None:
+        multi_label = False
+    if not isinstance(multi_label, bool):
+        raise RequestError(f"must be true or false, got {_json_type(multi_label)}", "multi_label")
+    return ClassifyRequest(text, labels, template, multi_label)
+
+
+def _labels(value: object) -> list[str]:
+    if isinstance(value, str):
+        labels = split_labels(value)
+    elif isinstance(value, list):
+        for i, label in enumerate(value):
+            if not isinstance(label, str):
+                raise RequestError(f"label {i} must be a string, got {_json_type(label)}", "labels")
+            if not label.strip():
+                raise RequestError(f"label {i} is empty", "labels")
+        labels = [label.strip() for label in value]
+    elif value is None:
+        labels = []
+    else:
+        raise RequestError(f"must be a string ('咨询,投诉，建议') or a list of strings, got {_json_type(value)}",
+                           "labels")
+    if not labels:
+        raise RequestError("no candidate labels: enter at least one, separated by ',' or '，'", "labels")
+    return labels
+
+
+def clean_server_message(message: str) -> str:
+    """Triton's message without its routing prefix ("in ensemble 'zero_shot', "): the field comes first."""
+    return _ENSEMBLE_PREFIX.sub("", message, count=1)
+
+
+def field_of_server_message(message: str) -> str | None:
+    """The API field a Triton error message is about (its first tensor name), if any."""
+    match = _SERVER_FIELD.search(message)
+    return SERVER_FIELDS[match.group(1)] if match else None
+
+
+def classify_response(request: ClassifyRequest, result: ClassificationResult) -> dict:
+    """The 200 body: labels and scores as Triton ranked them (highest first) and two latencies."""
+    return {
+        "text": result.text,
+        "labels": result.labels,
+        "scores": result.scores,
+        "multi_label": request.multi_label,
+        "hypothesis_template": request.hypothesis_template,
+        "server_ms": round(result.latency_ms, 3),  # the WebUI backend's wait for Triton, round trip
+        "triton_ms": None if result.server_latency_ms is None else round(result.server_latency_ms, 3),
+    }
+
+
+def _json_type(value: object) -> str:
+    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
+             list: "an array", dict: "an object"}
+    return names.get(type(value), type(value).__name__)

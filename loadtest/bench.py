@@ -1,0 +1,256 @@
+"""`make bench`: the full ensemble (tokenization included) under a concurrency sweep, with the raw
+encoder ceiling measured in the same run for comparison.
+
+  python -m loadtest.bench                                   # starts tritonserver on model_repository/
+  python -m loadtest.bench --grpc-url HOST:8001 --http-url HOST:8000   # a server that already runs
+
+Each concurrency level runs N asyncio workers, each sending its next request as soon as the previous
+answer arrives (closed loop, gRPC, zsc_client.AsyncZeroShotClient), drawing texts and label sets from
+loadtest/data/workload.json. Every answer is checked against the request it answers. Then the encoder
+model alone is driven with pre-tokenized pairs at the highest concurrency: the ceiling the ensemble's
+tokenization and post-processing are measured against. Triton's per-model counters say where the time
+goes. Prints one table and writes results.json + results.md under loadtest/results/bench-.../.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from loadtest.run import RESULTS, hardware, read_served_export_info, slug
+from loadtest.server_metrics import NvidiaSmiSampler, model_deltas, scrape
+from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, Workload, answer_problem
+from zsc_client import AsyncZeroShotClient, ZeroShotClientError
+
+CONCURRENCY = (1, 5, 10, 32, 64, 128)
+STAGES = ("preprocess", "encoder", "postprocess")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"),
+                        help="exported repository to serve (ignored with --grpc-url)")
+    parser.add_argument("--grpc-url", default="", help="benchmark a running server instead of starting one")
+    parser.add_argument("--http-url", default="", help="its HTTP endpoint (configs, statistics); with --grpc-url")
+    parser.add_argument("--metrics-url", default="", help="its Prometheus endpoint (default: HTTP host, port 8002)")
+    parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)),
+                        help="comma-separated in-flight request counts (default: %(default)s)")
+    parser.add_argument("--duration-s", type=float, default=20.0, help="per concurrency level (default: 20)")
+    parser.add_argument("--warmup-s", type=float, default=3.0, help="before each level, not measured (default: 3)")
+    parser.add_argument("--ceiling-s", type=float, default=10.0, help="raw encoder run (0: skip; default: 10)")
+    parser.add_argument("--workload", type=Path, default=DEFAULT_WORKLOAD)
+    parser.add_argument("--label-mode", choices=LABEL_MODES, default="fresh",
+                        help="fresh (default): random label sets, so the response cache rarely answers and "
+                             "the figures are compute; sets / fixed: repeated requests, cache hits included")
+    parser.add_argument("--timeout-s", type=float, default=60.0, help="per request (default: 60)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results parent folder (default: %(default)s)")
+    parser.add_argument("--note", default="", help="one line stored with the results (e.g. 'random weights')")
+    return parser
+
+
+async def closed_loop(url: str, concurrency: int, seconds: float, sampler, score_kind: str,
+                      timeout_s: float) -> dict:
+    """`concurrency` workers back to back for `seconds`; latencies of answers that match their request."""
+    latencies, pairs, errors, wrong = [], 0, {}, 0
+    async with AsyncZeroShotClient(url, "grpc", timeout_s=timeout_s) as client:
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal pairs, wrong
+            while time.perf_counter() < deadline:
+                request = sampler.next()
+                started = time.perf_counter()
+                try:
+                    result = await client.classify(request.text, list(request.labels),
+                                                   multi_label=request.multi_label)
+                except ZeroShotClientError as exc:
+                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                    continue
+                if answer_problem(request, result.labels, result.scores, score_kind):
+                    wrong += 1
+                    continue
+                latencies.append((time.perf_counter() - started) * 1e3)
+                pairs += len(request.labels)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    return {"latencies_ms": latencies, "pairs": pairs, "errors": errors, "wrong": wrong, "elapsed_s": elapsed}
+
+
+async def tokenized_pairs(client, request) -> dict[str, np.ndarray]:
+    """What the preprocess model makes of `request`: the encoder's inputs for its pairs."""
+    import tritonclient.grpc as grpcclient
+
+    from zsc_client.request import build_inputs
+
+    response = await client.infer("preprocess", build_inputs(grpcclient, request.text, list(request.labels),
+                                                            None, request.multi_label))
+    return {name: response.as_numpy(name) for name in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+async def encoder_ceiling(url: str, concurrency: int, seconds: float, request, timeout_s: float) -> dict:
+    """The encoder model alone, fed one workload request's pre-tokenized pairs by `concurrency` workers:
+    the same pairs the ensemble sends it, without tokenization, post-processing and ensemble hops."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.grpc.aio as aio
+
+    client = aio.InferenceServerClient(url)
+    done = 0
+    try:
+        arrays = await tokenized_pairs(client, request)
+        inputs = []
+        for name, array in arrays.items():
+            tensor = grpcclient.InferInput(name, list(array.shape), "INT64")
+            tensor.set_data_from_numpy(array.astype(np.int64))
+            inputs.append(tensor)
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                await client.infer("encoder", inputs, client_timeout=timeout_s)
+                done += 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    finally:
+        await client.close()
+    rows, sequence = arrays["input_ids"].shape
+    return {"rows": int(rows), "sequence": int(sequence), "concurrency": concurrency, "requests": done,
+            "pairs_per_s": done * rows / elapsed}
+
+
+def summarize(concurrency: int, run: dict, deltas: dict, gpu: dict) -> dict:
+    latencies = sorted(run["latencies_ms"])
+
+    def percentile(q: float) -> float:
+        return float(np.percentile(latencies, q)) if latencies else float("nan")
+
+    compute = {stage: deltas.get(stage, {}).get("avg_compute_ms", float("nan")) for stage in STAGES}
+    queue = {stage: deltas.get(stage, {}).get("avg_queue_ms", float("nan")) for stage in STAGES}
+    busy = {stage: deltas.get(stage, {}).get("compute_infer_us", 0.0) + deltas.get(stage, {}).get(
+        "compute_input_us", 0.0) + deltas.get(stage, {}).get("compute_output_us", 0.0) for stage in STAGES}
+    total_busy = sum(busy.values()) or float("nan")
+    return {
+        "concurrency": concurrency, "requests": len(latencies), "errors": run["errors"], "wrong": run["wrong"],
+        "p50_ms": percentile(50), "p95_ms": percentile(95), "p99_ms": percentile(99),
+        "mean_ms": statistics.fmean(latencies) if latencies else float("nan"),
+        "requests_per_s": len(latencies) / run["elapsed_s"], "pairs_per_s": run["pairs"] / run["elapsed_s"],
+        "compute_ms": compute, "queue_ms": queue,
+        "host_share": (busy["preprocess"] + busy["postprocess"]) / total_busy,
+        "encoder_avg_batch": deltas.get("encoder", {}).get("avg_batch", float("nan")),
+        "cache_hit_share": deltas.get("zero_shot", {}).get("cache_hits", 0.0) / max(1, len(latencies)),
+        "gpu_memory_mb": gpu.get("memory_used_mb_max"),
+    }
+
+
+def markdown(meta: dict, rows: list[dict], ceiling: dict | None) -> str:
+    conditions = (f"{meta['model']} ({meta['note'] or 'weights as exported'}), {meta['runtime']}, "
+                  f"{meta['precision']}, max_length {meta['max_length']}, {meta['hardware']}; workload "
+                  f"{meta['workload']} ({meta['label_mode']} labels, {meta['mean_labels']:.1f} labels/request on "
+                  f"average), {meta['duration_s']:.0f} s per level after {meta['warmup_s']:.0f} s warm-up, "
+                  f"closed-loop async gRPC client on the same host, full ensemble (tokenization included)")
+    lines = [f"# Benchmark {meta['started']}", "", conditions, "",
+             "| concurrency | p50 ms | p95 ms | p99 ms | req/s | pairs/s | errors | wrong | encoder batch "
+             "| tokenize+post share | cache hits | GPU MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        memory = f"{row['gpu_memory_mb']:.0f}" if row["gpu_memory_mb"] else "n/a"
+        lines.append(f"| {row['concurrency']} | {row['p50_ms']:.1f} | {row['p95_ms']:.1f} | {row['p99_ms']:.1f} "
+                     f"| {row['requests_per_s']:.1f} | {row['pairs_per_s']:.0f} | {sum(row['errors'].values())} "
+                     f"| {row['wrong']} | {row['encoder_avg_batch']:.1f} | {row['host_share']:.0%} "
+                     f"| {row['cache_hit_share']:.0%} | {memory} |")
+    if ceiling:
+        best = max(rows, key=lambda row: row["pairs_per_s"])
+        lines += ["", f"Raw encoder ceiling (same server, same run): {ceiling['pairs_per_s']:.0f} pairs/s with "
+                  f"{ceiling['rows']} pre-tokenized pairs of {ceiling['sequence']} tokens per request at "
+                  f"concurrency {ceiling['concurrency']}. Full ensemble best: {best['pairs_per_s']:.0f} pairs/s "
+                  f"({best['pairs_per_s'] / ceiling['pairs_per_s']:.0%} of the ceiling) at concurrency "
+                  f"{best['concurrency']}."]
+    lines += ["", "tokenize+post share: preprocess + postprocess compute time over all three models' compute "
+              "time (Triton's counters); encoder batch: pairs per encoder execution."]
+    return "\n".join(lines) + "\n"
+
+
+def run(args) -> Path:
+    from zsc_server.serve import TritonServer, free_ports
+
+    levels = [int(part) for part in args.concurrency.split(",") if part.strip()]
+    server = None
+    if not args.grpc_url:
+        http, grpc, metrics = free_ports(3)
+        print(f"[bench] starting tritonserver on {args.repository}", flush=True)
+        server = TritonServer(args.repository, http, grpc, metrics).__enter__()
+        args.grpc_url, args.http_url = server.grpc_url, server.http_url
+        args.metrics_url = f"http://127.0.0.1:{metrics}/metrics"
+    http = args.http_url or f"{args.grpc_url.rsplit(':', 1)[0]}:8000"
+    metrics_url = args.metrics_url or f"http://{http.rsplit(':', 1)[0]}:8002/metrics"
+    try:
+        served = read_served_export_info(f"http://{http}")
+        workload = Workload.load(args.workload)
+        sampler = workload.sampler(args.label_mode, "", "")
+        score_kind = "cosine" if served.get("mode") == "embedding" else "probabilities"
+        meta = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "hardware": hardware(),
+                "model": served.get("source", "unknown"), "runtime": served.get("runtime", "unknown"),
+                "precision": served.get("precision", "unknown"), "max_length": served.get("max_length"),
+                "workload": args.workload.name, "label_mode": args.label_mode,
+                "mean_labels": sampler.mean_labels(), "duration_s": args.duration_s, "warmup_s": args.warmup_s,
+                "note": args.note}
+        rows = []
+        for level in levels:
+            asyncio.run(closed_loop(args.grpc_url, level, args.warmup_s, sampler, score_kind, args.timeout_s))
+            before = scrape(metrics_url)
+            with NvidiaSmiSampler() as gpu:
+                result = asyncio.run(closed_loop(args.grpc_url, level, args.duration_s, sampler, score_kind,
+                                                 args.timeout_s))
+            row = summarize(level, result, model_deltas(before, scrape(metrics_url)), gpu.summary())
+            rows.append(row)
+            print(f"[bench] concurrency {level}: p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, "
+                  f"{row['requests_per_s']:.1f} req/s, {row['pairs_per_s']:.0f} pairs/s, "
+                  f"{sum(row['errors'].values())} errors, {row['wrong']} wrong", flush=True)
+        ceiling = None
+        if args.ceiling_s > 0:
+            typical = min((sampler.next() for _ in range(200)),
+                          key=lambda request: abs(len(request.labels) - meta["mean_labels"]))
+            ceiling = asyncio.run(encoder_ceiling(args.grpc_url, max(levels), args.ceiling_s, typical,
+                                                  args.timeout_s))
+            print(f"[bench] raw encoder: {ceiling['pairs_per_s']:.0f} pairs/s", flush=True)
+    finally:
+        if server is not None:
+            server.stop()
+    folder = args.out / "-".join(["bench", datetime.now().strftime("%Y%m%d-%H%M%S"), slug(meta["hardware"]),
+                                  slug(meta["runtime"]), slug(meta["precision"])])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps({"meta": meta, "levels": rows, "encoder_ceiling": ceiling},
+                                                    indent=2) + "\n", encoding="utf-8")
+    table = markdown(meta, rows, ceiling)
+    (folder / "results.md").write_text(table, encoding="utf-8")
+    print(table)
+    print(f"[bench] results in {folder}")
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        folder = run(args)
+    except (OSError, ValueError, ZeroShotClientError) as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    rows = json.loads((folder / "results.json").read_text())["levels"]
+    return 1 if any(row["wrong"] for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

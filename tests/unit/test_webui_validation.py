@@ -1,0 +1,106 @@
+"""The WebUI's request checks and response shape (zsc_client.webui.validation), without a server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from zsc_client.request import ClassificationResult
+from zsc_client.webui.validation import (
+    ClassifyRequest,
+    RequestError,
+    classify_response,
+    clean_server_message,
+    field_of_server_message,
+    parse_classify_request,
+    split_labels,
+)
+
+
+def test_labels_split_on_both_commas():
+    assert split_labels("咨询, 投诉，建议 ,") == ["咨询", "投诉", "建议"]
+    assert split_labels(" ，, ") == []
+
+
+def test_a_full_request():
+    request = parse_classify_request(
+        {"text": "我要投诉", "labels": ["咨询 ", "投诉"], "hypothesis_template": "这是一条{}", "multi_label": True})
+    assert request == ClassifyRequest("我要投诉", ["咨询", "投诉"], "这是一条{}", True)
+
+
+def test_defaults_and_a_cleared_template():
+    request = parse_classify_request({"text": "你好", "labels": "咨询,投诉", "hypothesis_template": "  "})
+    assert request == ClassifyRequest("你好", ["咨询", "投诉"], None, False)
+    assert parse_classify_request({"text": "你好", "labels": "a", "multi_label": None}).multi_label is False
+
+
+BAD = {
+    "not an object": ([{"text": "x"}], None, "must be a JSON object, got an array"),
+    "unknown field": ({"text": "x", "labels": "a", "label": "b"}, "label", "unknown field 'label'"),
+    "no text": ({"labels": "a"}, "text", "must be a string, got null"),
+    "text is a number": ({"text": 3, "labels": "a"}, "text", "must be a string, got a number"),
+    "blank text": ({"text": " \n", "labels": "a"}, "text", "is empty"),
+    "no labels": ({"text": "x"}, "labels", "no candidate labels"),
+    "commas only": ({"text": "x", "labels": " ,， "}, "labels", "no candidate labels"),
+    "empty list": ({"text": "x", "labels": []}, "labels", "no candidate labels"),
+    "empty label in a list": ({"text": "x", "labels": ["a", " "]}, "labels", "label 1 is empty"),
+    "label not a string": ({"text": "x", "labels": ["a", 1]}, "labels", "label 1 must be a string, got a number"),
+    "labels an object": ({"text": "x", "labels": {"a": 1}}, "labels", "or a list of strings, got an object"),
+    "template without {}": ({"text": "x", "labels": "a", "hypothesis_template": "这是一条"},
+                            "hypothesis_template", "must contain {}"),
+    "template not a string": ({"text": "x", "labels": "a", "hypothesis_template": ["{}"]},
+                              "hypothesis_template", "must be a string or null"),
+    "multi_label as a string": ({"text": "x", "labels": "a", "multi_label": "true"}, "multi_label",
+                                "must be true or false, got a string"),
+    "multi_label as 1": ({"text": "x", "labels": "a", "multi_label": 1}, "multi_label", "got a number"),
+}
+
+
+@pytest.mark.parametrize("case", BAD, ids=list(BAD))
+def test_bad_requests_name_the_field(case):
+    body, field, message = BAD[case]
+    with pytest.raises(RequestError) as raised:
+        parse_classify_request(body)
+    assert raised.value.field == field
+    assert message in raised.value.message
+    assert raised.value.status == 400
+    assert raised.value.to_dict() == {"error": raised.value.message, "field": field}
+
+
+def test_server_messages_map_to_fields():
+    assert field_of_server_message("in ensemble 'zero_shot', TEXT: is 1050000 bytes; the limit is 65536") == "text"
+    assert field_of_server_message("CANDIDATE_LABELS: has 300 labels; the limit is 256") == "labels"
+    assert field_of_server_message("HYPOTHESIS_TEMPLATE: the hypothesis for label 0 ...") == "hypothesis_template"
+    assert field_of_server_message("unexpected datatype TYPE_INT32 for input 'MULTI_LABEL'") == "multi_label"
+    assert field_of_server_message("something else went wrong (CONTEXT_TEXT)") is None
+
+
+def test_server_messages_lose_the_ensemble_prefix():
+    message = "in ensemble 'zero_shot', CANDIDATE_LABELS: has 65 labels; the limit is 64 (max_labels)"
+    assert clean_server_message(message) == "CANDIDATE_LABELS: has 65 labels; the limit is 64 (max_labels)"
+    assert clean_server_message("TEXT: is empty") == "TEXT: is empty"
+
+
+def test_response_shape():
+    request = ClassifyRequest("你好", ["咨询", "投诉"], None, True)
+    result = ClassificationResult("你好", ["投诉", "咨询"], [0.7, 0.2], latency_ms=12.34567,
+                                  server_latency_ms=9.87654)
+    assert classify_response(request, result) == {
+        "text": "你好", "labels": ["投诉", "咨询"], "scores": [0.7, 0.2], "multi_label": True,
+        "hypothesis_template": None, "server_ms": 12.346, "triton_ms": 9.877,
+    }
+    result.server_latency_ms = None
+    assert classify_response(request, result)["triton_ms"] is None
+
+
+def test_core_client_and_cli_import_without_aiohttp():
+    """aiohttp is the webui extra's: without it the client works and `zsc webui` says what to install."""
+    code = ("import sys; sys.modules['aiohttp'] = None\n"
+            "import zsc_client, zsc_client.cli, zsc_client.webui.validation\n"
+            "raise SystemExit(zsc_client.cli.main(['webui']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == ("zsc: error: the WebUI needs aiohttp: pip install 'zsc-client[webui]' "
+                                   "(or: pip install aiohttp)")
