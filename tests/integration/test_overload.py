@@ -1,0 +1,80 @@
+"""Overload: with a bounded encoder queue, far more concurrent requests than the server can hold get an
+immediate "busy" (gRPC UNAVAILABLE / HTTP 503) instead of waiting without limit, and every request that
+is accepted gets its own correct answer. A dedicated server with a small queue (2 waiting requests),
+so that this 2-core machine reaches it quickly."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.conftest import STRUCTBERT_MAX_LENGTH, export_repository, start_server
+from tests.integration.test_parity import assert_matches
+from tests.reference import NliReference
+from zsc_client import ServerUnavailableError, ZeroShotClient
+
+LABELS = [f"类别{i}" for i in range(48)]  # many pairs per request: each one keeps the encoder busy
+
+
+@pytest.fixture(scope="module")
+def small_queue(structbert, tmp_path_factory):
+    repository = export_repository(str(structbert.checkpoint), tmp_path_factory.mktemp("overload") / "repository",
+                                   "--max-length", str(STRUCTBERT_MAX_LENGTH), "--max-queue-size", "2",
+                                   "--preprocess-instances", "4")
+    server = start_server("overload", repository)
+    yield server
+    server.stop()
+
+
+def classify(server, index: int):
+    text = f"第{index}号工单：我的快递还没到"
+    started = time.perf_counter()
+    try:
+        with ZeroShotClient(server.grpc_url, "grpc", timeout_s=120) as client:
+            return index, text, client.classify(text, LABELS), time.perf_counter() - started
+    except ServerUnavailableError as exc:
+        return index, text, exc, time.perf_counter() - started
+
+
+def test_excess_requests_are_refused_at_once_and_accepted_ones_answered(small_queue, structbert):
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        outcomes = list(pool.map(lambda i: classify(small_queue, i), range(24)))
+    accepted = [o for o in outcomes if not isinstance(o[2], Exception)]
+    refused = [o for o in outcomes if isinstance(o[2], Exception)]
+    assert accepted and refused, f"{len(accepted)} accepted, {len(refused)} refused: the queue bound did not act"
+    for _, _, error, _ in refused:
+        assert error.status == "StatusCode.UNAVAILABLE" and "queue" in error.message.lower(), error.message
+    # refusals come quickly: faster than the slowest accepted answer, which waited its turn
+    assert max(o[3] for o in refused) < max(o[3] for o in accepted)
+    reference = NliReference(structbert.checkpoint, STRUCTBERT_MAX_LENGTH, entailment=0, contradiction=2,
+                             modelscope_layout=True)
+    for _, text, result, _ in accepted[:4]:  # each accepted answer is its own request's
+        assert result.text == text
+        assert_matches(result, *reference(text=text, candidate_labels=LABELS))
+
+
+def test_http_says_503_when_busy(small_queue):
+    body = json.dumps({"inputs": [
+        {"name": "TEXT", "datatype": "BYTES", "shape": [1], "data": ["我的快递还没到"]},
+        {"name": "CANDIDATE_LABELS", "datatype": "BYTES", "shape": [len(LABELS)], "data": LABELS},
+    ]}).encode()
+
+    def post(_):
+        request = urllib.request.Request(f"http://{small_queue.http_url}/v2/models/zero_shot/infer", data=body,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return response.status, ""
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        statuses = list(pool.map(post, range(24)))
+    codes = {code for code, _ in statuses}
+    assert codes == {200, 503}, statuses
+    assert all("queue" in text for code, text in statuses if code == 503)
