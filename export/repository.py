@@ -235,6 +235,10 @@ def staged_repository(repository: Path):
     the staging dir does not hold are left alone."""
     repository = repository.resolve()
     repository.parent.mkdir(parents=True, exist_ok=True)
+    leftovers = (f".{repository.name}.staging-", f".{repository.name}.retired-")  # of a killed export
+    for leftover in repository.parent.iterdir():
+        if leftover.name.startswith(leftovers):
+            shutil.rmtree(leftover, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{repository.name}.staging-", dir=repository.parent))
     retired = staging.with_name(staging.name.replace(".staging-", ".retired-"))
     try:

@@ -254,3 +254,29 @@ def test_staged_repository_swaps_models_in_only_on_success(tmp_path):
     assert [p.name for p in (repository / "encoder").iterdir()] == ["new.txt"]
     assert (repository / "other").is_dir()  # models the export does not write are left alone
     assert sorted(p.name for p in tmp_path.iterdir()) == ["repository"]
+
+
+def test_an_export_killed_half_way_leaves_the_served_repository_as_it_was(tmp_path):
+    import subprocess
+    import sys
+
+    checkpoint = write_modelscope_structbert(tmp_path / "ckpt")
+    repository = tmp_path / "repository"
+    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--max-length", "32"]) == 0
+    before = {p: p.read_bytes() for p in repository.rglob("*") if p.is_file()}
+    (tmp_path / ".repository.staging-old").mkdir()  # as a process killed during the swap leaves it
+    export = subprocess.Popen([sys.executable, "-m", "export", "--model", str(checkpoint), "--repository",
+                               str(repository), "--max-length", "64"], stdout=subprocess.PIPE, text=True)
+    try:
+        for line in export.stdout:
+            if line.startswith("[export 3/5]"):  # the ONNX export is under way: kill it there
+                export.kill()
+                break
+    finally:
+        export.kill()
+        export.wait(timeout=60)
+    assert export.returncode == -9
+    assert {p: p.read_bytes() for p in repository.rglob("*") if p.is_file()} == before
+    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--max-length", "64"]) == 0
+    assert json.loads((repository / "encoder" / "export.json").read_text())["max_length"] == 64
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "repository"]  # leftovers cleared
