@@ -75,8 +75,28 @@ def check_numpy() -> None:
         )
 
 
+def external_triton() -> tuple[Path, Path] | None:
+    """A tritonserver installed outside this venv, as `$TRITONSERVER` (the binary) and `$TRITON_BACKENDS`
+    (a backends dir whose python/ already holds this interpreter's stub): what the offline GPU-host
+    bundle's setup script exports. None: use the pytriton wheel's."""
+    binary, backends = os.environ.get("TRITONSERVER"), os.environ.get("TRITON_BACKENDS")
+    if not binary:
+        return None
+    if not backends:
+        raise ServerError("TRITONSERVER is set but TRITON_BACKENDS is not: set both, or neither")
+    return Path(binary), Path(backends)
+
+
+def triton_binary() -> Path:
+    external = external_triton()
+    return external[0] if external else pytriton_dir() / "tritonserver" / "bin" / "tritonserver"
+
+
 def prepare_backends(target: Path) -> Path:
     """A backends dir with the Python backend and this interpreter's stub side by side."""
+    external = external_triton()
+    if external:
+        return external[1]
     triton = pytriton_dir() / "tritonserver"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = triton / "python_backend_stubs" / version / "triton_python_backend_stub"
@@ -94,7 +114,8 @@ def server_environment() -> dict[str, str]:
     env = dict(os.environ)
     venv_bin = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
-    libs = [sysconfig.get_config_var("LIBDIR"), str(pytriton_dir().parent / "nvidia_pytriton.libs")]
+    wheel_libs = None if external_triton() else str(pytriton_dir().parent / "nvidia_pytriton.libs")
+    libs = [sysconfig.get_config_var("LIBDIR"), wheel_libs]
     env["LD_LIBRARY_PATH"] = os.pathsep.join([p for p in libs if p] + [env.get("LD_LIBRARY_PATH", "")])
     # The Python models import zsc_server; make that work from a plain checkout too.
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")])
@@ -135,11 +156,11 @@ class TritonServer:
 
     def command(self, backends: Path) -> list[str]:
         return [
-            str(pytriton_dir() / "tritonserver" / "bin" / "tritonserver"),
+            str(triton_binary()),
             f"--model-repository={self.repository}",
             f"--backend-directory={backends}",
-            # the wheel keeps its caches beside the binary, not in /opt/tritonserver/caches
-            f"--cache-directory={pytriton_dir() / 'tritonserver' / 'caches'}",
+            # the wheel (and the GPU-host bundle) keep caches beside the binary, not in /opt/tritonserver
+            f"--cache-directory={triton_binary().parents[1] / 'caches'}",
             *SERVING_FLAGS,
             f"--http-address={self.host}", f"--http-port={self.http_port}",
             f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",

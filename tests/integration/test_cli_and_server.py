@@ -89,3 +89,23 @@ def test_plain_kserve_v2_json(structbert):
         expected = client.classify("我的快递三天了还没到", "咨询,投诉,建议")
     assert outputs["LABELS"] == expected.labels
     assert outputs["SCORES"] == pytest.approx(expected.scores, abs=1e-6)
+
+
+def test_server_from_an_external_install(structbert, tmp_path, monkeypatch):
+    """$TRITONSERVER + $TRITON_BACKENDS (what the GPU-host bundle's setup exports) replace the wheel's
+    server: here they point at a copy of the wheel's own, laid out as the bundle lays it out."""
+    from zsc_server.serve import TritonServer, prepare_backends, pytriton_dir
+
+    backends = prepare_backends(tmp_path / "backends")
+    monkeypatch.setenv("TRITONSERVER", str(pytriton_dir() / "tritonserver" / "bin" / "tritonserver"))
+    monkeypatch.setenv("TRITON_BACKENDS", str(backends))
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(pytriton_dir().parent / "nvidia_pytriton.libs"))
+    http, grpc, metrics = free_ports(3)
+    with TritonServer(structbert.repository, http, grpc, metrics, log_path=tmp_path / "triton.log") as server:
+        command = server.command(backends)
+        assert f"--backend-directory={backends}" in command
+        done = zsc("classify", "--url", server.grpc_url, "--labels", "咨询,投诉", "--json", "我要投诉")
+        assert done.returncode == 0, done.stderr
+    monkeypatch.delenv("TRITON_BACKENDS")
+    with pytest.raises(Exception, match="TRITON_BACKENDS"):
+        prepare_backends(tmp_path / "other")
