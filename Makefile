@@ -18,7 +18,7 @@ METRICS_PORT ?= 8002
 HOST ?= 127.0.0.1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-modelscope export serve demo test lint clean up down loadtest loadtest-compare webui bench
+.PHONY: help setup setup-modelscope export serve demo test lint clean up down loadtest loadtest-compare webui bench soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-17s %s\n", $$1, $$2}'
@@ -83,6 +83,13 @@ loadtest: setup ## Locust run per user count against HOST, results + report in l
 	$(PY) -m loadtest.run --host http://$(HOST):$(HTTP_PORT) --grpc-url $(HOST):$(GRPC_PORT) \
 		--metrics-url http://$(HOST):$(METRICS_PORT)/metrics --users $(USERS) --duration $(DURATION) \
 		--protocol $(PROTOCOL) --label-mode $(LABEL_MODE) --report
+
+SOAK_DURATION ?= 600
+SOAK_LOAD ?= 2.0
+
+soak: setup ## open-loop overload (SOAK_LOAD x measured capacity) on the server at HOST for SOAK_DURATION s: every answer checked, nothing lost, memory flat [SOAK_DURATION SOAK_LOAD]
+	$(PY) -m loadtest.soak --grpc-url $(HOST):$(GRPC_PORT) --http-url $(HOST):$(HTTP_PORT) \
+		--metrics-url http://$(HOST):$(METRICS_PORT)/metrics --duration-s $(SOAK_DURATION) --load $(SOAK_LOAD)
 
 BENCH_CONCURRENCY ?= 1,5,10,32,64,128
 BENCH_DURATION ?= 20

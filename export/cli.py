@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-labels", type=int, default=256, help="labels per request limit (default: 256)")
     parser.add_argument("--max-text-bytes", type=int, default=65536,
                         help="TEXT size limit in UTF-8 bytes (default: 65536)")
+    parser.add_argument("--max-labels-bytes", type=int, default=65536,
+                        help="all candidate labels together, in UTF-8 bytes (default: 65536)")
     parser.add_argument("--queue-delay-us", type=int, default=None,
                         help="encoder dynamic batcher max queue delay in microseconds "
                              "(default: the GPU profile's, else 2000)")
@@ -132,7 +134,7 @@ def run(args: argparse.Namespace) -> None:
             mode=ckpt.mode, max_length=args.max_length, buckets=parse_buckets(args.buckets, args.max_length, runtime),
             default_template=args.template,
             entailment_index=ckpt.entailment_index, contradiction_index=ckpt.contradiction_index,
-            max_labels=max_labels, max_text_bytes=args.max_text_bytes,
+            max_labels=max_labels, max_text_bytes=args.max_text_bytes, max_labels_bytes=args.max_labels_bytes,
         )
     except ValueError as exc:
         raise ExportError(str(exc)) from None

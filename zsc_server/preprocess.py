@@ -5,7 +5,14 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from zsc_server.scoring import InputError, check_template, decode_utf8, make_hypotheses, parse_labels
+from zsc_server.scoring import (
+    InputError,
+    check_template,
+    decode_utf8,
+    hypotheses_bytes,
+    make_hypotheses,
+    parse_labels,
+)
 from zsc_server.settings import ScoringMode, ScoringSettings
 from zsc_server.tokenization import EncodedBatch, PairTokenizer
 
@@ -39,6 +46,12 @@ class Preprocessor:
             raise InputError("TEXT", "is empty")
         # Checked before and after splitting: 10,000 elements are refused before decoding them.
         self._check_label_count(len(labels))
+        labels_bytes = sum(len(raw) for raw in labels)
+        if labels_bytes > s.max_labels_bytes:
+            raise InputError(
+                "CANDIDATE_LABELS",
+                f"are {labels_bytes} bytes in all; the limit is {s.max_labels_bytes} bytes (max_labels_bytes)",
+            )
         label_strs = parse_labels([decode_utf8(raw, "CANDIDATE_LABELS") for raw in labels])
         self._check_label_count(len(label_strs))
         if template is None or template == b"":
@@ -50,6 +63,16 @@ class Preprocessor:
                     f"is {len(template)} bytes; the limit is {s.max_template_bytes} bytes",
                 )
             template_str = check_template(decode_utf8(template, "HYPOTHESIS_TEMPLATE"))
+        # Every '{}' takes the label, so a template of 512 '{}' made 33 MB of hypotheses from 64 KB of
+        # labels (22 s of tokenizing for one request); one '{}' can never exceed this bound.
+        size = hypotheses_bytes(template_str, label_strs)
+        bound = s.max_labels_bytes + len(label_strs) * s.max_template_bytes
+        if size > bound:
+            raise InputError(
+                "HYPOTHESIS_TEMPLATE",
+                f"puts each label in {template_str.count('{}')} times: the hypotheses would be {size} bytes, "
+                f"over the limit of {bound} bytes (max_labels_bytes + labels x max_template_bytes)",
+            )
         hypotheses = make_hypotheses(template_str, label_strs)
 
         if s.mode is ScoringMode.NLI:

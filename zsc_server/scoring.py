@@ -58,6 +58,13 @@ def make_hypotheses(template: str, labels: list[str]) -> list[str]:
     return [template.replace("{}", label) for label in labels]
 
 
+def hypotheses_bytes(template: str, labels: list[str]) -> int:
+    """The UTF-8 size of ``make_hypotheses(template, labels)``, without building them."""
+    slots = template.count("{}")
+    fixed = len(template.encode("utf-8")) - 2 * slots
+    return len(labels) * fixed + slots * sum(len(label.encode("utf-8")) for label in labels)
+
+
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     shifted = x - np.max(x, axis=axis, keepdims=True)
     exp = np.exp(shifted)

@@ -46,6 +46,9 @@ class ScoringSettings:
     contradiction_index: int = 2
     max_labels: int = 256
     max_text_bytes: int = 65536
+    # All labels together, checked before decoding: without it one 10 MB label kept a preprocess
+    # instance busy for 20 s tokenizing a hypothesis that could never fit max_length.
+    max_labels_bytes: int = 65536
     max_template_bytes: int = 1024
 
     def __post_init__(self) -> None:

@@ -32,6 +32,17 @@ def test_limits_name_their_setting(tokenizer_json):
         pre.prepare(b"hi", [b"a", b"b", b"c", b"d"])
     with pytest.raises(InputError, match="CANDIDATE_LABELS: has 4 labels"):
         pre.prepare(b"hi", [b"a,b,c,d"])
+    # one huge label used to be tokenized in full (20 s for 10 MB) before being refused as too long
+    small = Preprocessor(ScoringSettings(max_labels_bytes=8, max_template_bytes=8, max_length=32), tokenizer_json)
+    with pytest.raises(InputError, match="CANDIDATE_LABELS: are 9 bytes in all; the limit is 8 bytes"):
+        small.prepare(b"hi", [b"a" * 9])
+    with pytest.raises(InputError, match="CANDIDATE_LABELS: are 9 bytes in all"):
+        small.prepare(b"hi", [b"abcd", b"efghi"])
+    # a template repeating '{}' multiplied the labels' size (33 MB of hypotheses, 22 s, from 64 KB)
+    with pytest.raises(InputError, match="HYPOTHESIS_TEMPLATE: puts each label in 4 times: the hypotheses "
+                                         "would be 32 bytes, over the limit of 24 bytes"):
+        small.prepare(b"hi", [b"abcd", b"efgh"], b"{}{}{}{}")
+    assert small.prepare(b"hi", [b"abcd", b"efgh"], b"{}{}").labels == ["abcd", "efgh"]
 
 
 def test_prepare_modes(tokenizer_json):

@@ -6,6 +6,7 @@ from zsc_server.scoring import (
     check_template,
     cosine_scores,
     decode_utf8,
+    hypotheses_bytes,
     make_hypotheses,
     nli_scores,
     parse_labels,
@@ -34,6 +35,8 @@ def test_templates():
     with pytest.raises(InputError, match="HYPOTHESIS_TEMPLATE"):
         check_template("{0}")
     assert make_hypotheses("{} / {0.__class__} / {}", ["x"]) == ["x / {0.__class__} / x"]
+    for template, labels in (("{} / {0.__class__} / {}", ["x", "投诉"]), ("前{}后", ["é"]), ("无", ["a"])):
+        assert hypotheses_bytes(template, labels) == sum(len(h.encode()) for h in make_hypotheses(template, labels))
 
 
 def test_decode_utf8_names_field():

@@ -1,0 +1,477 @@
+"""Property-based fuzzing of the ensemble's inputs through gRPC and HTTP (issue #7).
+
+Every generated request must get either a client error (INVALID_ARGUMENT / 400) whose message names an
+input at fault, or a valid answer: the cleaned candidate labels, each once, with finite scores in [0, 1]
+sorted high to low. After each example a fresh good request must still be answered and the server must
+still be live and ready. An independent oracle (the ensemble's declared inputs plus the served limits,
+read from the preprocess config) says which of the two each request deserves, so a refused good request
+or an answered bad one fails too.
+
+CI runs a short, derandomized profile; ZSC_FUZZ_EXAMPLES=2000 runs that many random examples per test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer
+from tritonclient.utils import InferenceServerException
+
+from loadtest.workload import ClassifyRequest, answer_problem
+from tests.reference import parse_labels
+from zsc_client import InvalidInputError, ZeroShotClient, ZeroShotClientError
+from zsc_server.settings import ScoringSettings
+
+LONG_RUN = int(os.environ.get("ZSC_FUZZ_EXAMPLES", "0"))
+TIMEOUT_S = 30.0  # per request: a hang fails the example instead of the whole run
+CLIENT_ERROR = {"grpc": "StatusCode.INVALID_ARGUMENT", "http": "400"}
+# dims and datatypes as the ensemble declares them (export/repository.py); the oracle checks against this
+DECLARED = {"TEXT": ("BYTES", 1), "CANDIDATE_LABELS": ("BYTES", -1), "HYPOTHESIS_TEMPLATE": ("BYTES", 1),
+            "MULTI_LABEL": ("BOOL", 1)}
+REQUIRED = ("TEXT", "CANDIDATE_LABELS")
+DEADLOCK = "unexpected deadlock, at least one output is not set"
+
+
+def fuzz_settings(ci_examples: int):
+    return settings(max_examples=LONG_RUN or ci_examples, deadline=None, derandomize=not LONG_RUN,
+                    database=None, print_blob=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                           HealthCheck.large_base_example])
+
+
+# ---------------------------------------------------------------- strategies
+
+def _utf8(strategy):
+    return strategy.map(lambda s: s.encode("utf-8"))
+
+
+ANY_TEXT = st.text(st.characters(codec="utf-8"), max_size=60)  # control characters and NUL included
+NASTY = ["", " ", "\n\t ", "\x00", "\x00\x00a", ",", "，", " , ，", "{}", "{", "}", "a,b", "投诉", "\u200b",
+         "\ufeff", "\U0001f600", "e\u0301", "\x1b[31m", "\r\n", "%s%n", "' OR 1=1 --", "<script>"]
+FORMAT_TRICKS = ["{}", "{}", "{0.__class__}", "{}{}", "{x}", "{:>10000000}", "{0}", "{!r}", "{{}}", "{", "}",
+                 "{__import__('os').system('true')}", "%s", "{0[0]}", "{}" * 40]
+
+INVALID_UTF8 = st.binary(max_size=40) | st.sampled_from([b"\xff\xfe", b"\xc3\x28", b"\xed\xa0\x80", b"a\x80b"])
+TEMPLATE_PARTS = st.sampled_from(FORMAT_TRICKS) | ANY_TEXT
+
+
+def hostile(utf8_only: bool) -> dict[str, st.SearchStrategy]:
+    """Anything goes: empty, blank, huge, limits +-1, thousands of labels; invalid UTF-8 unless utf8_only."""
+    raw = st.nothing() if utf8_only else INVALID_UTF8
+    label_items = st.one_of(
+        _utf8(ANY_TEXT), _utf8(st.sampled_from(NASTY)), raw,
+        st.just(b"x" * 70_000),  # alone over max_labels_bytes
+        st.just("投诉".encode() * 40),  # a hypothesis longer than max_length
+    )
+    return {
+        "text": st.one_of(
+            _utf8(ANY_TEXT), _utf8(st.sampled_from(NASTY)), raw,
+            st.sampled_from([65535, 65536, 65537, 1 << 20]).map(lambda n: b"x" * n),  # around max_text_bytes
+            st.just("投诉".encode() * 300),  # cut to max_length
+        ),
+        "labels": st.one_of(
+            st.lists(label_items, max_size=8),
+            st.lists(st.sampled_from(NASTY) | ANY_TEXT, max_size=12).map(lambda parts: [",".join(parts).encode()]),
+            st.sampled_from([63, 64, 65, 3000]).map(lambda n: [f"类型{i}".encode() for i in range(n)]),
+            st.sampled_from([65, 5000]).map(lambda n: [",".join(f"l{i}" for i in range(n)).encode()]),
+        ),
+        "template": st.one_of(
+            st.none(), st.just(b""), _utf8(st.lists(TEMPLATE_PARTS, max_size=5).map("".join)), raw,
+            st.just(b"{}" * 512),  # 1024 bytes of placeholders: each label 512 times over
+            st.just(b"{}" + b"x" * 1100),  # over max_template_bytes
+        ),
+    }
+
+
+def plausible() -> dict[str, st.SearchStrategy]:
+    """Requests that deserve an answer, mostly, with odd content: control characters, NUL, emoji, combining
+    marks, format-string tricks around the one '{}'."""
+    some_text = st.text(st.characters(codec="utf-8"), min_size=1, max_size=40)
+    return {
+        "text": _utf8(some_text.filter(str.strip) | st.sampled_from([n for n in NASTY if n.strip()])),
+        "labels": st.one_of(
+            st.lists(_utf8(st.text(st.characters(codec="utf-8"), min_size=1, max_size=12).filter(str.strip)),
+                     min_size=1, max_size=8),
+            st.lists(some_text, min_size=1, max_size=6).map(lambda parts: ["，".join(parts).encode()]),
+        ),
+        "template": st.none() | _utf8(st.tuples(TEMPLATE_PARTS, TEMPLATE_PARTS).map("{}".join)),
+    }
+
+
+PLAUSIBLE, HOSTILE, HOSTILE_UTF8 = plausible(), hostile(utf8_only=False), hostile(utf8_only=True)
+MULTI_LABELS = st.none() | st.booleans()
+
+
+@dataclasses.dataclass
+class Tensor:
+    name: str
+    array: np.ndarray
+    datatype: str
+
+
+def _bytes_tensor(name: str, values: list[bytes]) -> Tensor:
+    return Tensor(name, np.array(values, dtype=np.object_).reshape(len(values)), "BYTES")
+
+
+# Wrong shapes, datatypes, missing and unknown inputs, each in place of the input it names (None: left out).
+MUTATIONS = {
+    "TEXT as INT32": Tensor("TEXT", np.array([7], np.int32), "INT32"),
+    "TEXT as FP32": Tensor("TEXT", np.array([1.5], np.float32), "FP32"),
+    "TEXT shape [2]": _bytes_tensor("TEXT", [b"a", b"b"]),
+    "TEXT shape [0]": _bytes_tensor("TEXT", []),
+    "TEXT shape [1,1]": Tensor("TEXT", np.array([[b"a"]], dtype=np.object_), "BYTES"),
+    "TEXT missing": None,
+    "CANDIDATE_LABELS as INT64": Tensor("CANDIDATE_LABELS", np.arange(3, dtype=np.int64), "INT64"),
+    "CANDIDATE_LABELS shape [2,1]": Tensor("CANDIDATE_LABELS", np.array([[b"a"], [b"b"]], dtype=np.object_), "BYTES"),
+    "CANDIDATE_LABELS missing": None,
+    "HYPOTHESIS_TEMPLATE shape [2]": _bytes_tensor("HYPOTHESIS_TEMPLATE", [b"{}", b"{}"]),
+    "HYPOTHESIS_TEMPLATE as BOOL": Tensor("HYPOTHESIS_TEMPLATE", np.array([True]), "BOOL"),
+    "MULTI_LABEL as BYTES": _bytes_tensor("MULTI_LABEL", [b"true"]),
+    "MULTI_LABEL as INT8": Tensor("MULTI_LABEL", np.array([1], np.int8), "INT8"),
+    "MULTI_LABEL shape [2]": Tensor("MULTI_LABEL", np.array([True, False]), "BOOL"),
+    "MULTI_LABEL shape [0]": Tensor("MULTI_LABEL", np.zeros([0], np.bool_), "BOOL"),
+    "FOO (unknown input)": _bytes_tensor("FOO", [b"x"]),
+}
+
+
+class Case:
+    """One request's tensors; printed short, as a 1 MB text would drown hypothesis's failure report."""
+
+    def __init__(self, tensors: list[Tensor], mutation: str | None) -> None:
+        self.tensors, self.mutation = tensors, mutation
+
+    def __repr__(self) -> str:
+        parts = [f"{t.name}:{t.datatype}{list(t.array.shape)}={_short(t.array)}" for t in self.tensors]
+        return f"Case({', '.join(parts)}, mutation={self.mutation!r})"
+
+    def _repr_pretty_(self, printer, cycle) -> None:  # what hypothesis's pretty-printer calls
+        printer.text(repr(self))
+
+
+def _short(array: np.ndarray) -> str:
+    text = repr(array.reshape(-1)[:4].tolist())
+    return text if len(text) < 160 else text[:160] + f"...({array.size} elements)"
+
+
+@st.composite
+def cases(draw, utf8_only: bool = False) -> Case:
+    kind = draw(st.sampled_from(["plausible", "hostile"]))
+    parts = PLAUSIBLE if kind == "plausible" else HOSTILE_UTF8 if utf8_only else HOSTILE
+    tensors = {"TEXT": _bytes_tensor("TEXT", [draw(parts["text"])]),
+               "CANDIDATE_LABELS": _bytes_tensor("CANDIDATE_LABELS", draw(parts["labels"]))}
+    template, multi_label = draw(parts["template"]), draw(MULTI_LABELS)
+    if template is not None:
+        tensors["HYPOTHESIS_TEMPLATE"] = _bytes_tensor("HYPOTHESIS_TEMPLATE", [template])
+    if multi_label is not None:
+        tensors["MULTI_LABEL"] = Tensor("MULTI_LABEL", np.array([multi_label]), "BOOL")
+    mutation = draw(st.none() | st.none() | st.none() | st.sampled_from(sorted(MUTATIONS)))
+    if mutation is not None:
+        tensors.pop(mutation.split()[0], None)
+        if MUTATIONS[mutation] is not None:
+            tensors[mutation.split()[0]] = MUTATIONS[mutation]
+    order = draw(st.permutations(sorted(tensors)))
+    return Case([tensors[name] for name in order], mutation)
+
+
+# ---------------------------------------------------------------- the oracle
+
+@dataclasses.dataclass
+class Expected:
+    faults: set[str]  # inputs at fault: an error must name one of them; empty: an answer is due
+    labels: list[str] = dataclasses.field(default_factory=list)
+    text: str = ""
+    multi_label: bool = False
+
+
+def _decodes(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def expected_outcome(case: Case, served: ScoringSettings, tokenizer: Tokenizer) -> Expected:
+    tensors = {t.name: t for t in case.tensors}
+    contract = set(tensors) - set(DECLARED) | {n for n in REQUIRED if n not in tensors}
+    for name, tensor in tensors.items():
+        if name in DECLARED:
+            datatype, dim = DECLARED[name]
+            if tensor.datatype != datatype or tensor.array.ndim != 1 or dim != -1 and tensor.array.shape != (dim,):
+                contract.add(name)
+    if contract:  # Triton refuses these before any model runs
+        return Expected(contract)
+
+    faults: set[str] = set()
+    text = tensors["TEXT"].array[0]
+    if len(text) > served.max_text_bytes or not _decodes(text) or not text.decode("utf-8").strip():
+        faults.add("TEXT")
+    raw_labels = list(tensors["CANDIDATE_LABELS"].array)
+    cleaned: list[str] = []
+    if (len(raw_labels) > served.max_labels or sum(map(len, raw_labels)) > served.max_labels_bytes
+            or not all(map(_decodes, raw_labels))):
+        faults.add("CANDIDATE_LABELS")
+    else:
+        strings = [raw.decode("utf-8") for raw in raw_labels]
+        cleaned = parse_labels(strings[0]) if len(strings) == 1 else strings
+        if not cleaned or len(cleaned) > served.max_labels or any(not label.strip() for label in cleaned):
+            faults.add("CANDIDATE_LABELS")
+    template = served.default_template
+    if "HYPOTHESIS_TEMPLATE" in tensors and tensors["HYPOTHESIS_TEMPLATE"].array[0] != b"":
+        raw = tensors["HYPOTHESIS_TEMPLATE"].array[0]
+        if len(raw) > served.max_template_bytes or not _decodes(raw) or "{}" not in raw.decode("utf-8"):
+            faults.add("HYPOTHESIS_TEMPLATE")
+        else:
+            template = raw.decode("utf-8")
+    if "CANDIDATE_LABELS" not in faults and "HYPOTHESIS_TEMPLATE" not in faults:
+        hypotheses = [template.replace("{}", label) for label in cleaned]
+        size = sum(len(h.encode("utf-8")) for h in hypotheses)
+        # [CLS] text [SEP] hypothesis [SEP]: the text is cut first, the hypothesis never
+        if size > served.max_labels_bytes + len(cleaned) * served.max_template_bytes or any(
+                len(tokenizer.encode(h, add_special_tokens=False).ids) + 3 > served.max_length for h in hypotheses):
+            faults.add("HYPOTHESIS_TEMPLATE")
+    if faults:
+        return Expected(faults)
+    multi = "MULTI_LABEL" in tensors and bool(tensors["MULTI_LABEL"].array[0])
+    return Expected(set(), cleaned, text.decode("utf-8"), multi or len(cleaned) == 1)
+
+
+# ---------------------------------------------------------------- sending and checking
+
+@pytest.fixture(scope="module")
+def fuzz_target(structbert):
+    """Raw clients for both protocols, the served limits and the tokenizer the oracle counts with."""
+    http = httpclient.InferenceServerClient(structbert.server.http_url, connection_timeout=TIMEOUT_S,
+                                            network_timeout=TIMEOUT_S)
+    grpc = grpcclient.InferenceServerClient(structbert.server.grpc_url)
+    served = ScoringSettings.from_model_config(http.get_model_config("preprocess"))
+    declared_required = {i["name"] for i in http.get_model_config("zero_shot")["input"] if not i.get("optional")}
+    tokenizer = Tokenizer.from_file(str(structbert.repository / "preprocess" / "1" / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    clients = {protocol: ZeroShotClient(url, protocol, timeout_s=TIMEOUT_S) for protocol, url in
+               (("grpc", structbert.server.grpc_url), ("http", structbert.server.http_url))}
+    yield {"grpc": grpc, "http": http, "served": served, "tokenizer": tokenizer, "sent": itertools.count(),
+           "zsc": clients, "declared_required": declared_required}
+    for client in (http, grpc, *clients.values()):
+        client.close()
+
+
+def send(target, protocol: str, tensors: list[Tensor], binary: bool = True):
+    module = grpcclient if protocol == "grpc" else httpclient
+    inputs = []
+    for tensor in tensors:
+        infer_input = module.InferInput(tensor.name, list(tensor.array.shape), tensor.datatype)
+        if protocol == "http":
+            infer_input.set_data_from_numpy(tensor.array, binary_data=binary)
+        else:
+            infer_input.set_data_from_numpy(tensor.array)
+        inputs.append(infer_input)
+    if protocol == "grpc":
+        outputs = [module.InferRequestedOutput(name) for name in ("LABELS", "SCORES", "SERVER_LATENCY_MS")]
+        return target["grpc"].infer("zero_shot", inputs, outputs=outputs, client_timeout=TIMEOUT_S)
+    outputs = [module.InferRequestedOutput(name, binary_data=binary) for name in ("LABELS", "SCORES")]
+    return target["http"].infer("zero_shot", inputs, outputs=outputs)
+
+
+def answer_of(response) -> tuple[list[str], list[float]]:
+    labels = [v.decode("utf-8") if isinstance(v, bytes) else v for v in response.as_numpy("LABELS").reshape(-1)]
+    return labels, [float(s) for s in response.as_numpy("SCORES").reshape(-1)]
+
+
+def check_answer(expected: Expected, labels: list[str], scores: list[float]) -> None:
+    request = ClassifyRequest(expected.text, tuple(expected.labels), expected.multi_label)
+    assert all(math.isfinite(s) for s in scores), f"scores {scores}"
+    problem = answer_problem(request, labels, scores)
+    assert problem is None, problem
+
+
+def check_still_serving(target, protocol: str) -> None:
+    """A good request, new each time so that the response cache cannot answer it, then liveness."""
+    n = next(target["sent"])
+    text = f"第{n}单：我的快递三天了还没到，请帮我查一下"
+    good = [_bytes_tensor("TEXT", [text.encode()]),
+            _bytes_tensor("CANDIDATE_LABELS", ["咨询".encode(), "投诉".encode(), b"bug"])]
+    labels, scores = answer_of(send(target, protocol, good))
+    check_answer(Expected(set(), ["咨询", "投诉", "bug"], text), labels, scores)
+    assert target["http"].is_server_live() and target["http"].is_server_ready()
+    assert target["http"].is_model_ready("zero_shot")
+
+
+def known_missing_input_gap(target, case: Case, message: str) -> bool:
+    """Triton 2.51 checks only how many inputs came, not which: with a required input missing but an optional
+    one sent, the ensemble never starts and says 'unexpected deadlock' without naming the input. Declaring
+    TEXT and CANDIDATE_LABELS optional (the preprocess then names the missing one) closes the gap;
+    test_missing_required_input_is_named tracks it."""
+    sent = {t.name for t in case.tensors}
+    missing = target["declared_required"] - sent
+    return bool(missing) and len(sent) >= len(target["declared_required"]) and DEADLOCK in message
+
+
+def check_case(target, protocol: str, case: Case, binary: bool = True) -> None:
+    expected = expected_outcome(case, target["served"], target["tokenizer"])
+    try:
+        response = send(target, protocol, case.tensors, binary)
+    except InferenceServerException as exc:
+        message = exc.message() or ""
+        assert exc.status() == CLIENT_ERROR[protocol], f"not a client error: {exc}"
+        assert expected.faults, f"a valid request was refused: {message}"
+        if known_missing_input_gap(target, case, message):
+            event("refused without naming the missing input (known Triton gap)")
+            return
+        event(f"refused: {'/'.join(sorted(expected.faults))}")
+        assert any(name in message for name in expected.faults), \
+            f"the error names none of {sorted(expected.faults)}: {message}"
+    else:
+        assert not expected.faults, f"a request with bad {sorted(expected.faults)} was answered"
+        check_answer(expected, *answer_of(response))
+        event("answered")
+    check_still_serving(target, protocol)
+
+
+# ---------------------------------------------------------------- the tests
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+@fuzz_settings(60)
+@given(case=cases())
+def test_fuzzed_requests_get_a_clear_error_or_a_valid_answer(fuzz_target, protocol, case):
+    check_case(fuzz_target, protocol, case)
+
+
+@fuzz_settings(40)
+@given(case=cases(utf8_only=True))
+def test_fuzzed_requests_over_http_json(fuzz_target, case):
+    """The same through KServe JSON (no binary tensor extension): Triton's JSON parser in the path."""
+    check_case(fuzz_target, "http", case, binary=False)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+@fuzz_settings(40)
+@given(text=ANY_TEXT, candidate_labels=st.one_of(ANY_TEXT, st.lists(ANY_TEXT, max_size=6)),
+       template=st.none() | st.lists(st.sampled_from(FORMAT_TRICKS) | ANY_TEXT, max_size=4).map("".join),
+       multi_label=st.booleans())
+def test_client_gets_invalid_input_or_a_valid_answer(fuzz_target, protocol, text, candidate_labels, template,
+                                                     multi_label):
+    """Through zsc_client: refused input is InvalidInputError naming the field, never another error."""
+    tensors = [_bytes_tensor("TEXT", [text.encode()]),
+               _bytes_tensor("CANDIDATE_LABELS", [label.encode() for label in (
+                   [candidate_labels] if isinstance(candidate_labels, str) else candidate_labels)]),
+               Tensor("MULTI_LABEL", np.array([multi_label]), "BOOL")]
+    if template is not None:
+        tensors.append(_bytes_tensor("HYPOTHESIS_TEMPLATE", [template.encode()]))
+    expected = expected_outcome(Case(tensors, None), fuzz_target["served"], fuzz_target["tokenizer"])
+    try:
+        result = fuzz_target["zsc"][protocol].classify(text, candidate_labels, template, multi_label)
+    except InvalidInputError as exc:
+        assert expected.faults, f"a valid request was refused: {exc.message}"
+        assert any(name in exc.message for name in expected.faults), exc.message
+    except ZeroShotClientError as exc:
+        pytest.fail(f"{type(exc).__name__} ({exc.status}) instead of an answer or InvalidInputError: {exc}")
+    else:
+        assert not expected.faults, f"a request with bad {sorted(expected.faults)} was answered"
+        assert result.text == text
+        check_answer(expected, result.labels, result.scores)
+    check_still_serving(fuzz_target, protocol)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | ANY_TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(ANY_TEXT, inner, max_size=4), max_leaves=12)
+INPUT_FIELDS = ("name", "shape", "datatype", "data", "parameters")
+
+
+@st.composite
+def http_bodies(draw) -> tuple[bytes, dict]:
+    """Raw bodies for POST .../infer: garbage, arbitrary JSON, and a good body with one part replaced."""
+    kind = draw(st.sampled_from(["bytes", "json", "mutated"]))
+    if kind == "bytes":
+        return draw(st.binary(max_size=200)), {}
+    if kind == "json":
+        return json.dumps(draw(json_values)).encode(), {}
+    body = {"inputs": [{"name": "TEXT", "shape": [1], "datatype": "BYTES", "data": ["我的快递还没到"]},
+                       {"name": "CANDIDATE_LABELS", "shape": [2], "datatype": "BYTES", "data": ["物流", "退款"]}]}
+    target = draw(st.sampled_from(body["inputs"]))
+    target[draw(st.sampled_from(INPUT_FIELDS))] = draw(json_values)
+    encoded = json.dumps(body).encode()
+    headers = {}
+    if draw(st.booleans()):  # the binary-tensor extension's header length, possibly lying
+        tail = draw(st.binary(max_size=40))
+        headers["Inference-Header-Content-Length"] = str(draw(st.integers(-5, len(encoded) + len(tail) + 5)))
+        encoded += tail
+    return encoded, headers
+
+
+@fuzz_settings(60)
+@given(body=http_bodies())
+def test_raw_http_bodies_never_break_the_server(structbert, fuzz_target, body):
+    """Triton's own HTTP front end: malformed bodies get an error status with a JSON error, nothing else.
+    (Triton answers unparsable JSON with 500, its choice; a 200 must hold a valid answer.)"""
+    data, headers = body
+    request = urllib.request.Request(f"http://{structbert.server.http_url}/v2/models/zero_shot/infer", data=data,
+                                     headers={"Content-Type": "application/octet-stream", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+            status, payload = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, payload = exc.code, exc.read()
+    if status == 200:  # the mutation happened to leave a valid request
+        outputs = {o["name"]: o["data"] for o in json.loads(payload)["outputs"]}
+        sent = next(i["data"] for i in json.loads(data)["inputs"] if i["name"] == "CANDIDATE_LABELS")
+        expected = parse_labels(sent[0]) if len(sent) == 1 else sent
+        assert sorted(outputs["LABELS"]) == sorted(expected)
+        assert all(0 <= s <= 1 for s in outputs["SCORES"]) and outputs["SCORES"] == sorted(outputs["SCORES"])[::-1]
+    else:
+        assert status in (400, 500), f"status {status}: {payload[:300]!r}"
+        assert isinstance(json.loads(payload)["error"], str)
+    check_still_serving(fuzz_target, "http")
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+@pytest.mark.parametrize("labels, template, message", [
+    # 10 MB in one label: 20 s of tokenizing a hypothesis that could never fit, before the byte limit
+    ([b"a " * 5_000_000], None, "CANDIDATE_LABELS: are 10000000 bytes in all; the limit is 65536 bytes"),
+    # 512 '{}' times 64 labels of 1,000 bytes: 33 MB of hypotheses, 22 s for one request
+    ([b"a" * 999 + bytes([65 + i % 26]) for i in range(64)], b"{}" * 512,
+     "HYPOTHESIS_TEMPLATE: puts each label in 512 times"),
+], ids=["10 MB label", "template multiplying labels"])
+def test_hostile_sizes_are_refused_at_once(fuzz_target, protocol, labels, template, message):
+    """Regressions: requests that cost a preprocess instance 20 s each (two of them stalled the service)."""
+    tensors = [_bytes_tensor("TEXT", [b"hi"]), _bytes_tensor("CANDIDATE_LABELS", labels)]
+    if template is not None:
+        tensors.append(_bytes_tensor("HYPOTHESIS_TEMPLATE", [template]))
+    started = time.monotonic()
+    with pytest.raises(InferenceServerException) as raised:
+        send(fuzz_target, protocol, tensors)
+    assert message in raised.value.message()
+    assert time.monotonic() - started < 5
+    check_still_serving(fuzz_target, protocol)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+@pytest.mark.parametrize("sent, missing", [
+    ({"TEXT": b"hi", "HYPOTHESIS_TEMPLATE": b"{}"}, "CANDIDATE_LABELS"),
+    ({"CANDIDATE_LABELS": b"a,b", "HYPOTHESIS_TEMPLATE": b"{}"}, "TEXT"),
+], ids=["no labels", "no text"])
+def test_missing_required_input_is_named(fuzz_target, protocol, sent, missing):
+    tensors = [_bytes_tensor(name, [value]) for name, value in sent.items()]
+    with pytest.raises(InferenceServerException) as raised:
+        send(fuzz_target, protocol, tensors)
+    message = raised.value.message()
+    if missing in fuzz_target["declared_required"] and DEADLOCK in message:
+        pytest.xfail(f"Triton 2.51 does not name a missing required input when an optional one is sent "
+                     f"(export declares {missing} required): {message}")
+    assert missing in message
+    check_still_serving(fuzz_target, protocol)

@@ -1,0 +1,39 @@
+"""`make soak` in miniature against the real local server: 1.5x its measured capacity, open loop, every
+request accounted for, memory sampled, the report carrying its conditions."""
+
+from __future__ import annotations
+
+import json
+
+from loadtest.soak import main as soak_main
+
+
+def test_soak_overload_loses_and_mixes_up_nothing(structbert, tmp_path, capsys):
+    server = structbert.server
+    code = soak_main(["--grpc-url", server.grpc_url, "--http-url", server.http_url,
+                      "--metrics-url", f"http://127.0.0.1:{server.metrics_port}/metrics",
+                      "--warmup-s", "1", "--capacity-s", "3", "--capacity-concurrency", "8",
+                      "--duration-s", "8", "--load", "1.5", "--sample-s", "0.5", "--timeout-s", "20",
+                      "--out", str(tmp_path), "--name", "soak"])
+    out = capsys.readouterr()
+    assert code == 0, out.err + out.out
+    report = json.loads((tmp_path / "soak" / "report.json").read_text())
+    soak = report["soak"]
+    assert soak["mismatched"] == 0 and soak["lost"] == 0 and soak["failed"] == 0, soak["examples"]
+    assert soak["sent"] == soak["correct"] + soak["rejected"] + soak["failed"] + soak["mismatched"] + soak["lost"]
+    assert soak["correct"] > 0 and soak["latency_ms"]["p50"] <= soak["latency_ms"]["p99"]
+    assert sum(row["sent"] for row in soak["timeline"]) == soak["sent"]
+    capacity = report["capacity"]["requests_per_s"]
+    assert capacity > 0 and soak["rates"]["offered_per_s"] == round(1.5 * capacity, 2)
+    assert soak["rates"]["achieved_send_per_s"] > 0.5 * soak["rates"]["offered_per_s"]
+    # the tritonserver process was found by its gRPC port, its stubs counted with it
+    assert report["meta"]["server_pid"] == server.process.pid
+    memory = report["memory"]
+    assert memory["sampled"] and memory["samples"] >= 10 and memory["max_mib"] > 100
+    assert not memory["events"], memory["events"]  # no stub died or was replaced
+    assert report["server"]["answer"] == "correct" and report["server"]["answered_after_s"] < 5
+    assert report["server"]["live"] and report["server"]["ready"] and not report["server"]["crashed"]
+    assert report["meta"]["runtime"] == "python-ort" and report["meta"]["queue_policy"]
+    table = (tmp_path / "soak" / "report.md").read_text()
+    assert "PASSED" in table and "python-ort, fp32, max_length 64" in table and "| lost | 0 |" in table
+    assert "mismatched, 0 lost" in out.out
