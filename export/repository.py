@@ -79,9 +79,12 @@ INTERNAL = [
 ]
 # The ensemble's inputs and outputs share one tensor namespace, so the candidate labels
 # cannot also be called LABELS (Triton then answers the input back as the output).
+# TEXT and CANDIDATE_LABELS are required, but declared optional: Triton 2.51 only counts a request's
+# inputs, so with one of them missing and an optional one sent it answered "unexpected deadlock";
+# optional, they reach the preprocess, which names the missing one ("TEXT: is required").
 REQUEST_INPUTS = [
-    _tensor("TEXT", "TYPE_STRING", [1]),
-    _tensor("CANDIDATE_LABELS", "TYPE_STRING", [-1]),
+    _tensor("TEXT", "TYPE_STRING", [1], optional=True),
+    _tensor("CANDIDATE_LABELS", "TYPE_STRING", [-1], optional=True),
     _tensor("HYPOTHESIS_TEMPLATE", "TYPE_STRING", [1], optional=True),
     _tensor("MULTI_LABEL", "TYPE_BOOL", [1], optional=True),
 ]
