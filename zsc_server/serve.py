@@ -206,7 +206,8 @@ class TritonServer:
         tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
         return f"; last lines of {self.log_path}:\n" + "\n".join(tail)
 
-    def stop(self, timeout_s: float = 30.0) -> int | None:
+    def stop(self, timeout_s: float = 45.0) -> int | None:
+        # longer than tritonserver's own 30 s exit timeout, which open HTTP keep-alive connections use up
         code = None
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

@@ -6,6 +6,8 @@ from tritonclient.utils import InferenceServerException
 
 _INVALID = {"StatusCode.INVALID_ARGUMENT", "400"}
 _UNAVAILABLE = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "503", "429"}
+# what Triton says, with other status codes, while it restarts or a model is down: worth a retry later
+_RESTARTING = ("connection closed", "has no available versions", "is not healthy")
 
 
 class ZeroShotClientError(Exception):
@@ -32,6 +34,8 @@ def translate(exc: BaseException) -> ZeroShotClientError:
     if isinstance(exc, InferenceServerException):
         status = exc.status()
         message = exc.message() or str(exc)
+        if any(marker in message.lower() for marker in _RESTARTING):
+            return ServerUnavailableError(message, status)
         if status in _INVALID:
             return InvalidInputError(message, status)
         if status in _UNAVAILABLE or "connect" in message.lower():
@@ -39,4 +43,7 @@ def translate(exc: BaseException) -> ZeroShotClientError:
         return ZeroShotClientError(message, status)
     if isinstance(exc, (OSError, TimeoutError)):
         return ServerUnavailableError(f"cannot reach the server: {exc}")
-    return ZeroShotClientError(f"{type(exc).__name__}: {exc}")
+    message = f"{type(exc).__name__}: {exc}"
+    if any(marker in message.lower() for marker in _RESTARTING):  # e.g. HTTPConnectionClosed
+        return ServerUnavailableError(message)
+    return ZeroShotClientError(message)

@@ -179,6 +179,16 @@ def test_service_recovers_or_reports_unready_after_the_encoder_stub_dies(stub_ki
                 "with an error")
 
 
+def test_the_inference_probe_sees_the_dead_stub_that_health_ready_does_not(stub_killed, structbert):
+    """The compose health check and the Kubernetes liveness probe (zsc_server.probe) fail on the server
+    whose encoder stub died, so an orchestrator restarts it; on a healthy server they pass."""
+    from zsc_server.probe import main as probe_main
+
+    assert probe_main(["--url", f"http://{structbert.server.http_url}"]) == 0
+    assert stub_killed["server"].is_ready()  # what Triton's own health endpoint still says
+    assert probe_main(["--url", f"http://{stub_killed['server'].http_url}"]) == 1
+
+
 def test_clients_made_before_a_server_restart_work_after_it(structbert):
     """SIGTERM under load, then a new tritonserver on the same ports: the same client objects answer again."""
     ARTIFACTS.mkdir(exist_ok=True)

@@ -126,8 +126,9 @@ def test_compose_ports_health_check_and_repository_mount():
     for mapping in triton["ports"]:
         # loopback unless the user sets TRITON_BIND: the same default as `make serve`
         assert mapping.startswith("${TRITON_BIND:-127.0.0.1}:")
-    health = " ".join(triton["healthcheck"]["test"])
-    assert f"localhost:{PORTS['http']}/v2/health/ready" in health
+    health = triton["healthcheck"]["test"]
+    assert health[:4] == ["CMD", "python3", "-m", "zsc_server.probe"]  # a real classification
+    assert f"http://localhost:{PORTS['http']}" in health
     assert triton["shm_size"]
     assert any(device["capabilities"] == ["gpu"]
                for device in triton["deploy"]["resources"]["reservations"]["devices"])
@@ -259,7 +260,9 @@ def test_k8s_manifests_reference_each_other():
     assert {port["name"]: port["port"] for port in service["spec"]["ports"]} == PORTS
     assert all(port["targetPort"] in container_ports for port in service["spec"]["ports"])
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    probe = container["livenessProbe"]["exec"]["command"]
+    assert probe[:3] == ["python3", "-m", "zsc_server.probe"] and f"http://localhost:{PORTS['http']}" in probe
+    assert container["livenessProbe"]["timeoutSeconds"] > float(probe[probe.index("--timeout-s") + 1])
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
 
     volumes = {volume["name"]: volume for volume in pod["spec"]["volumes"]}

@@ -86,3 +86,13 @@ def test_translate_errors():
 def test_format_result():
     text = format_result(ClassificationResult("t", ["投诉", "咨询"], [0.75, 0.25], 12.3, 4.5))
     assert "投诉" in text.splitlines()[1] and "0.7500" in text and "server 4.5 ms" in text
+
+
+@pytest.mark.parametrize("error", [
+    InferenceServerException("Request for unknown model: 'zero_shot' has no available versions", "400"),
+    InferenceServerException("Stub process 'encoder_0_0' is not healthy.", "500"),
+    type("HTTPConnectionClosed", (Exception,), {})("connection closed."),
+])
+def test_what_triton_says_while_restarting_is_unavailable(error):
+    # seen in tests/integration/test_faults.py while a server restarts or a stub is dead: retry later
+    assert isinstance(translate(error), ServerUnavailableError)

@@ -1,0 +1,61 @@
+"""`python -m zsc_server.probe`: a health check that runs a real classification through the ensemble.
+
+Triton's own /v2/health/ready stays "ready" when a Python-backend stub has died (Triton 2.51 neither
+restarts it nor reports it: every request then fails with "Stub process ... is not healthy", see
+tests/integration/test_faults.py). This probe sends one small request with a text never sent before
+(so the response cache cannot answer it) and checks the answer, so a liveness probe built on it
+restarts such a server. Standard library only: it runs inside the Triton image as it is.
+Exit status 0: answered correctly; 1: anything else, with the reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+LABELS = ["咨询", "投诉"]
+
+
+def probe(url: str, model: str, timeout_s: float) -> str | None:
+    """None if the model answered a fresh request correctly, otherwise what went wrong."""
+    body = {"inputs": [
+        {"name": "TEXT", "datatype": "BYTES", "shape": [1], "data": [f"health probe {uuid.uuid4().hex}"]},
+        {"name": "CANDIDATE_LABELS", "datatype": "BYTES", "shape": [len(LABELS)], "data": LABELS},
+    ]}
+    request = urllib.request.Request(f"{url.rstrip('/')}/v2/models/{model}/infer", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            outputs = {output["name"]: output["data"] for output in json.load(response)["outputs"]}
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}: {exc.read().decode(errors='replace')[:300]}"
+    except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+        return f"no answer: {exc}"
+    if sorted(outputs.get("LABELS", [])) != sorted(LABELS) or len(outputs.get("SCORES", [])) != len(LABELS):
+        return f"wrong answer: {outputs}"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zsc_server.probe", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="http://localhost:8000", help="Triton's HTTP endpoint")
+    parser.add_argument("--model", default="zero_shot")
+    parser.add_argument("--timeout-s", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    problem = probe(args.url, args.model, args.timeout_s)
+    if problem:
+        print(f"probe failed: {problem}", file=sys.stderr)
+        return 1
+    print(f"probe ok: {args.model} answered in {(time.perf_counter() - started) * 1e3:.0f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
