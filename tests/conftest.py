@@ -45,33 +45,32 @@ def start_server(name: str, repository: Path) -> TritonServer:
     return server.__enter__()
 
 
+def serve_structbert(root: Path, name: str, *export_args: str) -> Served:
+    """A tiny random StructBERT (ModelScope layout, NLI), exported with `export_args`, served."""
+    checkpoint = write_modelscope_structbert(root / "checkpoint")
+    repository = export_repository(str(checkpoint), root / "repository",
+                                   "--max-length", str(STRUCTBERT_MAX_LENGTH), *export_args)
+    reference = NliReference(checkpoint, STRUCTBERT_MAX_LENGTH, entailment=0, contradiction=2,
+                             modelscope_layout=True)
+    return Served(start_server(name, repository), checkpoint, repository, reference)
+
+
 @pytest.fixture(scope="session")
 def structbert(tmp_path_factory) -> Served:
     """Tiny random StructBERT in ModelScope layout, NLI mode, max_length 64."""
-    root = tmp_path_factory.mktemp("structbert")
-    checkpoint = write_modelscope_structbert(root / "checkpoint")
-    repository = export_repository(str(checkpoint), root / "repository",
-                                   "--max-length", str(STRUCTBERT_MAX_LENGTH), "--max-labels", "64")
-    server = start_server("structbert", repository)
-    reference = NliReference(checkpoint, STRUCTBERT_MAX_LENGTH, entailment=0, contradiction=2,
-                             modelscope_layout=True)
-    yield Served(server, checkpoint, repository, reference)
-    server.stop()
+    served = serve_structbert(tmp_path_factory.mktemp("structbert"), "structbert", "--max-labels", "64")
+    yield served
+    served.server.stop()
 
 
 @pytest.fixture(scope="session")
 def structbert_torch(tmp_path_factory) -> Served:
     """The same kind of checkpoint on the python-torch runtime (plain-torch BERT in a Python-backend
     model), on a CPU instance here: the GPU path's model and batching, without CUDA graphs."""
-    root = tmp_path_factory.mktemp("structbert_torch")
-    checkpoint = write_modelscope_structbert(root / "checkpoint")
-    repository = export_repository(str(checkpoint), root / "repository", "--runtime", "python-torch",
-                                   "--torch-device", "cpu", "--max-length", str(STRUCTBERT_MAX_LENGTH))
-    server = start_server("structbert-torch", repository)
-    reference = NliReference(checkpoint, STRUCTBERT_MAX_LENGTH, entailment=0, contradiction=2,
-                             modelscope_layout=True)
-    yield Served(server, checkpoint, repository, reference)
-    server.stop()
+    served = serve_structbert(tmp_path_factory.mktemp("structbert_torch"), "structbert-torch",
+                              "--runtime", "python-torch", "--torch-device", "cpu")
+    yield served
+    served.server.stop()
 
 
 @pytest.fixture(scope="session")
