@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
                 for text in texts:
                     print(format_result(client.classify(text, labels, template)))
                 t0 = time.perf_counter()
-                batch = client.classify_batch(texts * 8, labels, template)
+                # numbered, so that each is computed: identical requests would come from the response cache
+                batch = client.classify_batch([f"{text} (#{i})" for i in range(8) for text in texts], labels,
+                                              template)
                 elapsed = time.perf_counter() - t0
                 print(f"\n{len(batch)} requests in flight together: {elapsed * 1e3:.0f} ms "
                       f"({len(batch) / elapsed:.1f} requests/s, {len(batch) * len(labels) / elapsed:.0f} "
