@@ -7,8 +7,10 @@ REPOSITORY ?= model_repository
 
 # Export settings (see `python -m export --help`).
 MODEL ?= offline-minilm
-PRECISION ?= fp32
-RUNTIME ?= python-ort
+# empty: the export's defaults (python-ort, fp32; with GPU=…, python-torch and the card's profile)
+PRECISION ?=
+RUNTIME ?=
+GPU ?=
 MAX_LENGTH ?= 128
 
 # Local server ports; HOST is where it binds (loopback by default).
@@ -41,15 +43,15 @@ $(MS_VENV)/.installed: requirements-modelscope.txt
 
 setup-modelscope: $(MS_VENV)/.installed ## create .venv-modelscope with ModelScope's pipeline (test reference)
 
-EXPORT_ARGS = --model $(MODEL) --precision $(PRECISION) --runtime $(RUNTIME) \
-	--max-length $(MAX_LENGTH) --repository $(REPOSITORY)
+EXPORT_ARGS = --model $(MODEL) $(if $(PRECISION),--precision $(PRECISION)) $(if $(RUNTIME),--runtime $(RUNTIME)) \
+	$(if $(GPU),--gpu $(GPU)) --max-length $(MAX_LENGTH) --repository $(REPOSITORY)
 COMPOSE ?= docker compose
 
 # A TensorRT engine must be built by the TensorRT that serves it: without TensorRT here, the export
 # runs in the compose `export` container (NGC 24.10, the Triton image's TensorRT), then hands the
 # files back to the calling user.
-export: setup ## export MODEL (dir or hub id) into model_repository/ [PRECISION RUNTIME MAX_LENGTH]
-	@if [ "$(RUNTIME)" = tensorrt ] && ! $(PY) -c 'import tensorrt' 2>/dev/null && ! command -v trtexec >/dev/null; then \
+export: setup ## export MODEL (dir or hub id) into model_repository/ [PRECISION RUNTIME GPU MAX_LENGTH]
+	@if [ "$(RUNTIME)" = tensorrt ] && ! $(PY) -c 'import tensorrt' 2>/dev/null; then \
 		echo "TensorRT is not installed here: exporting in the compose 'export' container"; \
 		$(COMPOSE) --profile export run --rm export $(EXPORT_ARGS) && \
 		$(COMPOSE) --profile export run --rm --entrypoint chown export -R $$(id -u):$$(id -g) $(REPOSITORY); \
