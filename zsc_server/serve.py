@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--ready-timeout-s", type=float, default=300.0)
+    parser.add_argument("--probe-interval-s", type=float, default=15.0,
+                        help="run a real classification this often; 3 failures in a row stop the server "
+                             "with exit code 3 (0: never; default: 15)")
     return parser
 
 
@@ -286,10 +289,42 @@ def main(argv: list[str] | None = None) -> int:
         f"[serve] try: zsc classify --url {server.grpc_url} --labels '咨询,投诉,建议' '我的快递还没到'",
         flush=True,
     )
-    code = server.process.wait()
+    code = watch(server, args.probe_interval_s, lambda: stopping)
+    if code == UNHEALTHY_EXIT:
+        server.stop(timeout_s=10)  # a model whose stub died never unloads: Triton would wait its 30 s out
+        return code
     server.stop()
     print(f"[serve] tritonserver exited with code {code}", flush=True)
     return 0 if stopping else code
+
+
+UNHEALTHY_EXIT = 3
+PROBE_FAILURES = 3
+
+
+def watch(server: TritonServer, interval_s: float, stopping) -> int:
+    """Wait for tritonserver to exit, running the inference probe every `interval_s` meanwhile: Triton
+    2.51 keeps a model "ready" after its Python-backend stub died and fails every request, so after
+    PROBE_FAILURES failed probes in a row the launcher stops it and exits UNHEALTHY_EXIT, for whatever
+    supervises it (a shell loop, systemd) to restart it."""
+    from zsc_server.probe import probe
+
+    failures = 0
+    while True:
+        try:
+            return server.process.wait(timeout=interval_s if interval_s > 0 else None)
+        except subprocess.TimeoutExpired:
+            pass
+        if stopping():
+            continue
+        problem = probe(f"http://{server.http_url}", "zero_shot", timeout_s=max(interval_s, 5.0))
+        failures = failures + 1 if problem else 0
+        if problem:
+            print(f"[serve] health probe failed ({failures}/{PROBE_FAILURES}): {problem}", flush=True)
+        if failures >= PROBE_FAILURES:
+            print(f"[serve] the server stopped answering: stopping it (exit {UNHEALTHY_EXIT}); restart it",
+                  file=sys.stderr, flush=True)
+            return UNHEALTHY_EXIT
 
 
 if __name__ == "__main__":
