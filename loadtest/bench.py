@@ -75,7 +75,8 @@ async def closed_loop(url: str, concurrency: int, seconds: float, sampler, score
                 except ZeroShotClientError as exc:
                     errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                     continue
-                if answer_problem(request, result.labels, result.scores, score_kind):
+                if (answer_problem(request, result.labels, result.scores, score_kind)
+                        or result.text != request.text):
                     wrong += 1
                     continue
                 latencies.append((time.perf_counter() - started) * 1e3)

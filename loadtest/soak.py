@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from loadtest.bench import closed_loop
 from loadtest.run import RESULTS, hardware, read_served_export_info, slug
 from loadtest.server_metrics import model_deltas, scrape
 from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, Workload, answer_problem
@@ -282,31 +283,12 @@ def _slope(times: np.ndarray, mib: np.ndarray) -> float:
 
 async def measure_capacity(url: str, sampler, score_kind: str, concurrency: int, seconds: float,
                            timeout_s: float) -> dict:
-    """Closed loop: `concurrency` workers back to back; correct answers per second."""
-    correct = wrong = errors = 0
-    async with AsyncZeroShotClient(url, "grpc", timeout_s=timeout_s) as client:
-        deadline = time.monotonic() + seconds
-
-        async def worker() -> None:
-            nonlocal correct, wrong, errors
-            while time.monotonic() < deadline:
-                request = sampler.next()
-                try:
-                    result = await client.classify(request.text, list(request.labels),
-                                                   multi_label=request.multi_label)
-                except ZeroShotClientError:
-                    errors += 1
-                    continue
-                if answer_problem(request, result.labels, result.scores, score_kind) or result.text != request.text:
-                    wrong += 1
-                else:
-                    correct += 1
-
-        began = time.monotonic()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.monotonic() - began
-    return {"requests_per_s": correct / elapsed, "correct": correct, "mismatched": wrong, "errors": errors,
-            "seconds": round(elapsed, 2), "concurrency": concurrency}
+    """Closed loop (loadtest.bench's): `concurrency` workers back to back; correct answers per second."""
+    run = await closed_loop(url, concurrency, seconds, sampler, score_kind, timeout_s)
+    correct = len(run["latencies_ms"])
+    return {"requests_per_s": correct / run["elapsed_s"], "correct": correct, "mismatched": run["wrong"],
+            "errors": sum(run["errors"].values()), "seconds": round(run["elapsed_s"], 2),
+            "concurrency": concurrency}
 
 
 async def open_loop(url: str, sampler, score_kind: str, rate: float, seconds: float, timeout_s: float,

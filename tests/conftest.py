@@ -4,7 +4,11 @@ started on first use and stopped at the end of the run. Server logs go to test-a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,6 +57,28 @@ def serve_structbert(root: Path, name: str, *export_args: str) -> Served:
     reference = NliReference(checkpoint, STRUCTBERT_MAX_LENGTH, entailment=0, contradiction=2,
                              modelscope_layout=True)
     return Served(start_server(name, repository), checkpoint, repository, reference)
+
+
+@contextlib.contextmanager
+def serve_launcher(repository: Path, *extra_args: str, stderr=subprocess.DEVNULL):
+    """`python -m zsc_server.serve` (what `make serve` runs) on free ports, once it printed its ready line:
+    yields (process, ready line, grpc port); killed at the end if still running."""
+    http, grpc, metrics = free_ports(3)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "zsc_server.serve", "--repository", str(repository), "--http-port", str(http),
+         "--grpc-port", str(grpc), "--metrics-port", str(metrics), *extra_args],
+        stdout=subprocess.PIPE, stderr=stderr, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        line = ""
+        while time.monotonic() < deadline and "ready:" not in line:
+            line = process.stdout.readline()
+            assert line or process.poll() is None, "launcher exited before it was ready"
+        yield process, line, grpc
+    finally:
+        if process.poll() is None:
+            process.kill()
 
 
 @pytest.fixture(scope="session")

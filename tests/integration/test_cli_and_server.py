@@ -6,11 +6,10 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.conftest import free_ports
+from tests.conftest import free_ports, serve_launcher
 
 
 def zsc(*args: str) -> subprocess.CompletedProcess:
@@ -50,26 +49,12 @@ def test_cli_health(structbert):
 
 def test_serve_launcher_foreground_and_sigint(structbert):
     """`python -m zsc_server.serve` (what `make serve` runs): ready message, answers, clean Ctrl-C."""
-    http, grpc, metrics = free_ports(3)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "zsc_server.serve", "--repository", str(structbert.repository),
-         "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        line = ""
-        while time.monotonic() < deadline and "ready:" not in line:
-            line = process.stdout.readline()
-            assert line or process.poll() is None, "launcher exited before it was ready"
+    with serve_launcher(structbert.repository) as (process, line, grpc):
         assert f"127.0.0.1:{grpc}" in line
         assert zsc("health", "--url", f"127.0.0.1:{grpc}").returncode == 0
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
         assert "exited with code 0" in process.stdout.read()
-    finally:
-        if process.poll() is None:
-            process.kill()
 
 
 def test_plain_kserve_v2_json(structbert):

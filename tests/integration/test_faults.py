@@ -235,21 +235,11 @@ def test_make_serve_stops_a_server_whose_stub_died(structbert):
     """`make serve`'s launcher probes with real classifications and exits 3 when they keep failing,
     for a supervisor to restart it (Triton itself keeps reporting ready)."""
     import subprocess
-    import sys
 
-    from zsc_server.serve import UNHEALTHY_EXIT, free_ports
+    from tests.conftest import serve_launcher
+    from zsc_server.serve import UNHEALTHY_EXIT
 
-    http, grpc, metrics = free_ports(3)
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "zsc_server.serve", "--repository", str(structbert.repository), "--http-port",
-         str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--probe-interval-s", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        line = ""
-        while time.monotonic() < deadline and "ready:" not in line:
-            line = launcher.stdout.readline()
-            assert line or launcher.poll() is None, "launcher exited before it was ready"
+    with serve_launcher(structbert.repository, "--probe-interval-s", "1", stderr=subprocess.PIPE) as (launcher, _, _):
         time.sleep(3)  # a few healthy probes first
         assert launcher.poll() is None
         [stub] = [p for p in psutil.Process(launcher.pid).children(recursive=True)
@@ -258,6 +248,3 @@ def test_make_serve_stops_a_server_whose_stub_died(structbert):
         assert launcher.wait(timeout=60) == UNHEALTHY_EXIT
         assert "stopped answering" in launcher.stderr.read()
         assert "Stub process" in launcher.stdout.read()
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
