@@ -22,7 +22,9 @@ RUN pip install --no-cache-dir --no-deps /opt/zero-shot-triton
 # Runs as the image's unprivileged user; the model repository is mounted read-only at /models.
 USER triton-server
 EXPOSE 8000 8001 8002
-CMD ["tritonserver", "--model-repository=/models", \
-     "--model-control-mode=none", "--disable-auto-complete-config", \
-     "--strict-readiness=true", "--exit-on-error=true", "--cache-config=local,size=67108864", \
+# `make serve`'s launcher (zsc_server.serve) on this image's tritonserver: the same flags as every local
+# server and test, a real classification every 15 s, a model whose Python-backend stub died reloaded in
+# place, and exit code 3 (for the restart policy) if the server still does not answer.
+ENV TRITONSERVER=/opt/tritonserver/bin/tritonserver TRITON_BACKENDS=/opt/tritonserver/backends
+CMD ["python3", "-m", "zsc_server.serve", "--repository=/models", "--host=0.0.0.0", \
      "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -26,15 +27,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from zsc_server.revive import ReviveError, Reviver, model_control_flags
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
-# How every deployment runs Triton: the model set is fixed at start (no model-control API), configs are
+# How every deployment runs Triton (compose, the image and Kubernetes run this launcher too): configs are
 # exactly the generated ones, and a model that fails to load stops the server instead of serving half an
 # ensemble. The response cache (64 MiB) serves repeated identical requests (same text, labels, template
-# and mode) without recomputing them; the ensemble config opts in. docker-compose.yml,
-# deploy/triton.Dockerfile and deploy/k8s pass the same flags (a test checks).
+# and mode) without recomputing them; the ensemble config opts in. The model set is fixed at start:
+# model_control_flags() (zsc_server.revive) or --model-control-mode=none.
 SERVING_FLAGS = (
-    "--model-control-mode=none",
     "--disable-auto-complete-config",
     "--strict-readiness=true",
     "--exit-on-error=true",
@@ -134,8 +136,13 @@ class TritonServer:
         host: str = "127.0.0.1",
         log_path: str | Path | None = None,
         extra_args: tuple[str, ...] = (),
+        revivable: bool = True,
     ) -> None:
+        """revivable: the model-repository API open to holders of `admin_secret` (made here, for this
+        server only), so that zsc_server.revive can reload a model whose stub died; otherwise no
+        model-control API at all."""
         self.repository = Path(repository).resolve()
+        self.admin_secret = secrets.token_hex(16) if revivable else None
         self.host, self.http_port, self.grpc_port, self.metrics_port = host, http_port, grpc_port, metrics_port
         self.log_path = Path(log_path) if log_path else None
         self.extra_args = extra_args
@@ -162,10 +169,13 @@ class TritonServer:
             # the wheel (and the GPU-host bundle) keep caches beside the binary, not in /opt/tritonserver
             f"--cache-directory={triton_binary().parents[1] / 'caches'}",
             *SERVING_FLAGS,
+            *(model_control_flags(self.admin_secret) if self.admin_secret else ("--model-control-mode=none",)),
             f"--http-address={self.host}", f"--http-port={self.http_port}",
             f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
             f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
-            "--allow-metrics=true", "--allow-gpu-metrics=false",
+            "--allow-metrics=true",
+            # the wheel's build has no GPU metrics (DCGM); a GPU host's Triton reports them
+            *(("--allow-gpu-metrics=false",) if external_triton() is None else ()),
             *self.extra_args,
         ]
 
@@ -252,14 +262,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--ready-timeout-s", type=float, default=300.0)
     parser.add_argument("--probe-interval-s", type=float, default=15.0,
-                        help="run a real classification this often; 3 failures in a row stop the server "
-                             "with exit code 3 (0: never; default: 15)")
+                        help="run a real classification this often (0: never; default: 15). When it fails "
+                             "because a model's Python-backend stub died, reload that model (unless "
+                             "--no-revive); 3 failures in a row stop the server with exit code 3")
+    parser.add_argument("--no-revive", dest="revive", action="store_false",
+                        help="run Triton with no model-control API at all (--model-control-mode=none), so a "
+                             "dead stub is never reloaded: the probe's 3 failures stop the server. By default "
+                             "the model-repository API is open only to this launcher, through a secret made "
+                             "for each start (it is on tritonserver's command line, visible to local users)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    server = TritonServer(args.repository, args.http_port, args.grpc_port, args.metrics_port, args.host)
+    server = TritonServer(args.repository, args.http_port, args.grpc_port, args.metrics_port, args.host,
+                          revivable=args.revive)
     stopping = False
 
     def on_signal(signum, _frame):
@@ -303,12 +320,14 @@ PROBE_FAILURES = 3
 
 
 def watch(server: TritonServer, interval_s: float, stopping) -> int:
-    """Wait for tritonserver to exit, running the inference probe every `interval_s` meanwhile: Triton
-    2.51 keeps a model "ready" after its Python-backend stub died and fails every request, so after
-    PROBE_FAILURES failed probes in a row the launcher stops it and exits UNHEALTHY_EXIT, for whatever
-    supervises it (a shell loop, systemd) to restart it."""
+    """Wait for tritonserver to exit, running the inference probe every `interval_s` meanwhile. Triton
+    2.51 keeps a model "ready" after its Python-backend stub died and fails every request it gets; when a
+    probe fails that way the launcher reloads the model (zsc_server.revive) and probes again at once.
+    After PROBE_FAILURES failures in a row it stops tritonserver and returns UNHEALTHY_EXIT, for whatever
+    supervises it (a shell loop, systemd, Docker's restart policy, Kubernetes) to restart it."""
     from zsc_server.probe import probe
-
+    url = f"http://{server.http_url}"
+    reviver = Reviver(server.http_url, server.admin_secret, server.process.pid) if server.admin_secret else None
     failures = 0
     while True:
         try:
@@ -317,7 +336,9 @@ def watch(server: TritonServer, interval_s: float, stopping) -> int:
             pass
         if stopping():
             continue
-        problem = probe(f"http://{server.http_url}", "zero_shot", timeout_s=max(interval_s, 5.0))
+        problem = probe(url, "zero_shot", timeout_s=max(interval_s, 5.0))
+        if problem and reviver is not None:
+            problem = revive(reviver, problem) or probe(url, "zero_shot", timeout_s=max(interval_s, 5.0))
         failures = failures + 1 if problem else 0
         if problem:
             print(f"[serve] health probe failed ({failures}/{PROBE_FAILURES}): {problem}", flush=True)
@@ -325,6 +346,19 @@ def watch(server: TritonServer, interval_s: float, stopping) -> int:
             print(f"[serve] the server stopped answering: stopping it (exit {UNHEALTHY_EXIT}); restart it",
                   file=sys.stderr, flush=True)
             return UNHEALTHY_EXIT
+
+
+def revive(reviver: Reviver, problem: str) -> str | None:
+    """Reload the models whose dead stubs `problem` names; None when some were reloaded, else what failed."""
+    started = time.monotonic()
+    try:
+        models = reviver.revive(problem)
+    except ReviveError as exc:
+        return f"{problem}; reloading failed: {exc}"
+    if not models:
+        return problem
+    print(f"[serve] {problem}: reloaded {', '.join(models)} in {time.monotonic() - started:.1f} s", flush=True)
+    return None
 
 
 if __name__ == "__main__":

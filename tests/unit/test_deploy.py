@@ -106,17 +106,48 @@ def test_compose_services_and_referenced_files_exist():
             assert dependency in services
 
 
-def test_triton_flags_are_the_same_everywhere():
-    """compose command == image CMD == Kubernetes args, and all include what the local server runs with."""
+def test_every_deployment_runs_the_launcher_that_the_tests_run():
+    """compose command == image CMD == Kubernetes args == `make serve`'s launcher (zsc_server.serve), so
+    the container's tritonserver gets exactly the flags of the local servers the tests start, on the
+    image's own tritonserver and Python backend."""
     compose_command = load_compose()["services"]["triton"]["command"]
     image_command = dockerfile_cmd(ROOT / "deploy" / "triton.Dockerfile")
     deployment = k8s_documents()["Deployment"]
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     assert compose_command == image_command == container["args"]
-    assert set(SERVING_FLAGS) <= set(compose_command)
-    assert "--model-repository=/models" in compose_command
-    for name, port in PORTS.items():
-        assert f"--{name}-port={port}" in compose_command
+    assert compose_command[:3] == ["python3", "-m", "zsc_server.serve"]
+    args = serve_parser().parse_args(compose_command[3:])
+    assert str(args.repository) == "/models" and args.host == "0.0.0.0" and args.revive
+    assert (args.http_port, args.grpc_port, args.metrics_port) == tuple(PORTS.values())
+    instructions = dockerfile_instructions(ROOT / "deploy" / "triton.Dockerfile")
+    env = dict(pair.split("=", 1) for keyword, argument in instructions if keyword == "ENV"
+               for pair in argument.split())
+    assert env == {"TRITONSERVER": "/opt/tritonserver/bin/tritonserver",
+                   "TRITON_BACKENDS": "/opt/tritonserver/backends"}
+
+
+def test_the_launcher_gives_an_image_tritonserver_the_serving_flags(monkeypatch, tmp_path):
+    """What the container's launcher runs, with the image's paths (TRITONSERVER / TRITON_BACKENDS)."""
+    from zsc_server.serve import TritonServer
+
+    monkeypatch.setenv("TRITONSERVER", "/opt/tritonserver/bin/tritonserver")
+    monkeypatch.setenv("TRITON_BACKENDS", "/opt/tritonserver/backends")
+    args = serve_parser().parse_args(load_compose()["services"]["triton"]["command"][3:])
+    server = TritonServer(args.repository, args.http_port, args.grpc_port, args.metrics_port, args.host)
+    command = server.command(Path("/opt/tritonserver/backends"))
+    assert command[0] == "/opt/tritonserver/bin/tritonserver"
+    assert set(SERVING_FLAGS) <= set(command)
+    assert "--model-repository=/models" in command and "--cache-directory=/opt/tritonserver/caches" in command
+    assert "--model-control-mode=explicit" in command and "--http-address=0.0.0.0" in command
+    assert "--allow-gpu-metrics=false" not in command  # the image's Triton has GPU metrics
+
+
+def test_the_launcher_and_the_probe_import_only_what_the_triton_image_has():
+    """They run on the image's own python3 (numpy 1.26 installed, nothing else added for them)."""
+    seen: set[Path] = set()
+    imported = set().union(*(model_imports(ROOT / "zsc_server" / f"{name}.py", seen)
+                             for name in ("serve", "probe", "revive")))
+    assert imported - set(sys.stdlib_module_names) - {"zsc_server", "__future__"} <= {"numpy"}
 
 
 def test_compose_ports_health_check_and_repository_mount():

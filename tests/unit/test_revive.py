@@ -1,0 +1,56 @@
+"""zsc_server.revive's parts that need no server: reading Triton's dead-stub errors, mapping instances to
+models, the tritonserver flags, and finding stub processes in /proc (with a real stand-in process).
+tests/integration/test_faults.py reloads real models whose stubs were killed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from zsc_server.revive import ADMIN_HEADER, dead_instances, model_control_flags, owner, stub_pids
+
+
+def test_dead_instances_are_read_from_tritons_error_messages():
+    message = ("in ensemble 'zero_shot', Stub process 'encoder_0_0' is not healthy.; "
+               "Stub process 'preprocess_0_1' is not healthy.")
+    assert dead_instances(message) == {"encoder_0_0", "preprocess_0_1"}
+    assert dead_instances("HTTP 503: exceeds maximum queue size") == set()
+
+
+def test_an_instance_belongs_to_the_model_of_its_longest_matching_group():
+    groups = {"enc_0": "enc", "enc_0_big_0": "enc_big", "preprocess_0": "preprocess"}
+    assert owner("enc_0_0", groups) == "enc"
+    assert owner("enc_0_big_0_1", groups) == "enc_big"
+    assert owner("enc_0_0_gpu1", groups) == "enc"  # device suffixes on GPU instances
+    assert owner("postprocess_0_0", groups) is None
+
+
+def test_model_control_is_explicit_with_every_model_loaded_and_the_api_restricted_on_both_protocols():
+    flags = model_control_flags("s3cret")
+    assert "--model-control-mode=explicit" in flags and "--load-model=*" in flags
+    restricted = f"model-repository:{ADMIN_HEADER}=s3cret"
+    assert f"--http-restricted-api={restricted}" in flags
+    assert f"--grpc-restricted-protocol={restricted}" in flags
+
+
+def test_stub_processes_are_found_by_parent_and_model_directory(tmp_path):
+    """A stand-in stub: this Python started under the stub's name on <repository>/<model>/1/model.py."""
+    stub = tmp_path / "triton_python_backend_stub"
+    stub.symlink_to(sys.executable)
+    model_py = tmp_path / "repository" / "encoder" / "1" / "model.py"
+    model_py.parent.mkdir(parents=True)
+    model_py.write_text("import time\ntime.sleep(60)\n")
+    process = subprocess.Popen([str(stub), str(model_py), "shm-region", "1048576"])
+    try:
+        deadline = time.monotonic() + 10
+        while not stub_pids(os.getpid(), "encoder") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stub_pids(os.getpid(), "encoder") == [process.pid]
+        assert stub_pids(os.getpid(), "preprocess") == []
+        assert stub_pids(process.pid, "encoder") == []  # not a child of that process
+    finally:
+        process.kill()
+        process.wait()
+    assert stub_pids(os.getpid(), "encoder") == []
