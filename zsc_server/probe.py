@@ -4,8 +4,10 @@ Triton's own /v2/health/ready stays "ready" when a Python-backend stub has died 
 restarts it nor reports it: every request then fails with "Stub process ... is not healthy", see
 tests/integration/test_faults.py). This probe sends one small request with a text never sent before
 (so the response cache cannot answer it) and checks the answer, so a liveness probe built on it
-restarts such a server. Standard library only: it runs inside the Triton image as it is.
-Exit status 0: answered correctly; 1: anything else, with the reason on stderr.
+restarts such a server. A server that refuses the probe because its queue is full or slow (HTTP 503,
+"exceeds maximum queue size" / "Request timeout expired") passes: it is alive and answering, and
+restarting it would drop every request it holds. Standard library only: it runs inside the Triton image.
+Exit status 0: answered correctly, or busy; 1: anything else, with the reason on stderr.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ LABELS = ["咨询", "投诉"]
 
 
 def probe(url: str, model: str, timeout_s: float) -> str | None:
-    """None if the model answered a fresh request correctly, otherwise what went wrong."""
+    """None if the model answered a fresh request correctly or said it is busy, otherwise what went wrong."""
     body = {"inputs": [
         {"name": "TEXT", "datatype": "BYTES", "shape": [1], "data": [f"health probe {uuid.uuid4().hex}"]},
         {"name": "CANDIDATE_LABELS", "datatype": "BYTES", "shape": [len(LABELS)], "data": LABELS},
@@ -33,12 +35,19 @@ def probe(url: str, model: str, timeout_s: float) -> str | None:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             outputs = {output["name"]: output["data"] for output in json.load(response)["outputs"]}
     except urllib.error.HTTPError as exc:
-        return f"HTTP {exc.code}: {exc.read().decode(errors='replace')[:300]}"
+        message = exc.read().decode(errors="replace")[:300]
+        return None if is_busy(exc.code, message) else f"HTTP {exc.code}: {message}"
     except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
         return f"no answer: {exc}"
     if sorted(outputs.get("LABELS", [])) != sorted(LABELS) or len(outputs.get("SCORES", [])) != len(LABELS):
         return f"wrong answer: {outputs}"
     return None
+
+
+def is_busy(status: int, message: str) -> bool:
+    """Triton's bounded queue refusing a request: full ("exceeds maximum queue size"), or the request waited
+    past the queue timeout ("Request timeout expired"); both HTTP 503 (gRPC UNAVAILABLE)."""
+    return status == 503 and ("queue size" in message.lower() or "timeout expired" in message.lower())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"probe failed: {problem}", file=sys.stderr)
         return 1
-    print(f"probe ok: {args.model} answered in {(time.perf_counter() - started) * 1e3:.0f} ms")
+    print(f"probe ok: {args.model} answered (or said busy) in {(time.perf_counter() - started) * 1e3:.0f} ms")
     return 0
 
 
