@@ -27,6 +27,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from zsc_server.probe import probe
 from zsc_server.revive import ReviveError, Reviver, model_control_flags
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -317,6 +318,10 @@ def main(argv: list[str] | None = None) -> int:
 
 UNHEALTHY_EXIT = 3
 PROBE_FAILURES = 3
+# Longer than the encoder's queue timeout (10 s unless exported otherwise): a busy server refuses the probe
+# (it passes, see zsc_server.probe) before the probe gives up (it fails). The compose and Kubernetes
+# probes use the same (tests/unit/test_deploy.py).
+PROBE_TIMEOUT_S = 15.0
 
 
 def watch(server: TritonServer, interval_s: float, stopping) -> int:
@@ -325,7 +330,6 @@ def watch(server: TritonServer, interval_s: float, stopping) -> int:
     probe fails that way the launcher reloads the model (zsc_server.revive) and probes again at once.
     After PROBE_FAILURES failures in a row it stops tritonserver and returns UNHEALTHY_EXIT, for whatever
     supervises it (a shell loop, systemd, Docker's restart policy, Kubernetes) to restart it."""
-    from zsc_server.probe import probe
     url = f"http://{server.http_url}"
     reviver = Reviver(server.http_url, server.admin_secret, server.process.pid) if server.admin_secret else None
     failures = 0
@@ -336,9 +340,9 @@ def watch(server: TritonServer, interval_s: float, stopping) -> int:
             pass
         if stopping():
             continue
-        problem = probe(url, "zero_shot", timeout_s=max(interval_s, 5.0))
+        problem = probe(url, "zero_shot", PROBE_TIMEOUT_S)
         if problem and reviver is not None:
-            problem = revive(reviver, problem) or probe(url, "zero_shot", timeout_s=max(interval_s, 5.0))
+            problem = revive(reviver, problem) or probe(url, "zero_shot", PROBE_TIMEOUT_S)
         failures = failures + 1 if problem else 0
         if problem:
             print(f"[serve] health probe failed ({failures}/{PROBE_FAILURES}): {problem}", flush=True)

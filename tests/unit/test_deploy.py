@@ -142,6 +142,25 @@ def test_the_launcher_gives_an_image_tritonserver_the_serving_flags(monkeypatch,
     assert "--allow-gpu-metrics=false" not in command  # the image's Triton has GPU metrics
 
 
+def probe_timeout(command: list[str]) -> float:
+    assert command[command.index("python3"):][:3] == ["python3", "-m", "zsc_server.probe"]
+    return float(command[command.index("--timeout-s") + 1])
+
+
+def test_health_probes_outwait_the_queue_timeout_so_a_busy_server_passes():
+    """A probe that gives up before the encoder's queue refuses it would call an overloaded server dead."""
+    from zsc_server.serve import PROBE_TIMEOUT_S
+
+    queue_timeout_s = export_parser().parse_args(["--model", "x"]).queue_timeout_ms / 1000
+    compose = load_compose()["services"]["triton"]["healthcheck"]
+    [container] = k8s_documents()["Deployment"]["spec"]["template"]["spec"]["containers"]
+    liveness = container["livenessProbe"]
+    for timeout_s in (probe_timeout(compose["test"]), probe_timeout(liveness["exec"]["command"]), PROBE_TIMEOUT_S):
+        assert timeout_s == PROBE_TIMEOUT_S > queue_timeout_s
+    assert float(compose["timeout"].removesuffix("s")) > PROBE_TIMEOUT_S
+    assert liveness["timeoutSeconds"] > PROBE_TIMEOUT_S
+
+
 def test_the_launcher_and_the_probe_import_only_what_the_triton_image_has():
     """They run on the image's own python3 (numpy 1.26 installed, nothing else added for them)."""
     seen: set[Path] = set()
