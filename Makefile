@@ -18,6 +18,8 @@ HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 HOST ?= 127.0.0.1
+# More launcher flags for `make serve` (python -m zsc_server.serve --help), e.g. --no-revive
+SERVE_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup setup-modelscope export serve demo test lint clean up down loadtest loadtest-compare webui bench soak
@@ -59,9 +61,9 @@ export: setup ## export MODEL (dir or hub id) into model_repository/ [PRECISION 
 		$(PY) -m export $(EXPORT_ARGS); \
 	fi
 
-serve: setup ## run tritonserver on model_repository/ in the foreground [HTTP_PORT GRPC_PORT METRICS_PORT HOST]
+serve: setup ## run tritonserver on model_repository/ in the foreground [HTTP_PORT GRPC_PORT METRICS_PORT HOST SERVE_ARGS]
 	$(PY) -m zsc_server.serve --repository $(REPOSITORY) --host $(HOST) \
-		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) $(SERVE_ARGS)
 
 WEBUI_PORT ?= 7860
 
