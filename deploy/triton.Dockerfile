@@ -27,4 +27,4 @@ EXPOSE 8000 8001 8002
 # place, and exit code 3 (for the restart policy) if the server still does not answer.
 ENV TRITONSERVER=/opt/tritonserver/bin/tritonserver TRITON_BACKENDS=/opt/tritonserver/backends
 CMD ["python3", "-m", "zsc_server.serve", "--repository=/models", "--host=0.0.0.0", \
-     "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"]
+     "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002", "--gpu-metrics"]

@@ -138,15 +138,16 @@ class TritonServer:
         log_path: str | Path | None = None,
         extra_args: tuple[str, ...] = (),
         revivable: bool = True,
+        gpu_metrics: bool = False,
     ) -> None:
         """revivable: the model-repository API open to holders of `admin_secret` (made here, for this
         server only), so that zsc_server.revive can reload a model whose stub died; otherwise no
-        model-control API at all."""
+        model-control API at all. gpu_metrics: Triton's nv_gpu_* gauges (the NGC image's Triton)."""
         self.repository = Path(repository).resolve()
         self.admin_secret = secrets.token_hex(16) if revivable else None
         self.host, self.http_port, self.grpc_port, self.metrics_port = host, http_port, grpc_port, metrics_port
         self.log_path = Path(log_path) if log_path else None
-        self.extra_args = extra_args
+        self.extra_args, self.gpu_metrics = extra_args, gpu_metrics
         self.process: subprocess.Popen | None = None
         self._workdir: tempfile.TemporaryDirectory | None = None
 
@@ -174,9 +175,7 @@ class TritonServer:
             f"--http-address={self.host}", f"--http-port={self.http_port}",
             f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
             f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
-            "--allow-metrics=true",
-            # the wheel's build has no GPU metrics (DCGM); a GPU host's Triton reports them
-            *(("--allow-gpu-metrics=false",) if external_triton() is None else ()),
+            "--allow-metrics=true", f"--allow-gpu-metrics={str(self.gpu_metrics).lower()}",
             *self.extra_args,
         ]
 
@@ -266,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run a real classification this often (0: never; default: 15). When it fails "
                              "because a model's Python-backend stub died, reload that model (unless "
                              "--no-revive); 3 failures in a row stop the server with exit code 3")
+    parser.add_argument("--gpu-metrics", action="store_true",
+                        help="let Triton report GPU utilization and memory on its metrics port (nv_gpu_*; "
+                             "the container images turn this on; off by default for the CPU-only local runs)")
     parser.add_argument("--no-revive", dest="revive", action="store_false",
                         help="run Triton with no model-control API at all (--model-control-mode=none), so a "
                              "dead stub is never reloaded: the probe's 3 failures stop the server. By default "
@@ -274,10 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def server_for(args: argparse.Namespace) -> TritonServer:
+    """The TritonServer that the launcher's parsed command line describes."""
+    return TritonServer(args.repository, args.http_port, args.grpc_port, args.metrics_port, args.host,
+                        revivable=args.revive, gpu_metrics=args.gpu_metrics)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    server = TritonServer(args.repository, args.http_port, args.grpc_port, args.metrics_port, args.host,
-                          revivable=args.revive)
+    server = server_for(args)
     stopping = False
 
     def on_signal(signum, _frame):

@@ -117,7 +117,7 @@ def test_every_deployment_runs_the_launcher_that_the_tests_run():
     assert compose_command == image_command == container["args"]
     assert compose_command[:3] == ["python3", "-m", "zsc_server.serve"]
     args = serve_parser().parse_args(compose_command[3:])
-    assert str(args.repository) == "/models" and args.host == "0.0.0.0" and args.revive
+    assert str(args.repository) == "/models" and args.host == "0.0.0.0" and args.revive and args.gpu_metrics
     assert (args.http_port, args.grpc_port, args.metrics_port) == tuple(PORTS.values())
     instructions = dockerfile_instructions(ROOT / "deploy" / "triton.Dockerfile")
     env = dict(pair.split("=", 1) for keyword, argument in instructions if keyword == "ENV"
@@ -126,20 +126,19 @@ def test_every_deployment_runs_the_launcher_that_the_tests_run():
                    "TRITON_BACKENDS": "/opt/tritonserver/backends"}
 
 
-def test_the_launcher_gives_an_image_tritonserver_the_serving_flags(monkeypatch, tmp_path):
+def test_the_launcher_gives_an_image_tritonserver_the_serving_flags(monkeypatch):
     """What the container's launcher runs, with the image's paths (TRITONSERVER / TRITON_BACKENDS)."""
-    from zsc_server.serve import TritonServer
+    from zsc_server.serve import server_for
 
     monkeypatch.setenv("TRITONSERVER", "/opt/tritonserver/bin/tritonserver")
     monkeypatch.setenv("TRITON_BACKENDS", "/opt/tritonserver/backends")
     args = serve_parser().parse_args(load_compose()["services"]["triton"]["command"][3:])
-    server = TritonServer(args.repository, args.http_port, args.grpc_port, args.metrics_port, args.host)
-    command = server.command(Path("/opt/tritonserver/backends"))
+    command = server_for(args).command(Path("/opt/tritonserver/backends"))
     assert command[0] == "/opt/tritonserver/bin/tritonserver"
     assert set(SERVING_FLAGS) <= set(command)
     assert "--model-repository=/models" in command and "--cache-directory=/opt/tritonserver/caches" in command
     assert "--model-control-mode=explicit" in command and "--http-address=0.0.0.0" in command
-    assert "--allow-gpu-metrics=false" not in command  # the image's Triton has GPU metrics
+    assert "--allow-gpu-metrics=true" in command  # the Grafana dashboard plots nv_gpu_* gauges
 
 
 def probe_timeout(command: list[str]) -> float:
