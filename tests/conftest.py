@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -62,12 +64,13 @@ def serve_structbert(root: Path, name: str, *export_args: str) -> Served:
 @contextlib.contextmanager
 def serve_launcher(repository: Path, *extra_args: str, stderr=subprocess.DEVNULL):
     """`python -m zsc_server.serve` (what `make serve` runs) on free ports, once it printed its ready line:
-    yields (process, ready line, grpc port); killed at the end if still running."""
+    yields (process, ready line, grpc port). At the end, whatever is left of it, its tritonserver and the
+    stubs (its own process group) is killed: a SIGKILLed launcher would leave tritonserver running."""
     http, grpc, metrics = free_ports(3)
     process = subprocess.Popen(
         [sys.executable, "-m", "zsc_server.serve", "--repository", str(repository), "--http-port", str(http),
          "--grpc-port", str(grpc), "--metrics-port", str(metrics), *extra_args],
-        stdout=subprocess.PIPE, stderr=stderr, text=True,
+        stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 120
@@ -77,8 +80,9 @@ def serve_launcher(repository: Path, *extra_args: str, stderr=subprocess.DEVNULL
             assert line or process.poll() is None, "launcher exited before it was ready"
         yield process, line, grpc
     finally:
-        if process.poll() is None:
-            process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 @pytest.fixture(scope="session")
