@@ -57,6 +57,23 @@ def test_serve_launcher_foreground_and_sigint(structbert):
         assert "exited with code 0" in process.stdout.read()
 
 
+def test_serve_launcher_refuses_to_serve_half_an_ensemble(structbert, tmp_path):
+    """A model that fails to load stops tritonserver (--exit-on-error, with every model loaded at start in
+    explicit model-control mode) and the launcher exits 1, rather than serving an ensemble without it."""
+    import shutil
+
+    repository = shutil.copytree(structbert.repository, tmp_path / "repository")
+    (repository / "encoder" / "1" / "model.py").write_text('raise RuntimeError("broken on purpose")\n')
+    http, grpc, metrics = free_ports(3)
+    done = subprocess.run([sys.executable, "-m", "zsc_server.serve", "--repository", str(repository),
+                           "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 1
+    output = done.stdout + done.stderr
+    assert "broken on purpose" in output and "failed to load all models" in output
+    assert "[serve] ready" not in output
+
+
 def test_plain_kserve_v2_json(structbert):
     """What README's curl example sends: no client library, optional inputs left out."""
     import urllib.request
