@@ -23,6 +23,7 @@ import json
 import os
 import re
 import signal
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -57,7 +58,7 @@ def owner(instance: str, groups: dict[str, str]) -> str | None:
 
 
 class Reviver:
-    """Reloads the composing models of an ensemble whose stubs an error message names as dead."""
+    """Reloads composing models of an ensemble: those whose stubs died, or that an error names as dead."""
 
     def __init__(self, http_url: str, secret: str, server_pid: int, ensemble: str = "zero_shot",
                  timeout_s: float = 300.0) -> None:
@@ -77,12 +78,16 @@ class Reviver:
             if model is None:
                 raise ReviveError(f"stub {instance!r} belongs to no model of ensemble {self.ensemble!r}")
             models[model] = None
+        return self.replace(list(models))
+
+    def replace(self, models: list[str]) -> list[str]:
+        """Reload `models`, then kill the replaced copies' stubs that were still alive; returns `models`."""
         for model in models:
             replaced = stub_pids(self.server_pid, model)
             self.reload(model)
             for pid in replaced:
                 kill(pid)
-        return list(models)
+        return models
 
     def reload(self, model: str) -> None:
         config = self._get(f"/v2/models/{model}/config")
@@ -118,29 +123,45 @@ class Reviver:
 
 
 
-def stub_pids(server_pid: int, model: str) -> list[int]:
-    """The live Python-backend stubs of `model` under tritonserver `server_pid`, from /proc (a stub's
-    command line is: the stub, <repository>/<model>/<version>/model.py, ...)."""
-    pids = []
+def stub_models(server_pid: int) -> dict[int, str]:
+    """{pid: model} of the live Python-backend stubs under tritonserver `server_pid`, from /proc: a stub's
+    command line is the stub, <repository>/<model>/<version>/model.py, ..."""
+    stubs = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()  # after "pid (name)": state, ppid, ...
+                state, parent = stat.read().rsplit(")", 1)[1].split()[:2]  # after "pid (name)"
+            if state == "Z" or int(parent) != server_pid:
+                continue
             with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
                 args = cmdline.read().decode(errors="replace").split("\0")
         except OSError:
             continue  # gone meanwhile, or not ours to read
-        if (fields[0] != "Z" and int(fields[1]) == server_pid and len(args) > 1
-                and args[0].endswith("triton_python_backend_stub")
-                and os.path.basename(os.path.dirname(os.path.dirname(args[1]))) == model):
-            pids.append(int(entry.name))
-    return pids
+        if len(args) > 1 and args[0].endswith("triton_python_backend_stub"):
+            stubs[int(entry.name)] = os.path.basename(os.path.dirname(os.path.dirname(args[1])))
+    return stubs
 
 
-def kill(pid: int) -> None:
+def stub_pids(server_pid: int, model: str) -> list[int]:
+    """The live Python-backend stubs of `model` under tritonserver `server_pid`."""
+    return [pid for pid, owner_model in stub_models(server_pid).items() if owner_model == model]
+
+
+def kill(pid: int, timeout_s: float = 5.0) -> None:
+    """SIGKILL `pid` and wait until it is gone or a zombie, so that no later look at the stubs sees it
+    alive (and takes its end for a new death)."""
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
-        pass
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return
+        except OSError:
+            return
+        time.sleep(0.01)

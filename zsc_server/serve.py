@@ -28,7 +28,7 @@ import urllib.request
 from pathlib import Path
 
 from zsc_server.probe import probe
-from zsc_server.revive import ReviveError, Reviver, model_control_flags
+from zsc_server.revive import ReviveError, Reviver, dead_instances, model_control_flags, stub_models
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -329,27 +329,40 @@ PROBE_FAILURES = 3
 # (it passes, see zsc_server.probe) before the probe gives up (it fails). The compose and Kubernetes
 # probes use the same (tests/unit/test_deploy.py).
 PROBE_TIMEOUT_S = 15.0
+STUB_CHECK_S = 1.0  # how often the launcher looks for dead stubs (in /proc), between probes
 
 
 def watch(server: TritonServer, interval_s: float, stopping) -> int:
     """Wait for tritonserver to exit, running the inference probe every `interval_s` meanwhile. Triton
-    2.51 keeps a model "ready" after its Python-backend stub died and fails every request it gets; when a
-    probe fails that way the launcher reloads the model (zsc_server.revive) and probes again at once.
-    After PROBE_FAILURES failures in a row it stops tritonserver and returns UNHEALTHY_EXIT, for whatever
+    2.51 keeps a model "ready" after its Python-backend stub died and fails every request that reaches it,
+    so the launcher also looks at the stubs every STUB_CHECK_S: when one has died it reloads that model
+    at once (zsc_server.revive), and when a probe fails naming a dead stub, that one. After
+    PROBE_FAILURES failed probes in a row it stops tritonserver and returns UNHEALTHY_EXIT, for whatever
     supervises it (a shell loop, systemd, Docker's restart policy, Kubernetes) to restart it."""
-    url = f"http://{server.http_url}"
-    reviver = Reviver(server.http_url, server.admin_secret, server.process.pid) if server.admin_secret else None
-    failures = 0
+    if interval_s <= 0:
+        return server.process.wait()
+    url, pid = f"http://{server.http_url}", server.process.pid
+    reviver = Reviver(server.http_url, server.admin_secret, pid) if server.admin_secret else None
+    failures, stubs, next_probe = 0, stub_models(pid), time.monotonic() + interval_s
     while True:
         try:
-            return server.process.wait(timeout=interval_s if interval_s > 0 else None)
+            return server.process.wait(timeout=min(interval_s, STUB_CHECK_S))
         except subprocess.TimeoutExpired:
             pass
         if stopping():
             continue
-        problem = probe(url, "zero_shot", PROBE_TIMEOUT_S)
-        if problem and reviver is not None:
-            problem = revive(reviver, problem) or probe(url, "zero_shot", PROBE_TIMEOUT_S)
+        alive = stub_models(pid)
+        died = sorted({model for stub, model in stubs.items() if stub not in alive})
+        stubs = alive
+        if not died and time.monotonic() < next_probe:
+            continue
+        problem = None
+        if died and reviver is not None:
+            problem = reload(reviver.replace, died, f"a stub of {', '.join(died)} died")
+        problem = problem or probe(url, "zero_shot", PROBE_TIMEOUT_S)
+        if problem and reviver is not None and dead_instances(problem):
+            problem = reload(reviver.revive, problem, problem) or probe(url, "zero_shot", PROBE_TIMEOUT_S)
+        stubs, next_probe = stub_models(pid), time.monotonic() + interval_s
         failures = failures + 1 if problem else 0
         if problem:
             print(f"[serve] health probe failed ({failures}/{PROBE_FAILURES}): {problem}", flush=True)
@@ -359,16 +372,17 @@ def watch(server: TritonServer, interval_s: float, stopping) -> int:
             return UNHEALTHY_EXIT
 
 
-def revive(reviver: Reviver, problem: str) -> str | None:
-    """Reload the models whose dead stubs `problem` names; None when some were reloaded, else what failed."""
+def reload(how, what, why: str) -> str | None:
+    """Reload models with `how(what)` (Reviver.replace or Reviver.revive): None once reloaded, else the
+    problem, with what failed."""
     started = time.monotonic()
     try:
-        models = reviver.revive(problem)
+        models = how(what)
     except ReviveError as exc:
-        return f"{problem}; reloading failed: {exc}"
+        return f"{why}; reloading failed: {exc}"
     if not models:
-        return problem
-    print(f"[serve] {problem}: reloaded {', '.join(models)} in {time.monotonic() - started:.1f} s", flush=True)
+        return why
+    print(f"[serve] {why}: reloaded {', '.join(models)} in {time.monotonic() - started:.1f} s", flush=True)
     return None
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from zsc_server.revive import ADMIN_HEADER, dead_instances, model_control_flags, owner, stub_pids
+from zsc_server.revive import ADMIN_HEADER, dead_instances, kill, model_control_flags, owner, stub_models, stub_pids
 
 
 def test_dead_instances_are_read_from_tritons_error_messages():
@@ -47,10 +47,12 @@ def test_stub_processes_are_found_by_parent_and_model_directory(tmp_path):
         deadline = time.monotonic() + 10
         while not stub_pids(os.getpid(), "encoder") and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert stub_models(os.getpid()) == {process.pid: "encoder"}
         assert stub_pids(os.getpid(), "encoder") == [process.pid]
         assert stub_pids(os.getpid(), "preprocess") == []
-        assert stub_pids(process.pid, "encoder") == []  # not a child of that process
+        assert stub_models(process.pid) == {}  # not a child of that process
+        kill(process.pid)  # returns once it is a zombie: no longer counted as live
+        assert stub_models(os.getpid()) == {}
     finally:
         process.kill()
         process.wait()
-    assert stub_pids(os.getpid(), "encoder") == []
