@@ -262,9 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--ready-timeout-s", type=float, default=300.0)
     parser.add_argument("--probe-interval-s", type=float, default=15.0,
-                        help="run a real classification this often (0: never; default: 15). When it fails "
-                             "because a model's Python-backend stub died, reload that model (unless "
-                             "--no-revive); 3 failures in a row stop the server with exit code 3")
+                        help="run a real classification this often (default: 15; 0: never, and no watching "
+                             "of the stubs either). A model whose Python-backend stub died (seen in /proc "
+                             "every second, or named by a failed probe) is reloaded, unless --no-revive; "
+                             "3 failed probes in a row stop the server with exit code 3")
     parser.add_argument("--gpu-metrics", action="store_true",
                         help="let Triton report GPU utilization and memory on its metrics port (nv_gpu_*; "
                              "the container images turn this on; off by default for the CPU-only local runs)")
