@@ -252,8 +252,9 @@ class TritonServer:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m zsc_server.serve",
-        description="Run tritonserver (from the nvidia-pytriton wheel) on a model repository in the "
-        "foreground; Ctrl-C or SIGTERM stops it cleanly.",
+        description="Run tritonserver (the nvidia-pytriton wheel's, or $TRITONSERVER with $TRITON_BACKENDS, as "
+        "in the container image) on a model repository in the foreground, probing it and reloading a model "
+        "whose Python-backend stub died; Ctrl-C or SIGTERM stops it cleanly.",
     )
     parser.add_argument("--repository", type=Path, default=PROJECT_ROOT / "model_repository")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
