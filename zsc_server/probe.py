@@ -47,7 +47,8 @@ def probe(url: str, model: str, timeout_s: float) -> str | None:
 def is_busy(status: int, message: str) -> bool:
     """Triton's bounded queue refusing a request: full ("exceeds maximum queue size"), or the request waited
     past the queue timeout ("Request timeout expired"); both HTTP 503 (gRPC UNAVAILABLE)."""
-    return status == 503 and ("queue size" in message.lower() or "timeout expired" in message.lower())
+    message = message.lower()
+    return status == 503 and ("queue size" in message or "timeout expired" in message)
 
 
 def main(argv: list[str] | None = None) -> int:

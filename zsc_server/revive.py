@@ -122,6 +122,15 @@ class Reviver:
             raise ReviveError(f"GET {path}: {exc}") from exc
 
 
+def process_state(pid: int | str) -> tuple[str, int] | None:
+    """(state letter, parent pid) of a process from /proc/<pid>/stat; None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            state, parent = stat.read().rsplit(")", 1)[1].split()[:2]  # after "pid (name)"
+    except OSError:
+        return None
+    return state, int(parent)
+
 
 def stub_models(server_pid: int) -> dict[int, str]:
     """{pid: model} of the live Python-backend stubs under tritonserver `server_pid`, from /proc: a stub's
@@ -130,11 +139,10 @@ def stub_models(server_pid: int) -> dict[int, str]:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
+        state = process_state(entry.name)
+        if state is None or state[0] == "Z" or state[1] != server_pid:
+            continue
         try:
-            with open(f"/proc/{entry.name}/stat") as stat:
-                state, parent = stat.read().rsplit(")", 1)[1].split()[:2]  # after "pid (name)"
-            if state == "Z" or int(parent) != server_pid:
-                continue
             with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
                 args = cmdline.read().decode(errors="replace").split("\0")
         except OSError:
@@ -158,10 +166,7 @@ def kill(pid: int, timeout_s: float = 5.0) -> None:
         return
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return
-        except OSError:
+        state = process_state(pid)
+        if state is None or state[0] == "Z":
             return
         time.sleep(0.01)

