@@ -17,6 +17,7 @@ from tests.conftest import STRUCTBERT_MAX_LENGTH, export_repository, start_serve
 from tests.integration.test_parity import assert_matches
 from tests.reference import NliReference
 from zsc_client import ServerUnavailableError, ZeroShotClient
+from zsc_server.probe import probe
 
 LABELS = [f"类别{i}" for i in range(48)]  # many pairs per request: each one keeps the encoder busy
 
@@ -58,28 +59,51 @@ def test_excess_requests_are_refused_at_once_and_accepted_ones_answered(small_qu
         assert_matches(result, *reference(text=text, candidate_labels=LABELS))
 
 
+BODY = json.dumps({"inputs": [
+    {"name": "TEXT", "datatype": "BYTES", "shape": [1], "data": ["我的快递还没到"]},
+    {"name": "CANDIDATE_LABELS", "datatype": "BYTES", "shape": [len(LABELS)], "data": LABELS},
+]}).encode()
+
+
+def post(server) -> tuple[int, str]:
+    """One plain KServe v2 JSON request of LABELS: (HTTP status, error text)."""
+    request = urllib.request.Request(f"http://{server.http_url}/v2/models/zero_shot/infer", data=BODY,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, ""
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
 def test_http_says_503_when_busy(small_queue):
-    body = json.dumps({"inputs": [
-        {"name": "TEXT", "datatype": "BYTES", "shape": [1], "data": ["我的快递还没到"]},
-        {"name": "CANDIDATE_LABELS", "datatype": "BYTES", "shape": [len(LABELS)], "data": LABELS},
-    ]}).encode()
-
-    def post(_):
-        request = urllib.request.Request(f"http://{small_queue.http_url}/v2/models/zero_shot/infer", data=body,
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=120) as response:
-                return response.status, ""
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
     # HTTP's frontend admits fewer requests at once than gRPC's, so gRPC traffic fills the queue too
-    with ThreadPoolExecutor(max_workers=32) as pool:
-        flood = [pool.submit(classify, small_queue, i) for i in range(20)]
-        statuses = list(pool.map(post, range(12)))
+    with ThreadPoolExecutor(max_workers=52) as pool:
+        flood = [pool.submit(classify, small_queue, i) for i in range(40)]
+        statuses = list(pool.map(lambda _: post(small_queue), range(12)))
         for future in flood:
             future.result()
     codes = {code for code, _ in statuses}
     # how many get through depends on timing; what matters: busy is a 503 that says why, never a 500
     assert 503 in codes and codes <= {200, 503}, statuses
     assert all("queue" in text for code, text in statuses if code == 503)
+
+
+
+def test_the_health_probe_passes_while_the_queue_refuses(structbert, tmp_path):
+    """The health probe (liveness in Kubernetes and compose, the launcher's check) on a server whose queue
+    refuses every request: busy is not dead, and restarting the server would drop every request it holds.
+    A 1 ms queue timeout, shorter than the 2 ms batching delay, makes Triton refuse each request as busy
+    ("Request timeout expired", 503) every time, where a flood fills the queue only by chance of timing."""
+    from zsc_server.probe import main as probe_main
+
+    repository = export_repository(str(structbert.checkpoint), tmp_path / "repository",
+                                   "--max-length", str(STRUCTBERT_MAX_LENGTH), "--queue-timeout-ms", "1")
+    server = start_server("overload-timeout", repository)
+    try:
+        statuses = [post(server) for _ in range(3)]
+        assert all(status == 503 and "timeout expired" in text for status, text in statuses), statuses
+        assert probe(f"http://{server.http_url}", "zero_shot", 30) is None
+        assert probe_main(["--url", f"http://{server.http_url}"]) == 0
+    finally:
+        server.stop()
