@@ -7,7 +7,8 @@ REPOSITORY ?= model_repository
 
 # Export settings (see `python -m export --help`).
 MODEL ?= offline-minilm
-# empty: the export's defaults (python-ort, fp32; with GPU=…, python-torch and the card's profile)
+# empty: the export's defaults: where nvidia-smi lists a GPU, that card's profile with python-torch (FP16),
+# else python-ort, fp32 on the CPU. GPU=h100 (or t4, a10g, ...) picks a card, GPU=none forces the CPU.
 PRECISION ?=
 RUNTIME ?=
 GPU ?=

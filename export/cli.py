@@ -12,7 +12,7 @@ from pathlib import Path
 
 from export.checkpoint import OFFLINE_ALIASES, load_checkpoint
 from export.errors import ExportError, ValidationError
-from export.gpu_profiles import CARDS, ModelShape, gpu_profile
+from export.gpu_profiles import CARDS, ModelShape, card_for, gpu_profile
 from export.hf2torch import export_plain_torch, plain_torch_runner
 from export.onnx2trt import build_engine, engine_runner, import_tensorrt, sequence_profiles
 from export.repository import (
@@ -30,6 +30,7 @@ from export.repository import (
 from export.tokenizer import write_tokenizer_json
 from export.torch2onnx import Precision, export_onnx
 from export.validate import ValidationReport, sample_batches, validate_onnx, validate_outputs
+from zsc_server.gpus import describe, visible_gpus
 from zsc_server.settings import CPU_BUCKETS, DEFAULT_BUCKETS, ScoringMode, ScoringSettings, sequence_buckets
 from zsc_server.tokenization import PairTokenizer
 
@@ -62,8 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "tensorrt: a TensorRT engine, one profile per sequence bucket (both: NGC container); "
                         "python-torch: plain-torch BERT on the GPU with CUDA graphs, Python backend "
                         "(default: python-torch with --gpu, else python-ort)")
-    parser.add_argument("--gpu", choices=list(CARDS), default=None,
-                        help="GPU profile: precision, batch sizes, queue delay, instances for that card")
+    parser.add_argument("--gpu", choices=[*CARDS, "auto", "none"], default="auto",
+                        help="GPU profile: precision, batch sizes, queue delay, instances for that card. "
+                             "auto (default): the profile of the GPU nvidia-smi lists here, if any, with the "
+                             "python-torch runtime; none: export for the CPU even where a GPU is visible")
     parser.add_argument("--torch-device", choices=["gpu", "cpu"], default="gpu",
                         help="python-torch: run on the GPU (KIND_GPU) or the CPU (default: gpu)")
     parser.add_argument("--trt-workspace-gib", type=float, default=4.0,
@@ -113,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     repository: Path = args.repository
+    args.gpu = choose_gpu(args.gpu, args.runtime, args.torch_device)
     runtime = args.runtime or (Runtime.PYTHON_TORCH if args.gpu else Runtime.PYTHON_ORT)
 
     step(1, f"loading {args.model}")
@@ -184,6 +188,25 @@ def run(args: argparse.Namespace) -> None:
                 print(f"    {repository / write_config(staging, config).relative_to(staging)}")
             (version_dir.parent / "export.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     print(f"[export] done in {time.perf_counter() - started:.1f}s: serve it with `make serve`", flush=True)
+
+
+def choose_gpu(requested: str | None, runtime: Runtime | None, torch_device: str) -> str | None:
+    """The GPU profile to export with: the one asked for, or with `auto` the visible GPU's (None: CPU)."""
+    if requested != "auto":
+        return None if requested in (None, "none") else requested
+    gpus = visible_gpus()
+    if not gpus:
+        step(1, "no GPU visible (nvidia-smi): exporting for the CPU; --gpu CARD exports for a card elsewhere")
+        return None
+    if runtime is Runtime.PYTHON_ORT or torch_device == "cpu":
+        step(1, f"{describe(gpus)} visible, but the encoder was asked to run on the CPU "
+                f"({'--runtime python-ort' if runtime is Runtime.PYTHON_ORT else '--torch-device cpu'}): "
+                "no GPU profile")
+        return None
+    card, why = card_for(gpus[0].name, gpus[0].memory_mib)
+    step(1, f"{describe(gpus)} visible: GPU profile {card} ({why}), runtime {(runtime or Runtime.PYTHON_TORCH).value}"
+            "; --gpu none exports for the CPU instead")
+    return card
 
 
 def encoder_artifact(args, runtime: Runtime, precision: Precision, ckpt, scoring: ScoringSettings, profile,

@@ -42,7 +42,26 @@ CARDS = {
     "l4": Card("NVIDIA L4", 24, 121),
     "a100": Card("NVIDIA A100 40GB", 40, 312),
     "h100": Card("NVIDIA H100 80GB", 80, H100_FP16_TFLOPS, measured=True),
+    # the H100's chip with 141 GB of faster memory: the same FP16 rate (projected from the H100's)
+    "h200": Card("NVIDIA H200", 141, H100_FP16_TFLOPS),
 }
+# How the driver names each card (nvidia-smi's "name"), most specific first: "Tesla T4",
+# "NVIDIA A100-SXM4-40GB", "NVIDIA H100 80GB HBM3", "NVIDIA A10G", ...
+_NAME_TOKENS = (("h200", "h200"), ("h100", "h100"), ("a100", "a100"), ("a10g", "a10g"), ("a10", "a10g"),
+                ("l4", "l4"), ("v100", "v100"), ("t4", "t4"))
+
+
+def card_for(name: str, memory_mib: int) -> tuple[str, str]:
+    """The profile for a GPU the driver lists, and why it was chosen (one line)."""
+    words = name.lower().replace("-", " ").split()
+    for token, key in _NAME_TOKENS:
+        if token in words:  # whole words: an "L40S" is not an L4
+            return key, f"{name} is a {key} card"
+    # an unlisted card: the largest listed card whose memory fits in it (the batch limits are memory's)
+    fitting = [key for key, card in CARDS.items() if card.memory_gib * 1024 <= memory_mib * 1.05]
+    key = max(fitting, key=lambda k: CARDS[k].memory_gib) if fitting else "t4"
+    return key, (f"{name} has no profile of its own; {key}'s is the largest whose memory "
+                 f"({CARDS[key].memory_gib:g} GiB) fits in its {memory_mib / 1024:.0f} GiB")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,7 +39,9 @@ class Served:
 
 
 def export_repository(model: str, repository: Path, *extra: str) -> Path:
-    code = export_main(["--model", model, "--repository", str(repository), *extra])
+    # CPU exports unless a test asks for a card: the same repositories on a machine with a GPU
+    gpu = () if "--gpu" in extra else ("--gpu", "none")
+    code = export_main(["--model", model, "--repository", str(repository), *gpu, *extra])
     assert code == 0, f"export of {model} failed"
     return repository
 

@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     print(f"== 1. export {args.model}", flush=True)
+    # the demo serves on this machine's CPU, with the local tritonserver, whatever GPU it has
     if export_main(["--model", args.model, "--repository", str(args.repository),
-                    "--max-length", str(args.max_length)]) != 0:
+                    "--max-length", str(args.max_length), "--gpu", "none"]) != 0:
         return 1
     mode = json.loads((args.repository / "encoder" / "export.json").read_text())["mode"]
     template, labels, texts = SAMPLES[mode]

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -27,6 +29,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from zsc_server.gpus import describe, visible_gpus
 from zsc_server.probe import probe
 from zsc_server.revive import ReviveError, Reviver, dead_instances, model_control_flags, stub_models
 
@@ -249,6 +252,23 @@ class TritonServer:
         self.stop()
 
 
+def cpu_encoder_warning(repository: Path) -> str | None:
+    """A warning when GPUs are visible but the repository's encoder runs on the CPU: what a plain
+    `make export` used to write on a GPU host, and what `--gpu none` still writes."""
+    config = repository / "encoder" / "config.pbtxt"
+    if not config.is_file() or not re.search(r"kind:\s*KIND_CPU", config.read_text(encoding="utf-8")):
+        return None
+    gpus = visible_gpus()
+    if not gpus:
+        return None
+    try:
+        runtime = json.loads((repository / "encoder" / "export.json").read_text(encoding="utf-8"))["runtime"]
+    except (OSError, ValueError, KeyError):
+        runtime = "unknown runtime"
+    return (f"warning: {describe(gpus)} visible, but the encoder in {repository} was exported to run on the "
+            f"CPU ({runtime}); `make export` picks the GPU's profile by itself (or GPU=<card>)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m zsc_server.serve",
@@ -300,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    warning = cpu_encoder_warning(server.repository)
+    if warning:
+        print(f"[serve] {warning}", file=sys.stderr, flush=True)
     try:
         server.start()
         print(f"[serve] starting tritonserver on {server.repository} ...", flush=True)

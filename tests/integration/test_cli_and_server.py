@@ -111,3 +111,19 @@ def test_server_from_an_external_install(structbert, tmp_path, monkeypatch):
     monkeypatch.delenv("TRITON_BACKENDS")
     with pytest.raises(Exception, match="TRITON_BACKENDS"):
         prepare_backends(tmp_path / "other")
+
+
+def test_serve_launcher_warns_when_a_cpu_encoder_is_served_beside_a_gpu(structbert, tmp_path, monkeypatch):
+    """A stand-in nvidia-smi (no GPU here) lists an H100; the repository's encoder was exported for the CPU."""
+    import os
+
+    from tests.unit.test_gpu_detect import fake_nvidia_smi
+
+    folder = fake_nvidia_smi(tmp_path / "bin", "NVIDIA H100 80GB HBM3, 81559")
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    with serve_launcher(structbert.repository, stderr=subprocess.PIPE) as (process, _line, grpc):
+        assert zsc("health", "--url", f"127.0.0.1:{grpc}").returncode == 0  # it serves all the same
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+        warning = process.stderr.read()
+    assert "warning: 1 GPU(s): NVIDIA H100 80GB HBM3 visible" in warning and "python-ort" in warning

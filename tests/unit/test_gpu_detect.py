@@ -1,0 +1,114 @@
+"""GPU detection for `make export` (--gpu auto) and the launcher's CPU-encoder warning. No GPU here: a
+stand-in `nvidia-smi` script on PATH answers the query as the driver would."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from export.cli import main as export_main
+from export.gpu_profiles import CARDS, card_for
+from export.random_checkpoint import write_modelscope_structbert
+from zsc_server.gpus import VisibleGpu, visible_gpus
+from zsc_server.serve import cpu_encoder_warning
+
+
+def fake_nvidia_smi(folder: Path, stdout: str, exit_code: int = 0) -> Path:
+    """A `nvidia-smi` that prints `stdout` and exits with `exit_code`, in `folder` (put it first on PATH)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\ncat <<'EOF'\n{stdout}\nEOF\nexit {exit_code}\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return folder
+
+
+@pytest.fixture
+def gpu_host(tmp_path, monkeypatch):
+    """PATH with a stand-in nvidia-smi listing one H100."""
+    folder = fake_nvidia_smi(tmp_path / "bin", "NVIDIA H100 80GB HBM3, 81559")
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+
+@pytest.mark.parametrize(("name", "memory_mib", "card"), [
+    ("Tesla T4", 15360, "t4"),
+    ("Tesla V100-SXM2-16GB", 16384, "v100"),
+    ("NVIDIA A10G", 23028, "a10g"),
+    ("NVIDIA L4", 23034, "l4"),
+    ("NVIDIA A100-SXM4-40GB", 40960, "a100"),
+    ("NVIDIA H100 80GB HBM3", 81559, "h100"),
+    ("NVIDIA H100 PCIe", 81559, "h100"),
+    ("NVIDIA H200", 143771, "h200"),
+])
+def test_listed_cards_get_their_own_profile(name, memory_mib, card):
+    key, why = card_for(name, memory_mib)
+    assert key == card and name in why
+
+
+def test_an_unlisted_card_gets_the_largest_profile_that_fits_its_memory():
+    key, why = card_for("NVIDIA L40S", 46068)  # 48 GB: not an L4, whatever its name starts with
+    assert key == "a100" and "no profile of its own" in why
+    assert CARDS[key].memory_gib * 1024 <= 46068 * 1.05
+    assert card_for("Some Tiny GPU", 4096)[0] == "t4"  # nothing fits: the smallest profile
+
+
+def test_visible_gpus_reads_nvidia_smi(tmp_path, monkeypatch):
+    folder = fake_nvidia_smi(tmp_path / "ok", "NVIDIA H200, 143771\nNVIDIA H200, 143771")
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    assert visible_gpus() == [VisibleGpu("NVIDIA H200", 143771)] * 2
+
+
+def test_no_driver_and_no_nvidia_smi_mean_no_gpu(tmp_path, monkeypatch):
+    broken = fake_nvidia_smi(tmp_path / "broken", "NVIDIA-SMI has failed because it couldn't communicate "
+                                                  "with the NVIDIA driver.", exit_code=9)
+    monkeypatch.setenv("PATH", f"{broken}{os.pathsep}{os.environ['PATH']}")
+    assert visible_gpus() == []
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert visible_gpus() == []
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return write_modelscope_structbert(tmp_path_factory.mktemp("ckpt") / "checkpoint")
+
+
+def export(checkpoint: Path, repository: Path, *extra: str) -> dict:
+    assert export_main(["--model", str(checkpoint), "--repository", str(repository), "--max-length", "32",
+                        *extra]) == 0
+    return json.loads((repository / "encoder" / "export.json").read_text())
+
+
+def test_plain_export_on_a_gpu_host_picks_the_cards_profile_and_says_why(gpu_host, checkpoint, tmp_path, capsys):
+    info = export(checkpoint, tmp_path / "repository")
+    out = capsys.readouterr().out
+    assert "1 GPU(s): NVIDIA H100 80GB HBM3 visible: GPU profile h100" in out
+    assert (info["runtime"], info["precision"], info["gpu_profile"]) == ("python-torch", "fp16", "h100")
+    assert "kind: KIND_GPU" in (tmp_path / "repository" / "encoder" / "config.pbtxt").read_text()
+
+
+def test_gpu_none_and_cpu_runtimes_export_for_the_cpu_on_a_gpu_host(gpu_host, checkpoint, tmp_path, capsys):
+    info = export(checkpoint, tmp_path / "none", "--gpu", "none")
+    assert (info["runtime"], info["gpu_profile"]) == ("python-ort", "")
+    info = export(checkpoint, tmp_path / "ort", "--runtime", "python-ort")
+    assert (info["runtime"], info["gpu_profile"]) == ("python-ort", "")
+    assert "asked to run on the CPU (--runtime python-ort): no GPU profile" in capsys.readouterr().out
+    # what a CPU export beside a GPU makes the launcher say at start
+    warning = cpu_encoder_warning(tmp_path / "none")
+    assert warning and "NVIDIA H100 80GB HBM3" in warning and "python-ort" in warning
+
+
+def test_without_a_gpu_a_plain_export_is_for_the_cpu_and_the_launcher_stays_quiet(checkpoint, tmp_path,
+                                                                                   monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(Path(os.__file__).parent))  # no nvidia-smi on it
+    info = export(checkpoint, tmp_path / "repository")
+    assert (info["runtime"], info["gpu_profile"]) == ("python-ort", "")
+    assert "no GPU visible (nvidia-smi): exporting for the CPU" in capsys.readouterr().out
+    assert cpu_encoder_warning(tmp_path / "repository") is None
+
+
+def test_the_launcher_says_nothing_about_a_gpu_export(gpu_host, checkpoint, tmp_path):
+    export(checkpoint, tmp_path / "repository", "--gpu", "h100")
+    assert cpu_encoder_warning(tmp_path / "repository") is None
