@@ -23,7 +23,8 @@ HOST ?= 127.0.0.1
 SERVE_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-modelscope export serve demo test lint clean up down loadtest loadtest-compare webui bench soak
+.PHONY: help setup setup-modelscope export serve demo test lint clean up down loadtest loadtest-compare webui bench soak \
+	gpu-bundle gpu-rehearsal gpu-run
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-17s %s\n", $$1, $$2}'
@@ -101,6 +102,19 @@ BENCH_DURATION ?= 20
 
 bench: setup ## serve REPOSITORY and sweep concurrency through the full ensemble (async gRPC), with the raw encoder ceiling [BENCH_CONCURRENCY BENCH_DURATION]
 	$(PY) -m loadtest.bench --repository $(REPOSITORY) --concurrency $(BENCH_CONCURRENCY) --duration-s $(BENCH_DURATION)
+
+# The GPU measurement (python -m loadtest.gpu_run --help): the bundle is built where pip's index is
+# reachable, the run happens on a GPU host without network; the rehearsal runs the same steps on this CPU.
+GPU_BUNDLE ?= .gpu
+
+gpu-bundle: ## offline bundle for a GPU host without network or Triton (tritonserver + wheels) in GPU_BUNDLE
+	bash deploy/gpu/make-bundle.sh $(GPU_BUNDLE)
+
+gpu-rehearsal: setup ## the GPU run's steps on this CPU with a tiny model and short durations (a few minutes)
+	$(PY) -m loadtest.gpu_run --rehearse
+
+gpu-run: ## on a GPU host: export StructBERT-large (random weights), measure memory, bench, Locust; ≤ 8 min
+	bash deploy/gpu/bench-on-gpu-host.sh $(GPU_BUNDLE)
 
 loadtest-compare: setup setup-modelscope ## ours vs the seed stack (ModelScope / HF pipelines behind Flask), same model and inputs [USERS DURATION]
 	$(PY) -m loadtest.compare --users $(USERS) --duration $(DURATION) --baseline-python $(MS_VENV)/bin/python

@@ -1,26 +1,19 @@
 #!/usr/bin/env bash
-# The GPU issue's measurement in one command, on a lent GPU host that has torch + CUDA but no network
-# and no Triton (see DEVELOPERS.md: the device tool). From the repository root:
-#   here:      ../shared/gpu/make-bundle.sh .gpu && cp ../shared/gpu/setup-host.sh .gpu/   (.gpu is git-ignored)
-#   GPU host:  bash deploy/gpu/bench-on-gpu-host.sh .gpu         (device tool: carry [".gpu"])
-# It unpacks the offline tritonserver bundle, writes a random checkpoint in the StructBERT-large shape
-# (compute identical to the real one), exports it for the python-torch runtime with the h100 profile
-# (FP16, CUDA graphs), and runs the full-ensemble benchmark with its raw encoder ceiling. Results go to
-# $OUT (the device tool brings them back) or loadtest/results/.
-set -euo pipefail
-BUNDLE=${1:?usage: bench-on-gpu-host.sh BUNDLE_DIR}
-GPU_PROFILE=${GPU_PROFILE:-h100}
-MAX_LENGTH=${MAX_LENGTH:-128}
-RESULTS=${OUT:-loadtest/results}
-WORK=$(mktemp -d)
-
-bash "$BUNDLE/setup-host.sh" "$BUNDLE"
-# shellcheck disable=SC1091
-source /tmp/triton-env.sh
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -m export.random_checkpoint "$WORK/structbert-large" --shape large --layout modelscope
-python3 -m export --model "$WORK/structbert-large" --repository "$WORK/repository" --gpu "$GPU_PROFILE" \
-    --max-length "$MAX_LENGTH" --runtime "${RUNTIME:-python-torch}"
-python3 -m loadtest.bench --repository "$WORK/repository" --out "$RESULTS" \
-    --concurrency "${BENCH_CONCURRENCY:-1,5,10,32,64,128}" --duration-s "${BENCH_DURATION:-20}" \
-    --note "random weights in the StructBERT-large shape"
+# The GPU measurement on a GPU host that has PyTorch + CUDA but no network and no Triton.
+#   1. where pip's package index is reachable:  make gpu-bundle     (deploy/gpu/make-bundle.sh .gpu, ~58 MiB;
+#      .gpu is git-ignored)
+#   2. copy the repository with .gpu to the GPU host, and from its root:  bash deploy/gpu/bench-on-gpu-host.sh .gpu
+# The steps, their time limits and what they leave behind: python3 -m loadtest.gpu_run --help (the same
+# steps run on a CPU with `make gpu-rehearsal`, and in the tests). Results: $RESULTS (default
+# loadtest/results/gpu-run-<date>); where $OUT names a folder, also $OUT/gpu-run.tar.gz (rewritten after
+# every step, so a run cut short still leaves its results) and $OUT/summary.md.
+set -uo pipefail
+BUNDLE=${1:?usage: bench-on-gpu-host.sh BUNDLE_DIR [python -m loadtest.gpu_run options]}
+shift
+RESULTS=${RESULTS:-loadtest/results/gpu-run-$(date +%Y%m%d-%H%M%S)}
+archive=()
+[ -n "${OUT:-}" ] && archive=(--archive "$OUT/gpu-run.tar.gz")
+python3 -m loadtest.gpu_run --bundle "$BUNDLE" --results "$RESULTS" "${archive[@]}" "$@"
+code=$?
+[ -n "${OUT:-}" ] && cp "$RESULTS/summary.md" "$OUT/summary.md"
+exit $code

@@ -1,0 +1,153 @@
+"""Can the GPU run import everything it needs? One step of `python -m loadtest.gpu_run`.
+
+Imports every module the GPU measurement runs (export, the server's models, the benchmark, the load
+test, the GPU tests), then lists the installed distributions they came from with their versions and
+checks that each one's own requirements are met by what is installed (pip installs the bundle with
+--no-deps, so nothing else checks it). With --host-packages / --bundle-requirements (the rehearsal on a
+machine without a GPU) it also checks that each distribution is one the GPU host has or the bundle
+carries, so a new import of a package the host lacks fails here, before any GPU time is spent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata as metadata
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY_GPU = ROOT / "deploy" / "gpu"
+PROJECT_PACKAGES = {"export", "loadtest", "zsc_server", "zsc_client", "tests"}
+# What the run executes: export, the Python-backend models' logic (the stubs import these), the
+# launcher, the benchmark and memory probe, the Locust load test, and the unit tests `pytest -m gpu`
+# collects. Locust last: it monkey-patches the standard library when imported.
+RUN_MODULES = (
+    "export.cli", "export.random_checkpoint", "zsc_server.preprocess", "zsc_server.postprocess",
+    "zsc_server.batching", "zsc_server.torch_encoder", "zsc_server.serve", "loadtest.bench",
+    "loadtest.gpu_memory", "loadtest.run", "loadtest.report", "zsc_client",
+)
+TEST_FOLDER = ROOT / "tests" / "unit"
+
+
+def normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirements(path: Path) -> list[str]:
+    """The requirement lines of a requirements-style file, comments dropped."""
+    lines = (line.split("#")[0].strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return [line for line in lines if line]
+
+
+def requirement_names(path: Path) -> set[str]:
+    """Distribution names in a requirements-style file (pins, extras and markers dropped)."""
+    return {normalize(re.split(r"[\[=<>!~ ;]", line)[0]) for line in requirements(path)}
+
+
+def import_run_modules() -> list[str]:
+    """Import what the run imports; the names that failed, with why."""
+    failures = []
+    modules = list(RUN_MODULES[:-1])
+    modules += ["tests.conftest"] + [f"tests.unit.{path.stem}" for path in sorted(TEST_FOLDER.glob("test_*.py"))]
+    modules += [RUN_MODULES[-1], "locust"]
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - every failure is reported, the check goes on
+            failures.append(f"{name}: {type(exc).__name__}: {exc}")
+    return failures
+
+
+def imported_distributions() -> dict[str, str]:
+    """Distribution name -> version for every third-party top-level module now imported."""
+    owners = metadata.packages_distributions()
+    found = {}
+    for module in list(sys.modules):
+        top = module.split(".")[0]
+        if top in sys.stdlib_module_names or top in PROJECT_PACKAGES or top.startswith("_"):
+            continue
+        for dist in owners.get(top, ()):
+            try:
+                found[normalize(dist)] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                continue
+    return dict(sorted(found.items()))
+
+
+def requirement_closure(roots: list[str]) -> set[str]:
+    """The distributions `roots` (requirement strings, extras included: the bundle asks for
+    tritonclient[grpc,http]) need, recursively, as their installed metadata says: what pip resolves."""
+    from packaging.requirements import Requirement
+
+    seen: set[tuple[str, frozenset[str]]] = set()
+    todo = [Requirement(root) for root in roots]
+    while todo:
+        requirement = todo.pop()
+        key = (normalize(requirement.name), frozenset(requirement.extras))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            requires = metadata.requires(requirement.name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for text in requires:
+            dependency = Requirement(text)
+            if dependency.marker is None or any(dependency.marker.evaluate({"extra": extra})
+                                                for extra in (*requirement.extras, "")):
+                todo.append(dependency)
+    return {name for name, _extras in seen}
+
+
+def unmet_requirements(distributions: dict[str, str]) -> list[str]:
+    """Requirements of `distributions` (extras aside) that the installed versions do not satisfy."""
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    problems = []
+    for name in distributions:
+        for text in metadata.requires(name) or []:
+            requirement = Requirement(text)
+            if requirement.marker and not requirement.marker.evaluate({"extra": ""}):
+                continue
+            try:
+                installed = metadata.version(requirement.name)
+            except metadata.PackageNotFoundError:
+                problems.append(f"{name} needs {requirement}: not installed")
+                continue
+            if requirement.specifier and not requirement.specifier.contains(Version(installed), prereleases=True):
+                problems.append(f"{name} needs {requirement}: {installed} is installed")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.gpu_imports", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host-packages", type=Path, default=None,
+                        help=f"distributions the GPU host has (e.g. {DEPLOY_GPU / 'host-packages.txt'})")
+    parser.add_argument("--bundle-requirements", type=Path, default=None,
+                        help=f"what the bundle carries (e.g. {DEPLOY_GPU / 'bundle-requirements.txt'})")
+    args = parser.parse_args(argv)
+    print(f"python {sys.version.split()[0]} at {sys.executable}")
+    failures = import_run_modules()
+    distributions = imported_distributions()
+    for name, version in distributions.items():
+        print(f"  {name}=={version}")
+    problems = [f"import {failure}" for failure in failures] + unmet_requirements(distributions)
+    if args.host_packages and args.bundle_requirements:
+        # what the host's packages need comes with them (the image is installed whole), whatever
+        # version of it this machine happens to have
+        host = requirement_names(args.host_packages)
+        provided = requirement_closure(sorted(host)) | requirement_closure(requirements(args.bundle_requirements))
+        problems += [f"{name}: neither the GPU host ({args.host_packages.name}) nor the bundle "
+                     f"({args.bundle_requirements.name}) has it" for name in distributions if name not in provided]
+    for problem in problems:
+        print(f"PROBLEM {problem}")
+    print(f"{len(distributions)} distributions imported, {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

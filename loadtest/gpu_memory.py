@@ -1,0 +1,171 @@
+"""GPU memory and speed of the plain-torch encoder per (batch, sequence bucket): what the GPU profiles'
+batch limits rest on (export/gpu_profiles.py projects activation memory from the model shape; this
+measures it).
+
+  python -m loadtest.gpu_memory --model model_repository/encoder/1/model.pt --out memory
+
+For each shape, on the GPU (FP16 by default): the peak memory a forward pass allocates above the
+weights (torch.cuda.max_memory_allocated), next to the projection, and the time of one forward pass
+replayed from a CUDA graph (the served path; median of --repeats, CUDA events), as pairs/s. A shape that
+does not fit is recorded as out of memory and the sweep goes on. On a CPU (--device cpu, the rehearsal)
+the same loop runs eagerly in FP32 and memory is not measured. Writes memory.json and memory.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from export.gpu_profiles import ModelShape
+from zsc_server.torch_bert import load_plain_bert
+
+MIB = 2**20
+
+
+def model_shape(path: Path) -> ModelShape:
+    shape = torch.load(path, map_location="cpu", weights_only=True)["shape"]
+    return ModelShape(hidden=shape["hidden_size"], layers=shape["num_hidden_layers"],
+                      heads=shape["num_attention_heads"], intermediate=shape["intermediate_size"],
+                      vocab=shape["vocab_size"])
+
+
+def random_inputs(batch: int, sequence: int, vocab: int, device: torch.device) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(batch * 1000 + sequence)
+    ids = torch.randint(5, vocab, (batch, sequence), generator=generator)
+    mask = torch.ones_like(ids)
+    types = torch.zeros_like(ids)
+    types[:, sequence // 2:] = 1
+    return [t.to(device) for t in (ids, mask, types)]
+
+
+def timed_ms(run, repeats: int, on_gpu: bool) -> float:
+    """Median milliseconds of `run()` over `repeats` calls (CUDA events on the GPU)."""
+    times = []
+    for _ in range(repeats):
+        if on_gpu:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            run()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            began = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - began) * 1e3)
+    return statistics.median(times)
+
+
+def measure(model, shape: ModelShape, batch: int, sequence: int, device: torch.device, repeats: int) -> dict:
+    on_gpu = device.type == "cuda"
+    row = {"batch": batch, "sequence": sequence,
+           "projected_activation_mib": shape.activation_bytes(batch, sequence, 2 if on_gpu else 4) / MIB}
+    inputs = random_inputs(batch, sequence, shape.vocab, device)
+    try:
+        with torch.inference_mode():
+            if on_gpu:
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+                model(*inputs)
+                torch.cuda.synchronize(device)
+                row["activation_mib"] = (torch.cuda.max_memory_allocated(device) - base) / MIB
+                graph = torch.cuda.CUDAGraph()
+                side = torch.cuda.Stream(device)
+                side.wait_stream(torch.cuda.current_stream(device))
+                with torch.cuda.stream(side):
+                    model(*inputs)  # warm-up outside the graph, as capture requires
+                torch.cuda.current_stream(device).wait_stream(side)
+                with torch.cuda.graph(graph):
+                    model(*inputs)
+                graph.replay()
+                row["forward_ms"] = timed_ms(graph.replay, repeats, on_gpu)
+                del graph
+            else:
+                model(*inputs)
+                row["forward_ms"] = timed_ms(lambda: model(*inputs), repeats, on_gpu)
+    except torch.OutOfMemoryError:
+        row["out_of_memory"] = True
+    if on_gpu:
+        torch.cuda.empty_cache()  # the next shape starts from the weights alone
+    if "forward_ms" in row:
+        row["pairs_per_s"] = batch / row["forward_ms"] * 1e3
+    return row
+
+
+def markdown(meta: dict, rows: list[dict]) -> str:
+    lines = [f"# Encoder memory and speed per shape ({meta['device_name']})", "",
+             f"{meta['model']}: {meta['parameters_m']:.0f} M parameters, {meta['precision']}, weights "
+             f"{meta['weights_mib']:.0f} MiB on the device; {meta['how']}", "",
+             "| batch | sequence | activation MiB | projected MiB | measured / projected | forward ms | pairs/s |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        if row.get("out_of_memory"):
+            lines.append(f"| {row['batch']} | {row['sequence']} | out of memory | "
+                         f"{row['projected_activation_mib']:.0f} | | | |")
+            continue
+        measured = row.get("activation_mib")
+        ratio = f"{measured / row['projected_activation_mib']:.2f}" if measured else "n/a"
+        lines.append(f"| {row['batch']} | {row['sequence']} | {f'{measured:.0f}' if measured else 'n/a'} | "
+                     f"{row['projected_activation_mib']:.0f} | {ratio} | {row['forward_ms']:.2f} | "
+                     f"{row['pairs_per_s']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(args) -> dict:
+    device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
+    if on_gpu and not torch.cuda.is_available():
+        raise SystemExit("gpu_memory: CUDA is not available here (use --device cpu for a dry run)")
+    dtype = torch.float16 if on_gpu and args.precision == "fp16" else torch.float32
+    shape = model_shape(args.model)
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats(device)
+    model = load_plain_bert(str(args.model), device=str(device), dtype=dtype)
+    meta = {
+        "model": args.model.name, "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "precision": "fp16" if dtype == torch.float16 else "fp32", "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if on_gpu else "CPU (no memory figures)",
+        "weights_mib": torch.cuda.memory_allocated(device) / MIB if on_gpu else
+        sum(p.numel() * p.element_size() for p in model.parameters()) / MIB,
+        "torch": torch.__version__,
+        "how": ("peak allocation of one eager forward pass above the weights; forward time: CUDA graph replay, "
+                f"median of {args.repeats}" if on_gpu else f"eager FP32 on the CPU, median of {args.repeats}"),
+    }
+    rows = []
+    for sequence in args.sequences:
+        for batch in args.batches:
+            row = measure(model, shape, batch, sequence, device, args.repeats)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = {"meta": meta, "shapes": rows}
+    (args.out / "memory.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (args.out / "memory.md").write_text(markdown(meta, rows), encoding="utf-8")
+    print(markdown(meta, rows))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.gpu_memory", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True, help="a python-torch export's model.pt")
+    parser.add_argument("--out", type=Path, required=True, help="folder for memory.json / memory.md")
+    parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
+    parser.add_argument("--precision", choices=["fp16", "fp32"], default="fp16", help="on the GPU (default: fp16)")
+    parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32, 128, 256, 512])
+    parser.add_argument("--sequences", type=lambda s: [int(x) for x in s.split(",")], default=[16, 32, 64, 128])
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args(argv)
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
