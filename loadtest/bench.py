@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from loadtest import server_cpu
 from loadtest.run import RESULTS, hardware, read_served_export_info, slug
 from loadtest.server_metrics import NvidiaSmiSampler, model_deltas, scrape
 from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, Workload, answer_problem
@@ -82,10 +83,11 @@ async def closed_loop(url: str, concurrency: int, seconds: float, sampler, score
                 latencies.append((time.perf_counter() - started) * 1e3)
                 pairs += len(request.labels)
 
-        began = time.perf_counter()
+        began, cpu_began = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - began
-    return {"latencies_ms": latencies, "pairs": pairs, "errors": errors, "wrong": wrong, "elapsed_s": elapsed}
+        elapsed, client_cpu = time.perf_counter() - began, time.process_time() - cpu_began
+    return {"latencies_ms": latencies, "pairs": pairs, "errors": errors, "wrong": wrong, "elapsed_s": elapsed,
+            "client_cpu_s": client_cpu}
 
 
 async def tokenized_pairs(client, request) -> dict[str, np.ndarray]:
@@ -132,7 +134,7 @@ async def encoder_ceiling(url: str, concurrency: int, seconds: float, request, t
             "pairs_per_s": done * rows / elapsed}
 
 
-def summarize(concurrency: int, run: dict, deltas: dict, gpu: dict) -> dict:
+def summarize(concurrency: int, run: dict, deltas: dict, gpu: dict, server_cpu: dict | None = None) -> dict:
     latencies = sorted(run["latencies_ms"])
 
     def percentile(q: float) -> float:
@@ -153,7 +155,27 @@ def summarize(concurrency: int, run: dict, deltas: dict, gpu: dict) -> dict:
         "encoder_avg_batch": deltas.get("encoder", {}).get("avg_batch", float("nan")),
         "cache_hit_share": deltas.get("zero_shot", {}).get("cache_hits", 0.0) / max(1, len(latencies)),
         "gpu_memory_mb": gpu.get("memory_used_mb_max"),
+        # CPU milliseconds per answered request, by process (tritonserver, each model's stubs) and for this
+        # client: robust to other load on the machine, and what caps requests/s per core
+        "server_cpu_ms": server_cpu,
+        "client_cpu_ms": run["client_cpu_s"] * 1e3 / max(1, len(latencies)),
     }
+
+
+def cpu_breakdown(rows: list[dict]) -> list[str]:
+    """Server CPU ms per request by process, one row per level (empty for a server on another host)."""
+    rows = [row for row in rows if row.get("server_cpu_ms")]
+    if not rows:
+        return []
+    names = ["tritonserver", *STAGES]
+    lines = ["", "Server CPU ms per request, by process (/proc; tritonserver: gRPC, ensemble, batcher):", "",
+             "| concurrency | " + " | ".join(names) + " | total | requests/s per server core |",
+             "|---" * (len(names) + 3) + "|"]
+    for row in rows:
+        cpu = row["server_cpu_ms"]
+        lines.append(f"| {row['concurrency']} | " + " | ".join(f"{cpu.get(name, 0.0):.2f}" for name in names)
+                     + f" | {cpu['total']:.2f} | {1e3 / cpu['total'] if cpu['total'] else float('nan'):.0f} |")
+    return lines
 
 
 def markdown(meta: dict, rows: list[dict], ceiling: dict | None) -> str:
@@ -164,14 +186,16 @@ def markdown(meta: dict, rows: list[dict], ceiling: dict | None) -> str:
                   f"closed-loop async gRPC client on the same host, full ensemble (tokenization included)")
     lines = [f"# Benchmark {meta['started']}", "", conditions, "",
              "| concurrency | p50 ms | p95 ms | p99 ms | req/s | pairs/s | errors | wrong | encoder batch "
-             "| tokenize+post share | cache hits | GPU MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| tokenize+post share | cache hits | GPU MB | server CPU ms/req | client CPU ms/req |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         memory = f"{row['gpu_memory_mb']:.0f}" if row["gpu_memory_mb"] else "n/a"
+        cpu = f"{row['server_cpu_ms']['total']:.2f}" if row.get("server_cpu_ms") else "n/a"
         lines.append(f"| {row['concurrency']} | {row['p50_ms']:.1f} | {row['p95_ms']:.1f} | {row['p99_ms']:.1f} "
                      f"| {row['requests_per_s']:.1f} | {row['pairs_per_s']:.0f} | {sum(row['errors'].values())} "
                      f"| {row['wrong']} | {row['encoder_avg_batch']:.1f} | {row['host_share']:.0%} "
-                     f"| {row['cache_hit_share']:.0%} | {memory} |")
+                     f"| {row['cache_hit_share']:.0%} | {memory} | {cpu} | {row['client_cpu_ms']:.2f} |")
+    lines += cpu_breakdown(rows)
     if ceiling:
         best = max(rows, key=lambda row: row["pairs_per_s"])
         lines += ["", f"Raw encoder ceiling (same server, same run): {ceiling['pairs_per_s']:.0f} pairs/s with "
@@ -195,7 +219,11 @@ def run(args) -> Path:
         server = TritonServer(args.repository, http, grpc, metrics).__enter__()
         args.grpc_url, args.http_url = server.grpc_url, server.http_url
         args.metrics_url = f"http://127.0.0.1:{metrics}/metrics"
-    http = args.http_url or f"{args.grpc_url.rsplit(':', 1)[0]}:8000"
+    host, grpc_port = args.grpc_url.rsplit(":", 1)
+    # CPU accounting needs the server's processes: ours, or a local one found by its gRPC port
+    server_pid = server.process.pid if server is not None else (
+        server_cpu.find_tritonserver(int(grpc_port)) if host in ("127.0.0.1", "localhost") else None)
+    http = args.http_url or f"{host}:8000"
     metrics_url = args.metrics_url or f"http://{http.rsplit(':', 1)[0]}:8002/metrics"
     try:
         served = read_served_export_info(f"http://{http}")
@@ -211,11 +239,13 @@ def run(args) -> Path:
         rows = []
         for level in levels:
             asyncio.run(closed_loop(args.grpc_url, level, args.warmup_s, sampler, score_kind, args.timeout_s))
-            before = scrape(metrics_url)
+            before, cpu_before = scrape(metrics_url), server_cpu.snapshot(server_pid) if server_pid else None
             with NvidiaSmiSampler() as gpu:
                 result = asyncio.run(closed_loop(args.grpc_url, level, args.duration_s, sampler, score_kind,
                                                  args.timeout_s))
-            row = summarize(level, result, model_deltas(before, scrape(metrics_url)), gpu.summary())
+            cpu = server_cpu.per_request_ms(cpu_before, server_cpu.snapshot(server_pid),
+                                            len(result["latencies_ms"])) if server_pid else None
+            row = summarize(level, result, model_deltas(before, scrape(metrics_url)), gpu.summary(), cpu)
             rows.append(row)
             print(f"[bench] concurrency {level}: p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, "
                   f"{row['requests_per_s']:.1f} req/s, {row['pairs_per_s']:.0f} pairs/s, "

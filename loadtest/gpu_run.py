@@ -118,8 +118,8 @@ def plan(rehearse: bool, bundle: Path | None, work: Path, results: Path, ports: 
                         "--out", str(results), "--batches", sizes.memory_batches,
                         "--sequences", sizes.memory_sequences, *memory_device), 150, needs=("export",)),
         Step("serve", (python, "-m", "zsc_server.serve", "--repository", str(repository), "--http-port", str(http),
-                       "--grpc-port", str(grpc), "--metrics-port", str(metrics),
-                       *(() if rehearse else ("--gpu-metrics",))), 240, needs=("export",), background=True),
+                       "--grpc-port", str(grpc), "--metrics-port", str(metrics)), 240, needs=("export",),
+             background=True),  # GPU memory: nvidia-smi samples (bench); Triton's GPU gauges are not needed
         Step("bench", (python, "-m", "loadtest.bench", *served, "--http-url", f"127.0.0.1:{http}",
                        "--concurrency", sizes.bench_concurrency, "--duration-s", str(sizes.bench_duration_s),
                        "--warmup-s", str(sizes.bench_warmup_s), "--ceiling-s", str(sizes.ceiling_s),

@@ -10,11 +10,13 @@ applies ``only_first`` truncation and the special tokens exactly as a
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
+from zsc_server.pair_layout import NoRoomForText, PairLayout
 from zsc_server.scoring import InputError
 
 ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -40,6 +42,9 @@ def pick_bucket(length: int, buckets: tuple[int, ...]) -> int:
 
 
 class PairTokenizer:
+    # hypotheses (template + label) recur across requests: their token ids are kept, least recently used out
+    HYPOTHESIS_CACHE_SIZE = 4096
+
     def __init__(self, tokenizer_json: str | Path, max_length: int, buckets: tuple[int, ...]) -> None:
         self.max_length = max_length
         self.buckets = buckets
@@ -47,6 +52,8 @@ class PairTokenizer:
         self._sentences = self._load(tokenizer_json, max_length, "longest_first")
         pad_id = self._pairs.token_to_id("[PAD]")
         self.pad_id = 0 if pad_id is None else pad_id
+        self.layout = self._checked_layout()
+        self._hypothesis_ids: OrderedDict[str, list[int]] = OrderedDict()
 
     @staticmethod
     def _load(path: str | Path, max_length: int, strategy: str) -> Tokenizer:
@@ -58,33 +65,80 @@ class PairTokenizer:
     def encode_pairs(self, text: str, hypotheses: list[str]) -> EncodedBatch:
         """One row per hypothesis: [CLS] text [SEP] hypothesis [SEP], text truncated first."""
         text_enc = self._pairs.encode(text, add_special_tokens=False)
-        hyp_encs = self._pairs.encode_batch(hypotheses, add_special_tokens=False)
+        if self.layout is None:
+            return self._post_processed_pairs(text_enc, hypotheses)
+        hypothesis_ids = self._hypotheses(hypotheses)
+        try:
+            return self._pad_rows(self.layout.rows(text_enc.ids, hypothesis_ids, self.max_length))
+        except NoRoomForText as exc:
+            index = exc.args[0]
+            raise self._no_room(index, len(hypothesis_ids[index]), "no text token would be left") from None
+
+    def _post_processed_pairs(self, text_enc: Encoding, hypotheses: list[str]) -> EncodedBatch:
+        """The tokenizer's own post-processor per pair: for layouts PairLayout does not know."""
         rows = []
-        for label_index, hyp_enc in enumerate(hyp_encs):
+        for label_index, hyp_enc in enumerate(self._pairs.encode_batch(hypotheses, add_special_tokens=False)):
             try:
                 rows.append(self._pairs.post_process(text_enc, hyp_enc, add_special_tokens=True))
             except Exception as exc:  # tokenizers raises a plain Exception on truncation failure
-                raise InputError(
-                    "HYPOTHESIS_TEMPLATE",
-                    f"the hypothesis for label {label_index} ({len(hyp_enc.ids)} tokens) leaves no room "
-                    f"for the text within max_length={self.max_length}: shorten the label or template "
-                    f"({exc})",
-                ) from None
+                raise self._no_room(label_index, len(hyp_enc.ids), str(exc)) from None
         return self._pad(rows)
+
+    def _hypotheses(self, hypotheses: list[str]) -> list[list[int]]:
+        cache = self._hypothesis_ids
+        missing = list(dict.fromkeys(h for h in hypotheses if h not in cache))
+        if missing:
+            for hypothesis, encoding in zip(missing, self._pairs.encode_batch(missing, add_special_tokens=False)):
+                cache[hypothesis] = encoding.ids
+            while len(cache) > self.HYPOTHESIS_CACHE_SIZE:
+                cache.popitem(last=False)
+        ids = []
+        for hypothesis in hypotheses:
+            cache.move_to_end(hypothesis)
+            ids.append(cache[hypothesis])
+        return ids
+
+    def _no_room(self, label_index: int, tokens: int, why: str) -> InputError:
+        return InputError(
+            "HYPOTHESIS_TEMPLATE",
+            f"the hypothesis for label {label_index} ({tokens} tokens) leaves no room for the text within "
+            f"max_length={self.max_length}: shorten the label or template ({why})",
+        )
+
+    def _checked_layout(self) -> PairLayout | None:
+        """The post-processor's pair layout, if it reproduces `post_process` exactly on sample pairs
+        (short and long texts, truncated or not); else None and every pair goes through `post_process`."""
+        layout = PairLayout.learn(self._pairs)
+        if layout is None:
+            return None
+        texts = ["a b", "hello world " * self.max_length, "我的快递还没到" * 3]
+        hypotheses = ["b", "this is about delivery", "咨询"]
+        for text in texts:
+            text_enc = self._pairs.encode(text, add_special_tokens=False)
+            encodings = self._pairs.encode_batch(hypotheses, add_special_tokens=False)
+            expected = [self._pairs.post_process(text_enc, h, add_special_tokens=True) for h in encodings]
+            got = layout.rows(text_enc.ids, [h.ids for h in encodings], self.max_length)
+            if any(list(ids) != e.ids or list(types) != e.type_ids for (ids, types), e in zip(got, expected)):
+                return None
+        return layout
 
     def encode_sentences(self, sentences: list[str]) -> EncodedBatch:
         """One row per sentence: [CLS] sentence [SEP], truncated to max_length."""
         return self._pad(self._sentences.encode_batch(sentences, add_special_tokens=True))
 
     def _pad(self, encodings: list[Encoding]) -> EncodedBatch:
-        bucket = pick_bucket(max(len(e.ids) for e in encodings), self.buckets)
-        shape = (len(encodings), bucket)
+        return self._pad_rows([(e.ids, e.type_ids) for e in encodings])
+
+    def _pad_rows(self, rows: list[tuple]) -> EncodedBatch:
+        """(ids, type ids) rows -> int64 arrays padded to the smallest bucket that holds the longest row."""
+        bucket = pick_bucket(max(len(ids) for ids, _ in rows), self.buckets)
+        shape = (len(rows), bucket)
         input_ids = np.full(shape, self.pad_id, dtype=np.int64)
         attention_mask = np.zeros(shape, dtype=np.int64)
         token_type_ids = np.zeros(shape, dtype=np.int64)
-        for row, enc in enumerate(encodings):
-            n = len(enc.ids)
-            input_ids[row, :n] = enc.ids
+        for row, (ids, types) in enumerate(rows):
+            n = len(ids)
+            input_ids[row, :n] = ids
             attention_mask[row, :n] = 1
-            token_type_ids[row, :n] = enc.type_ids
+            token_type_ids[row, :n] = types
         return EncodedBatch(input_ids, attention_mask, token_type_ids)
