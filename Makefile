@@ -24,7 +24,7 @@ SERVE_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup setup-modelscope export serve demo test lint clean up down loadtest loadtest-compare webui bench soak \
-	gpu-bundle gpu-rehearsal gpu-run
+	bench-overhead gpu-bundle gpu-rehearsal gpu-run
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-17s %s\n", $$1, $$2}'
@@ -115,6 +115,9 @@ gpu-rehearsal: setup ## the GPU run's steps on this CPU with a tiny model and sh
 
 gpu-run: ## on a GPU host: export StructBERT-large (random weights), measure memory, bench, Locust; ≤ 8 min
 	bash deploy/gpu/bench-on-gpu-host.sh $(GPU_BUNDLE)
+
+bench-overhead: setup ## the ensemble's own cost on a tiny model: p50 floor at one request, requests/s ceiling and CPU per request
+	$(PY) -m loadtest.overhead
 
 loadtest-compare: setup setup-modelscope ## ours vs the seed stack (ModelScope / HF pipelines behind Flask), same model and inputs [USERS DURATION]
 	$(PY) -m loadtest.compare --users $(USERS) --duration $(DURATION) --baseline-python $(MS_VENV)/bin/python
