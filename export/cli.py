@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -30,11 +31,15 @@ from export.repository import (
 from export.tokenizer import write_tokenizer_json
 from export.torch2onnx import Precision, export_onnx
 from export.validate import ValidationReport, sample_batches, validate_onnx, validate_outputs
+from zsc_server.admission import AdmissionSettings
 from zsc_server.gpus import describe, visible_gpus
 from zsc_server.settings import CPU_BUCKETS, DEFAULT_BUCKETS, ScoringMode, ScoringSettings, sequence_buckets
 from zsc_server.tokenization import PairTokenizer
 
 STEPS = 5
+# Admission control's defaults (zsc_server/admission.py), from measured service times: see README, "Overload".
+ADMISSION_DEFAULTS = {"cpu": AdmissionSettings(target_ms=300, interval_ms=500),
+                      "gpu": AdmissionSettings(target_ms=50, interval_ms=100)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: 64)")
     parser.add_argument("--queue-timeout-ms", type=int, default=10000,
                         help="a request waiting longer in the encoder queue is rejected (default: 10000)")
+    parser.add_argument("--admission-target-ms", type=float, default=None,
+                        help="admission control: while even the quickest answers of an interval spent longer "
+                             "than this in the server, new requests are refused at once as busy, before "
+                             f"tokenizing (default: {ADMISSION_DEFAULTS['gpu'].target_ms:g} with a GPU profile, "
+                             f"{ADMISSION_DEFAULTS['cpu'].target_ms:g} on the CPU; 0: off)")
+    parser.add_argument("--admission-interval-ms", type=float, default=None,
+                        help="admission control's interval (default: "
+                             f"{ADMISSION_DEFAULTS['gpu'].interval_ms:g} with a GPU profile, "
+                             f"{ADMISSION_DEFAULTS['cpu'].interval_ms:g} on the CPU)")
     parser.add_argument("--preprocess-instances", type=int, default=2,
                         help="tokenizer model instances (default: 2)")
     parser.add_argument("--cache-dir", default=None, help="hub download cache (default: the hub's own)")
@@ -154,6 +168,10 @@ def run(args: argparse.Namespace) -> None:
         graph_batch_sizes=profile.graph_batch_sizes if profile else ServingSettings.graph_batch_sizes,
         tensorrt_profiles=len(scoring.buckets) if runtime is Runtime.TENSORRT else 0,
     )
+    admission = ADMISSION_DEFAULTS["gpu" if profile else "cpu"]
+    admission = AdmissionSettings(first(args.admission_target_ms, admission.target_ms),
+                                  first(args.admission_interval_ms, admission.interval_ms))
+    serving = dataclasses.replace(serving, admission=admission)
     entailment = ckpt.entailment_index if ckpt.mode is ScoringMode.NLI else None
 
     # Everything is produced and validated in a scratch dir, the repository assembled in a staging dir
@@ -182,7 +200,7 @@ def run(args: argparse.Namespace) -> None:
             for config in (
                 preprocess_config(scoring, serving),
                 encoder_config(scoring, serving, ckpt.output_name, _output_width(ckpt)),
-                postprocess_config(scoring),
+                postprocess_config(scoring, serving),
                 ensemble_config(ckpt.output_name, served_export_info(args.model, info)),
             ):
                 print(f"    {repository / write_config(staging, config).relative_to(staging)}")

@@ -17,6 +17,7 @@ from pathlib import Path
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
+from zsc_server.admission import AdmissionSettings
 from zsc_server.settings import ScoringSettings
 from zsc_server.tokenization import ENCODER_INPUTS
 
@@ -58,6 +59,8 @@ class ServingSettings:
     graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
     tensorrt_profiles: int = 0  # tensorrt only: the engine's optimization profiles, one per bucket
     response_cache: bool = True
+    # refuse new requests, before tokenizing them, while requests wait longer than this (zsc_server/admission.py)
+    admission: AdmissionSettings = AdmissionSettings()
 
 
 def _tensor(name: str, dtype: str, dims: list[int], optional: bool = False) -> dict:
@@ -103,11 +106,11 @@ def preprocess_config(scoring: ScoringSettings, serving: ServingSettings) -> dic
         "input": REQUEST_INPUTS,
         "output": ENCODED + INTERNAL,
         "instance_group": [{"count": serving.preprocess_instances, "kind": "KIND_CPU"}],
-        "parameters": _params(scoring.to_parameters()),
+        "parameters": _params(scoring.to_parameters() | serving.admission.to_parameters()),
     }
 
 
-def postprocess_config(scoring: ScoringSettings) -> dict:
+def postprocess_config(scoring: ScoringSettings, serving: ServingSettings = ServingSettings()) -> dict:
     return {
         "name": POSTPROCESS,
         "backend": "python",
@@ -115,7 +118,7 @@ def postprocess_config(scoring: ScoringSettings) -> dict:
         "input": [_tensor("encoder_output", "TYPE_FP32", [-1, -1])] + INTERNAL,
         "output": RESPONSE_OUTPUTS,
         "instance_group": [{"count": 1, "kind": "KIND_CPU"}],
-        "parameters": _params(scoring.to_parameters()),
+        "parameters": _params(scoring.to_parameters() | serving.admission.to_parameters()),
     }
 
 

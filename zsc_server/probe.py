@@ -45,10 +45,11 @@ def probe(url: str, model: str, timeout_s: float) -> str | None:
 
 
 def is_busy(status: int, message: str) -> bool:
-    """Triton's bounded queue refusing a request: full ("exceeds maximum queue size"), or the request waited
-    past the queue timeout ("Request timeout expired"); both HTTP 503 (gRPC UNAVAILABLE)."""
+    """The server refusing a request for load: admission control ("busy: requests have waited ..."), or
+    Triton's bounded queue, full ("exceeds maximum queue size") or waited past its timeout ("Request
+    timeout expired"); all HTTP 503 (gRPC UNAVAILABLE)."""
     message = message.lower()
-    return status == 503 and ("queue size" in message or "timeout expired" in message)
+    return status == 503 and ("busy: " in message or "queue size" in message or "timeout expired" in message)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from zsc_server.admission import remove_state
 from zsc_server.gpus import describe, visible_gpus
 from zsc_server.probe import probe
 from zsc_server.revive import ReviveError, Reviver, dead_instances, model_control_flags, stub_models
@@ -231,6 +232,8 @@ class TritonServer:
                 code = self.process.wait()
         elif self.process is not None:
             code = self.process.returncode
+        if self.process is not None:
+            remove_state(self.process.pid)  # admission control's shared state (zsc_server.admission)
         if getattr(self, "_log_file", None):
             self._log_file.close()
             self._log_file = None

@@ -34,5 +34,10 @@ def error_response(exc: Exception, logger) -> pb_utils.InferenceResponse:
     )
 
 
+def busy_response(message: str) -> pb_utils.InferenceResponse:
+    """Refused for load (admission control): UNAVAILABLE, which HTTP answers as 503."""
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.UNAVAILABLE))
+
+
 def bytes_tensor(name: str, values: list[str]) -> pb_utils.Tensor:
     return pb_utils.Tensor(name, np.array([v.encode("utf-8") for v in values], dtype=np.object_))

@@ -1,7 +1,8 @@
-"""Overload: with a bounded encoder queue, far more concurrent requests than the server can hold get an
-immediate "busy" (gRPC UNAVAILABLE / HTTP 503) instead of waiting without limit, and every request that
-is accepted gets its own correct answer. A dedicated server with a small queue (2 waiting requests),
-so that this 2-core machine reaches it quickly."""
+"""Overload: far more concurrent requests than the server can hold get an immediate "busy" (gRPC
+UNAVAILABLE / HTTP 503) instead of waiting without limit, and every request that is accepted gets its own
+correct answer. Two bounds, each on a dedicated server that this 2-core machine overloads quickly: the
+encoder's bounded queue (2 waiting requests, admission control off), and admission control, which refuses
+before tokenizing while answers wait longer than its target."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ LABELS = [f"类别{i}" for i in range(48)]  # many pairs per request: each one k
 def small_queue(structbert, tmp_path_factory):
     repository = export_repository(str(structbert.checkpoint), tmp_path_factory.mktemp("overload") / "repository",
                                    "--max-length", str(STRUCTBERT_MAX_LENGTH), "--max-queue-size", "2",
-                                   "--preprocess-instances", "4")
+                                   "--preprocess-instances", "4", "--admission-target-ms", "0")
     server = start_server("overload", repository)
     yield server
     server.stop()
@@ -59,15 +60,17 @@ def test_excess_requests_are_refused_at_once_and_accepted_ones_answered(small_qu
         assert_matches(result, *reference(text=text, candidate_labels=LABELS))
 
 
-BODY = json.dumps({"inputs": [
-    {"name": "TEXT", "datatype": "BYTES", "shape": [1], "data": ["我的快递还没到"]},
-    {"name": "CANDIDATE_LABELS", "datatype": "BYTES", "shape": [len(LABELS)], "data": LABELS},
-]}).encode()
+def body(text: str) -> bytes:
+    return json.dumps({"inputs": [
+        {"name": "TEXT", "datatype": "BYTES", "shape": [1], "data": [text]},
+        {"name": "CANDIDATE_LABELS", "datatype": "BYTES", "shape": [len(LABELS)], "data": LABELS},
+    ]}).encode()
 
 
-def post(server) -> tuple[int, str]:
-    """One plain KServe v2 JSON request of LABELS: (HTTP status, error text)."""
-    request = urllib.request.Request(f"http://{server.http_url}/v2/models/zero_shot/infer", data=BODY,
+def post(server, text: str = "我的快递还没到") -> tuple[int, str]:
+    """One plain KServe v2 JSON request of LABELS: (HTTP status, error text). The response cache answers a
+    text it has answered before: send a new one to reach the models."""
+    request = urllib.request.Request(f"http://{server.http_url}/v2/models/zero_shot/infer", data=body(text),
                                      headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
@@ -80,7 +83,7 @@ def test_http_says_503_when_busy(small_queue):
     # HTTP's frontend admits fewer requests at once than gRPC's, so gRPC traffic fills the queue too
     with ThreadPoolExecutor(max_workers=52) as pool:
         flood = [pool.submit(classify, small_queue, i) for i in range(40)]
-        statuses = list(pool.map(lambda _: post(small_queue), range(12)))
+        statuses = list(pool.map(lambda i: post(small_queue, f"HTTP 请求 {i}"), range(12)))
         for future in flood:
             future.result()
     codes = {code for code, _ in statuses}
@@ -107,3 +110,58 @@ def test_the_health_probe_passes_while_the_queue_refuses(structbert, tmp_path):
         assert probe_main(["--url", f"http://{server.http_url}"]) == 0
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def admission_server(structbert, tmp_path_factory):
+    """Admission control with a 5 ms target over 50 ms intervals: a flood of 48-label requests keeps every
+    answer above it, so new requests are refused; the encoder queue itself is large (64)."""
+    repository = export_repository(str(structbert.checkpoint), tmp_path_factory.mktemp("admission") / "repository",
+                                   "--max-length", str(STRUCTBERT_MAX_LENGTH), "--preprocess-instances", "4",
+                                   "--admission-target-ms", "5", "--admission-interval-ms", "50")
+    server = start_server("admission", repository)
+    yield server
+    server.stop()
+
+
+def encoder_requests(server) -> int:
+    with urllib.request.urlopen(f"http://{server.http_url}/v2/models/encoder/stats", timeout=10) as response:
+        stats = json.loads(response.read())["model_stats"][0]
+    return int(stats["inference_stats"]["success"]["count"])
+
+
+def test_admission_control_refuses_before_tokenizing_and_recovers(admission_server, structbert):
+    before = encoder_requests(admission_server)
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        outcomes = list(pool.map(lambda i: classify(admission_server, i), range(96)))
+    accepted = [o for o in outcomes if not isinstance(o[2], Exception)]
+    refused = [o for o in outcomes if isinstance(o[2], Exception)]
+    assert accepted and refused, f"{len(accepted)} accepted, {len(refused)} refused: admission did not act"
+    for _, _, error, _ in refused:
+        assert error.status == "StatusCode.UNAVAILABLE", error.message
+        assert "busy: requests have waited over 5 ms" in error.message, error.message
+    # refused in the preprocess, before tokenizing: the encoder saw the accepted requests and no others
+    assert encoder_requests(admission_server) - before == len(accepted)
+    reference = NliReference(structbert.checkpoint, STRUCTBERT_MAX_LENGTH, entailment=0, contradiction=2,
+                             modelscope_layout=True)
+    for _, text, result, _ in accepted[:4]:
+        assert result.text == text
+        assert_matches(result, *reference(text=text, candidate_labels=LABELS))
+    # over HTTP, busy is a 503 that says why; once the flood is gone, requests are admitted again
+    time.sleep(0.2)  # more than an interval without answers: the refusal has expired
+    assert post(admission_server, "风平浪静之后的第一个请求") == (200, "")
+    assert probe(f"http://{admission_server.http_url}", "zero_shot", 30) is None
+
+
+def test_http_refusal_by_admission_is_a_503_the_probe_counts_as_busy(admission_server):
+    statuses = []
+    with ThreadPoolExecutor(max_workers=25) as pool:
+        flood = [pool.submit(classify, admission_server, i) for i in range(120)]
+        while not all(future.done() for future in flood):  # HTTP requests, one after another, meanwhile
+            statuses.append(post(admission_server, f"HTTP 请求 {len(statuses)}"))
+    refused = [text for code, text in statuses if code == 503]
+    assert refused and all("busy: " in text for text in refused), statuses
+    assert {code for code, _ in statuses} <= {200, 503}
+    from zsc_server.probe import is_busy
+
+    assert all(is_busy(503, text) for text in refused)

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from zsc_server.admission import AdmissionGate, AdmissionSettings
 from zsc_server.postprocess import score_labels
 from zsc_server.settings import ScoringSettings
 from zsc_server.triton_adapter import bytes_tensor, error_response, required_input
@@ -16,8 +17,14 @@ from zsc_server.triton_adapter import bytes_tensor, error_response, required_inp
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.settings = ScoringSettings.from_model_config(json.loads(args["model_config"]))
+        config = json.loads(args["model_config"])
+        self.settings = ScoringSettings.from_model_config(config)
+        self.gate = AdmissionGate.for_server(AdmissionSettings.from_model_config(config))
         self.logger = pb_utils.Logger
+
+    def finalize(self):
+        if self.gate:
+            self.gate.close()
 
     def execute(self, requests):
         return [self._one(request) for request in requests]
@@ -33,7 +40,10 @@ class TritonPythonModel:
             start_ns = int(required_input(request, "start_ns").reshape(-1)[0])
         except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error
             return error_response(exc, self.logger)
-        latency_ms = (time.monotonic_ns() - start_ns) / 1e6
+        now_ns = time.monotonic_ns()
+        latency_ms = (now_ns - start_ns) / 1e6
+        if self.gate:
+            self.gate.answered(latency_ms, now_ns)
         return pb_utils.InferenceResponse(
             output_tensors=[
                 bytes_tensor("LABELS", labels),

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from zsc_server.admission import AdmissionGate, AdmissionSettings
 from zsc_server.preprocess import Preprocessor
 from zsc_server.settings import ScoringSettings
 from zsc_server.tokenization import ENCODER_INPUTS
-from zsc_server.triton_adapter import bytes_tensor, error_response, optional_input, required_input
+from zsc_server.triton_adapter import busy_response, bytes_tensor, error_response, optional_input, required_input
 
 
 class TritonPythonModel:
@@ -22,13 +23,21 @@ class TritonPythonModel:
         settings = ScoringSettings.from_model_config(config)
         tokenizer_json = Path(args["model_repository"]) / args["model_version"] / "tokenizer.json"
         self.preprocessor = Preprocessor(settings, tokenizer_json)
+        self.gate = AdmissionGate.for_server(AdmissionSettings.from_model_config(config))
         self.logger = pb_utils.Logger
+
+    def finalize(self):
+        if self.gate:
+            self.gate.close()
 
     def execute(self, requests):
         return [self._one(request) for request in requests]
 
     def _one(self, request):
         start_ns = time.monotonic_ns()
+        refusal = self.gate.admit(start_ns) if self.gate else None
+        if refusal:  # before reading a single input: a refused request costs no tokenization
+            return busy_response(refusal)
         try:
             template = optional_input(request, "HYPOTHESIS_TEMPLATE")
             multi_label = optional_input(request, "MULTI_LABEL")

@@ -1,0 +1,84 @@
+"""Admission control's rule (zsc_server.admission) on a clock the test drives; the served behaviour under a
+flood is in tests/integration/test_overload.py."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import pytest
+
+from zsc_server.admission import AdmissionGate, AdmissionSettings
+
+MS = 1_000_000  # ns
+
+
+@pytest.fixture
+def gate(tmp_path):
+    gate = AdmissionGate(AdmissionSettings(target_ms=50, interval_ms=100, min_answers=4), tmp_path / "state")
+    yield gate
+    gate.close()
+
+
+def answer_interval(gate: AdmissionGate, start_ms: int, sojourns_ms: list[float]) -> None:
+    """Answers spread over one 100 ms interval starting at start_ms."""
+    for i, sojourn in enumerate(sojourns_ms):
+        gate.answered(sojourn, (start_ms + i * 100 // len(sojourns_ms)) * MS)
+
+
+def test_a_standing_queue_refuses_new_requests_for_the_next_interval(gate):
+    answer_interval(gate, 0, [60, 80, 70, 90, 65])  # even the best waited 60 > 50 ms
+    assert gate.admit(99 * MS) is None  # the interval is not over yet
+    gate.answered(70, 100 * MS)  # closes it: standing queue
+    reason = gate.admit(101 * MS)
+    assert reason and reason.startswith("busy: requests have waited over 50 ms")
+    assert gate.admit(199 * MS) is not None
+    assert gate.admit(201 * MS) is None  # no answer since: the refusal expires, no lock-out
+    assert gate.counts() == (2, 2)
+
+
+def test_one_short_wait_in_the_interval_means_no_standing_queue(gate):
+    answer_interval(gate, 0, [60, 80, 10, 90, 65])  # one request went straight through
+    gate.answered(70, 100 * MS)
+    assert gate.admit(101 * MS) is None
+
+
+def test_a_few_long_requests_at_low_load_refuse_nobody(gate):
+    answer_interval(gate, 0, [300, 400])  # two long texts with many labels: slow, but no queue
+    gate.answered(350, 100 * MS)
+    assert gate.admit(101 * MS) is None
+
+
+def test_refusal_lasts_while_the_queue_stands_and_ends_when_it_drains(gate):
+    answer_interval(gate, 0, [60] * 5)
+    answer_interval(gate, 100, [70] * 5)  # closes the first interval: refuse until 200
+    assert gate.admit(150 * MS) is not None
+    answer_interval(gate, 200, [55] * 5)  # closes the second (min 70): refuse until 300
+    assert gate.admit(250 * MS) is not None
+    answer_interval(gate, 300, [20] * 5)  # closes the third (min 55): refuse until 400
+    gate.answered(20, 400 * MS)  # closes the fourth (min 20): drained
+    assert gate.admit(401 * MS) is None
+
+
+def _admit_many(path: str, count: int) -> None:
+    gate = AdmissionGate(AdmissionSettings(target_ms=50), path)
+    for _ in range(count):
+        gate.admit()
+    gate.close()
+
+
+def test_processes_share_one_state(tmp_path):
+    path = tmp_path / "state"
+    workers = [multiprocessing.Process(target=_admit_many, args=(str(path), 500)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    gate = AdmissionGate(AdmissionSettings(target_ms=50), path)
+    assert gate.counts() == (1500, 0)  # no update lost between processes
+    gate.close()
+
+
+def test_settings_round_trip_and_off_by_default():
+    settings = AdmissionSettings(target_ms=120, interval_ms=250, min_answers=3)
+    assert AdmissionSettings.from_parameters(settings.to_parameters()) == settings
+    assert not AdmissionSettings.from_parameters({}).enabled
