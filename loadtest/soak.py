@@ -4,18 +4,27 @@
 
 1. Capacity: a closed loop of --capacity-concurrency async gRPC workers for --capacity-s seconds; its
    answers per second are the capacity.
+   Then one request at a time for --unloaded-s seconds: the unloaded latency the goals compare with.
 2. Soak: an open loop (Poisson arrivals at --load x capacity, whatever the server answers) of
    zsc_client.AsyncZeroShotClient requests for --duration-s seconds, drawn from loadtest/data/workload.json.
    Every request ends up in exactly one bucket:
      correct     answered, and the answer fits the request (loadtest.workload.answer_problem)
-     rejected    refused as overload: the encoder's bounded queue ("exceeds maximum queue size"), its queue
-                 timeout, UNAVAILABLE, or the client's own timeout; counted by kind
+     rejected    refused as overload: admission control ("busy: requests have waited ..."), the encoder's
+                 bounded queue ("exceeds maximum queue size"), its queue timeout, UNAVAILABLE, or the
+                 client's own timeout; counted by kind
      failed      any other error (an internal error under load is a bug)
      mismatched  answered with an answer that does not fit the request
      lost        no answer and no error by the end of the run plus the client timeout
+   With --burst-load, the open loop has three phases instead: --load for --duration-s, then --burst-load x
+   capacity for --burst-s, then --after-load x capacity for --after-s; the report says how long after the
+   burst the latency was back to the unloaded p95 (per-second medians).
 3. Meanwhile the RSS of tritonserver and all its child processes (the Python-backend stubs) is sampled
    (memory must stay flat: first vs last minute, slope). Afterwards the server must be live, ready and answer
    a fresh request correctly within --recover-s.
+
+The goals (reported, met or missed): correct answers/s at least 90% of the capacity, p95 of the correct
+answers at most 3x the unloaded p95, and, with a burst, back to unloaded latency within 10 s. --client-cpus
+pins this load generator to some cores (the server's own, from /proc, are reported beside them).
 
 Writes report.json and report.md under loadtest/results/soak-<date>-<hardware>/. Exit code 1 when any
 response was mismatched, lost or failed, or the server crashed or did not answer again afterwards; 2 when
@@ -27,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import re
 import sys
@@ -79,6 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--server-pid", type=int, default=0,
                         help="tritonserver's PID for RSS sampling (default: the local tritonserver serving "
                              "--grpc-url's port; without one, memory is not sampled)")
+    parser.add_argument("--unloaded-s", type=float, default=20.0,
+                        help="one request at a time for this long before the soak: the unloaded latency (default: "
+                             "%(default)s; 0: skip)")
+    parser.add_argument("--burst-load", type=float, default=0.0,
+                        help="after --duration-s at --load, offer this multiple of the capacity for --burst-s, then "
+                             "--after-load for --after-s (default: no burst)")
+    parser.add_argument("--burst-s", type=float, default=60.0, help="burst length (default: %(default)s)")
+    parser.add_argument("--after-load", type=float, default=0.5, help="load after the burst (default: %(default)s)")
+    parser.add_argument("--after-s", type=float, default=30.0, help="time at --after-load (default: %(default)s)")
+    parser.add_argument("--client-cpus", default="",
+                        help="pin this load generator to these cores, e.g. 1 or 2-3 (default: not pinned)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS, help="parent of the results folder")
     parser.add_argument("--name", default="", help="results folder name (default: soak-<date>-<hardware>)")
@@ -91,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
 def rejection_kind(error: ZeroShotClientError) -> str | None:
     """The kind of overload refusal `error` is, or None when it is not one."""
     message = error.message.lower()
+    if "busy: requests have waited" in message:
+        return "admission"
     if "maximum queue size" in message:
         return "queue full"
     if "timeout expired" in message or "request timeout" in message:
@@ -120,6 +143,7 @@ class Tally:
         self.latencies_ms: list[float] = []
         self.examples: list[str] = []  # a few mismatches and failures, for the report
         self.timeline: dict[int, dict] = {}
+        self.per_second: dict[int, list[float]] = {}  # send second -> latencies of its correct answers
 
     def _bucket(self, at: float) -> dict:
         index = int((at - self.started) // BUCKET_S)
@@ -139,6 +163,7 @@ class Tally:
         else:
             self.correct += 1
             self.latencies_ms.append(latency_ms)
+            self.per_second.setdefault(int(at - self.started), []).append(latency_ms)
             bucket["correct"] += 1
             bucket["latencies_ms"].append(latency_ms)
 
@@ -291,14 +316,15 @@ async def measure_capacity(url: str, sampler, score_kind: str, concurrency: int,
             "concurrency": concurrency}
 
 
-async def open_loop(url: str, sampler, score_kind: str, rate: float, seconds: float, timeout_s: float,
+async def open_loop(url: str, sampler, score_kind: str, phases: list[tuple[float, float]], timeout_s: float,
                     seed: int) -> tuple[Tally, dict]:
-    """Poisson arrivals at `rate` per second for `seconds`, each request its own task, none waited for before
-    the next is sent; then every task gets the client timeout plus a grace period to end."""
+    """Poisson arrivals at each phase's (rate per second, seconds) in turn, each request its own task, none
+    waited for before the next is sent; then every task gets the client timeout plus a grace period to end."""
     rng = random.Random(seed)
     tally = Tally(time.monotonic())
     tasks: set[asyncio.Task] = set()
-    peak_in_flight = 0
+    peak_in_flight = first_phase_sent = 0
+    first_phase_end = tally.started + phases[0][1]
     async with AsyncZeroShotClient(url, "grpc", timeout_s=timeout_s) as client:
 
         async def one(request) -> None:
@@ -313,16 +339,17 @@ async def open_loop(url: str, sampler, score_kind: str, rate: float, seconds: fl
                 problem = f"answer for text {result.text!r} to a request for {request.text!r}"
             tally.on_answer(started, (time.monotonic() - started) * 1e3, problem)
 
-        end = tally.started + seconds
+        end = tally.started + sum(seconds for _, seconds in phases)
         due = tally.started
         while True:
-            due += rng.expovariate(rate)
+            due += rng.expovariate(rate_at(phases, due - tally.started))
             if due >= end:
                 break
             # sleep(0) when behind: the answers' tasks must run even while the sender catches up
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             task = asyncio.create_task(one(sampler.next()))
             tally.on_sent(time.monotonic())
+            first_phase_sent += due < first_phase_end
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             peak_in_flight = max(peak_in_flight, len(tasks))
@@ -333,8 +360,32 @@ async def open_loop(url: str, sampler, score_kind: str, rate: float, seconds: fl
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-    return tally, {"offered_per_s": round(rate, 2), "achieved_send_per_s": round(tally.sent / sending_s, 2),
-                   "sending_s": round(sending_s, 2), "peak_in_flight": peak_in_flight}
+    first_rate, first_s = phases[0]
+    return tally, {"offered_per_s": round(first_rate, 2), "phases": [[round(r, 2), s] for r, s in phases],
+                   "achieved_send_per_s": round(first_phase_sent / first_s, 2), "sending_s": round(sending_s, 2),
+                   "peak_in_flight": peak_in_flight}
+
+
+def rate_at(phases: list[tuple[float, float]], elapsed_s: float) -> float:
+    """The offered rate of the phase `elapsed_s` seconds into the run falls in (the last one's after it)."""
+    for rate, seconds in phases:
+        if elapsed_s < seconds:
+            return rate
+        elapsed_s -= seconds
+    return phases[-1][0]
+
+
+def recovery_s(per_second: dict[int, list[float]], burst_end_s: float, until_s: float, bound_ms: float) -> float | None:
+    """Seconds after the burst's end until the per-second median latency stays at or under `bound_ms` for
+    the rest of the run (None: it never did)."""
+    seconds = [s for s in range(int(burst_end_s), int(until_s)) if per_second.get(s)]
+    recovered = None
+    for second in seconds:
+        if np.median(per_second[second]) <= bound_ms:
+            recovered = second if recovered is None else recovered
+        else:
+            recovered = None
+    return None if recovered is None else max(0.0, recovered - burst_end_s)
 
 
 def http_get(url: str, timeout_s: float = 5.0) -> tuple[int, bytes]:
@@ -367,6 +418,15 @@ async def final_check(url: str, http: str, sampler, score_kind: str, timeout_s: 
             await asyncio.sleep(1)
     return {"live": live == 200, "ready": ready == 200, "answer": answer,
             "answered_after_s": round(time.monotonic() - started, 1)}
+
+
+def admission_policy(http: str) -> dict:
+    """Admission control as served (the preprocess config's admission_* parameters)."""
+    status, body = http_get(f"http://{http}/v2/models/preprocess/config")
+    if status != 200:
+        return {}
+    parameters = json.loads(body).get("parameters", {})
+    return {key: value["string_value"] for key, value in parameters.items() if key.startswith("admission_")}
 
 
 def queue_policy(http: str) -> dict:
@@ -406,8 +466,13 @@ def markdown(report: dict) -> str:
              "", "| | |", "|---|---|",
              f"| capacity (closed loop, {capacity['concurrency']} workers, {capacity['seconds']:.0f} s) | "
              f"{capacity['requests_per_s']:.1f} req/s |",
+             "| unloaded latency (one request at a time) | "
+             + (f"p50 {report['unloaded']['p50_ms']} ms, p95 {report['unloaded']['p95_ms']} ms "
+                f"({report['unloaded']['requests']} requests) |" if report.get("unloaded") else "not measured |"),
              f"| offered load | {meta['load']:g} x capacity = {soak['rates']['offered_per_s']:.1f} req/s for "
-             f"{meta['duration_s']:.0f} s (sent at {soak['rates']['achieved_send_per_s']:.1f} req/s) |",
+             f"{meta['duration_s']:.0f} s (sent at {soak['rates']['achieved_send_per_s']:.1f} req/s)"
+             + "".join(f", then {rate:.1f} req/s for {seconds:.0f} s" for rate, seconds in soak["rates"]["phases"][1:])
+             + " |",
              f"| sent | {soak['sent']} |",
              f"| correct | {soak['correct']} ({soak['correct'] / max(1, soak['sent']):.1%}), "
              f"{soak['correct'] / max(1e-9, soak['rates']['sending_s']):.1f} req/s |",
@@ -433,6 +498,7 @@ def markdown(report: dict) -> str:
         lines.append(f"| process event | {event} |")
     if report["problems"]:
         lines += ["", "Failed because: " + "; ".join(report["problems"]) + "."]
+    lines += ["", *goal_lines(report["goals"])]
     if soak["examples"]:
         lines += ["", "Examples:", *[f"- {example}" for example in soak["examples"]]]
     lines += ["", "Timeline (per 10 s of send time)", "", "| t (s) | sent | correct | rejected | other | p50 ms |",
@@ -443,11 +509,68 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def goal_lines(result: dict) -> list[str]:
+    def mark(met: bool) -> str:
+        return "met" if met else "MISSED"
+
+    lines = ["Goals (steady phase):",
+             f"- correct answers/s {result['goodput_share']:.0%} of capacity (goal ≥ 90%): "
+             f"{mark(result['goodput_met'])}",
+             f"- p95 of correct answers {result['accepted_p95_ms']} ms vs unloaded p95 {result['unloaded_p95_ms']} ms "
+             f"(goal ≤ 3x): {mark(result['latency_met'])}"]
+    if "recovered_after_s" in result:
+        after = result["recovered_after_s"]
+        lines.append(f"- after the burst, back to the unloaded p95 (per-second medians) in "
+                     f"{'never' if after is None else f'{after:.0f} s'} (goal ≤ 10 s): {mark(result['recovery_met'])}")
+    return lines
+
+
 def _counts(counts: dict[str, int]) -> str:
     return "(" + ", ".join(f"{key}: {value}" for key, value in counts.items()) + ")" if counts else ""
 
 
+def cpu_list(spec: str) -> set[int]:
+    """'1' / '0,2' / '2-3' -> core numbers."""
+    cores = set()
+    for part in spec.split(","):
+        low, _, high = part.strip().partition("-")
+        cores.update(range(int(low), int(high or low) + 1))
+    return cores
+
+
+def allowed_cpus(pid: int | None) -> str:
+    """The cores a process may run on, as /proc says (e.g. '0-1')."""
+    try:
+        with open(f"/proc/{pid or 'self'}/status") as status:
+            for line in status:
+                if line.startswith("Cpus_allowed_list:"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def goals(report: dict, phases: list[tuple[float, float]], per_second: dict[int, list[float]]) -> dict:
+    """The overload goals over the first phase (the steady load), and the burst's recovery when there was one."""
+    steady_s = phases[0][1]
+    steady = sorted(latency for second, latencies in per_second.items() if second < steady_s for latency in latencies)
+    capacity = report["capacity"]["requests_per_s"]
+    unloaded_p95 = (report.get("unloaded") or {}).get("p95_ms")
+    result = {"goodput_share": round(len(steady) / steady_s / capacity, 3),
+              "accepted_p95_ms": round(float(np.percentile(steady, 95)), 1) if steady else None,
+              "unloaded_p95_ms": unloaded_p95}
+    result["goodput_met"] = result["goodput_share"] >= 0.9
+    result["latency_met"] = bool(unloaded_p95 and steady and result["accepted_p95_ms"] <= 3 * unloaded_p95)
+    if len(phases) == 3 and unloaded_p95:
+        burst_end = phases[0][1] + phases[1][1]
+        result["recovered_after_s"] = recovery_s(per_second, burst_end, burst_end + phases[2][1], unloaded_p95)
+        result["recovery_met"] = result["recovered_after_s"] is not None and result["recovered_after_s"] <= 10
+    return result
+
+
 def run(args) -> tuple[Path, dict]:
+    if args.client_cpus:
+        os.sched_setaffinity(0, cpu_list(args.client_cpus))
     host = args.grpc_url.rsplit(":", 1)[0]
     http = (args.http_url or f"{host}:8000").removeprefix("http://").rstrip("/")
     metrics_url = args.metrics_url or f"http://{http.rsplit(':', 1)[0]}:8002/metrics"
@@ -466,7 +589,9 @@ def run(args) -> tuple[Path, dict]:
                             else args.workload),
             "label_mode": args.label_mode, "mean_labels": round(sampler.mean_labels(), 2), "load": args.load,
             "duration_s": args.duration_s, "timeout_s": args.timeout_s, "seed": args.seed,
-            "queue_policy": queue_policy(http), "load_generator": "one asyncio process, same host as the server"}
+            "queue_policy": queue_policy(http), "admission": admission_policy(http),
+            "load_generator": f"one asyncio process on the same host, cores {allowed_cpus(None)}; the server's "
+                              f"cores: {allowed_cpus(pid)}"}
     print(f"[soak] {meta['model']} ({meta['runtime']}, {meta['precision']}) on {meta['hardware']}; "
           f"tritonserver pid {pid or 'not found: memory not sampled'}", flush=True)
 
@@ -480,21 +605,33 @@ def run(args) -> tuple[Path, dict]:
                                                 args.capacity_s, args.timeout_s))
         if capacity["requests_per_s"] <= 0:
             raise ValueError(f"no correct answer while measuring capacity: {capacity}")
+    unloaded = None
+    if args.unloaded_s > 0:
+        alone = asyncio.run(closed_loop(args.grpc_url, 1, args.unloaded_s, sampler, score_kind, args.timeout_s))
+        latencies = alone["latencies_ms"]
+        unloaded = {"p50_ms": round(float(np.percentile(latencies, 50)), 1),
+                    "p95_ms": round(float(np.percentile(latencies, 95)), 1), "requests": len(latencies),
+                    "seconds": args.unloaded_s} if latencies else None
     rate = args.load * capacity["requests_per_s"]
-    print(f"[soak] capacity {capacity['requests_per_s']:.1f} req/s; offering {rate:.1f} req/s for "
-          f"{args.duration_s:.0f} s ...", flush=True)
+    phases = [(rate, args.duration_s)]
+    if args.burst_load > 0:
+        phases += [(args.burst_load * capacity["requests_per_s"], args.burst_s),
+                   (args.after_load * capacity["requests_per_s"], args.after_s)]
+    print(f"[soak] capacity {capacity['requests_per_s']:.1f} req/s, unloaded p95 "
+          f"{unloaded['p95_ms'] if unloaded else '?'} ms; offering "
+          + ", then ".join(f"{r:.1f} req/s for {s:.0f} s" for r, s in phases) + " ...", flush=True)
     before = _scrape(metrics_url)
     # memory over the soak itself: its first minute is already under load, warm-up and capacity runs are not in it
     with RssSampler(pid, args.sample_s) as rss:
-        tally, rates = asyncio.run(open_loop(args.grpc_url, sampler, score_kind, rate, args.duration_s,
-                                             args.timeout_s, args.seed))
+        tally, rates = asyncio.run(open_loop(args.grpc_url, sampler, score_kind, phases, args.timeout_s, args.seed))
     after = _scrape(metrics_url)
     end = asyncio.run(final_check(args.grpc_url, http, sampler, score_kind, args.timeout_s, args.recover_s))
     end["crashed"] = rss.server_gone or not end["live"]
-    report = {"meta": meta, "capacity": capacity, "soak": {**tally.summary(), "rates": rates},
+    report = {"meta": meta, "capacity": capacity, "unloaded": unloaded, "soak": {**tally.summary(), "rates": rates},
               "memory": rss.summary(), "server": end,
               "triton_counters": model_deltas(before, after) if before and after else {}}
     report["problems"] = verdict(report)
+    report["goals"] = goals(report, phases, tally.per_second)
 
     name = args.name or f"soak-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{slug(meta['hardware'])}"
     folder = args.out / name

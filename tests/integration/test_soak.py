@@ -37,3 +37,25 @@ def test_soak_overload_loses_and_mixes_up_nothing(structbert, tmp_path, capsys):
     table = (tmp_path / "soak" / "report.md").read_text()
     assert "PASSED" in table and "python-ort, fp32, max_length 64" in table and "| lost | 0 |" in table
     assert "mismatched, 0 lost" in out.out
+
+
+def test_soak_with_a_burst_reports_the_goals_and_the_recovery(structbert, tmp_path, capsys):
+    server = structbert.server
+    code = soak_main(["--grpc-url", server.grpc_url, "--http-url", server.http_url,
+                      "--metrics-url", f"http://127.0.0.1:{server.metrics_port}/metrics",
+                      "--warmup-s", "1", "--capacity-s", "3", "--capacity-concurrency", "8", "--unloaded-s", "2",
+                      "--duration-s", "5", "--load", "1.0", "--burst-load", "4", "--burst-s", "3",
+                      "--after-load", "0.3", "--after-s", "6", "--client-cpus", "0", "--timeout-s", "20",
+                      "--out", str(tmp_path), "--name", "burst"])
+    out = capsys.readouterr()
+    assert code == 0, out.err + out.out
+    report = json.loads((tmp_path / "burst" / "report.json").read_text())
+    assert [phase[1] for phase in report["soak"]["rates"]["phases"]] == [5, 3, 6]
+    assert report["unloaded"]["requests"] > 0 and report["unloaded"]["p50_ms"] <= report["unloaded"]["p95_ms"]
+    goals = report["goals"]
+    assert 0 < goals["goodput_share"] and goals["unloaded_p95_ms"] == report["unloaded"]["p95_ms"]
+    assert "recovered_after_s" in goals and isinstance(goals["recovery_met"], bool)
+    assert report["meta"]["load_generator"].startswith("one asyncio process on the same host, cores 0;")
+    assert report["meta"]["admission"]["admission_target_ms"]  # as served
+    table = (tmp_path / "burst" / "report.md").read_text()
+    assert "Goals (steady phase):" in table and "after the burst, back to the unloaded p95" in table

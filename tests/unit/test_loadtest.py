@@ -208,3 +208,14 @@ def test_a_hung_load_generator_is_killed_and_reported():
         run_locust(stuck, {}, deadline_s=2)
     assert time.monotonic() - started < 10
     assert "stuck" in str(caught.value)
+
+
+def test_soak_phases_recovery_and_core_lists():
+    from loadtest.soak import cpu_list, rate_at, recovery_s
+
+    phases = [(10.0, 5.0), (50.0, 2.0), (5.0, 3.0)]
+    assert [rate_at(phases, t) for t in (0, 4.9, 5.0, 6.9, 7.0, 99)] == [10, 10, 50, 50, 5, 5]
+    per_second = {7: [90.0], 8: [40.0], 9: [80.0], 10: [20.0, 30.0], 11: [25.0]}
+    assert recovery_s(per_second, 7.0, 12.0, 50.0) == 3.0  # 9 s was still slow: recovered from 10 s on
+    assert recovery_s({7: [90.0]}, 7.0, 12.0, 50.0) is None
+    assert cpu_list("0") == {0} and cpu_list("1,3-4") == {1, 3, 4}
