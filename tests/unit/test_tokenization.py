@@ -4,7 +4,7 @@ import pytest
 from transformers import BertTokenizer
 
 from export.random_checkpoint import write_vocab
-from export.tokenizer import write_tokenizer_json
+from export.tokenizer import TokenizerFacts, write_tokenizer_json
 from zsc_server.scoring import InputError
 from zsc_server.tokenization import PairTokenizer, pick_bucket
 
@@ -16,7 +16,7 @@ HYPOTHESES = ["咨询", "这是一条关于投诉的文本", "bug report"]
 def tokenizers(tmp_path_factory):
     root = tmp_path_factory.mktemp("tok")
     write_vocab(root / "vocab.txt")
-    write_tokenizer_json(root, lowercase=True, destination=root / "tokenizer.json")
+    write_tokenizer_json(root, TokenizerFacts(lowercase=True), destination=root / "tokenizer.json")
     ours = PairTokenizer(root / "tokenizer.json", max_length=64, buckets=(16, 32, 64))
     return ours, BertTokenizer(str(root / "vocab.txt"), do_lower_case=True)
 
