@@ -221,3 +221,31 @@ TOKENIZERS = {
     "deberta-v2": deberta_v3,
     "xlm-roberta": xlm_roberta,
 }
+
+
+def write_sentence_transformers(directory: Path, pooling: str = "cls", max_seq_length: int = 128,
+                                seed: int = 4) -> Path:
+    """A sentence-transformers checkpoint on a RoBERTa encoder: Transformer, Pooling (`pooling`: 'cls' or
+    'mean'), Normalize, as e.g. BAAI/bge-* (CLS, normalized) or all-distilroberta-v1 (mean, normalized)."""
+    from transformers import AutoConfig, AutoModel
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ids = byte_level_bpe(directory, 512, "RobertaTokenizer", keep_tokenizer_json=True)
+    config = AutoConfig.for_model("roberta", **TINY, vocab_size=ids["vocab_size"], pad_token_id=ids["pad"],
+                                  bos_token_id=ids["cls"], eos_token_id=ids["sep"], max_position_embeddings=514,
+                                  type_vocab_size=1)
+    torch.manual_seed(seed)
+    AutoModel.from_config(config, add_pooling_layer=False).eval().save_pretrained(directory)
+    modules = [("", "Transformer"), ("1_Pooling", "Pooling"), ("2_Normalize", "Normalize")]
+    (directory / "modules.json").write_text(json.dumps([
+        {"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"}
+        for i, (path, kind) in enumerate(modules)], indent=2), encoding="utf-8")
+    (directory / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}), encoding="utf-8")
+    (directory / "1_Pooling").mkdir(exist_ok=True)
+    (directory / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": TINY["hidden_size"], "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False}, indent=2), encoding="utf-8")
+    (directory / "2_Normalize").mkdir(exist_ok=True)
+    return directory
