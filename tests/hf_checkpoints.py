@@ -58,9 +58,9 @@ BERT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 NO_TYPES = ("input_ids", "attention_mask")
 FAMILIES = {
     family.name: family for family in [
-        Family("bert", "bert", CNE, BERT_INPUTS, 512, "textattack/bert-base-uncased-MNLI"),
+        Family("bert", "bert", CNE, BERT_INPUTS, 512, "BERT-base/large MNLI (named labels)"),
         Family("electra", "electra", {"ENTAILMENT": 0, "NEUTRAL": 1, "CONTRADICTION": 2}, BERT_INPUTS, 512,
-               "howey/electra-base-mnli"),
+               "ELECTRA MNLI (e.g. howey/electra-base-mnli)"),
         Family("roberta", "roberta", CEN, NO_TYPES, 512, "cross-encoder/nli-roberta-base"),
         Family("xlm-roberta", "xlm-roberta", CNE, NO_TYPES, 512, "joeddav/xlm-roberta-large-xnli"),
         Family("deberta-v3", "deberta-v2", ENC, NO_TYPES, 512,
