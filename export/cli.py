@@ -14,7 +14,7 @@ from pathlib import Path
 from export.checkpoint import OFFLINE_ALIASES, load_checkpoint
 from export.errors import ExportError, ValidationError
 from export.gpu_profiles import CARDS, ModelShape, card_for, gpu_profile
-from export.hf2torch import export_plain_torch, plain_torch_runner
+from export.hf2torch import export_plain_torch, plain_torch_runner, require_plain_bert
 from export.onnx2trt import build_engine, engine_runner, import_tensorrt, sequence_profiles
 from export.repository import (
     Runtime,
@@ -33,8 +33,11 @@ from export.torch2onnx import Precision, export_onnx
 from export.validate import ValidationReport, sample_batches, validate_onnx, validate_outputs
 from zsc_server.admission import AdmissionSettings
 from zsc_server.gpus import describe, visible_gpus
+from zsc_server.onnx_encoder import OnnxEncoder
 from zsc_server.settings import CPU_BUCKETS, DEFAULT_BUCKETS, ScoringMode, ScoringSettings, sequence_buckets
 from zsc_server.tokenization import PairTokenizer
+
+MODEL_MAX_LENGTH = "model"  # --max-length model: as long as the model takes (the pipeline's truncation)
 
 STEPS = 5
 # Admission control's defaults (zsc_server/admission.py), from measured service times: see README, "Overload".
@@ -50,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  python -m export --model offline-minilm            # bundled all-MiniLM-L6-v2, offline\n"
         "  python -m export --model damo/nlp_structbert_zero-shot-classification_chinese-base\n"
-        "  python -m export --model ./my-structbert --max-length 256 --runtime onnxruntime",
+        "  python -m export --model ./my-structbert --max-length 256 --runtime onnxruntime\n"
+        "  python -m export --model ./bart-large-mnli --max-length model   # truncate as the HF pipeline",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -76,13 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="python-torch: run on the GPU (KIND_GPU) or the CPU (default: gpu)")
     parser.add_argument("--trt-workspace-gib", type=float, default=4.0,
                         help="tensorrt: builder workspace limit in GiB (default: 4)")
-    parser.add_argument("--max-length", type=int, default=128,
-                        help="max tokens per (text, hypothesis) pair; the text is truncated first (default: 128)")
+    parser.add_argument("--max-length", type=_max_length, default=128,
+                        help="max tokens per (text, hypothesis) pair; the text is truncated first (default: 128); "
+                             f"'{MODEL_MAX_LENGTH}': the model's own limit, where transformers' pipeline truncates "
+                             "(the tokenizer's model_max_length: 512 for most, 1024 for BART)")
     parser.add_argument("--buckets", default="auto",
                         help="padded sequence lengths, e.g. 16,32,64 (max length is always the last); "
                              "auto: fine steps for python-ort (CPU), 16/32/64/... for GPU runtimes")
-    parser.add_argument("--template", default="{}",
-                        help="default hypothesis template, must contain {} (default: '{}', as ModelScope)")
+    parser.add_argument("--template", default=None,
+                        help="default hypothesis template, must contain {} (default: 'This example is {}.' for "
+                             "Hugging Face NLI checkpoints, as transformers' pipeline; '{}' for ModelScope and "
+                             "sentence-transformers checkpoints, as ModelScope's pipeline)")
     parser.add_argument("--max-labels", type=int, default=256, help="labels per request limit (default: 256)")
     parser.add_argument("--max-text-bytes", type=int, default=65536,
                         help="TEXT size limit in UTF-8 bytes (default: 65536)")
@@ -113,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _max_length(value: str) -> int | str:
+    if value == MODEL_MAX_LENGTH:
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of tokens or '{MODEL_MAX_LENGTH}', got {value!r}") from None
+
+
 def step(number: int, message: str) -> None:
     print(f"[export {number}/{STEPS}] {message}", flush=True)
 
@@ -135,11 +152,15 @@ def run(args: argparse.Namespace) -> None:
 
     step(1, f"loading {args.model}")
     ckpt = load_checkpoint(args.model, args.cache_dir)
-    if args.max_length > ckpt.max_position_embeddings:
-        raise ExportError(f"--max-length {args.max_length} exceeds the model's "
-                          f"max_position_embeddings ({ckpt.max_position_embeddings})")
-    step(1, f"{ckpt.layout} layout from {ckpt.directory}: {ckpt.mode.value} mode, output {ckpt.output_name!r}")
-    profile = gpu_profile(args.gpu, model_shape(ckpt), args.max_length) if args.gpu else None
+    if runtime is Runtime.PYTHON_TORCH:
+        require_plain_bert(ckpt)
+    max_length = ckpt.max_length_limit if args.max_length == MODEL_MAX_LENGTH else args.max_length
+    if max_length > ckpt.max_length_limit:
+        raise ExportError(f"--max-length {max_length} exceeds what the model takes ({ckpt.max_length_limit} tokens: "
+                          "its positions and its tokenizer's model_max_length)")
+    step(1, f"{ckpt.layout} layout ({ckpt.model_type}) from {ckpt.directory}: {ckpt.mode.value} mode, "
+            f"output {ckpt.output_name!r}, inputs {', '.join(ckpt.input_names)}")
+    profile = gpu_profile(args.gpu, model_shape(ckpt), max_length) if args.gpu else None
     if profile:
         step(1, f"GPU profile {args.gpu}: {profile.summary()}")
     precision = args.precision or (profile.precision if profile else Precision.FP32)
@@ -149,10 +170,11 @@ def run(args: argparse.Namespace) -> None:
         step(1, f"labels per request limited to {max_labels}: one request must fit the card's largest batch")
     try:
         scoring = ScoringSettings(
-            mode=ckpt.mode, max_length=args.max_length, buckets=parse_buckets(args.buckets, args.max_length, runtime),
-            default_template=args.template,
+            mode=ckpt.mode, max_length=max_length, buckets=parse_buckets(args.buckets, max_length, runtime),
+            default_template=ckpt.default_template if args.template is None else args.template,
             entailment_index=ckpt.entailment_index, contradiction_index=ckpt.contradiction_index,
             max_labels=max_labels, max_text_bytes=args.max_text_bytes, max_labels_bytes=args.max_labels_bytes,
+            encoder_inputs=ckpt.input_names,
         )
     except ValueError as exc:
         raise ExportError(str(exc)) from None
@@ -179,19 +201,22 @@ def run(args: argparse.Namespace) -> None:
     # the served repository as it was.
     with tempfile.TemporaryDirectory(prefix="zsc-export-") as tmp:
         tokenizer_path = Path(tmp) / "tokenizer.json"
-        step(2, f"tokenizer: {write_tokenizer_json(ckpt.directory, ckpt.lowercase, tokenizer_path)}")
+        step(2, f"tokenizer: {write_tokenizer_json(ckpt.directory, ckpt.tokenizer, tokenizer_path)}")
         tokenizer = PairTokenizer(tokenizer_path, scoring.max_length, scoring.buckets)
         batches = sample_batches(tokenizer, pairs=ckpt.mode is ScoringMode.NLI)
 
         artifact, report = encoder_artifact(args, runtime, precision, ckpt, scoring, profile, batches, entailment,
                                             Path(tmp))
+        # The preprocess sends, and the ensemble passes, exactly the inputs the exported encoder declares.
+        scoring = dataclasses.replace(scoring, encoder_inputs=encoder_inputs(artifact, runtime, ckpt))
         with staged_repository(repository) as staging:
             step(5, f"writing {runtime.value} repository to {repository}/")
             copy_static_models(staging)
             shutil.copyfile(tokenizer_path, staging / "preprocess" / "1" / "tokenizer.json")
             version_dir = write_encoder_files(staging, runtime, artifact)
             info = {
-                "source": args.model, "layout": ckpt.layout, "mode": ckpt.mode.value,
+                "source": args.model, "layout": ckpt.layout, "model_type": ckpt.model_type, "mode": ckpt.mode.value,
+                "encoder_inputs": list(scoring.encoder_inputs), "default_template": scoring.default_template,
                 "precision": precision.value, "runtime": runtime.value, "gpu_profile": args.gpu or "",
                 "max_length": scoring.max_length, "buckets": list(scoring.buckets),
                 "validation_max_abs_diff": report.max_abs_diff,
@@ -201,7 +226,8 @@ def run(args: argparse.Namespace) -> None:
                 preprocess_config(scoring, serving),
                 encoder_config(scoring, serving, ckpt.output_name, _output_width(ckpt)),
                 postprocess_config(scoring, serving),
-                ensemble_config(ckpt.output_name, served_export_info(args.model, info)),
+                ensemble_config(ckpt.output_name, served_export_info(args.model, info),
+                                encoder_inputs=scoring.encoder_inputs),
             ):
                 print(f"    {repository / write_config(staging, config).relative_to(staging)}")
             (version_dir.parent / "export.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
@@ -280,6 +306,15 @@ def build_validated_engine(args, precision: Precision, ckpt, scoring: ScoringSet
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+def encoder_inputs(artifact: Path, runtime: Runtime, ckpt) -> tuple[str, ...]:
+    """The exported encoder's inputs: read from the ONNX graph (the TensorRT engine is built from it),
+    the plain-torch BERT's three otherwise."""
+    if runtime is Runtime.PYTHON_TORCH:
+        return ckpt.input_names
+    onnx_path = artifact.with_name("model.onnx")
+    return tuple(OnnxEncoder(str(onnx_path), intra_op_threads=1).input_names)
+
+
 def first(*values):
     """The first value that is set: an explicit option, then the GPU profile's, then the default."""
     return next(value for value in values if value is not None and value is not False)
@@ -287,8 +322,10 @@ def first(*values):
 
 def model_shape(ckpt) -> ModelShape:
     config = ckpt.module.model.config
+    # BART names its feed-forward width encoder_ffn_dim (its other sizes map to the BERT names)
+    intermediate = getattr(config, "intermediate_size", None) or config.encoder_ffn_dim
     return ModelShape(hidden=config.hidden_size, layers=config.num_hidden_layers, heads=config.num_attention_heads,
-                      intermediate=config.intermediate_size, vocab=config.vocab_size)
+                      intermediate=intermediate, vocab=config.vocab_size)
 
 
 def parse_buckets(spec: str, max_length: int, runtime: Runtime) -> tuple[int, ...]:

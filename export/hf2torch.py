@@ -16,11 +16,17 @@ SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention
                 "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "hidden_act")
 
 
+def require_plain_bert(ckpt: LoadedCheckpoint) -> None:
+    """python-torch runs BERT only: refuse other families in one line, before any work is done."""
+    model_type = getattr(ckpt.module.model.config, "model_type", "bert")
+    if model_type not in ("bert", "structbert"):
+        raise ExportError(f"the python-torch runtime runs BERT-architecture encoders (bert, structbert); this "
+                          f"checkpoint is {model_type!r}: use --runtime python-ort, onnxruntime or tensorrt")
+
+
 def plain_bert_shape(ckpt: LoadedCheckpoint) -> BertShape:
+    require_plain_bert(ckpt)
     config = ckpt.module.model.config
-    if getattr(config, "model_type", "bert") not in ("bert", "structbert"):
-        raise ExportError(f"the python-torch runtime runs BERT-architecture encoders; this checkpoint is "
-                          f"{config.model_type!r}: use --runtime python-ort, onnxruntime or tensorrt")
     fields = {name: getattr(config, name) for name in SHAPE_FIELDS}
     if ckpt.mode is ScoringMode.NLI:
         return BertShape(**fields, num_labels=int(config.num_labels), head="classifier")

@@ -110,8 +110,8 @@ def build_engine(onnx_path: Path, plan_path: Path, profiles: list[SequenceProfil
                 kept += 1
     for spec in profiles:
         profile = builder.create_optimization_profile()
-        for name in ENCODER_INPUTS:
-            profile.set_shape(name, *spec.shapes())
+        for index in range(network.num_inputs):  # the graph's own inputs: no token_type_ids for RoBERTa
+            profile.set_shape(network.get_input(index).name, *spec.shapes())
         config.add_optimization_profile(profile)
 
     serialized = builder.build_serialized_network(network, config)
@@ -136,9 +136,9 @@ def engine_runner(plan_path: Path, profiles: list[SequenceProfile], output_name:
     by_sequence = {profile.sequence: index for index, profile in enumerate(profiles)}
 
     def run(feeds: dict) -> np.ndarray:
-        sequence = feeds[ENCODER_INPUTS[0]].shape[1]
+        sequence = feeds["input_ids"].shape[1]
         context.set_optimization_profile_async(by_sequence[sequence], stream.cuda_stream)
-        inputs = {name: torch.from_numpy(feeds[name]).cuda() for name in ENCODER_INPUTS}
+        inputs = {name: torch.from_numpy(feeds[name]).cuda() for name in feeds}
         for name, tensor in inputs.items():
             context.set_input_shape(name, tuple(tensor.shape))
             context.set_tensor_address(name, tensor.data_ptr())

@@ -18,8 +18,7 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
 from zsc_server.admission import AdmissionSettings
-from zsc_server.settings import ScoringSettings
-from zsc_server.tokenization import ENCODER_INPUTS
+from zsc_server.settings import ENCODER_INPUTS, ScoringSettings
 
 SOURCE_REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -74,7 +73,11 @@ def _params(values: dict[str, str]) -> dict:
     return {key: {"string_value": value} for key, value in values.items()}
 
 
-ENCODED = [_tensor(name, "TYPE_INT64", [-1, -1]) for name in ENCODER_INPUTS]
+def _encoded(names: tuple[str, ...]) -> list[dict]:
+    """The preprocess' tokenized outputs: exactly the inputs the exported encoder takes."""
+    return [_tensor(name, "TYPE_INT64", [-1, -1]) for name in names]
+
+
 INTERNAL = [
     _tensor("labels", "TYPE_STRING", [-1]),
     _tensor("multi_label", "TYPE_BOOL", [1]),
@@ -104,7 +107,7 @@ def preprocess_config(scoring: ScoringSettings, serving: ServingSettings) -> dic
         "backend": "python",
         "max_batch_size": 0,
         "input": REQUEST_INPUTS,
-        "output": ENCODED + INTERNAL,
+        "output": _encoded(scoring.encoder_inputs) + INTERNAL,
         "instance_group": [{"count": serving.preprocess_instances, "kind": "KIND_CPU"}],
         "parameters": _params(scoring.to_parameters() | serving.admission.to_parameters()),
     }
@@ -139,7 +142,7 @@ def encoder_config(
         "name": ENCODER,
         # Embedding mode encodes the text as one more row than there are labels.
         "max_batch_size": max(serving.max_batch, scoring.max_labels + 1),
-        "input": [_tensor(name, "TYPE_INT64", [-1]) for name in ENCODER_INPUTS],
+        "input": [_tensor(name, "TYPE_INT64", [-1]) for name in scoring.encoder_inputs],
         "output": [_tensor(output_name, "TYPE_FP32", [output_width])],
         "dynamic_batching": batching,
     }
@@ -178,7 +181,7 @@ def encoder_config(
 
 
 def ensemble_config(encoder_output_name: str, export_info: dict[str, str] | None = None,
-                    response_cache: bool = True) -> dict:
+                    response_cache: bool = True, encoder_inputs: tuple[str, ...] = ENCODER_INPUTS) -> dict:
     def identity(names: list[str]) -> dict:
         return {name: name for name in names}
 
@@ -202,12 +205,12 @@ def ensemble_config(encoder_output_name: str, export_info: dict[str, str] | None
                     "model_name": PREPROCESS,
                     "model_version": -1,
                     "input_map": identity(request_names),
-                    "output_map": identity(list(ENCODER_INPUTS) + internal_names),
+                    "output_map": identity(list(encoder_inputs) + internal_names),
                 },
                 {
                     "model_name": ENCODER,
                     "model_version": -1,
-                    "input_map": identity(list(ENCODER_INPUTS)),
+                    "input_map": identity(list(encoder_inputs)),
                     "output_map": {encoder_output_name: "encoder_output"},
                 },
                 {

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from zsc_server.tokenization import ENCODER_INPUTS
+from zsc_server.settings import ENCODER_INPUTS
 
 OPSET = 17
 
@@ -19,22 +19,24 @@ class Precision(str, enum.Enum):
 
 
 def export_onnx(module: torch.nn.Module, output_name: str, path: Path, precision: Precision) -> Path:
-    """Trace ``module(input_ids, attention_mask, token_type_ids)`` to ``path``.
+    """Trace ``module(*inputs)`` to ``path``, the inputs named by ``module.input_names`` (BERT's three by
+    default; RoBERTa, XLM-R, BART, DeBERTa-v3 and ModernBERT take no token_type_ids).
 
     FP16 converts the weights and activations after export but keeps int64 inputs
     and an FP32 output (``keep_io_types``), so the rest of the ensemble is unchanged.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    sample = torch.ones((2, 16), dtype=torch.int64)
-    axes = {name: {0: "batch_size", 1: "sequence_length"} for name in ENCODER_INPUTS}
+    names = tuple(getattr(module, "input_names", ENCODER_INPUTS))
+    sample = _sample_inputs(module, names)
+    axes = {name: {0: "batch_size", 1: "sequence_length"} for name in names}
     axes[output_name] = {0: "batch_size"}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about python control flow in HF code
         torch.onnx.export(
             module,
-            (sample, sample, torch.zeros_like(sample)),
+            sample,
             str(path),
-            input_names=list(ENCODER_INPUTS),
+            input_names=list(names),
             output_names=[output_name],
             dynamic_axes=axes,
             opset_version=OPSET,
@@ -44,6 +46,18 @@ def export_onnx(module: torch.nn.Module, output_name: str, path: Path, precision
     if precision is Precision.FP16:
         _convert_to_fp16(path)
     return path
+
+
+def _sample_inputs(module: torch.nn.Module, names: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
+    """Two rows of 16 tokens to trace with. BART's classifier reads the state at </s>, so the rows end
+    with it, as every encoded pair does."""
+    ids = torch.ones((2, 16), dtype=torch.int64)
+    config = getattr(getattr(module, "model", None), "config", None)
+    eos = getattr(config, "eos_token_id", None)
+    if isinstance(eos, int):
+        ids[:, -1] = eos
+    feeds = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    return tuple(feeds[name] for name in names)
 
 
 def _convert_to_fp16(path: Path) -> None:

@@ -12,7 +12,8 @@ import torch
 from export.errors import ValidationError
 from export.torch2onnx import Precision
 from zsc_server.onnx_encoder import OnnxEncoder
-from zsc_server.tokenization import ENCODER_INPUTS, EncodedBatch, PairTokenizer
+from zsc_server.settings import ENCODER_INPUTS
+from zsc_server.tokenization import EncodedBatch, PairTokenizer
 
 # Max abs difference of the encoder output allowed against FP32 PyTorch.
 TOLERANCE = {Precision.FP32: 1e-4, Precision.FP16: 5e-2}
@@ -62,11 +63,12 @@ def validate_outputs(module: torch.nn.Module, run: Runner, batches: list[Encoded
     """Compare `run` (the exported model, as the server runs it) with the FP32 PyTorch module."""
     module.eval()  # torch.onnx.export restores the mode it found, dropout included
     worst, rows, agree = 0.0, 0, 0
+    names = getattr(module, "input_names", ENCODER_INPUTS)
     for batch in batches:
-        feeds = batch.as_dict()
+        feeds = batch.as_dict(names)
         got = np.asarray(run(feeds))
         with torch.inference_mode():
-            want = module(*(torch.from_numpy(feeds[name]) for name in ENCODER_INPUTS)).float().numpy()
+            want = module(*(torch.from_numpy(feeds[name]) for name in names)).float().numpy()
         if got.shape != want.shape:
             raise ValidationError(f"{what} output shape {got.shape} differs from PyTorch {want.shape}")
         if not np.all(np.isfinite(got)):

@@ -91,14 +91,16 @@ async def closed_loop(url: str, concurrency: int, seconds: float, sampler, score
 
 
 async def tokenized_pairs(client, request) -> dict[str, np.ndarray]:
-    """What the preprocess model makes of `request`: the encoder's inputs for its pairs."""
+    """What the preprocess model makes of `request`: the encoder's inputs for its pairs (the ones the exported
+    encoder takes: no token_type_ids for RoBERTa-family models)."""
     import tritonclient.grpc as grpcclient
 
     from zsc_client.request import build_inputs
 
     response = await client.infer("preprocess", build_inputs(grpcclient, request.text, list(request.labels),
                                                             None, request.multi_label))
-    return {name: response.as_numpy(name) for name in ("input_ids", "attention_mask", "token_type_ids")}
+    arrays = {name: response.as_numpy(name) for name in ("input_ids", "attention_mask", "token_type_ids")}
+    return {name: array for name, array in arrays.items() if array is not None}
 
 
 async def encoder_ceiling(url: str, concurrency: int, seconds: float, request, timeout_s: float) -> dict:

@@ -112,7 +112,8 @@ def hf_nli(tmp_path_factory) -> Served:
     checkpoint = write_huggingface_nli(root / "checkpoint")
     repository = export_repository(str(checkpoint), root / "repository", "--max-length", "128")
     server = start_server("hf-nli", repository)
-    reference = NliReference(checkpoint, 128, entailment=2, contradiction=0, modelscope_layout=False)
+    reference = NliReference(checkpoint, 128, entailment=2, contradiction=0, modelscope_layout=False,
+                             default_template="This example is {}.")  # transformers' pipeline default
     yield Served(server, checkpoint, repository, reference)
     server.stop()
 

@@ -38,7 +38,7 @@ def _ranked(labels, scores):
 
 class NliReference:
     def __init__(self, directory: Path, max_length: int, entailment: int, contradiction: int,
-                 modelscope_layout: bool) -> None:
+                 modelscope_layout: bool, default_template: str = "{}") -> None:
         self.tokenizer = BertTokenizer(str(directory / "vocab.txt"), do_lower_case=True)
         if modelscope_layout:
             config = json.loads((directory / "config.json").read_text())
@@ -49,8 +49,10 @@ class NliReference:
             self.model = BertForSequenceClassification.from_pretrained(directory)
         self.model.eval()
         self.max_length, self.entailment, self.contradiction = max_length, entailment, contradiction
+        self.default_template = default_template
 
-    def __call__(self, text, candidate_labels, hypothesis_template="{}", multi_label=False):
+    def __call__(self, text, candidate_labels, hypothesis_template=None, multi_label=False):
+        hypothesis_template = hypothesis_template or self.default_template
         labels = parse_labels(candidate_labels)
         pairs = [[text, hypothesis_template.format(label)] for label in labels]
         features = self.tokenizer(pairs, padding=True, truncation="only_first",

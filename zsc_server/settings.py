@@ -19,6 +19,10 @@ class ScoringMode(str, enum.Enum):
     EMBEDDING = "embedding"  # bi-encoder: cosine(text embedding, hypothesis embedding)
 
 
+# The encoder inputs BERT takes; other families take a subset (RoBERTa, XLM-R, BART, DeBERTa-v3 and
+# ModernBERT no token_type_ids). Export writes the ones its ONNX graph declares into `encoder_inputs`.
+ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
 DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512)
 # On CPU every padded token costs compute and the batcher merges little, so shapes follow the real
 # lengths closely (measured: BERT-base on 2 cores, loadtest/results/compare-*).
@@ -50,6 +54,7 @@ class ScoringSettings:
     # instance busy for 20 s tokenizing a hypothesis that could never fit max_length.
     max_labels_bytes: int = 65536
     max_template_bytes: int = 1024
+    encoder_inputs: tuple[str, ...] = ENCODER_INPUTS  # what the preprocess sends the encoder, in order
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", ScoringMode(self.mode))
@@ -65,6 +70,9 @@ class ScoringSettings:
             raise ValueError("entailment_index and contradiction_index must differ")
         if self.max_labels < 1:
             raise ValueError("max_labels must be at least 1")
+        if "input_ids" not in self.encoder_inputs or not set(self.encoder_inputs) <= set(ENCODER_INPUTS):
+            raise ValueError(f"encoder_inputs must include input_ids and be among {ENCODER_INPUTS}: "
+                             f"{self.encoder_inputs}")
 
     def to_parameters(self) -> dict[str, str]:
         """As Triton config ``parameters`` (string values)."""
@@ -87,6 +95,8 @@ class ScoringSettings:
             raw = params[field.name]
             if field.name == "buckets":
                 kwargs[field.name] = tuple(int(x) for x in json.loads(raw))
+            elif field.name == "encoder_inputs":
+                kwargs[field.name] = tuple(json.loads(raw))
             elif field.type in ("int", int):
                 kwargs[field.name] = int(raw)
             else:

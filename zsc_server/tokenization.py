@@ -18,8 +18,7 @@ from tokenizers import Encoding, Tokenizer
 
 from zsc_server.pair_layout import NoRoomForText, PairLayout
 from zsc_server.scoring import InputError
-
-ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+from zsc_server.settings import ENCODER_INPUTS
 
 
 @dataclasses.dataclass
@@ -30,8 +29,9 @@ class EncodedBatch:
     attention_mask: np.ndarray
     token_type_ids: np.ndarray
 
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name) for name in ENCODER_INPUTS}
+    def as_dict(self, names: tuple[str, ...] = ENCODER_INPUTS) -> dict[str, np.ndarray]:
+        """The inputs the encoder takes (`names`: e.g. no token_type_ids for RoBERTa), by name."""
+        return {name: getattr(self, name) for name in names}
 
 
 def pick_bucket(length: int, buckets: tuple[int, ...]) -> int:
@@ -39,6 +39,15 @@ def pick_bucket(length: int, buckets: tuple[int, ...]) -> int:
         if length <= bucket:
             return bucket
     raise ValueError(f"sequence of {length} tokens exceeds the largest bucket {buckets[-1]}")
+
+
+def pad_id(tokenizer: Tokenizer) -> int:
+    """The padding export wrote into tokenizer.json (the checkpoint tokenizer's pad token: <pad> = 1 for
+    RoBERTa and BART), else [PAD] (BERT vocabularies), else 0."""
+    if tokenizer.padding is not None:
+        return int(tokenizer.padding["pad_id"])
+    bert_pad = tokenizer.token_to_id("[PAD]")
+    return 0 if bert_pad is None else bert_pad
 
 
 class PairTokenizer:
@@ -50,8 +59,7 @@ class PairTokenizer:
         self.buckets = buckets
         self._pairs = self._load(tokenizer_json, max_length, "only_first")
         self._sentences = self._load(tokenizer_json, max_length, "longest_first")
-        pad_id = self._pairs.token_to_id("[PAD]")
-        self.pad_id = 0 if pad_id is None else pad_id
+        self.pad_id = pad_id(Tokenizer.from_file(str(tokenizer_json)))
         self.layout = self._checked_layout()
         self._hypothesis_ids: OrderedDict[str, list[int]] = OrderedDict()
 

