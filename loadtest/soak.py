@@ -55,6 +55,7 @@ from loadtest.run import RESULTS, hardware, read_served_export_info, slug
 from loadtest.server_metrics import model_deltas, scrape
 from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, Workload, answer_problem
 from zsc_client import AsyncZeroShotClient, ServerUnavailableError, ZeroShotClientError
+from zsc_server.serve import cpu_list
 
 BUCKET_S = 10.0  # timeline resolution
 ROOT = Path(__file__).resolve().parents[1]
@@ -527,15 +528,6 @@ def goal_lines(result: dict) -> list[str]:
 
 def _counts(counts: dict[str, int]) -> str:
     return "(" + ", ".join(f"{key}: {value}" for key, value in counts.items()) + ")" if counts else ""
-
-
-def cpu_list(spec: str) -> set[int]:
-    """'1' / '0,2' / '2-3' -> core numbers."""
-    cores = set()
-    for part in spec.split(","):
-        low, _, high = part.strip().partition("-")
-        cores.update(range(int(low), int(high or low) + 1))
-    return cores
 
 
 def allowed_cpus(pid: int | None) -> str:

@@ -293,12 +293,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpu-metrics", action="store_true",
                         help="let Triton report GPU utilization and memory on its metrics port (nv_gpu_*; "
                              "the container images turn this on; off by default for the CPU-only local runs)")
+    parser.add_argument("--cpus", default="",
+                        help="run tritonserver and its models on these cores only, e.g. 0 or 0-3 (default: all); "
+                             "keeps a load generator on the other cores out of the server's way")
     parser.add_argument("--no-revive", dest="revive", action="store_false",
                         help="run Triton with no model-control API at all (--model-control-mode=none), so a "
                              "dead stub is never reloaded: the probe's 3 failures stop the server. By default "
                              "the model-repository API is open only to this launcher, through a secret made "
                              "for each start (it is on tritonserver's command line, visible to local users)")
     return parser
+
+
+def cpu_list(spec: str) -> set[int]:
+    """'1' / '0,2' / '2-3' -> core numbers."""
+    cores = set()
+    for part in spec.split(","):
+        low, _, high = part.strip().partition("-")
+        cores.update(range(int(low), int(high or low) + 1))
+    return cores
 
 
 def server_for(args: argparse.Namespace) -> TritonServer:
@@ -309,6 +321,8 @@ def server_for(args: argparse.Namespace) -> TritonServer:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.cpus:  # inherited by tritonserver and every stub it starts
+        os.sched_setaffinity(0, cpu_list(args.cpus))
     server = server_for(args)
     stopping = False
 

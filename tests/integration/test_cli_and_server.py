@@ -49,9 +49,13 @@ def test_cli_health(structbert):
 
 def test_serve_launcher_foreground_and_sigint(structbert):
     """`python -m zsc_server.serve` (what `make serve` runs): ready message, answers, clean Ctrl-C."""
-    with serve_launcher(structbert.repository) as (process, line, grpc):
+    from loadtest.server_cpu import find_tritonserver
+    from loadtest.soak import allowed_cpus
+
+    with serve_launcher(structbert.repository, "--cpus", "0") as (process, line, grpc):
         assert f"127.0.0.1:{grpc}" in line
         assert zsc("health", "--url", f"127.0.0.1:{grpc}").returncode == 0
+        assert allowed_cpus(find_tritonserver(grpc)) == "0"  # --cpus: tritonserver (and its stubs) on core 0
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
         assert "exited with code 0" in process.stdout.read()
