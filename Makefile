@@ -92,10 +92,13 @@ loadtest: setup ## Locust run per user count against HOST, results + report in l
 
 SOAK_DURATION ?= 600
 SOAK_LOAD ?= 2.0
+# more soak flags (python -m loadtest.soak --help), e.g. --burst-load 5 --burst-s 60 --client-cpus 1
+SOAK_ARGS ?=
 
-soak: setup ## open-loop overload (SOAK_LOAD x measured capacity) on the server at HOST for SOAK_DURATION s: every answer checked, nothing lost, memory flat [SOAK_DURATION SOAK_LOAD]
+soak: setup ## open-loop overload (SOAK_LOAD x measured capacity) on the server at HOST for SOAK_DURATION s: every answer checked, nothing lost, memory flat [SOAK_DURATION SOAK_LOAD SOAK_ARGS]
 	$(PY) -m loadtest.soak --grpc-url $(HOST):$(GRPC_PORT) --http-url $(HOST):$(HTTP_PORT) \
-		--metrics-url http://$(HOST):$(METRICS_PORT)/metrics --duration-s $(SOAK_DURATION) --load $(SOAK_LOAD)
+		--metrics-url http://$(HOST):$(METRICS_PORT)/metrics --duration-s $(SOAK_DURATION) --load $(SOAK_LOAD) \
+		$(SOAK_ARGS)
 
 BENCH_CONCURRENCY ?= 1,5,10,32,64,128
 BENCH_DURATION ?= 20
