@@ -7,11 +7,12 @@ thing, before reading the request's inputs, and a refused request costs one hop 
 The rule is CoDel's (Nichols & Jacobson, "Controlling Queue Delay", ACM Queue 2012), applied to
 admission: the postprocess reports every answered request's time in the ensemble (its sojourn); when the
 *shortest* sojourn over an interval (100 ms) exceeds the target, the queue is standing, not a passing
-burst, and new requests are refused until an interval passes whose shortest sojourn is under target.
+burst, and new requests are refused until an interval closes whose shortest sojourn is under target.
 Requests already admitted are served; the queue drains to about the target and stays there, so the
-encoder never runs dry (goodput stays near capacity) and accepted requests wait about the target. Were the
-server to refuse everything, the state expires one interval after the last answer, so it cannot lock
-itself out.
+encoder never runs dry (goodput stays near capacity) and accepted requests wait about the target. The
+refusal lasts from one interval's verdict to the next, however far apart answers come (a GPU's large
+batches answer in clumps); only when no answer at all has come for longer than an interval and twice the
+last standing sojourn does it lapse, so that a server which refused everything cannot lock itself out.
 
 The preprocess and postprocess instances are separate processes of one tritonserver: they share the state
 through a small file in /dev/shm named after tritonserver's pid (the stubs' parent), updated under an
@@ -31,9 +32,10 @@ from pathlib import Path
 
 SHM = Path("/dev/shm")
 PREFIX = "zsc-admission-"
-# window_start_ns, window_min_us, window_answers, overloaded_until_ns, admitted, refused
-_LAYOUT = struct.Struct("<qqqqqq")
-OVERLOADED_UNTIL, ADMITTED, REFUSED = 3, 4, 5
+# window_start_ns, window_min_us, window_answers, overloaded (0/1), standing_min_us, last_answer_ns,
+# admitted, refused
+_LAYOUT = struct.Struct("<qqqqqqqq")
+OVERLOADED, STANDING_MIN_US, LAST_ANSWER_NS, ADMITTED, REFUSED = 3, 4, 5, 6, 7
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +101,8 @@ class AdmissionGate:
         now_ns = time.monotonic_ns() if now_ns is None else now_ns
         with _locked(self._lock_fd):
             state = self._read()
-            overloaded = now_ns < state[OVERLOADED_UNTIL]
+            lapse_ns = max(self.interval_ns, 2 * state[STANDING_MIN_US] * 1000)
+            overloaded = bool(state[OVERLOADED]) and now_ns - state[LAST_ANSWER_NS] < lapse_ns
             state[REFUSED if overloaded else ADMITTED] += 1
             _LAYOUT.pack_into(self._map, 0, *state)
         if overloaded:
@@ -112,17 +115,18 @@ class AdmissionGate:
         now_ns = time.monotonic_ns() if now_ns is None else now_ns
         sojourn_us = int(sojourn_ms * 1e3)
         with _locked(self._lock_fd):
-            window_start, window_min, answers, overloaded_until, admitted, refused = self._read()
+            window_start, window_min, answers, overloaded, standing_min, _, admitted, refused = self._read()
             if answers == 0:  # the first answer since the server started
                 window_start, window_min, answers = now_ns, sojourn_us, 1
             elif now_ns - window_start >= self.interval_ns:
-                # the interval is over: refuse for the next one if even its best request waited too long
+                # the interval is over: refuse until the next verdict if even its best request waited too long
                 standing = window_min > self.target_us and answers >= self.settings.min_answers
-                overloaded_until = now_ns + self.interval_ns if standing else 0
+                overloaded, standing_min = (1, window_min) if standing else (0, 0)
                 window_start, window_min, answers = now_ns, sojourn_us, 1
             else:
                 window_min, answers = min(window_min, sojourn_us), answers + 1
-            _LAYOUT.pack_into(self._map, 0, window_start, window_min, answers, overloaded_until, admitted, refused)
+            _LAYOUT.pack_into(self._map, 0, window_start, window_min, answers, overloaded, standing_min, now_ns,
+                              admitted, refused)
 
     def counts(self) -> tuple[int, int]:
         """(admitted, refused) since the server started."""

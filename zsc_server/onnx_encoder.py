@@ -17,7 +17,8 @@ from zsc_server.batching import merge_feeds, split_rows
 class OnnxEncoder:
     def __init__(self, model_path: str, intra_op_threads: int = 0, providers: list[str] | None = None):
         options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads or (os.cpu_count() or 1)
+        # the cores this process may use (a server pinned with `--cpus` has fewer than the machine)
+        options.intra_op_num_threads = intra_op_threads or len(os.sched_getaffinity(0))
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # ONNX Runtime's threads spin while they wait for work: at one request at a time they burned 8 ms of
         # CPU per request of a tiny model (measured: make bench, loadtest/server_cpu.py), CPU that the

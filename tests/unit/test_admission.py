@@ -25,15 +25,22 @@ def answer_interval(gate: AdmissionGate, start_ms: int, sojourns_ms: list[float]
         gate.answered(sojourn, (start_ms + i * 100 // len(sojourns_ms)) * MS)
 
 
-def test_a_standing_queue_refuses_new_requests_for_the_next_interval(gate):
+def test_a_standing_queue_refuses_new_requests_until_the_next_verdict(gate):
     answer_interval(gate, 0, [60, 80, 70, 90, 65])  # even the best waited 60 > 50 ms
     assert gate.admit(99 * MS) is None  # the interval is not over yet
     gate.answered(70, 100 * MS)  # closes it: standing queue
     reason = gate.admit(101 * MS)
     assert reason and reason.startswith("busy: requests have waited over 50 ms")
-    assert gate.admit(199 * MS) is not None
-    assert gate.admit(201 * MS) is None  # no answer since: the refusal expires, no lock-out
-    assert gate.counts() == (2, 2)
+    gate.answered(75, 180 * MS)  # answers keep coming, within the interval: still refusing
+    assert gate.admit(250 * MS) is not None  # 70 ms since the last answer
+    assert gate.counts() == (1, 2)
+
+
+def test_refusal_outlasts_the_gaps_of_clumped_answers_but_lapses_when_answers_stop(gate):
+    answer_interval(gate, 0, [400] * 5)  # big batches: answers come in clumps, each waited 400 ms
+    gate.answered(400, 100 * MS)  # standing, with a shortest sojourn of 400 ms
+    assert gate.admit(850 * MS) is not None  # 750 ms without an answer: a gap between clumps, still refusing
+    assert gate.admit(901 * MS) is None  # 801 ms > twice the standing sojourn: it lapsed, no lock-out
 
 
 def test_one_short_wait_in_the_interval_means_no_standing_queue(gate):
