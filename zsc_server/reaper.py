@@ -6,21 +6,22 @@ Why it is needed (measured, tests/integration/test_orphans.py):
   when it is gone, except when tritonserver dies while the stub waits, holding the GIL, for it to take a
   response (`Stub::ProcessRequests`): the stub's exit path needs the GIL, so it hangs there for good (its
   stack: main thread in `sem_wait`, health thread in `gil_scoped_acquire` in `Stub::~Stub`). Under load,
-  a SIGKILLed tritonserver left 1 to 3 of its 4 stubs running in 5 of 8 tries. Stubs ignore SIGTERM.
+  a SIGKILLed tritonserver left 1 to 3 of its 4 stubs running in 7 of 14 tries. Stubs ignore SIGTERM.
 - The shared-memory region that tritonserver makes for each stub (/dev/shm/<prefix><uuid>) is removed
-  only when the model unloads: never after a SIGKILL or a crash, nor for a model copy that never
-  unloads (one whose stub died), which an exit timeout leaves behind.
+  when the model unloads, or by a stub that leaves after tritonserver died; a stuck or SIGKILLed stub's
+  region stays, and so do those of a model copy that never unloads (one whose stub died), which an exit
+  timeout leaves behind.
 - tritonserver itself keeps running when the process that started it is SIGKILLed.
 
 So every tritonserver gets its own shared-memory prefix (`--backend-config=python,shm-region-prefix-name`,
 random): its command line, its stubs' command lines and its regions' names all carry it. A reaper process
 (`python -m zsc_server.reaper`), started before tritonserver in a session of its own (signals to the
-launcher's process group miss it), waits for whichever comes first: tritonserver exits, the process that
-started it exits (a pidfd, so however it ends), or that process says "stop". Then it SIGKILLs
-tritonserver if it still runs (its owner went away without stopping it), gives the stubs a second to
-leave by themselves, SIGKILLs those that stay, removes /dev/shm/<prefix>*, prints what it did as one JSON
-line and exits. Standard library only: it runs
-inside the Triton image as it is.
+launcher's process group miss it), waits for whichever comes first (it looks every 0.1 s): tritonserver
+exits, the process that started it exits (however it ends: the reaper then has another parent), or that
+process says "stop". Then it SIGKILLs tritonserver if it still runs (its owner went away without stopping
+it), gives the stubs a second to leave by themselves, SIGKILLs those that stay, removes
+/dev/shm/<prefix>*, prints what it did as one JSON line and exits. Standard library only: it runs inside
+the Triton image as it is.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ SERVER_NAME = "tritonserver"
 # A stub looks for tritonserver every 300 ms: one that is still there after this is stuck (see above)
 STUB_GRACE_S = 1.0
 KILL_PATIENCE_S = 5.0
+POLL_S = 0.1  # how often it looks whether tritonserver or the owner has ended
 
 
 def carriers(prefix: str, exclude: int | None = None) -> dict[int, str]:
@@ -97,34 +99,40 @@ def reap(prefix: str, exclude: int | None = None, grace_s: float = STUB_GRACE_S)
     return {"killed": {str(pid): name for pid, name in killed.items()}, "regions": removed}
 
 
-def wait_for_end(owner_fd: int, commands) -> str:
-    """Block until tritonserver exits, the owner exits or says "stop" (or closes the pipe); returns which.
-    `commands` is the readable end of the owner's pipe: lines "server <pid>", "stop"."""
+def ended(pid: int) -> bool:
+    """Whether process `pid` has exited: gone, or a zombie that its parent has not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def wait_for_end(owner: int, commands: int) -> str:
+    """Block until tritonserver exits, the owner exits (this process is then someone else's child: no pid
+    can be mistaken for it) or says "stop" (or closes the pipe); returns which. `commands` is the readable
+    end of the owner's pipe: lines "server <pid>", "stop"."""
     poller = select.poll()
-    poller.register(owner_fd, select.POLLIN)
     poller.register(commands, select.POLLIN)
-    server_fd, pending = None, b""
+    server, pending = None, b""
     while True:
-        for fd, _ in poller.poll():
-            if fd == owner_fd:
-                return "its owner exited"
-            if fd == server_fd:
-                return "tritonserver exited"
-            data = os.read(commands, 4096)
-            if not data:
-                return "its owner closed the pipe"
-            pending += data
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                word, _, value = line.decode().partition(" ")
-                if word == "stop":
-                    return "stopped by its owner"
-                if word == "server" and server_fd is None:
-                    try:
-                        server_fd = os.pidfd_open(int(value))
-                    except ProcessLookupError:
-                        return "tritonserver exited"
-                    poller.register(server_fd, select.POLLIN)
+        if os.getppid() != owner:
+            return "its owner exited"
+        if server is not None and ended(server):
+            return "tritonserver exited"
+        if not poller.poll(POLL_S * 1000):
+            continue
+        data = os.read(commands, 4096)
+        if not data:
+            return "its owner closed the pipe"
+        pending += data
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            word, _, value = line.decode().partition(" ")
+            if word == "stop":
+                return "stopped by its owner"
+            if word == "server":
+                server = int(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,12 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         description="Kill what is left of one tritonserver (itself, its Python-backend stubs) and remove its "
         "shared memory once it or its owner exits. Started by zsc_server.serve.TritonServer, not by hand.")
     parser.add_argument("--prefix", required=True, help="the tritonserver's shared-memory prefix")
-    parser.add_argument("--owner-fd", type=int, required=True, help="a pidfd of the owning process")
+    parser.add_argument("--owner", type=int, required=True, help="the pid of the process that started this one")
     args = parser.parse_args(argv)
     if len(args.prefix) < 12:
         parser.error("--prefix must be the server's unique prefix, not a common one")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the launcher, which then stops us
-    reason = wait_for_end(args.owner_fd, sys.stdin.fileno())
+    reason = wait_for_end(args.owner, sys.stdin.fileno())
     report = {"why": reason, **reap(args.prefix, exclude=os.getpid())}
     if reason.startswith("its owner") and (report["killed"] or report["regions"]):
         # nobody else will say it: the owner is gone

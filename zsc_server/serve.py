@@ -135,16 +135,12 @@ STUCK_UNLOAD_S = 3.0
 
 def start_reaper(shm_prefix: str) -> subprocess.Popen:
     """zsc_server.reaper for the tritonserver that is about to start with `shm_prefix`, watching this process
-    (a pidfd: it sees this process end, however it ends), in a session of its own."""
-    owner = os.pidfd_open(os.getpid())
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-m", "zsc_server.reaper", "--prefix", shm_prefix, "--owner-fd", str(owner)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(owner,), start_new_session=True,
-            env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])),
-        )
-    finally:
-        os.close(owner)
+    (its parent: it sees this process end, however it ends), in a session of its own."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "zsc_server.reaper", "--prefix", shm_prefix, "--owner", str(os.getpid())],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])),
+    )
 
 
 class TritonServer:

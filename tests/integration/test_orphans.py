@@ -7,7 +7,7 @@ command line, its stubs' and its regions' names carry, and by the pids seen befo
 tritonservers on the same machine are never touched.
 
 Without the reaper, a SIGKILLed tritonserver under load left 1 to 3 of its 4 stubs running (forever) in
-5 of 8 tries here, and a SIGKILLed launcher left tritonserver itself running.
+7 of 14 tries here, and a SIGKILLed launcher left tritonserver itself running.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def test_a_stop_after_a_stub_reload_is_quick_and_clean(structbert):
     """After the launcher reloaded a model whose stub died, the replaced copy never finishes unloading in
     Triton 2.51: its shutdown used to wait out the 30 s exit timeout and exit 1. Now, once every model in
     service has unloaded and only dead stubs' instances are left, the launcher kills tritonserver, says so,
-    and exits 0 within seconds, with nothing left behind."""
+    and exits 0 well within that timeout, with nothing left behind."""
     with serve_launcher(structbert.repository, "--probe-interval-s", "60") as (launcher, _, grpc_port):
         printed = []
         reader = threading.Thread(target=lambda: printed.extend(launcher.stdout), daemon=True)
@@ -168,8 +168,9 @@ def test_a_stop_after_a_stub_reload_is_quick_and_clean(structbert):
         took = time.monotonic() - stopping
         reader.join(5)
         footprint.wait_until_gone(time.monotonic())
-    shutdown = "".join(line for line in printed if "stopping tritonserver" in line or "killed" in line
-                       or "exited with code" in line)
+    shutdown = "".join(printed[next(i for i, line in enumerate(printed) if "stopping tritonserver" in line):])
     print(f"stopped in {took:.1f} s, exit code {code}:\n{shutdown}")
     assert code == 0, "".join(printed[-10:])
-    assert took < 10, f"stopping took {took:.1f} s:\n{shutdown}"
+    # Triton's exit timeout is 30 s; STUCK_UNLOAD_S (3 s) plus unloading the models took 5-10 s on this shared
+    # 2-core machine
+    assert took < 20, f"stopping took {took:.1f} s:\n{shutdown}"

@@ -122,6 +122,6 @@ def test_when_the_owner_is_sigkilled_tritonserver_and_its_stubs_are_killed(tmp_p
 
 
 def test_the_reaper_refuses_a_prefix_that_other_servers_could_share():
-    result = subprocess.run([sys.executable, "-m", "zsc_server.reaper", "--prefix", "triton_", "--owner-fd", "0"],
+    result = subprocess.run([sys.executable, "-m", "zsc_server.reaper", "--prefix", "triton_", "--owner", "1"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "unique prefix" in result.stderr
