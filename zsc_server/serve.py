@@ -221,8 +221,12 @@ class TritonServer:
         except OSError:
             self.stop()
             raise
-        self._reaper.stdin.write(f"server {self.process.pid}\n".encode())
-        self._reaper.stdin.flush()
+        try:
+            self._reaper.stdin.write(f"server {self.process.pid}\n".encode())
+            self._reaper.stdin.flush()
+        except OSError as exc:  # it is gone: nothing would clean up after this server
+            self.stop()
+            raise ServerError(f"zsc_server.reaper exited at start ({exc}); its error is above") from exc
         return self
 
     def is_ready(self) -> bool:
@@ -334,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m zsc_server.serve",
         description="Run tritonserver (the nvidia-pytriton wheel's, or $TRITONSERVER with $TRITON_BACKENDS, as "
         "in the container image) on a model repository in the foreground, probing it and reloading a model "
-        "whose Python-backend stub died; Ctrl-C or SIGTERM stops it cleanly.",
+        "whose Python-backend stub died; Ctrl-C or SIGTERM stops it cleanly. However the launcher ends, a reaper "
+        "process (zsc_server.reaper) then ends tritonserver and its stubs and removes their shared memory.",
     )
     parser.add_argument("--repository", type=Path, default=PROJECT_ROOT / "model_repository")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
@@ -421,13 +426,13 @@ STUB_CHECK_S = 1.0  # how often the launcher looks for dead stubs (in /proc), be
 
 
 def watch(server: TritonServer, interval_s: float, stopping) -> int | None:
-    """Wait for tritonserver to exit (its exit code) or `stopping()` (None), running the inference probe
-    every `interval_s` meanwhile. Triton
-    2.51 keeps a model "ready" after its Python-backend stub died and fails every request that reaches it,
-    so the launcher also looks at the stubs every STUB_CHECK_S: when one has died it reloads that model
-    at once (zsc_server.revive), and when a probe fails naming a dead stub, that one. After
-    PROBE_FAILURES failed probes in a row it stops tritonserver and returns UNHEALTHY_EXIT, for whatever
-    supervises it (a shell loop, systemd, Docker's restart policy, Kubernetes) to restart it."""
+    """Wait for tritonserver to exit (returns its exit code) or for `stopping()` (returns None), running the
+    inference probe every `interval_s` meanwhile. Triton 2.51 keeps a model "ready" after its Python-backend
+    stub died and fails every request that reaches it, so the launcher also looks at the stubs every
+    STUB_CHECK_S: when one has died it reloads that model at once (zsc_server.revive), and when a probe
+    fails naming a dead stub, that one. After PROBE_FAILURES failed probes in a row it returns
+    UNHEALTHY_EXIT: main() stops tritonserver, for whatever supervises the launcher (a shell loop, systemd,
+    Docker's restart policy, Kubernetes) to restart it."""
     url, pid = f"http://{server.http_url}", server.process.pid
     reviver = Reviver(server.http_url, server.admin_secret, pid) if server.admin_secret else None
     failures, stubs, next_probe = 0, stub_models(pid), time.monotonic() + interval_s

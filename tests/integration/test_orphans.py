@@ -123,7 +123,7 @@ def test_nothing_outlives_a_tritonserver_killed_under_load(structbert, how):
     assert server.reaped is not None and server.reaped["why"] == "tritonserver exited"
 
 
-@pytest.mark.parametrize("how", ["sigkill-1", "sigkill-2", "group-sigkill", "crash", "sigterm"])
+@pytest.mark.parametrize("how", ["sigkill", "group-sigkill", "crash", "sigterm"])
 def test_nothing_outlives_a_launcher_killed_under_load(structbert, how):
     """`make serve`'s launcher ends by `how` (its whole process group at once for group-sigkill, as
     `kill -9 -PGID` or a terminal hang-up would) while clients send requests: tritonserver, its stubs and
