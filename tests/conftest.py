@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from export.cli import main as export_main
@@ -63,11 +64,17 @@ def serve_structbert(root: Path, name: str, *export_args: str) -> Served:
     return Served(start_server(name, repository), checkpoint, repository, reference)
 
 
+def launcher_server(launcher_pid: int) -> int:
+    """The pid of the tritonserver that `make serve`'s launcher runs (its other child is zsc_server.reaper)."""
+    [server] = [child.pid for child in psutil.Process(launcher_pid).children() if child.name() == "tritonserver"]
+    return server
+
+
 @contextlib.contextmanager
 def serve_launcher(repository: Path, *extra_args: str, stderr=subprocess.DEVNULL):
     """`python -m zsc_server.serve` (what `make serve` runs) on free ports, once it printed its ready line:
     yields (process, ready line, grpc port). At the end, whatever is left of it, its tritonserver and the
-    stubs (its own process group) is killed: a SIGKILLed launcher would leave tritonserver running."""
+    stubs (its own process group) is killed; its reaper then removes what that leaves (test_orphans.py)."""
     http, grpc, metrics = free_ports(3)
     process = subprocess.Popen(
         [sys.executable, "-m", "zsc_server.serve", "--repository", str(repository), "--http-port", str(http),

@@ -31,6 +31,7 @@ import uuid
 ADMIN_HEADER = "zsc-admin-key"
 # The config parameter whose new value makes a load a full reload (see the module docstring).
 RELOAD_PARAMETER = "zsc_reload_id"
+STUB_NAME = "triton_python_backend_stub"
 DEAD_STUB = re.compile(r"Stub process '([^']+)' is not healthy")
 
 
@@ -132,23 +133,43 @@ def process_state(pid: int | str) -> tuple[str, int] | None:
     return state, int(parent)
 
 
+def children(server_pid: int) -> dict[int, str]:
+    """{pid: state letter} of the child processes of `server_pid`, from /proc."""
+    found = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and (state := process_state(entry.name)) is not None and state[1] == server_pid:
+            found[int(entry.name)] = state[0]
+    return found
+
+
+def dead_stubs(server_pid: int) -> list[int]:
+    """The Python-backend stubs of tritonserver `server_pid` that died and that it has not reaped (zombies,
+    which have no command line left: known by their name, as the kernel keeps it)."""
+    dead = []
+    for pid, state in children(server_pid).items():
+        try:
+            with open(f"/proc/{pid}/comm") as comm:
+                if state == "Z" and comm.read().strip() == STUB_NAME[:15]:  # the kernel keeps 15 characters
+                    dead.append(pid)
+        except OSError:
+            continue
+    return dead
+
+
 def stub_models(server_pid: int) -> dict[int, str]:
     """{pid: model} of the live Python-backend stubs under tritonserver `server_pid`, from /proc: a stub's
     command line is the stub, <repository>/<model>/<version>/model.py, ..."""
     stubs = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        state = process_state(entry.name)
-        if state is None or state[0] == "Z" or state[1] != server_pid:
+    for pid, state in children(server_pid).items():
+        if state == "Z":
             continue
         try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
                 args = cmdline.read().decode(errors="replace").split("\0")
         except OSError:
             continue  # gone meanwhile, or not ours to read
-        if len(args) > 1 and args[0].endswith("triton_python_backend_stub"):
-            stubs[int(entry.name)] = os.path.basename(os.path.dirname(os.path.dirname(args[1])))
+        if len(args) > 1 and args[0].endswith(STUB_NAME):
+            stubs[pid] = os.path.basename(os.path.dirname(os.path.dirname(args[1])))
     return stubs
 
 

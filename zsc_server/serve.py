@@ -29,10 +29,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from zsc_server.admission import remove_state
 from zsc_server.gpus import describe, visible_gpus
 from zsc_server.probe import probe
-from zsc_server.revive import ReviveError, Reviver, dead_instances, model_control_flags, stub_models
+from zsc_server.reaper import SHM_PREFIX_FLAG, reap
+from zsc_server.revive import ReviveError, Reviver, dead_instances, dead_stubs, model_control_flags, stub_models
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,6 +129,22 @@ def server_environment() -> dict[str, str]:
     return env
 
 
+# How long tritonserver may go on waiting, with no stub alive, for instances whose stub died (see
+# TritonServer._wait_for_exit): longer than the 1 s that Triton gives a stub to show it is healthy while
+# it unloads a model whose stub died, and the SIGKILL and reaping that follow.
+STUCK_UNLOAD_S = 3.0
+
+
+def start_reaper(shm_prefix: str) -> subprocess.Popen:
+    """zsc_server.reaper for the tritonserver that is about to start with `shm_prefix`, watching this process
+    (its parent: it sees this process end, however it ends), in a session of its own."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "zsc_server.reaper", "--prefix", shm_prefix, "--owner", str(os.getpid())],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])),
+    )
+
+
 class TritonServer:
     """A tritonserver process on a model repository; a context manager that waits for readiness."""
 
@@ -152,7 +168,13 @@ class TritonServer:
         self.host, self.http_port, self.grpc_port, self.metrics_port = host, http_port, grpc_port, metrics_port
         self.log_path = Path(log_path) if log_path else None
         self.extra_args, self.gpu_metrics = extra_args, gpu_metrics
+        # Names this server's stubs and shared memory, for zsc_server.reaper (random: several servers may run)
+        self.shm_prefix = f"zsc_{secrets.token_hex(8)}_"
         self.process: subprocess.Popen | None = None
+        self._terminated = False
+        self.shutdown_notes: list[str] = []  # what stop() had to do beyond a plain SIGTERM, for the log
+        self.reaped: dict | None = None  # the reaper's report: what tritonserver left behind
+        self._reaper: subprocess.Popen | None = None
         self._workdir: tempfile.TemporaryDirectory | None = None
 
     @property
@@ -180,6 +202,7 @@ class TritonServer:
             f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
             f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true", f"--allow-gpu-metrics={str(self.gpu_metrics).lower()}",
+            f"{SHM_PREFIX_FLAG}{self.shm_prefix}",
             *self.extra_args,
         ]
 
@@ -189,12 +212,23 @@ class TritonServer:
             raise ServerError(f"{self.repository} has no exported model: run `make export` first")
         self._workdir = tempfile.TemporaryDirectory(prefix="zsc-triton-")
         backends = prepare_backends(Path(self._workdir.name) / "backends")
+        self._reaper = start_reaper(self.shm_prefix)  # first: from here on, nothing of this server can outlive us
         output = open(self.log_path, "wb") if self.log_path else None  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            self.command(backends), env=server_environment(), stdout=output, stderr=subprocess.STDOUT
-            if output else None, start_new_session=output is not None,
-        )
         self._log_file = output
+        try:
+            self.process = subprocess.Popen(
+                self.command(backends), env=server_environment(), stdout=output, stderr=subprocess.STDOUT
+                if output else None, start_new_session=output is not None,
+            )
+        except OSError:
+            self.stop()
+            raise
+        try:
+            self._reaper.stdin.write(f"server {self.process.pid}\n".encode())
+            self._reaper.stdin.flush()
+        except OSError as exc:  # it is gone: nothing would clean up after this server
+            self.stop()
+            raise ServerError(f"zsc_server.reaper exited at start ({exc}); its error is above") from exc
         return self
 
     def is_ready(self) -> bool:
@@ -220,20 +254,25 @@ class TritonServer:
         tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
         return f"; last lines of {self.log_path}:\n" + "\n".join(tail)
 
+    def terminate(self) -> None:
+        """SIGTERM tritonserver (once: it drains in-flight requests, unloads the models and exits)."""
+        if self.process is not None and self.process.poll() is None and not self._terminated:
+            self._terminated = True
+            self.process.send_signal(signal.SIGTERM)
+
     def stop(self, timeout_s: float = 45.0) -> int | None:
-        # longer than tritonserver's own 30 s exit timeout, which open HTTP keep-alive connections use up
+        """SIGTERM tritonserver and wait for it (SIGKILL after `timeout_s`, or as soon as it waits only for
+        model copies whose stub died); then the reaper removes whatever it left. Returns its exit code;
+        `shutdown_notes` says what had to be done beyond the SIGTERM."""
+        # the timeout is longer than tritonserver's own 30 s exit timeout, which HTTP keep-alive connections use up
         code = None
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                code = self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                code = self.process.wait()
+            self.terminate()
+            code = self._wait_for_exit(timeout_s)
         elif self.process is not None:
             code = self.process.returncode
-        if self.process is not None:
-            remove_state(self.process.pid)  # admission control's shared state (zsc_server.admission)
+        if self._reaper is not None:
+            self._collect_reaper()  # it also removes admission control's shared state
         if getattr(self, "_log_file", None):
             self._log_file.close()
             self._log_file = None
@@ -241,6 +280,47 @@ class TritonServer:
             self._workdir.cleanup()
             self._workdir = None
         return code
+
+    def _wait_for_exit(self, timeout_s: float) -> int:
+        """Triton 2.51 never finishes unloading a model copy whose stub died (the copy a reload replaced, or
+        with --no-revive the model itself): its shutdown waits for it until the exit timeout (30 s, exit 1).
+        Once none of its stubs is alive and a dead one is still unreaped (Triton reaps a stub only when it
+        finalizes its instance) for STUCK_UNLOAD_S, that is all it waits for: SIGKILL it."""
+        deadline, stuck_since = time.monotonic() + timeout_s, None
+        while time.monotonic() < deadline:
+            try:
+                return self.process.wait(timeout=0.1)
+            except subprocess.TimeoutExpired:
+                pass
+            dead = dead_stubs(self.process.pid) if not stub_models(self.process.pid) else []
+            stuck_since = (stuck_since or time.monotonic()) if dead else None
+            if stuck_since is not None and time.monotonic() - stuck_since >= STUCK_UNLOAD_S:
+                self.shutdown_notes.append(
+                    f"every model in service had unloaded; tritonserver still waited for {len(dead)} model "
+                    "instance(s) whose stub had died, which Triton never finishes unloading: killed it")
+                break
+        else:
+            self.shutdown_notes.append(f"tritonserver was still running {timeout_s:.0f} s after SIGTERM: killed it")
+        self.process.kill()
+        return self.process.wait()
+
+    def _collect_reaper(self) -> None:
+        try:
+            output, _ = self._reaper.communicate(b"stop\n", timeout=30)
+            report = json.loads(output.decode().strip().splitlines()[-1])
+        except (subprocess.TimeoutExpired, ValueError, IndexError) as exc:
+            self._reaper.kill()
+            self._reaper.wait()
+            self.shutdown_notes.append(f"the reaper did not report ({exc!r}): removing leftovers here")
+            report = reap(self.shm_prefix)
+        self._reaper = None
+        if report["killed"]:
+            names = sorted(set(report["killed"].values()))
+            self.shutdown_notes.append(
+                f"killed {len(report['killed'])} process(es) that tritonserver left running ({', '.join(names)})")
+        if report["regions"]:
+            self.shutdown_notes.append(f"removed {len(report['regions'])} shared-memory region(s) it left")
+        self.reaped = report
 
     def __enter__(self) -> TritonServer:
         self.start()
@@ -277,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m zsc_server.serve",
         description="Run tritonserver (the nvidia-pytriton wheel's, or $TRITONSERVER with $TRITON_BACKENDS, as "
         "in the container image) on a model repository in the foreground, probing it and reloading a model "
-        "whose Python-backend stub died; Ctrl-C or SIGTERM stops it cleanly.",
+        "whose Python-backend stub died; Ctrl-C or SIGTERM stops it cleanly. However the launcher ends, a reaper "
+        "process (zsc_server.reaper) then ends tritonserver and its stubs and removes their shared memory.",
     )
     parser.add_argument("--repository", type=Path, default=PROJECT_ROOT / "model_repository")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
@@ -327,13 +408,12 @@ def main(argv: list[str] | None = None) -> int:
     stopping = False
 
     def on_signal(signum, _frame):
-        # Only forward the signal: the main thread's wait() returns once tritonserver
-        # has drained in-flight requests and exited, then cleans up.
+        # Only forward the signal, so that tritonserver starts draining in-flight requests at once; the main
+        # thread sees `stopping` and waits for it to exit in server.stop(), then cleans up.
         nonlocal stopping
         stopping = True
         print(f"\n[serve] {signal.Signals(signum).name}: stopping tritonserver ...", flush=True)
-        if server.process is not None and server.process.poll() is None:
-            server.process.send_signal(signal.SIGTERM)
+        server.terminate()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -345,10 +425,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[serve] starting tritonserver on {server.repository} ...", flush=True)
         server.wait_until_ready(args.ready_timeout_s)
     except ServerError as exc:
+        stop(server)
         if stopping:
             return 0
         print(f"[serve] {exc}", file=sys.stderr)
-        server.stop()
         return 1
     print(
         f"[serve] ready: HTTP http://{server.http_url}  gRPC {server.grpc_url}  "
@@ -357,12 +437,19 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     code = watch(server, args.probe_interval_s, lambda: stopping)
+    exit_code = stop(server)
     if code == UNHEALTHY_EXIT:
-        server.stop(timeout_s=10)  # a model whose stub died never unloads: Triton would wait its 30 s out
         return code
-    server.stop()
-    print(f"[serve] tritonserver exited with code {code}", flush=True)
-    return 0 if stopping else code
+    print(f"[serve] tritonserver exited with code {exit_code}", flush=True)
+    return 0 if stopping else exit_code
+
+
+def stop(server: TritonServer) -> int | None:
+    """server.stop(), printing what it had to do beyond a SIGTERM."""
+    code = server.stop()
+    for note in server.shutdown_notes:
+        print(f"[serve] {note}", flush=True)
+    return code
 
 
 UNHEALTHY_EXIT = 3
@@ -374,24 +461,23 @@ PROBE_TIMEOUT_S = 15.0
 STUB_CHECK_S = 1.0  # how often the launcher looks for dead stubs (in /proc), between probes
 
 
-def watch(server: TritonServer, interval_s: float, stopping) -> int:
-    """Wait for tritonserver to exit, running the inference probe every `interval_s` meanwhile. Triton
-    2.51 keeps a model "ready" after its Python-backend stub died and fails every request that reaches it,
-    so the launcher also looks at the stubs every STUB_CHECK_S: when one has died it reloads that model
-    at once (zsc_server.revive), and when a probe fails naming a dead stub, that one. After
-    PROBE_FAILURES failed probes in a row it stops tritonserver and returns UNHEALTHY_EXIT, for whatever
-    supervises it (a shell loop, systemd, Docker's restart policy, Kubernetes) to restart it."""
-    if interval_s <= 0:
-        return server.process.wait()
+def watch(server: TritonServer, interval_s: float, stopping) -> int | None:
+    """Wait for tritonserver to exit (returns its exit code) or for `stopping()` (returns None), running the
+    inference probe every `interval_s` meanwhile. Triton 2.51 keeps a model "ready" after its Python-backend
+    stub died and fails every request that reaches it, so the launcher also looks at the stubs every
+    STUB_CHECK_S: when one has died it reloads that model at once (zsc_server.revive), and when a probe
+    fails naming a dead stub, that one. After PROBE_FAILURES failed probes in a row it returns
+    UNHEALTHY_EXIT: main() stops tritonserver, for whatever supervises the launcher (a shell loop, systemd,
+    Docker's restart policy, Kubernetes) to restart it."""
     url, pid = f"http://{server.http_url}", server.process.pid
     reviver = Reviver(server.http_url, server.admin_secret, pid) if server.admin_secret else None
     failures, stubs, next_probe = 0, stub_models(pid), time.monotonic() + interval_s
-    while True:
+    while not stopping():
         try:
-            return server.process.wait(timeout=min(interval_s, STUB_CHECK_S))
+            return server.process.wait(timeout=min(interval_s, STUB_CHECK_S) if interval_s > 0 else STUB_CHECK_S)
         except subprocess.TimeoutExpired:
             pass
-        if stopping():
+        if stopping() or interval_s <= 0:
             continue
         alive = stub_models(pid)
         died = sorted({model for stub, model in stubs.items() if stub not in alive})
@@ -412,6 +498,7 @@ def watch(server: TritonServer, interval_s: float, stopping) -> int:
             print(f"[serve] the server stopped answering: stopping it (exit {UNHEALTHY_EXIT}); restart it",
                   file=sys.stderr, flush=True)
             return UNHEALTHY_EXIT
+    return None
 
 
 def reload(how, what, why: str) -> str | None:

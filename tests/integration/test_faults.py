@@ -309,13 +309,13 @@ def test_make_serve_reloads_a_model_whose_stub_died_under_load(structbert):
     here) and reloads that model: the same clients get correct answers again, from the same tritonserver,
     and requests fail only between the kill and the reload. First the encoder; then one of preprocess's
     two instances, whose death a probe could miss (the other instance may answer it)."""
-    from tests.conftest import serve_launcher
+    from tests.conftest import launcher_server, serve_launcher
 
     with serve_launcher(structbert.repository, "--probe-interval-s", "60") as (launcher, _, grpc_port):
         printed = []
         threading.Thread(target=lambda: printed.extend(launcher.stdout), daemon=True).start()
         clients = [ZeroShotClient(f"127.0.0.1:{grpc_port}", "grpc", timeout_s=TIMEOUT_S) for _ in range(3)]
-        server_pid = psutil.Process(launcher.pid).children()[0].pid
+        server_pid = launcher_server(launcher.pid)
         outages = []
         with Load(clients) as load:
             load.wait_for_answers(8, 0, timeout_s=30)
@@ -329,7 +329,7 @@ def test_make_serve_reloads_a_model_whose_stub_died_under_load(structbert):
                 outages.append((killed_at, time.monotonic()))
                 load.wait_for_every_client(outages[-1][1], timeout_s=30)
         assert launcher.poll() is None
-        assert [p.pid for p in psutil.Process(launcher.pid).children()] == [server_pid], "tritonserver restarted"
+        assert launcher_server(launcher.pid) == server_pid, "tritonserver restarted"
         assert_every_answer_fits(load.outcomes)
         assert {o.client for o in load.answered_after(outages[-1][1])} == set(range(len(clients)))
         failed = [o for o in load.outcomes if o.error is not None]

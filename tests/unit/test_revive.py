@@ -9,7 +9,16 @@ import subprocess
 import sys
 import time
 
-from zsc_server.revive import ADMIN_HEADER, dead_instances, kill, model_control_flags, owner, stub_models, stub_pids
+from zsc_server.revive import (
+    ADMIN_HEADER,
+    dead_instances,
+    dead_stubs,
+    kill,
+    model_control_flags,
+    owner,
+    stub_models,
+    stub_pids,
+)
 
 
 def test_dead_instances_are_read_from_tritons_error_messages():
@@ -51,8 +60,10 @@ def test_stub_processes_are_found_by_parent_and_model_directory(tmp_path):
         assert stub_pids(os.getpid(), "encoder") == [process.pid]
         assert stub_pids(os.getpid(), "preprocess") == []
         assert stub_models(process.pid) == {}  # not a child of that process
+        assert dead_stubs(os.getpid()) == []
         kill(process.pid)  # returns once it is a zombie: no longer counted as live
         assert stub_models(os.getpid()) == {}
+        assert dead_stubs(os.getpid()) == [process.pid]  # dead, and not reaped: known by its name
     finally:
         process.kill()
         process.wait()
