@@ -128,6 +128,27 @@ perf: setup perf-tools ## perf_analyzer sweep on zero_shot with distinct request
 perf-vs-bench: setup perf-tools ## make bench's client and perf_analyzer level by level on one server: agreement within 15%, and why not [CONCURRENCY BENCH_DURATION PERF_URL]
 	$(PY) -m loadtest.perf_vs_bench $(PERF_ARGS) --duration-s $(BENCH_DURATION)
 
+# Triton Model Analyzer in a venv of its own (it pins many packages), on the local tritonserver.
+MA_VENV ?= .venv-model-analyzer
+ANALYZE_MAX_CONCURRENCY ?= 16
+ANALYZE_MAX_INSTANCES ?= 2
+# p99 constraint in ms for the ranking; empty: none
+ANALYZE_LATENCY_BUDGET_MS ?=
+.PHONY: setup-model-analyzer analyze
+
+$(MA_VENV)/.installed: requirements-model-analyzer.txt
+	$(PYTHON_BOOT) -m venv $(MA_VENV)
+	$(MA_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MA_VENV)/bin/python -m pip install --quiet -r requirements-model-analyzer.txt
+	touch $@
+
+setup-model-analyzer: $(MA_VENV)/.installed ## create .venv-model-analyzer with triton-model-analyzer
+
+analyze: setup perf-tools setup-model-analyzer ## Model Analyzer quick search on REPOSITORY's ensemble with the local tritonserver, report in loadtest/results/analyze-*/ [ANALYZE_MAX_CONCURRENCY ANALYZE_MAX_INSTANCES ANALYZE_LATENCY_BUDGET_MS]
+	$(PY) -m loadtest.analyze --repository $(REPOSITORY) --tools $(PERF_TOOLS) --model-analyzer $(MA_VENV)/bin/model-analyzer \
+		--max-concurrency $(ANALYZE_MAX_CONCURRENCY) --max-instances $(ANALYZE_MAX_INSTANCES) \
+		$(if $(ANALYZE_LATENCY_BUDGET_MS),--latency-budget-ms $(ANALYZE_LATENCY_BUDGET_MS))
+
 up: ## start the GPU compose stack (Triton on :8000/:8001/:8002) on the exported repository
 	@test -f $(REPOSITORY)/zero_shot/config.pbtxt || { echo "No exported model in $(REPOSITORY)/: run 'make export' first"; exit 1; }
 	$(COMPOSE) up -d --build --wait triton

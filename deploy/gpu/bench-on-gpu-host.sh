@@ -6,7 +6,7 @@
 # It unpacks the offline tritonserver bundle, writes a random checkpoint in the StructBERT-large shape
 # (compute identical to the real one), exports it for the python-torch runtime with the h100 profile
 # (FP16, CUDA graphs), and runs the full-ensemble benchmark with its raw encoder ceiling. Results go to
-# $OUT (the device tool brings them back) or loadtest/results/.
+# $OUT (the device tool brings them back) or loadtest/results/. PERF=1 adds the perf_analyzer cross-check.
 set -euo pipefail
 BUNDLE=${1:?usage: bench-on-gpu-host.sh BUNDLE_DIR}
 GPU_PROFILE=${GPU_PROFILE:-h100}
@@ -24,3 +24,10 @@ python3 -m export --model "$WORK/structbert-large" --repository "$WORK/repositor
 python3 -m loadtest.bench --repository "$WORK/repository" --out "$RESULTS" \
     --concurrency "${BENCH_CONCURRENCY:-1,5,10,32,64,128}" --duration-s "${BENCH_DURATION:-20}" \
     --note "random weights in the StructBERT-large shape"
+# PERF=1: then make bench's client and perf_analyzer level by level on the same model (loadtest.perf_vs_bench);
+# perf_analyzer from `make perf-tools` here (carry .tools beside .gpu)
+if [ "${PERF:-0}" = 1 ]; then
+    python3 -m loadtest.perf_vs_bench --repository "$WORK/repository" --out "$RESULTS" \
+        --tools "${PERF_TOOLS:-.tools/perf-analyzer}" --concurrency "${BENCH_CONCURRENCY:-1,5,10,32,64,128}" \
+        --duration-s "${BENCH_DURATION:-20}" --note "random weights in the StructBERT-large shape"
+fi

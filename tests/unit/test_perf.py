@@ -180,3 +180,4 @@ def test_the_tools_folder_puts_its_libraries_first_on_the_library_path(tmp_path,
     assert tool.env["LD_LIBRARY_PATH"].split(os.pathsep)[0] == str(tmp_path / "lib")
     assert tool.version() == "2.51.0"
     assert library_env(tmp_path, {"LD_LIBRARY_PATH": "/x"})["LD_LIBRARY_PATH"] == f"{tmp_path}{os.pathsep}/x"
+
