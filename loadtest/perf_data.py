@@ -32,6 +32,18 @@ def distinct_requests(sampler: RequestSampler, count: int, seen: set[ClassifyReq
     return drawn
 
 
+class UnrepeatedSampler:
+    """A sampler's requests, skipping any already in `seen` (shared with distinct_requests): so that
+    another client on the same server sends nothing the response cache could answer from this run."""
+
+    def __init__(self, sampler: RequestSampler, seen: set[ClassifyRequest]):
+        self.sampler, self.seen = sampler, seen
+
+    def next(self) -> ClassifyRequest:
+        [request] = distinct_requests(self.sampler, 1, self.seen)
+        return request
+
+
 def input_data(requests: list[ClassifyRequest]) -> dict:
     """perf_analyzer's --input-data JSON: one stream, one step per request, sent in this order."""
     return {"data": [{

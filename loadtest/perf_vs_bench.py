@@ -9,7 +9,8 @@ perf_analyzer's (synchronous gRPC, one thread per in-flight request, its stable 
 distinct fresh-label requests from loadtest/data/workload.json. They agree when perf_analyzer's
 requests/s is within --tolerance of bench's. Where they do not, the report lists what was measured to
 differ between the two runs: labels per request (the work per request), Triton's own time per request,
-the clients' CPU time per request (they share the host with the server), response-cache hits.
+the clients' CPU time per request (they share the host with the server), response-cache hits. No request
+is sent twice in the run, by either client.
 Writes comparison.md/.json, perf_analyzer.csv, bench.md and perf.md under
 loadtest/results/perf-vs-bench-.../.
 """
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 from loadtest import bench, perf
+from loadtest.perf_data import UnrepeatedSampler
 from loadtest.perf_tools import ToolError
 from loadtest.run import read_served_export_info
 from loadtest.server_metrics import model_deltas, scrape
@@ -127,8 +129,6 @@ def run(args) -> tuple[Path, list[dict]]:
         served = read_served_export_info(f"http://{target.http_url}")
         score_kind = "cosine" if served.get("mode") == "embedding" else "probabilities"
         workload = Workload.load(args.workload)
-        # the two clients draw from the same mix, with their own seeds: no request of one repeats the other's
-        bench_sampler = workload.sampler(args.label_mode, "", "", seed=args.seed + 1)
         perf_sampler = workload.sampler(args.label_mode, "", "", seed=args.seed)
         settings = perf.settings_from(args, "grpc")
         meta = perf.run_meta(args, served, perf_sampler, tool, settings, server is not None)
@@ -136,6 +136,8 @@ def run(args) -> tuple[Path, list[dict]]:
                          f"{args.warmup_s:g} s warm-up, every answer checked")
         folder = perf.results_folder(args.out, "perf-vs-bench", meta)
         sweep = perf.PerfSweep(tool, target, settings, perf_sampler, score_kind, folder)
+        # the same mix for both clients, and no request of one repeats any of the other's
+        bench_sampler = UnrepeatedSampler(workload.sampler(args.label_mode, "", "", seed=args.seed + 1), sweep.seen)
         for level in levels:
             bench_levels.append(measure_bench(target.grpc_url, target.metrics_url, level, bench_sampler,
                                               score_kind, args))

@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from loadtest import perf, perf_vs_bench
-from loadtest.perf_data import check_answers, distinct_requests, input_data, read_csv, split_bytes_tensor
+from loadtest.perf_data import (
+    UnrepeatedSampler,
+    check_answers,
+    distinct_requests,
+    input_data,
+    read_csv,
+    split_bytes_tensor,
+)
 from loadtest.perf_tools import ToolError, extract_member, library_env, locate
 from loadtest.workload import ClassifyRequest, Workload
 
@@ -181,3 +188,11 @@ def test_the_tools_folder_puts_its_libraries_first_on_the_library_path(tmp_path,
     assert tool.version() == "2.51.0"
     assert library_env(tmp_path, {"LD_LIBRARY_PATH": "/x"})["LD_LIBRARY_PATH"] == f"{tmp_path}{os.pathsep}/x"
 
+
+
+def test_a_second_client_sends_nothing_the_first_sent():
+    seen: set = set()
+    first = distinct_requests(Workload.load().sampler("sets", seed=3), 400, seen)
+    other = UnrepeatedSampler(Workload.load().sampler("sets", seed=3), seen)  # the same draws, skipped
+    second = [other.next() for _ in range(100)]
+    assert not set(first) & set(second) and len(set(second)) == 100
