@@ -75,7 +75,7 @@ webui: setup ## browser UI + JSON API for the server at HOST:GRPC_PORT (make ser
 demo: setup ## export MODEL (offline MiniLM by default), serve it, classify sample texts, stop
 	$(PY) -m zsc_server.demo --model $(MODEL) --repository $(REPOSITORY) --max-length $(MAX_LENGTH)
 
-test: setup setup-modelscope ## lint, then the test suite (unit + real tritonserver integration tests)
+test: setup setup-modelscope perf-tools ## lint, then the test suite (unit + real tritonserver integration tests)
 	$(VENV)/bin/ruff check .
 	ZSC_MODELSCOPE_PYTHON=$(MS_VENV)/bin/python $(PY) -m pytest -q
 
@@ -124,6 +124,51 @@ bench-overhead: setup ## the ensemble's own cost on a tiny model: p50 floor at o
 
 loadtest-compare: setup setup-modelscope ## ours vs the seed stack (ModelScope / HF pipelines behind Flask), same model and inputs [USERS DURATION]
 	$(PY) -m loadtest.compare --users $(USERS) --duration $(DURATION) --baseline-python $(MS_VENV)/bin/python
+
+# perf_analyzer, Triton's own benchmark client: the binary of the tritonclient 2.51 wheel and its two
+# libraries, in a git-ignored folder of their own (loadtest/perf_tools.py says where each comes from).
+PERF_TOOLS ?= .tools/perf-analyzer
+CONCURRENCY ?= $(BENCH_CONCURRENCY)
+PERF_INTERVAL_MS ?= 5000
+PERF_STABILITY ?= 10
+# gRPC host:port of a running server; empty: serve REPOSITORY for the run
+PERF_URL ?=
+PERF_ARGS = --repository $(REPOSITORY) --tools $(PERF_TOOLS) --concurrency $(CONCURRENCY) \
+	--interval-ms $(PERF_INTERVAL_MS) --stability-pct $(PERF_STABILITY) $(if $(PERF_URL),--grpc-url $(PERF_URL))
+.PHONY: perf-tools perf perf-vs-bench
+
+$(PERF_TOOLS)/.installed: loadtest/perf_tools.py | $(VENV)/.installed
+	$(PY) -m loadtest.perf_tools install --dest $(PERF_TOOLS)
+	touch $@
+
+perf-tools: $(PERF_TOOLS)/.installed ## perf_analyzer 2.51 and its libraries into PERF_TOOLS (self-contained: copy it to an offline host)
+
+perf: setup perf-tools ## perf_analyzer sweep on zero_shot with distinct requests, CSV + report in loadtest/results/perf-*/ [CONCURRENCY PERF_URL PROTOCOL PERF_INTERVAL_MS PERF_STABILITY]
+	$(PY) -m loadtest.perf $(PERF_ARGS) --protocol $(PROTOCOL)
+
+perf-vs-bench: setup perf-tools ## make bench's client and perf_analyzer level by level on one server: agreement within 15%, and why not [CONCURRENCY BENCH_DURATION PERF_URL]
+	$(PY) -m loadtest.perf_vs_bench $(PERF_ARGS) --duration-s $(BENCH_DURATION)
+
+# Triton Model Analyzer in a venv of its own (it pins many packages), on the local tritonserver.
+MA_VENV ?= .venv-model-analyzer
+ANALYZE_MAX_CONCURRENCY ?= 16
+ANALYZE_MAX_INSTANCES ?= 2
+# p99 constraint in ms for the ranking; empty: none
+ANALYZE_LATENCY_BUDGET_MS ?=
+.PHONY: setup-model-analyzer analyze
+
+$(MA_VENV)/.installed: requirements-model-analyzer.txt
+	$(PYTHON_BOOT) -m venv $(MA_VENV)
+	$(MA_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MA_VENV)/bin/python -m pip install --quiet -r requirements-model-analyzer.txt
+	touch $@
+
+setup-model-analyzer: $(MA_VENV)/.installed ## create .venv-model-analyzer with triton-model-analyzer
+
+analyze: setup perf-tools setup-model-analyzer ## Model Analyzer quick search on REPOSITORY's ensemble with the local tritonserver, report in loadtest/results/analyze-*/ [ANALYZE_MAX_CONCURRENCY ANALYZE_MAX_INSTANCES ANALYZE_LATENCY_BUDGET_MS]
+	$(PY) -m loadtest.analyze --repository $(REPOSITORY) --tools $(PERF_TOOLS) --model-analyzer $(MA_VENV)/bin/model-analyzer \
+		--max-concurrency $(ANALYZE_MAX_CONCURRENCY) --max-instances $(ANALYZE_MAX_INSTANCES) \
+		$(if $(ANALYZE_LATENCY_BUDGET_MS),--latency-budget-ms $(ANALYZE_LATENCY_BUDGET_MS))
 
 up: ## start the GPU compose stack (Triton on :8000/:8001/:8002) on the exported repository
 	@test -f $(REPOSITORY)/zero_shot/config.pbtxt || { echo "No exported model in $(REPOSITORY)/: run 'make export' first"; exit 1; }

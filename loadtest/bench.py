@@ -136,6 +136,13 @@ async def encoder_ceiling(url: str, concurrency: int, seconds: float, request, t
             "pairs_per_s": done * rows / elapsed}
 
 
+def ensemble_ms(deltas: dict) -> float:
+    """Triton's average time per zero_shot request (arrival to response, all three models and the
+    hops between them) over a counters delta."""
+    ensemble = deltas.get("zero_shot", {})
+    return ensemble.get("request_us", 0.0) / (ensemble.get("requests") or float("nan")) / 1e3
+
+
 def summarize(concurrency: int, run: dict, deltas: dict, gpu: dict, server_cpu: dict | None = None) -> dict:
     latencies = sorted(run["latencies_ms"])
 
@@ -156,6 +163,7 @@ def summarize(concurrency: int, run: dict, deltas: dict, gpu: dict, server_cpu: 
         "host_share": (busy["preprocess"] + busy["postprocess"]) / total_busy,
         "encoder_avg_batch": deltas.get("encoder", {}).get("avg_batch", float("nan")),
         "cache_hit_share": deltas.get("zero_shot", {}).get("cache_hits", 0.0) / max(1, len(latencies)),
+        "server_ms": ensemble_ms(deltas),
         "gpu_memory_mb": gpu.get("memory_used_mb_max"),
         # CPU milliseconds per answered request, by process (tritonserver, each model's stubs) and for this
         # client: robust to other load on the machine, and what caps requests/s per core
@@ -210,6 +218,31 @@ def markdown(meta: dict, rows: list[dict], ceiling: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def served_conditions(served: dict, workload: Path, label_mode: str, sampler) -> dict:
+    """The conditions every benchmark report states: what the server serves, on what, with which requests."""
+    return {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "hardware": hardware(),
+            "model": served.get("source", "unknown"), "runtime": served.get("runtime", "unknown"),
+            "precision": served.get("precision", "unknown"), "max_length": served.get("max_length"),
+            "workload": Path(workload).name, "label_mode": label_mode, "mean_labels": sampler.mean_labels()}
+
+
+def measure_level(grpc_url: str, metrics_url: str, level: int, sampler, score_kind: str, args,
+                  server_pid: int | None = None) -> dict:
+    """One concurrency level: args.warmup_s unmeasured, then args.duration_s measured with Triton's counters,
+    nvidia-smi and (for a local server, `server_pid`) the server's CPU time by process around it."""
+    asyncio.run(closed_loop(grpc_url, level, args.warmup_s, sampler, score_kind, args.timeout_s))
+    before, cpu_before = scrape(metrics_url), server_cpu.snapshot(server_pid) if server_pid else None
+    with NvidiaSmiSampler() as gpu:
+        result = asyncio.run(closed_loop(grpc_url, level, args.duration_s, sampler, score_kind, args.timeout_s))
+    cpu = server_cpu.per_request_ms(cpu_before, server_cpu.snapshot(server_pid),
+                                    len(result["latencies_ms"])) if server_pid else None
+    row = summarize(level, result, model_deltas(before, scrape(metrics_url)), gpu.summary(), cpu)
+    print(f"[bench] concurrency {level}: p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, "
+          f"{row['requests_per_s']:.1f} req/s, {row['pairs_per_s']:.0f} pairs/s, "
+          f"{sum(row['errors'].values())} errors, {row['wrong']} wrong", flush=True)
+    return row
+
+
 def run(args) -> Path:
     from zsc_server.serve import TritonServer, free_ports
 
@@ -229,29 +262,12 @@ def run(args) -> Path:
     metrics_url = args.metrics_url or f"http://{http.rsplit(':', 1)[0]}:8002/metrics"
     try:
         served = read_served_export_info(f"http://{http}")
-        workload = Workload.load(args.workload)
-        sampler = workload.sampler(args.label_mode, "", "")
+        sampler = Workload.load(args.workload).sampler(args.label_mode, "", "")
         score_kind = "cosine" if served.get("mode") == "embedding" else "probabilities"
-        meta = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "hardware": hardware(),
-                "model": served.get("source", "unknown"), "runtime": served.get("runtime", "unknown"),
-                "precision": served.get("precision", "unknown"), "max_length": served.get("max_length"),
-                "workload": args.workload.name, "label_mode": args.label_mode,
-                "mean_labels": sampler.mean_labels(), "duration_s": args.duration_s, "warmup_s": args.warmup_s,
-                "note": args.note}
-        rows = []
-        for level in levels:
-            asyncio.run(closed_loop(args.grpc_url, level, args.warmup_s, sampler, score_kind, args.timeout_s))
-            before, cpu_before = scrape(metrics_url), server_cpu.snapshot(server_pid) if server_pid else None
-            with NvidiaSmiSampler() as gpu:
-                result = asyncio.run(closed_loop(args.grpc_url, level, args.duration_s, sampler, score_kind,
-                                                 args.timeout_s))
-            cpu = server_cpu.per_request_ms(cpu_before, server_cpu.snapshot(server_pid),
-                                            len(result["latencies_ms"])) if server_pid else None
-            row = summarize(level, result, model_deltas(before, scrape(metrics_url)), gpu.summary(), cpu)
-            rows.append(row)
-            print(f"[bench] concurrency {level}: p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, "
-                  f"{row['requests_per_s']:.1f} req/s, {row['pairs_per_s']:.0f} pairs/s, "
-                  f"{sum(row['errors'].values())} errors, {row['wrong']} wrong", flush=True)
+        meta = {**served_conditions(served, args.workload, args.label_mode, sampler),
+                "duration_s": args.duration_s, "warmup_s": args.warmup_s, "note": args.note}
+        rows = [measure_level(args.grpc_url, metrics_url, level, sampler, score_kind, args, server_pid)
+                for level in levels]
         ceiling = None
         if args.ceiling_s > 0:
             typical = min((sampler.next() for _ in range(200)),

@@ -1,0 +1,377 @@
+"""`make perf`: perf_analyzer, Triton's own benchmark client, through the full ensemble (`zero_shot`,
+tokenization included) under a concurrency sweep, with distinct requests; its CSV is kept beside the
+other reports.
+
+  python -m loadtest.perf                                    # starts tritonserver on model_repository/
+  python -m loadtest.perf --grpc-url HOST:8001               # a server that already runs (HTTP: HOST:8000)
+
+Each concurrency level is one perf_analyzer run (`--concurrency-range N:N`; its synchronous client, one
+thread per in-flight request; time windows of --interval-ms until three agree within --stability-pct),
+so that Triton's counters (requests, failures, response-cache hits) are read per level. Its input data
+are requests drawn from loadtest/data/workload.json, none sent twice in the run: the response cache
+answers a repeated request without computing it. perf_analyzer walks its input data in order and starts
+over at the end, and keeps a copy of it per in-flight request, so each level gets as many distinct
+requests as it can send (sized from the previous level's rate); a level that sent more than it was given
+is run again with more. Every answer of the measured windows is checked against its request (from
+perf_analyzer's profile export), as make bench and the Locust scenario check theirs. Writes
+perf_analyzer.csv (perf_analyzer's -f CSV, one row per level), results.json and results.md under
+loadtest/results/perf-.../.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+from loadtest.perf_data import MODEL, check_answers, distinct_requests, input_data, read_csv
+from loadtest.perf_tools import DEFAULT_DIR, PerfAnalyzer, ToolError, locate
+from loadtest.run import RESULTS, read_served_export_info, slug
+from loadtest.server_metrics import model_deltas, scrape
+from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, Workload
+
+CONCURRENCY = "1,5,10,32,64,128"  # make bench's levels
+# perf_analyzer holds its input data once per in-flight request (about 2 KB per request each, measured
+# with 2.51): distinct requests x concurrency is capped so that a level at 128 stays near 1 GB.
+DATA_COPIES_CAP = 500_000
+
+
+class PerfError(RuntimeError):
+    """perf_analyzer failed, or a level could not be measured with distinct requests."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    protocol: str = "grpc"
+    interval_ms: int = 5000
+    stability_pct: float = 10.0
+    max_trials: int = 10
+    min_requests: int = 2000  # input size of the first level, and the least any level gets
+
+    def flags(self) -> list[str]:
+        return ["-i", self.protocol, "--measurement-interval", str(self.interval_ms),
+                "--stability-percentage", f"{self.stability_pct:g}", "--max-trials", str(self.max_trials)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    grpc_url: str
+    http_url: str
+    metrics_url: str
+
+    def url(self, protocol: str) -> str:
+        return self.grpc_url if protocol == "grpc" else self.http_url
+
+
+def parse_levels(spec: str) -> list[int]:
+    """'1,5,10' or perf_analyzer's 'START:END:STEP' -> the concurrency levels, in order."""
+    try:
+        if ":" in spec:
+            parts = [int(part) for part in spec.split(":")]
+            start = parts[0]
+            end = parts[1] if len(parts) > 1 else start  # as perf_analyzer reads it: no END, one level
+            step = parts[2] if len(parts) > 2 else 1
+            levels = list(range(start, end + 1, step)) if step > 0 and len(parts) <= 3 else []
+        else:
+            levels = [int(part) for part in spec.split(",") if part.strip()]
+    except ValueError:
+        levels = []
+    if not levels or min(levels) < 1:
+        raise ValueError(f"concurrency {spec!r} is not a list of positive counts ('1,5,10') or START:END:STEP")
+    return levels
+
+
+class PerfSweep:
+    """perf_analyzer runs against one server, one per concurrency level, none repeating a request."""
+
+    def __init__(self, tool: PerfAnalyzer, target: Target, settings: Settings, sampler, score_kind: str,
+                 log_dir: Path):
+        self.tool, self.target, self.settings, self.sampler = tool, target, settings, sampler
+        self.score_kind, self.log_dir = score_kind, log_dir
+        self.seen: set = set()
+        self.rate_per_slot: float | None = None  # requests/s per in-flight request, from the last level
+        self.csv_lines: list[str] = []  # perf_analyzer's header, then one row per level
+
+    def input_size(self, concurrency: int, windows: int) -> int:
+        """Distinct requests for a level that runs up to `windows` measurement windows: what it can send
+        if throughput grows at most in proportion to concurrency (a closed loop's does: latency does not
+        fall as requests are added), with a margin."""
+        expected = 0.0
+        if self.rate_per_slot is not None:
+            expected = self.rate_per_slot * concurrency * self.settings.interval_ms / 1e3 * windows * 1.25
+        size = max(self.settings.min_requests, math.ceil(expected) + 2 * concurrency)
+        return min(size, max(DATA_COPIES_CAP // concurrency, 8 * concurrency))
+
+    def run_once(self, concurrency: int, size: int, scratch: Path) -> dict:
+        requests = distinct_requests(self.sampler, size, self.seen)
+        data, csv_path, profile = scratch / "input.json", scratch / "level.csv", scratch / "profile.json"
+        for earlier in (csv_path, profile):  # an earlier attempt's: perf_analyzer refuses to overwrite them
+            earlier.unlink(missing_ok=True)
+        data.write_text(json.dumps(input_data(requests), ensure_ascii=False), encoding="utf-8")
+        command = [str(self.tool.binary), "-m", MODEL, "-u", self.target.url(self.settings.protocol),
+                   *self.settings.flags(), "--input-data", str(data),
+                   "--concurrency-range", f"{concurrency}:{concurrency}", "-f", str(csv_path),
+                   "--profile-export-file", str(profile)]
+        before, cpu_before = scrape(self.target.metrics_url), resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        done = subprocess.run(command, env=self.tool.env, capture_output=True, text=True)
+        elapsed = time.perf_counter() - started
+        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        deltas = model_deltas(before, scrape(self.target.metrics_url))
+        log = self.log_dir / f"perf_analyzer-c{concurrency}.log"
+        log.write_text(" ".join(command) + "\n\n" + done.stdout + done.stderr, encoding="utf-8")
+        if done.returncode != 0 or not csv_path.is_file():
+            printed = (done.stdout + done.stderr).strip().splitlines()
+            errors = [line for line in printed if "error" in line.lower()]  # not the usage text that follows
+            tail = "\n".join(errors[:6] or printed[-6:])
+            hint = ("; raise --interval-ms or --stability-pct (PERF_INTERVAL_MS, PERF_STABILITY)"
+                    if "stable measurement" in tail else "")
+            raise PerfError(f"perf_analyzer failed at concurrency {concurrency} (exit {done.returncode}; "
+                            f"log: {log}{hint}):\n{tail}")
+        ensemble = deltas.get(MODEL, {})
+        sent = int(ensemble.get("requests", 0) + ensemble.get("failures", 0))
+        check = check_answers(json.loads(profile.read_text(encoding="utf-8", errors="surrogateescape")),
+                              self.score_kind)
+        lines = csv_path.read_text(encoding="utf-8").strip().splitlines()
+        [row] = read_csv(csv_path)
+        return {"row": row, "csv_lines": lines, "check": check, "size": size, "sent": sent,
+                "failures": int(ensemble.get("failures", 0)), "cache_hits": int(ensemble.get("cache_hits", 0)),
+                "server_ms": ensemble.get("request_us", 0.0) / max(1.0, ensemble.get("requests", 0.0)) / 1e3,
+                "client_cpu_s": (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime),
+                "elapsed_s": elapsed}
+
+    def measure(self, concurrency: int) -> dict:
+        """One level; rerun once with more input data if perf_analyzer ran out of it."""
+        attempts, windows = 0, 5  # three stable windows after a couple that were not
+        with tempfile.TemporaryDirectory(prefix="zsc-perf-") as scratch:
+            while True:
+                attempts += 1
+                run = self.run_once(concurrency, self.input_size(concurrency, windows), Path(scratch))
+                rate = run["row"]["Inferences/Second"]
+                self.rate_per_slot = rate / concurrency
+                if run["sent"] <= run["size"] or attempts == 2:
+                    break
+                print(f"[perf] concurrency {concurrency}: sent {run['sent']} requests, more than its "
+                      f"{run['size']} distinct ones; again with more", flush=True)
+                windows = self.settings.max_trials + 1
+        level = summarize(concurrency, run, attempts)
+        if not self.csv_lines:
+            self.csv_lines.append(run["csv_lines"][0])
+        self.csv_lines.extend(run["csv_lines"][1:])
+        print(f"[perf] concurrency {concurrency}: {level['requests_per_s']:.1f} req/s, p50 {level['p50_ms']:.1f} ms, "
+              f"p99 {level['p99_ms']:.1f} ms; {level['sent']} sent, {level['failures']} failed, "
+              f"{level['cache_hits']} cache hits, {level['wrong']} wrong of {level['checked']} checked", flush=True)
+        return level
+
+
+def summarize(concurrency: int, run: dict, attempts: int) -> dict:
+    row, check = run["row"], run["check"]
+    labels_per_request = check.labels / check.checked if check.checked else float("nan")
+    server_queue_us = row.get("Server Queue", float("nan"))
+    server_compute_us = sum(row.get(key, 0.0) for key in
+                            ("Server Compute Input", "Server Compute Infer", "Server Compute Output"))
+    return {
+        "concurrency": concurrency, "attempts": attempts, "distinct_requests": run["size"], "sent": run["sent"],
+        "ran_out_of_data": run["sent"] > run["size"], "failures": run["failures"], "cache_hits": run["cache_hits"],
+        "requests_per_s": row["Inferences/Second"], "pairs_per_s": row["Inferences/Second"] * labels_per_request,
+        "labels_per_request": labels_per_request,
+        **{f"p{q}_ms": row[f"p{q} latency"] / 1e3 for q in (50, 90, 95, 99)},
+        "server_queue_ms": server_queue_us / 1e3, "server_compute_ms": server_compute_us / 1e3,
+        "server_ms": run["server_ms"], "client_cpu_ms_per_request": run["client_cpu_s"] * 1e3 / max(1, run["sent"]),
+        "checked": check.checked, "wrong": check.wrong, "unanswered": check.unanswered, "repeated": check.repeated,
+        "problems": check.problems, "elapsed_s": run["elapsed_s"], "csv": row,
+    }
+
+
+def level_problems(level: dict) -> list[str]:
+    """Why a level's figures cannot stand (empty: they can)."""
+    problems = []
+    if level["failures"]:
+        problems.append(f"{level['failures']} requests failed")
+    if level["wrong"] or level["unanswered"]:
+        problems.append(f"{level['wrong']} wrong answers, {level['unanswered']} unanswered")
+    if level["ran_out_of_data"] or level["repeated"]:
+        problems.append(f"perf_analyzer sent {level['sent']} requests from {level['distinct_requests']} distinct "
+                        "ones: repeats may have been answered by the response cache (lower --interval-ms or "
+                        "--max-trials, or raise --min-requests)")
+    return problems
+
+
+def conditions(meta: dict) -> str:
+    settings = meta["settings"]
+    where = "started for this run" if meta["own_server"] else "already running"
+    return (f"{meta['model']} ({meta['note'] or 'weights as exported'}), {meta['runtime']}, {meta['precision']}, "
+            f"max_length {meta['max_length']}, {meta['hardware']}; perf_analyzer {meta['perf_analyzer']} on the "
+            f"same host against `zero_shot` over {settings['protocol']} (server {where}), synchronous client (one "
+            f"thread per in-flight request), one run per level, time windows of {settings['interval_ms']} ms until "
+            f"3 agree within {settings['stability_pct']:g}% (at most {settings['max_trials']}); workload "
+            f"{meta['workload']} ({meta['label_mode']} labels, {meta['mean_labels']:.1f} labels/request on average), "
+            f"every request distinct within the run (seed {meta['seed']})")
+
+
+def markdown(meta: dict, levels: list[dict]) -> str:
+    lines = [f"# perf_analyzer {meta['started']}", "", conditions(meta), "",
+             "| concurrency | req/s | pairs/s | p50 ms | p90 ms | p95 ms | p99 ms | server queue ms "
+             "| server compute ms | sent | distinct | failed | cache hits | checked | wrong |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for level in levels:
+        lines.append(f"| {level['concurrency']} | {level['requests_per_s']:.1f} | {level['pairs_per_s']:.0f} "
+                     f"| {level['p50_ms']:.1f} | {level['p90_ms']:.1f} | {level['p95_ms']:.1f} | {level['p99_ms']:.1f} "
+                     f"| {level['server_queue_ms']:.1f} | {level['server_compute_ms']:.1f} | {level['sent']} "
+                     f"| {level['distinct_requests']} | {level['failures']} | {level['cache_hits']} "
+                     f"| {level['checked']} | {level['wrong']} |")
+    lines += ["", "req/s and latencies: perf_analyzer's, over its stable windows (perf_analyzer.csv holds its CSV, "
+              "latencies in µs); server queue/compute: its split of the server's time per request, from "
+              "Triton's statistics; pairs/s: req/s × the checked requests' labels per request; "
+              "sent, failed, cache hits: Triton's counters for `zero_shot` over the whole level (unstable windows "
+              "included); checked: the answers of the measured windows, each checked against its request."]
+    hit = [level for level in levels if level["cache_hits"]]
+    if hit:
+        lines += ["", "The response cache answered " + ", ".join(
+            f"{level['cache_hits']} of {level['sent']} requests at concurrency {level['concurrency']}"
+            for level in hit) + ": none of this run's requests repeats another, so these repeat requests that "
+            "reached the server earlier (an earlier run or another client)."]
+    for level in levels:
+        for problem in level_problems(level):
+            lines.append(f"\n**Concurrency {level['concurrency']}: {problem}.**")
+    return "\n".join(lines) + "\n"
+
+
+def start_server(repository: Path):
+    from zsc_server.serve import TritonServer, free_ports
+
+    http, grpc, metrics = free_ports(3)
+    print(f"[perf] starting tritonserver on {repository}", flush=True)
+    server = TritonServer(repository, http, grpc, metrics).__enter__()
+    return server, Target(server.grpc_url, server.http_url, f"http://127.0.0.1:{metrics}/metrics")
+
+
+def target_from(args) -> Target:
+    host = args.grpc_url.rsplit(":", 1)[0]
+    http = args.http_url or f"{host}:8000"
+    return Target(args.grpc_url, http, args.metrics_url or f"http://{host}:8002/metrics")
+
+
+def run_meta(args, served: dict, sampler, tool: PerfAnalyzer, settings: Settings, own_server: bool) -> dict:
+    from loadtest.bench import served_conditions
+
+    return {**served_conditions(served, args.workload, args.label_mode, sampler),
+            "perf_analyzer": tool.version(), "settings": dataclasses.asdict(settings), "seed": args.seed,
+            "own_server": own_server, "note": args.note}
+
+
+def results_folder(parent: Path, kind: str, meta: dict) -> Path:
+    folder = parent / "-".join([kind, datetime.now().strftime("%Y%m%d-%H%M%S"), slug(meta["hardware"]),
+                                slug(meta["runtime"]), slug(meta["precision"])])
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def write_results(folder: Path, meta: dict, levels: list[dict], csv_lines: list[str], error: str = "") -> None:
+    (folder / "perf_analyzer.csv").write_text("\n".join(csv_lines) + "\n", encoding="utf-8")
+    (folder / "results.json").write_text(json.dumps({"meta": meta, "levels": levels, "error": error},
+                                                    indent=2) + "\n", encoding="utf-8")
+    table = markdown(meta, levels) + (f"\n**Stopped: {error}**\n" if error else "")
+    (folder / "results.md").write_text(table, encoding="utf-8")
+    print(table)
+    print(f"[perf] results in {folder}")
+
+
+def add_perf_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options `make perf` and the bench cross-check share."""
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"),
+                        help="exported repository to serve (ignored with --grpc-url)")
+    parser.add_argument("--grpc-url", default="", help="measure a running server instead of starting one")
+    parser.add_argument("--http-url", default="", help="its HTTP endpoint (default: the gRPC host, port 8000)")
+    parser.add_argument("--metrics-url", default="", help="its Prometheus endpoint (default: that host, port 8002)")
+    parser.add_argument("--concurrency", default=CONCURRENCY,
+                        help="in-flight requests per level: a list or START:END:STEP (default: %(default)s)")
+    parser.add_argument("--interval-ms", type=int, default=5000, help="perf_analyzer's measurement window")
+    parser.add_argument("--stability-pct", type=float, default=10.0,
+                        help="perf_analyzer's stability threshold over 3 windows (default: 10)")
+    parser.add_argument("--max-trials", type=int, default=10, help="windows before perf_analyzer gives up")
+    parser.add_argument("--min-requests", type=int, default=2000,
+                        help="distinct requests of the first level, and the least any level gets")
+    parser.add_argument("--workload", type=Path, default=DEFAULT_WORKLOAD)
+    parser.add_argument("--label-mode", choices=LABEL_MODES, default="fresh",
+                        help="fresh (default): random label sets, so that many distinct requests exist")
+    parser.add_argument("--seed", type=int, default=None, help="request draw (default: random, recorded)")
+    parser.add_argument("--tools", type=Path, default=DEFAULT_DIR, help="perf_analyzer's folder (make perf-tools)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results parent folder (default: %(default)s)")
+    parser.add_argument("--note", default="", help="one line stored with the results (e.g. 'random weights')")
+
+
+def settings_from(args, protocol: str) -> Settings:
+    return Settings(protocol, args.interval_ms, args.stability_pct, args.max_trials, args.min_requests)
+
+
+def prepare(args) -> tuple[PerfAnalyzer, list[int]]:
+    """Checks that need no server: the tool, the levels, the seed."""
+    tool = locate(args.tools)
+    levels = parse_levels(args.concurrency)
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(2**32)
+    return tool, levels
+
+
+def run(args) -> tuple[Path, list[dict], str]:
+    tool, levels = prepare(args)
+    server, target = start_server(args.repository) if not args.grpc_url else (None, target_from(args))
+    error, levels_done = "", []
+    try:
+        served = read_served_export_info(f"http://{target.http_url}")
+        sampler = Workload.load(args.workload).sampler(args.label_mode, "", "", seed=args.seed)
+        settings = settings_from(args, args.protocol)
+        meta = run_meta(args, served, sampler, tool, settings, server is not None)
+        folder = results_folder(args.out, "perf", meta)
+        sweep = PerfSweep(tool, target, settings, sampler,
+                          "cosine" if served.get("mode") == "embedding" else "probabilities", folder)
+        for level in levels:
+            try:
+                levels_done.append(sweep.measure(level))
+            except PerfError as exc:
+                error = str(exc)
+                break
+    finally:
+        if server is not None:
+            server.stop()
+    write_results(folder, meta, levels_done, sweep.csv_lines, error)
+    return folder, levels_done, error
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.perf", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_perf_arguments(parser)
+    parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _folder, levels, error = run(args)
+    except (OSError, ValueError, ToolError) as exc:
+        print(f"perf: {exc}", file=sys.stderr)
+        return 2
+    if error:
+        print(f"perf: {error}", file=sys.stderr)
+        return 2
+    problems = [f"concurrency {level['concurrency']}: {problem}"
+                for level in levels for problem in level_problems(level)]
+    for problem in problems:
+        print(f"perf: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
