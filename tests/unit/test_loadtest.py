@@ -9,12 +9,23 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from loadtest import report
 from loadtest.run import LoadTestError, parse_duration, run_locust
 from loadtest.server_metrics import model_deltas, parse_prometheus
-from loadtest.workload import ClassifyRequest, Workload, answer_problem, kserve_body, parse_mix, text_class
+from loadtest.workload import (
+    TAG_BITS,
+    TAG_DIGITS,
+    ClassifyRequest,
+    Workload,
+    answer_problem,
+    kserve_body,
+    parse_mix,
+    text_class,
+    whitespace_tag,
+)
 
 WORKLOAD = Workload.load()
 
@@ -208,3 +219,70 @@ def test_a_hung_load_generator_is_killed_and_reported():
         run_locust(stuck, {}, deadline_s=2)
     assert time.monotonic() - started < 10
     assert "stuck" in str(caught.value)
+
+
+def test_distinct_requests_differ_in_bytes_but_not_in_what_is_drawn():
+    plain = WORKLOAD.sampler("sets", seed=3)
+    distinct = WORKLOAD.sampler("sets", seed=3, distinct=True)
+    pairs = [(plain.next(), distinct.next()) for _ in range(500)]
+    # the workload's draws (texts, labels) are unchanged; only the tag is added
+    assert all(tagged.text.rstrip(" \t\n\r") == request.text and tagged.labels == request.labels
+               for request, tagged in pairs)
+    assert all(len(tagged.text) == len(request.text) + TAG_BITS // 2 for request, tagged in pairs)
+    assert len({tagged.text for _, tagged in pairs}) == 500  # no two alike, although texts repeat
+    assert len({request.text for request, _ in pairs}) <= len(WORKLOAD.texts)
+    # two samplers with one seed (two Locust processes) still send different tags
+    again = WORKLOAD.sampler("sets", seed=3, distinct=True)
+    assert {again.next().text for _ in range(500)}.isdisjoint(tagged.text for _, tagged in pairs)
+
+
+def test_whitespace_tags_are_fixed_width_and_one_to_one():
+    assert whitespace_tag(0) == " " * 32 and whitespace_tag(2**64 - 1) == "\r" * 32
+    tags = {whitespace_tag(n) for n in range(4096)}
+    assert len(tags) == 4096 and all(set(tag) <= set(TAG_DIGITS) and len(tag) == 32 for tag in tags)
+
+
+def test_tags_leave_the_tokens_unchanged_for_ours_and_the_baselines_tokenizer(tmp_path):
+    """What makes distinct requests a fair comparison: the tag costs no token on either side."""
+    from transformers import BertTokenizer
+
+    from export.random_checkpoint import write_vocab
+    from export.tokenizer import write_tokenizer_json
+    from zsc_server.tokenization import PairTokenizer
+
+    write_vocab(tmp_path / "vocab.txt")
+    write_tokenizer_json(tmp_path, lowercase=True, destination=tmp_path / "tokenizer.json")
+    ours = PairTokenizer(tmp_path / "tokenizer.json", max_length=128, buckets=(16, 32, 64, 128))
+    theirs = BertTokenizer(str(tmp_path / "vocab.txt"), do_lower_case=True)
+    sampler = WORKLOAD.sampler("sets", seed=4, distinct=True)
+    for _ in range(40):
+        request = sampler.next()
+        text = request.text.rstrip(" \t\n\r")
+        tagged, untagged = (ours.encode_pairs(t, list(request.labels)) for t in (request.text, text))
+        assert np.array_equal(tagged.input_ids, untagged.input_ids)
+        assert np.array_equal(tagged.attention_mask, untagged.attention_mask)
+        assert theirs(request.text, request.labels[0])["input_ids"] == theirs(text, request.labels[0])["input_ids"]
+
+
+def test_cache_hits_reach_the_report(two_gpus):
+    h100, t4 = two_gpus
+    server = json.loads((h100.folder / "u10_server.json").read_text())
+    server["models"]["zero_shot"] = {"requests": 24000.0, "cache_hits": 6000.0, "cache_misses": 18000.0}
+    (h100.folder / "u10_server.json").write_text(json.dumps(server))
+    meta = json.loads((h100.folder / "meta.json").read_text())
+    (h100.folder / "meta.json").write_text(json.dumps(dict(meta, distinct=False)))
+    h100 = report.read_results(h100.folder)
+    assert h100.rows[10].cache_cell() == "6,000 (25.0%)"
+    assert t4.rows[10].cache_cell() == "n/a (no cache)"  # a server that is not ours: no counters
+    markdown = report.render([h100, t4], {}, 200.0)
+    assert "| Answered from cache |" in markdown and "| 6,000 (25.0%) |" in markdown
+    assert "repeating (cache may answer)" in markdown and "not recorded" in markdown
+
+
+def test_cache_counters_are_collected_per_model():
+    before = parse_prometheus('nv_cache_num_hits_per_model{model="zero_shot",version="1"} 2\n'
+                              'nv_cache_num_misses_per_model{model="zero_shot",version="1"} 5\n')
+    after = parse_prometheus('nv_cache_num_hits_per_model{model="zero_shot",version="1"} 12\n'
+                             'nv_cache_num_misses_per_model{model="zero_shot",version="1"} 9\n')
+    ensemble = model_deltas(before, after)["zero_shot"]
+    assert (ensemble["cache_hits"], ensemble["cache_misses"]) == (10, 4)
