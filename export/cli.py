@@ -164,6 +164,8 @@ def run(args: argparse.Namespace) -> None:
     precision = args.precision or (profile.precision if profile else Precision.FP32)
     if precision is not Precision.INT8 and (args.texts or args.labels):
         raise ExportError("--texts and --labels feed the INT8 accuracy gate: add --precision int8")
+    if args.gate_requests < 1:
+        raise ExportError(f"--gate-requests must be at least 1, got {args.gate_requests}")
     max_labels = args.max_labels
     if profile and max_labels + 1 > profile.max_batch:
         max_labels = profile.max_batch - 1
@@ -272,10 +274,11 @@ def quantized_encoder(args, fp32_path: Path, scoring: ScoringSettings, report: V
     step(4, f"accuracy gate: INT8 vs FP32 on {len(requests)} requests from {args.texts or agreement.WORKLOAD.name} "
             f"({len(texts)} texts x {len(label_sets)} label sets, templates {list(templates)})")
     preprocessor = Preprocessor(scoring, tokenizer_path)
+    started = time.perf_counter()
     fp32, int8 = (agreement.answers(encoder_runner(path, output_name), preprocessor, scoring, requests)
                   for path in (fp32_path, int8_path))
     gate = agreement.compare_answers(fp32, int8)
-    step(4, str(gate))
+    step(4, f"{gate} [{time.perf_counter() - started:.0f}s]")
     if args.accuracy_gate == "enforce":
         agreement.enforce(gate)
         step(4, "accuracy gate passed")

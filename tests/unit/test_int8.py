@@ -208,6 +208,8 @@ def test_gate_options_need_int8(tmp_path, capsys):
     checkpoint = write_modelscope_structbert(tmp_path / "ms")
     assert cli.main(["--model", str(checkpoint), "--texts", str(tmp_path / "t.txt"), "--validate-only"]) == 1
     assert "add --precision int8" in capsys.readouterr().err
+    assert cli.main(["--model", str(checkpoint), "--precision", "int8", "--gate-requests", "0"]) == 1
+    assert "--gate-requests must be at least 1" in capsys.readouterr().err
 
 
 def test_export_enforces_the_gate_and_report_mode_records_it(tmp_path, capsys):
