@@ -85,9 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def prepare_checkpoints(work: Path, shape: str) -> tuple[Path, Path]:
+def prepare_checkpoints(work: Path, shape: str, huggingface: bool = True) -> tuple[Path, Path]:
+    """The ModelScope-layout checkpoint, and its Hugging Face-layout twin when the HF baseline runs."""
     modelscope_dir, huggingface_dir = work / f"structbert-{shape}-modelscope", work / f"structbert-{shape}-hf"
     for directory, layout in ((modelscope_dir, "modelscope"), (huggingface_dir, "huggingface")):
+        if layout == "huggingface" and not huggingface:
+            continue
         if not (directory / "config.json").is_file():
             write_checkpoint([str(directory), "--shape", shape, "--layout", layout, "--seed", "0"])
     return modelscope_dir, huggingface_dir
@@ -175,7 +178,7 @@ def export_ours(args, checkpoint: Path, precision: str) -> Path:
 def compare(args, precisions: list[str], baselines: list[str],
             folder: Path) -> tuple[list[report.ResultSet], list[report.ResultSet]]:
     print(f"[compare] {args.shape}-shape random checkpoint in {args.work}", flush=True)
-    modelscope_dir, huggingface_dir = prepare_checkpoints(args.work, args.shape)
+    modelscope_dir, huggingface_dir = prepare_checkpoints(args.work, args.shape, "seed-huggingface" in baselines)
 
     ours = []
     for number, precision in enumerate(precisions):
