@@ -270,16 +270,20 @@ def render(ours: list[report.ResultSet], theirs: list[report.ResultSet], args) -
     infos = {precision: export_info(args, precision) for precision in precisions}
     first = infos[precisions[0]]
     labels = f"{args.label_mode} label mode" + (f", label mix {args.label_mix}" if args.label_mix else "")
+    names = {r.meta["target"] for r in theirs}
+    layouts = ("ModelScope layout for ours and the ModelScope pipeline; the same weights in Hugging Face layout "
+               "for the HF pipeline" if "seed-huggingface" in names else "ModelScope layout")
+    baselines = (f"{', '.join(sorted(names))}: one pipeline behind Flask, one request at a time, FP32" if theirs
+                 else "none in this run")
     lines = [
         f"# Triton deployment vs the seed stack ({args.shape} shape)",
         "",
-        f"Model: random weights in the StructBERT-{args.shape} shape (ModelScope layout for ours and the "
-        "ModelScope pipeline; the same weights in Hugging Face layout for the HF pipeline), max length "
+        f"Model: random weights in the StructBERT-{args.shape} shape ({layouts}), max length "
         f"{first['max_length']}. Ours: {first['runtime']}, {' and '.join(precisions)}, sequence buckets "
-        f"{first['buckets']}, HTTP KServe v2 JSON. Baselines: one pipeline behind Flask, one request at a "
-        f"time, FP32. Same Locust scenario ({labels}, {ours[0].meta['mean_labels']:.1f} labels per request on "
-        f"average, workload loadtest/data/workload.json), {args.duration} per user count, each setup alone on "
-        f"{ours[0].meta['hardware']}, load generator on the same machine.",
+        f"{first['buckets']}, HTTP KServe v2 JSON. Baselines: {baselines}. Same Locust scenario ({labels}, "
+        f"{ours[0].meta['mean_labels']:.1f} labels per request on average, workload loadtest/data/workload.json), "
+        f"{args.duration} per user count, each setup alone on {ours[0].meta['hardware']}, load generator on the "
+        "same machine.",
         "",
         requests_sentence(args),
         "",

@@ -286,3 +286,71 @@ def test_cache_counters_are_collected_per_model():
                              'nv_cache_num_misses_per_model{model="zero_shot",version="1"} 9\n')
     ensemble = model_deltas(before, after)["zero_shot"]
     assert (ensemble["cache_hits"], ensemble["cache_misses"]) == (10, 4)
+
+
+def compare_results(tmp_path, shape="base") -> tuple[list[report.ResultSet], list[report.ResultSet], object]:
+    """Results folders as loadtest.compare leaves them: ours at fp32 and int8, one baseline, exports."""
+    import argparse
+
+    def setup(name, precision, runs, cache_hits=None):
+        folder = write_results(tmp_path / name, "CPU AMD EPYC (2 cores)", runs)
+        meta = json.loads((folder / "meta.json").read_text())
+        (folder / "meta.json").write_text(json.dumps(dict(meta, target=name, precision=precision, distinct=True)))
+        for users in runs:
+            server = json.loads((folder / f"u{users}_server.json").read_text())
+            if cache_hits is None:
+                server["models"] = {}  # a Flask baseline: no Triton counters
+            else:
+                server["models"]["zero_shot"] = {"requests": runs[users][0], "cache_hits": cache_hits}
+            (folder / f"u{users}_server.json").write_text(json.dumps(server))
+        return report.read_results(folder)
+
+    fp32 = setup("triton-fp32", "fp32", {1: (300, 0, 170.0, 270.0, 5.9), 5: (300, 0, 800.0, 1600.0, 5.0)}, 0)
+    int8 = setup("triton-int8", "int8", {1: (900, 0, 60.0, 90.0, 17.7), 5: (900, 0, 280.0, 400.0, 15.0)}, 0)
+    theirs = setup("seed-modelscope", "fp32", {1: (260, 0, 190.0, 300.0, 5.2), 5: (280, 0, 870.0, 1200.0, 5.0)})
+    work = tmp_path / "work"
+    for precision, gate in (("fp32", None), ("int8", {"max_abs_delta": 0.03, "mean_abs_delta": 0.005,
+                                                      "top1_agreement": 1.0, "top1_strict": 0.9, "requests": 48,
+                                                      "passed": True})):
+        encoder = work / f"repository-{shape}-{precision}" / "encoder"
+        encoder.mkdir(parents=True)
+        info = {"max_length": 128, "runtime": "python-ort", "buckets": [16, 128], "precision": precision}
+        (encoder / "export.json").write_text(json.dumps(dict(info, int8_agreement=gate) if gate else info))
+    args = argparse.Namespace(shape=shape, work=work, label_mode="sets", label_mix="", duration="60s",
+                              distinct=True)
+    return [fp32, int8], [theirs], args
+
+
+def test_comparison_puts_precisions_cache_counts_and_the_gate_side_by_side(tmp_path):
+    from loadtest import compare
+
+    ours, theirs, args = compare_results(tmp_path)
+    markdown = compare.render(ours, theirs, args)
+    assert "**Distinct requests**" in markdown and "Ours: python-ort, fp32 and int8" in markdown
+    assert markdown.index("## Ours (int8) vs the seed stack") < markdown.index("## Ours (fp32) vs the seed stack")
+    assert "| 5 | 15.0 | 400 | 100.0% | 5.0 | 1,200 | 100.0% | 3.00 | 3.00 |" in markdown  # int8 vs ModelScope
+    assert "| 5 | 5.0 | 15.0 | 3.00 | 800 | 280 | 1,600 | 400 | 4.00 |" in markdown  # INT8 vs FP32
+    assert "| triton-int8 | distinct | 5 | 900 | 0 (0.0%) |" in markdown
+    assert "| seed-modelscope | distinct | 1 | 260 | n/a (no cache) |" in markdown
+    assert "top-1 agreement 100.0% (90.0% strict) on 48 requests: within the export's limits" in markdown
+    assert "Random weights cannot show accuracy" in markdown and "seed's own figures" not in markdown
+
+
+def test_large_shape_comparison_shows_the_seeds_figures_and_no_baseline(tmp_path):
+    from loadtest import compare
+
+    ours, _, args = compare_results(tmp_path, shape="large")
+    markdown = compare.render(ours[1:], [], args)
+    assert "Baselines: none in this run" in markdown and "## Ours (int8) vs" not in markdown
+    assert "| seed stack on a T4 GPU | 180 ms mean, one user |" in markdown
+    assert "| ours, int8, CPU AMD EPYC (2 cores) | 60 ms mean, P95 90 ms, one user, 100.0% success | this run |" \
+        in markdown
+
+
+def test_compare_refuses_unknown_precisions():
+    from loadtest.compare import parse_precisions
+
+    assert parse_precisions("int8, fp32") == ["int8", "fp32"]
+    for spec in ("fp16", "", "fp32,int4"):
+        with pytest.raises(LoadTestError, match="--precisions"):
+            parse_precisions(spec)
