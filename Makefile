@@ -84,11 +84,15 @@ USERS ?= 1,5,10
 DURATION ?= 60s
 PROTOCOL ?= grpc
 LABEL_MODE ?= sets
+# 1: distinct requests (a unique whitespace tag per text, dropped by the tokenizers): the response cache
+# answers none; 0: the workload's repeats, which the cache may answer. Reports count cache hits either way.
+DISTINCT ?= 1
+DISTINCT_ARG = $(if $(filter 0 no false,$(DISTINCT)),--no-distinct,--distinct)
 
-loadtest: setup ## Locust run per user count against HOST, results + report in loadtest/results/ [USERS DURATION PROTOCOL LABEL_MODE]
+loadtest: setup ## Locust run per user count against HOST, results + report in loadtest/results/ [USERS DURATION PROTOCOL LABEL_MODE DISTINCT]
 	$(PY) -m loadtest.run --host http://$(HOST):$(HTTP_PORT) --grpc-url $(HOST):$(GRPC_PORT) \
 		--metrics-url http://$(HOST):$(METRICS_PORT)/metrics --users $(USERS) --duration $(DURATION) \
-		--protocol $(PROTOCOL) --label-mode $(LABEL_MODE) --report
+		--protocol $(PROTOCOL) --label-mode $(LABEL_MODE) $(DISTINCT_ARG) --report
 
 SOAK_DURATION ?= 600
 SOAK_LOAD ?= 2.0
@@ -122,8 +126,18 @@ gpu-run: ## on a GPU host: export StructBERT-large (random weights), measure mem
 bench-overhead: setup ## the ensemble's own cost on a tiny model: p50 floor at one request, requests/s ceiling and CPU per request
 	$(PY) -m loadtest.overhead
 
-loadtest-compare: setup setup-modelscope ## ours vs the seed stack (ModelScope / HF pipelines behind Flask), same model and inputs [USERS DURATION]
-	$(PY) -m loadtest.compare --users $(USERS) --duration $(DURATION) --baseline-python $(MS_VENV)/bin/python
+# loadtest-compare: the random checkpoint's shape (base, or large: the seed's model), our precisions,
+# label-count weights (e.g. 3:1,4:1,5:1), which baselines ('' for none), more flags (--cached-run ...)
+SHAPE ?= base
+PRECISIONS ?= fp32,int8
+LABEL_MIX ?=
+BASELINES ?= seed-modelscope,seed-huggingface
+COMPARE_ARGS ?=
+
+loadtest-compare: setup setup-modelscope ## ours (fp32, int8) vs the seed stack (ModelScope / HF pipelines behind Flask), same model and inputs, distinct requests [USERS DURATION SHAPE PRECISIONS LABEL_MIX BASELINES DISTINCT COMPARE_ARGS]
+	$(PY) -m loadtest.compare --users $(USERS) --duration $(DURATION) --shape $(SHAPE) --precisions $(PRECISIONS) \
+		$(if $(LABEL_MIX),--label-mix $(LABEL_MIX)) --baselines "$(BASELINES)" $(DISTINCT_ARG) \
+		--baseline-python $(MS_VENV)/bin/python $(COMPARE_ARGS)
 
 # perf_analyzer, Triton's own benchmark client: the binary of the tritonclient 2.51 wheel and its two
 # libraries, in a git-ignored folder of their own (loadtest/perf_tools.py says where each comes from).

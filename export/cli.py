@@ -11,10 +11,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from export import agreement
 from export.checkpoint import OFFLINE_ALIASES, load_checkpoint
 from export.errors import ExportError, ValidationError
 from export.gpu_profiles import CARDS, ModelShape, card_for, gpu_profile
 from export.hf2torch import export_plain_torch, plain_torch_runner, require_plain_bert
+from export.onnx2int8 import quantize_encoder
 from export.onnx2trt import build_engine, engine_runner, import_tensorrt, sequence_profiles
 from export.repository import (
     Runtime,
@@ -34,12 +36,14 @@ from export.validate import ValidationReport, sample_batches, validate_onnx, val
 from zsc_server.admission import AdmissionSettings
 from zsc_server.gpus import describe, visible_gpus
 from zsc_server.onnx_encoder import OnnxEncoder
+from zsc_server.preprocess import Preprocessor
 from zsc_server.settings import CPU_BUCKETS, DEFAULT_BUCKETS, ScoringMode, ScoringSettings, sequence_buckets
 from zsc_server.tokenization import PairTokenizer
 
 MODEL_MAX_LENGTH = "model"  # --max-length model: as long as the model takes (the pipeline's truncation)
 
 STEPS = 5
+CPU_RUNTIMES = (Runtime.PYTHON_ORT, Runtime.ONNXRUNTIME)
 # Admission control's defaults (zsc_server/admission.py), from measured service times: see README, "Overload".
 ADMISSION_DEFAULTS = {"cpu": AdmissionSettings(target_ms=300, interval_ms=500),
                       "gpu": AdmissionSettings(target_ms=50, interval_ms=100)}
@@ -54,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
         "  python -m export --model offline-minilm            # bundled all-MiniLM-L6-v2, offline\n"
         "  python -m export --model damo/nlp_structbert_zero-shot-classification_chinese-base\n"
         "  python -m export --model ./my-structbert --max-length 256 --runtime onnxruntime\n"
-        "  python -m export --model ./bart-large-mnli --max-length model   # truncate as the HF pipeline",
+        "  python -m export --model ./bart-large-mnli --max-length model   # truncate as the HF pipeline\n"
+        "  python -m export --model ./my-structbert --precision int8            # CPU: INT8, accuracy-gated\n"
+        "  python -m export --model ./my-structbert --precision int8 --validate-only --texts my-texts.txt \\\n"
+        "      --labels '咨询,投诉,建议'                 # INT8 vs FP32 on your own texts; writes nothing",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -65,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repository", type=Path, default=Path("model_repository"),
                         help="model repository to write (default: %(default)s)")
     parser.add_argument("--precision", type=Precision, choices=list(Precision), default=None,
-                        help="encoder precision (default: the GPU profile's, else fp32)")
+                        help="encoder precision (default: the GPU profile's, else fp32). int8: CPU runtimes "
+                             "(python-ort, onnxruntime) only; weights quantized to INT8, answers checked against "
+                             "FP32 by the accuracy gate (--texts, --labels, --accuracy-gate)")
     parser.add_argument("--runtime", type=Runtime, choices=list(Runtime), default=None,
                         help="python-ort: ONNX Runtime in a Python-backend model (CPU; runs with the pytriton "
                         "wheel); onnxruntime: native onnxruntime_onnx backend with TensorRT/CUDA accelerators; "
@@ -117,7 +126,30 @@ def build_parser() -> argparse.ArgumentParser:
                              f"{ADMISSION_DEFAULTS['cpu'].interval_ms:g} on the CPU)")
     parser.add_argument("--preprocess-instances", type=int, default=2,
                         help="tokenizer model instances (default: 2)")
+    parser.add_argument("--cpu-cores", type=int, default=0,
+                        help="onnxruntime INT8 on CPU: cores the serving machine gives the encoder; its threads "
+                             "per instance = cores / --encoder-instances (default: this machine's). python-ort "
+                             "counts the cores when the server loads the model")
     parser.add_argument("--cache-dir", default=None, help="hub download cache (default: the hub's own)")
+    gate = parser.add_argument_group(
+        "INT8 accuracy gate",
+        f"INT8 answers against FP32 on {agreement.DEFAULT_REQUESTS} requests (texts x label sets x templates): "
+        f"fails the export when max |Δ score| > {agreement.GATE.max_abs_delta}, mean |Δ score| > "
+        f"{agreement.GATE.mean_abs_delta} or top-1 agreement < {agreement.GATE.top1_agreement:.0%} (FP32 near-ties "
+        f"within {agreement.TIE_MARGIN} count as agreement). Random-weight checkpoints cannot show accuracy.")
+    gate.add_argument("--texts", type=Path, default=None,
+                      help="texts to check on: one per line, or a JSON file like loadtest/data/workload.json "
+                           "(texts, label_sets) (default: loadtest/data/workload.json)")
+    gate.add_argument("--labels", action="append", default=None, metavar="'A,B,C'",
+                      help="a label set for --texts (repeat for several; default: the JSON file's label sets, "
+                           "else the workload's)")
+    gate.add_argument("--gate-requests", type=int, default=agreement.DEFAULT_REQUESTS,
+                      help="how many (text, label set) requests to check (default: %(default)s)")
+    gate.add_argument("--accuracy-gate", choices=["enforce", "report"], default="enforce",
+                      help="enforce: an INT8 model over the limits is not exported (default); report: print "
+                           "the figures and export anyway (random-weight checkpoints, whose scores are noise)")
+    parser.add_argument("--validate-only", action="store_true",
+                        help="steps 1-4 only (export and check the encoder, the INT8 gate included), write nothing")
     return parser
 
 
@@ -147,8 +179,11 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     repository: Path = args.repository
-    args.gpu = choose_gpu(args.gpu, args.runtime, args.torch_device)
+    args.gpu = choose_gpu(args.gpu, args.runtime, args.torch_device, args.precision)
     runtime = args.runtime or (Runtime.PYTHON_TORCH if args.gpu else Runtime.PYTHON_ORT)
+    if args.precision is Precision.INT8 and (runtime not in CPU_RUNTIMES or args.gpu):
+        raise ExportError(f"--precision int8 is for the CPU runtimes (python-ort, onnxruntime without --gpu), "
+                          f"not {runtime.value}{' with --gpu' if args.gpu else ''}: use fp16 or fp32 on the GPU")
 
     step(1, f"loading {args.model}")
     ckpt = load_checkpoint(args.model, args.cache_dir)
@@ -164,6 +199,10 @@ def run(args: argparse.Namespace) -> None:
     if profile:
         step(1, f"GPU profile {args.gpu}: {profile.summary()}")
     precision = args.precision or (profile.precision if profile else Precision.FP32)
+    if precision is not Precision.INT8 and (args.texts or args.labels):
+        raise ExportError("--texts and --labels feed the INT8 accuracy gate: add --precision int8")
+    if args.gate_requests < 1:
+        raise ExportError(f"--gate-requests must be at least 1, got {args.gate_requests}")
     max_labels = args.max_labels
     if profile and max_labels + 1 > profile.max_batch:
         max_labels = profile.max_batch - 1
@@ -189,6 +228,7 @@ def run(args: argparse.Namespace) -> None:
         torch_device=args.torch_device,
         graph_batch_sizes=profile.graph_batch_sizes if profile else ServingSettings.graph_batch_sizes,
         tensorrt_profiles=len(scoring.buckets) if runtime is Runtime.TENSORRT else 0,
+        cpu_cores=args.cpu_cores,
     )
     admission = ADMISSION_DEFAULTS["gpu" if profile else "cpu"]
     admission = AdmissionSettings(first(args.admission_target_ms, admission.target_ms),
@@ -209,6 +249,10 @@ def run(args: argparse.Namespace) -> None:
                                             Path(tmp))
         # The preprocess sends, and the ensemble passes, exactly the inputs the exported encoder declares.
         scoring = dataclasses.replace(scoring, encoder_inputs=encoder_inputs(artifact, runtime, ckpt))
+        if args.validate_only:
+            print(f"[export] validated in {time.perf_counter() - started:.1f}s; --validate-only: nothing written",
+                  flush=True)
+            return
         with staged_repository(repository) as staging:
             step(5, f"writing {runtime.value} repository to {repository}/")
             copy_static_models(staging)
@@ -222,6 +266,8 @@ def run(args: argparse.Namespace) -> None:
                 "validation_max_abs_diff": report.max_abs_diff,
                 "validation_label_order_agreement": report.order_agreement,
             }
+            if report.int8_agreement:
+                info["int8_agreement"] = report.int8_agreement
             for config in (
                 preprocess_config(scoring, serving),
                 encoder_config(scoring, serving, ckpt.output_name, _output_width(ckpt)),
@@ -234,7 +280,8 @@ def run(args: argparse.Namespace) -> None:
     print(f"[export] done in {time.perf_counter() - started:.1f}s: serve it with `make serve`", flush=True)
 
 
-def choose_gpu(requested: str | None, runtime: Runtime | None, torch_device: str) -> str | None:
+def choose_gpu(requested: str | None, runtime: Runtime | None, torch_device: str,
+               precision: Precision | None = None) -> str | None:
     """The GPU profile to export with: the one asked for, or with `auto` the visible GPU's (None: CPU)."""
     if requested != "auto":
         return None if requested in (None, "none") else requested
@@ -242,9 +289,10 @@ def choose_gpu(requested: str | None, runtime: Runtime | None, torch_device: str
     if not gpus:
         step(1, "no GPU visible (nvidia-smi): exporting for the CPU; --gpu CARD exports for a card elsewhere")
         return None
-    if runtime is Runtime.PYTHON_ORT or torch_device == "cpu":
-        step(1, f"{describe(gpus)} visible, but the encoder was asked to run on the CPU "
-                f"({'--runtime python-ort' if runtime is Runtime.PYTHON_ORT else '--torch-device cpu'}): "
+    cpu_only = ("--runtime python-ort" if runtime is Runtime.PYTHON_ORT else "--torch-device cpu"
+                if torch_device == "cpu" else "--precision int8" if precision is Precision.INT8 else None)
+    if cpu_only:
+        step(1, f"{describe(gpus)} visible, but the encoder was asked to run on the CPU ({cpu_only}): "
                 "no GPU profile")
         return None
     card, why = card_for(gpus[0].name, gpus[0].memory_mib)
@@ -265,18 +313,53 @@ def encoder_artifact(args, runtime: Runtime, precision: Precision, ckpt, scoring
         step(4, str(report))
         return path, report
 
-    # TensorRT lowers precision itself from an FP32 graph (and can keep chosen layers in FP32)
-    onnx_precision = Precision.FP32 if runtime is Runtime.TENSORRT else precision
-    onnx_path = tmp / "model.onnx"
+    # TensorRT lowers precision itself from an FP32 graph (and can keep chosen layers in FP32); INT8 is
+    # quantized from the FP32 graph
+    onnx_precision = Precision.FP32 if runtime is Runtime.TENSORRT or precision is Precision.INT8 else precision
+    onnx_path = tmp / ("model-fp32.onnx" if precision is Precision.INT8 else "model.onnx")
     step(3, f"exporting ONNX ({onnx_precision.value}, opset 17, dynamic batch_size/sequence_length)")
     export_onnx(ckpt.module, ckpt.output_name, onnx_path, onnx_precision)
     step(3, f"wrote {onnx_path.stat().st_size / 1e6:.1f} MB")
     step(4, "validating ONNX Runtime against PyTorch on sample inputs")
     report = validate_onnx(ckpt.module, onnx_path, ckpt.output_name, batches, onnx_precision, entailment)
     step(4, str(report))
+    if precision is Precision.INT8:
+        return quantized_encoder(args, onnx_path, scoring, report, ckpt.output_name, tmp / "tokenizer.json")
     if runtime is not Runtime.TENSORRT:
         return onnx_path, report
     return build_validated_engine(args, precision, ckpt, scoring, profile, batches, entailment, onnx_path)
+
+
+def quantized_encoder(args, fp32_path: Path, scoring: ScoringSettings, report: ValidationReport, output_name: str,
+                      tokenizer_path: Path) -> tuple[Path, ValidationReport]:
+    """Step 4 for INT8: quantize the validated FP32 graph, then the accuracy gate against it."""
+    int8_path = fp32_path.with_name("model.onnx")
+    step(4, f"quantizing to INT8: {quantize_encoder(fp32_path, int8_path)}")
+    texts, label_sets = agreement.read_texts_and_label_sets(args.texts, args.labels)
+    # the export's default template (the checkpoint family's, or --template) first, then the workload's
+    templates = (scoring.default_template, *(t for t in agreement.TEMPLATES if t != scoring.default_template))
+    requests = agreement.gate_requests(texts, label_sets, templates, args.gate_requests)
+    step(4, f"accuracy gate: INT8 vs FP32 on {len(requests)} requests from {args.texts or agreement.WORKLOAD.name} "
+            f"({len(texts)} texts x {len(label_sets)} label sets, templates {list(templates)})")
+    preprocessor = Preprocessor(scoring, tokenizer_path)
+    started = time.perf_counter()
+    fp32, int8 = (agreement.answers(encoder_runner(path, output_name), preprocessor, scoring, requests)
+                  for path in (fp32_path, int8_path))
+    gate = agreement.compare_answers(fp32, int8)
+    step(4, f"{gate} [{time.perf_counter() - started:.0f}s]")
+    if args.accuracy_gate == "enforce":
+        agreement.enforce(gate)
+        step(4, "accuracy gate passed")
+    elif gate.failures():
+        step(4, f"accuracy gate NOT passed ({'; '.join(gate.failures())}); exporting anyway (--accuracy-gate report)")
+    return int8_path, dataclasses.replace(report, int8_agreement=dict(gate.as_dict(), gate=args.accuracy_gate,
+                                                                         passed=not gate.failures()))
+
+
+def encoder_runner(onnx_path: Path, output_name: str):
+    """One request through the encoder as the python-ort runtime runs it."""
+    encoder = OnnxEncoder(str(onnx_path))
+    return lambda feeds: encoder.run_batch([feeds])[0][output_name]
 
 
 def build_validated_engine(args, precision: Precision, ckpt, scoring: ScoringSettings, profile, batches,

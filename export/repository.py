@@ -44,7 +44,8 @@ class ServingSettings:
     queue_delay_us: int = 2000
     encoder_instances: int = 1
     preprocess_instances: int = 2
-    intra_op_threads: int = 0  # 0: one per CPU core
+    intra_op_threads: int = 0  # 0: the cores shared out among the encoder instances (CPU runtimes)
+    cpu_cores: int = 0  # onnxruntime on CPU (INT8): the cores its thread count is computed for; 0: this machine's
     preferred_batch_sizes: tuple[int, ...] = ()
     max_batch: int = 0  # encoder batch (pairs) limit; 0: one request's largest (max_labels + 1)
     # Overload: a bounded encoder queue answers "busy" (UNAVAILABLE) at once instead of letting
@@ -60,6 +61,10 @@ class ServingSettings:
     response_cache: bool = True
     # refuse new requests, before tokenizing them, while requests wait longer than this (zsc_server/admission.py)
     admission: AdmissionSettings = AdmissionSettings()
+
+    @property
+    def int8(self) -> bool:
+        return self.precision == "int8"
 
 
 def _tensor(name: str, dtype: str, dims: list[int], optional: bool = False) -> dict:
@@ -147,10 +152,19 @@ def encoder_config(
         "dynamic_batching": batching,
     }
     gpu = {"count": serving.encoder_instances, "kind": "KIND_GPU"}
+    cpu = {"count": serving.encoder_instances, "kind": "KIND_CPU"}
     if serving.runtime is Runtime.PYTHON_ORT:
         config["backend"] = "python"
-        config["instance_group"] = [{"count": serving.encoder_instances, "kind": "KIND_CPU"}]
-        config["parameters"] = _params({"intra_op_threads": str(serving.intra_op_threads)})
+        config["instance_group"] = [cpu]
+        config["parameters"] = _params({
+            "intra_op_threads": str(serving.intra_op_threads),
+            "intra_op_threads_rule": THREADS_RULE,
+            # INT8 (dynamic quantization) scales activations per run: merged requests would change each
+            # other's scores, so each request runs alone; on CPU merging saves no compute anyway
+            "one_run_per_request": "true" if serving.int8 else "false",
+        })
+    elif serving.runtime is Runtime.ONNXRUNTIME and serving.int8:
+        return cpu_onnxruntime_config(config, serving)
     elif serving.runtime is Runtime.PYTHON_TORCH:
         config["backend"] = "python"
         config["instance_group"] = [gpu if serving.torch_device == "gpu" else dict(gpu, kind="KIND_CPU")]
@@ -177,6 +191,31 @@ def encoder_config(
         config["platform"] = "tensorrt_plan"
         # Triton picks, per batch, the profile whose shapes fit it: one per sequence bucket.
         config["instance_group"] = [dict(gpu, profile=[str(i) for i in range(serving.tensorrt_profiles)])]
+    return config
+
+
+THREADS_RULE = ("0: the cores the server may use divided by the encoder instances, at load; a number: that many. "
+                "Intra-op threads x instances <= cores: more threads than cores make the instances' thread "
+                "pools preempt each other")
+
+
+def cpu_onnxruntime_config(config: dict, serving: ServingSettings) -> dict:
+    """INT8 on the native onnxruntime backend, on the CPU. Without a dynamic batcher: Triton then runs each
+    request on its own (dynamic quantization scales activations per run, so merged requests would change
+    each other's scores), which also means no bounded queue (that lives in the dynamic batcher)."""
+    from zsc_server.onnx_encoder import intra_op_threads, usable_cores
+
+    cores = serving.cpu_cores or usable_cores()
+    threads = intra_op_threads(serving.intra_op_threads, serving.encoder_instances, cores)
+    config = {key: value for key, value in config.items() if key != "dynamic_batching"}
+    config["platform"] = "onnxruntime_onnx"
+    config["instance_group"] = [{"count": serving.encoder_instances, "kind": "KIND_CPU"}]
+    config["parameters"] = _params({
+        "intra_op_thread_count": str(threads),
+        "inter_op_thread_count": "1",
+        "intra_op_threads_rule": f"{threads} = {cores} cores (--cpu-cores) / {serving.encoder_instances} "
+                                 "instances, at export: intra-op threads x instances <= cores",
+    })
     return config
 
 

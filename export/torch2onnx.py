@@ -16,6 +16,7 @@ OPSET = 17
 class Precision(str, enum.Enum):
     FP32 = "fp32"
     FP16 = "fp16"
+    INT8 = "int8"  # CPU runtimes only: FP32 export, then export/onnx2int8.py
 
 
 def export_onnx(module: torch.nn.Module, output_name: str, path: Path, precision: Precision) -> Path:
@@ -24,6 +25,7 @@ def export_onnx(module: torch.nn.Module, output_name: str, path: Path, precision
 
     FP16 converts the weights and activations after export but keeps int64 inputs
     and an FP32 output (``keep_io_types``), so the rest of the ensemble is unchanged.
+    INT8 writes the FP32 graph: export/onnx2int8.py quantizes it once it is validated.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     names = tuple(getattr(module, "input_names", ENCODER_INPUTS))

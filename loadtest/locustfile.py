@@ -61,6 +61,9 @@ def _options(parser) -> None:
     group.add_argument("--score-kind", choices=SCORE_KINDS, default="probabilities",
                        help="what a valid answer's scores are: NLI probabilities or embedding cosines")
     group.add_argument("--seed", type=int, default=0, help="workload sampling seed (per user: seed + user number)")
+    group.add_argument("--distinct", action="store_true",
+                       help="end every text in a unique whitespace tag (dropped by the tokenizers): no two requests "
+                            "alike, so the response cache answers none and every server does the workload's work")
 
 
 class WorkloadUser(User):
@@ -73,7 +76,7 @@ class WorkloadUser(User):
         options = self.environment.parsed_options
         self.sampler = _load_workload(options.workload).sampler(
             options.label_mode, options.label_mix, options.text_mix, options.multi_label_share,
-            seed=options.seed + next(_user_numbers))
+            seed=options.seed + next(_user_numbers), distinct=options.distinct)
         self.score_kind = options.score_kind
 
 

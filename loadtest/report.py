@@ -41,10 +41,20 @@ class RunRow:
     encoder_compute_ms: float | None = None
     encoder_batch: float | None = None
     gpu_memory_mb: float | None = None
+    # Triton's response cache (the ensemble's counters over the run); None: a server without one
+    cache_hits: float | None = None
+    server_requests: float | None = None
 
     @property
     def success_rate(self) -> float:
         return (self.requests - self.failures) / self.requests if self.requests else 0.0
+
+    def cache_cell(self) -> str:
+        """How many answers came from the response cache, and their share of the answers."""
+        if self.cache_hits is None:
+            return "n/a (no cache)"
+        share = self.cache_hits / self.server_requests if self.server_requests else 0.0
+        return f"{self.cache_hits:,.0f} ({share:.1%})"
 
 
 @dataclasses.dataclass
@@ -87,6 +97,9 @@ def read_run(folder: Path, users: int, mean_labels: float | None = None) -> RunR
     server_file = folder / f"u{users}_server.json"
     if server_file.is_file():
         server = json.loads(server_file.read_text(encoding="utf-8"))
+        ensemble = server.get("models", {}).get("zero_shot")
+        if ensemble:
+            row.cache_hits, row.server_requests = ensemble.get("cache_hits", 0.0), ensemble.get("requests", 0.0)
         encoder = server.get("models", {}).get("encoder")
         if encoder and encoder.get("requests"):
             row.encoder_queue_ms = encoder["avg_queue_ms"]
@@ -124,12 +137,19 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def requests_kind(meta: dict) -> str:
+    """Whether the run's requests were all distinct (the response cache cannot answer) or repeat."""
+    if "distinct" not in meta:
+        return "not recorded"
+    return "distinct" if meta["distinct"] else "repeating (cache may answer)"
+
+
 def conditions(results: list[ResultSet]) -> str:
     rows = [[r.label, r.meta["hardware"], str(r.meta["model"]), str(r.meta.get("max_length") or "n/a"),
-             f"{r.meta['label_mode']}, {r.meta['mean_labels']:.1f} labels/request", r.meta["protocol"],
-             r.meta["duration"], r.meta["started"]] for r in results]
-    return table(["Setup", "Hardware", "Model", "Max length", "Labels", "Protocol", "Duration/run", "Started"],
-                 rows)
+             f"{r.meta['label_mode']}, {r.meta['mean_labels']:.1f} labels/request", requests_kind(r.meta),
+             r.meta["protocol"], r.meta["duration"], r.meta["started"]] for r in results]
+    return table(["Setup", "Hardware", "Model", "Max length", "Labels", "Requests", "Protocol", "Duration/run",
+                  "Started"], rows)
 
 
 def single_request_table(results: list[ResultSet]) -> str:
@@ -148,10 +168,10 @@ def throughput_table(results: list[ResultSet]) -> str:
     rows = []
     for r in results:
         for users, row in sorted(r.rows.items()):
-            rows.append([r.label, str(users), fmt(row.rps), fmt(row.pairs_per_s, 0), fmt(row.encoder_queue_ms, 2),
-                         fmt(row.encoder_compute_ms, 2), fmt(row.encoder_batch, 1)])
-    return table(["Setup", "Users", "Requests/s", "Pairs/s", "Encoder queue (ms/req)", "Encoder compute (ms/req)",
-                  "Pairs per encoder execution"], rows)
+            rows.append([r.label, str(users), fmt(row.rps), fmt(row.pairs_per_s, 0), row.cache_cell(),
+                         fmt(row.encoder_queue_ms, 2), fmt(row.encoder_compute_ms, 2), fmt(row.encoder_batch, 1)])
+    return table(["Setup", "Users", "Requests/s", "Pairs/s", "Answered from cache", "Encoder queue (ms/req)",
+                  "Encoder compute (ms/req)", "Pairs per encoder execution"], rows)
 
 
 def capacity(result: ResultSet, slo_p95_ms: float) -> float:

@@ -6,8 +6,12 @@
 The folder (loadtest/results/<date>-<hardware>-<target>-<runtime>-<precision>-<model>/) holds:
   meta.json            conditions: hardware, model, precision, runtime, workload, users, duration
   u<N>_stats.csv ...   Locust's CSV statistics for N users
-  u<N>_server.json     Triton counters over the run (queue / compute time per model, batch sizes)
-                       and GPU memory / utilization (Triton's gauges, nvidia-smi samples)
+  u<N>_server.json     Triton counters over the run (queue / compute time per model, batch sizes,
+                       answers from the response cache) and GPU memory / utilization (Triton's gauges,
+                       nvidia-smi samples)
+Requests are distinct by default (--no-distinct to let the workload's repeats reach the response cache):
+each text ends in a unique whitespace tag that the tokenizers drop, so the cache answers none of them and
+the tokens are the workload's (loadtest/workload.py).
 `python -m loadtest.report FOLDER...` turns folders into tables and plots.
 """
 
@@ -55,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--label-mode", choices=LABEL_MODES, default="sets")
     parser.add_argument("--label-mix", default="", help="label-count weights, e.g. 3:4,5:2,10:1")
     parser.add_argument("--text-mix", default="", help="text-length weights, e.g. short:1,long:1")
+    parser.add_argument("--distinct", action=argparse.BooleanOptionalAction, default=True,
+                        help="end each text in a unique whitespace tag the tokenizers drop, so that no request "
+                             "repeats and the response cache answers none: the figures are compute (default); "
+                             "--no-distinct: the workload's repeats, which the cache may answer")
     parser.add_argument("--workload", type=Path, default=DEFAULT_WORKLOAD)
     parser.add_argument("--request-timeout-s", type=float, default=30.0)
     parser.add_argument("--target", default="",
@@ -133,6 +141,8 @@ def locust_command(args, users: int, csv_prefix: Path) -> list[str]:
         "--request-timeout-s", str(args.request_timeout_s),
         "--score-kind", "cosine" if args.served_mode == "embedding" else "probabilities",
     ]
+    if args.distinct:
+        command.append("--distinct")
     for option, value in (("--label-mix", args.label_mix), ("--text-mix", args.text_mix),
                           ("--grpc-url", args.grpc_url)):
         if value:
@@ -143,7 +153,8 @@ def locust_command(args, users: int, csv_prefix: Path) -> list[str]:
 def warm_up(args, count: int = 5) -> None:
     """A few requests first, so that one-time costs (first inference, lazy allocations) stay out of the
     numbers; fails early with a clear message when nothing answers at --host."""
-    sampler = Workload.load(args.workload).sampler(args.label_mode, args.label_mix, args.text_mix, seed=99)
+    sampler = Workload.load(args.workload).sampler(args.label_mode, args.label_mix, args.text_mix, seed=99,
+                                                   distinct=args.distinct)
     for _ in range(count):
         request = sampler.next()
         if args.protocol == "flask":
@@ -181,6 +192,7 @@ def run(args) -> Path:
         "users": users_list,
         "duration": args.duration,
         "label_mode": args.label_mode, "label_mix": args.label_mix, "text_mix": args.text_mix,
+        "distinct": args.distinct,
         "mean_labels": round(sampler.mean_labels(), 3),
         "workload": str(args.workload.resolve().relative_to(ROOT) if args.workload.resolve().is_relative_to(ROOT)
                         else args.workload),
@@ -233,7 +245,7 @@ def run_locust(command: list[str], environment: dict, deadline_s: float) -> subp
 def one_line(folder: Path, users: int) -> str:
     row = report.read_run(folder, users)
     return (f"{row.requests} requests, {row.success_rate:.2%} ok, avg {row.avg_ms:.0f} ms, "
-            f"p95 {row.p95_ms:.0f} ms, {row.rps:.1f} req/s")
+            f"p95 {row.p95_ms:.0f} ms, {row.rps:.1f} req/s, answered from cache: {row.cache_cell()}")
 
 
 def main(argv: list[str] | None = None) -> int:

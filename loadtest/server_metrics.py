@@ -23,6 +23,7 @@ COUNTERS = {
     "compute_output_us": "nv_inference_compute_output_duration_us",
     "request_us": "nv_inference_request_duration_us",
     "cache_hits": "nv_cache_num_hits_per_model",  # answered from the response cache, no compute
+    "cache_misses": "nv_cache_num_misses_per_model",  # looked up in the cache, not found: computed
 }
 
 

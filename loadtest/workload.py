@@ -4,7 +4,13 @@ drawn with weights for text length and label count.
 Label modes:
   fixed  one label set for every request (what a router with fixed categories sends; caching helps)
   sets   the realistic label sets of the workload file, weighted by label count
-  fresh  labels drawn from the pool for every request (no two requests alike; caching cannot help)
+  fresh  labels drawn from the pool for every request (rarely two alike)
+
+Distinct requests (`distinct=True`): every request's text ends in a tag of whitespace characters that
+differs from request to request, so that no two requests are byte-identical and Triton's response
+cache cannot answer any of them, whatever the label mode. BERT tokenizers (ours, ModelScope's,
+Hugging Face's) drop whitespace, so the tokens, and with them the compute, are exactly the workload's:
+every server does the same work as without the tag.
 """
 
 from __future__ import annotations
@@ -19,6 +25,15 @@ LABEL_MODES = ("fixed", "sets", "fresh")
 TRITON_INFER = "/v2/models/zero_shot/infer"
 # Text-length classes by character count.
 TEXT_CLASSES = {"short": (0, 20), "medium": (21, 40), "long": (41, 10**9)}
+# The digits of a distinct-request tag: whitespace every BERT tokenizer drops (base 4, 32 digits = a
+# random 64-bit number, so that two requests of a run share a tag with probability ~n²/2^65).
+TAG_DIGITS = (" ", "\t", "\n", "\r")
+TAG_BITS = 64
+
+
+def whitespace_tag(number: int, bits: int = TAG_BITS) -> str:
+    """`number` (< 2**bits) written in TAG_DIGITS, two bits per character, fixed width."""
+    return "".join(TAG_DIGITS[(number >> shift) & 3] for shift in range(0, bits, 2))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,14 +70,16 @@ class Workload:
         return cls(data["texts"], data["label_sets"], data["label_pool"])
 
     def sampler(self, label_mode: str = "sets", label_mix: str | None = None, text_mix: str | None = None,
-                multi_label_share: float = 0.0, seed: int | None = None) -> RequestSampler:
+                multi_label_share: float = 0.0, seed: int | None = None, distinct: bool = False) -> RequestSampler:
         return RequestSampler(self, label_mode, parse_mix(label_mix, keys_are_ints=True),
-                              parse_mix(text_mix, keys_are_ints=False), multi_label_share, random.Random(seed))
+                              parse_mix(text_mix, keys_are_ints=False), multi_label_share, random.Random(seed),
+                              distinct)
 
 
 class RequestSampler:
     def __init__(self, workload: Workload, label_mode: str, label_mix: dict[int, float],
-                 text_mix: dict[str, float], multi_label_share: float, rng: random.Random):
+                 text_mix: dict[str, float], multi_label_share: float, rng: random.Random,
+                 distinct: bool = False):
         if label_mode not in LABEL_MODES:
             raise ValueError(f"label mode {label_mode!r} is not one of {', '.join(LABEL_MODES)}")
         unknown = set(text_mix) - set(TEXT_CLASSES)
@@ -70,6 +87,9 @@ class RequestSampler:
             raise ValueError(f"text mix classes {sorted(unknown)} are not among {', '.join(TEXT_CLASSES)}")
         self.workload, self.label_mode, self.rng = workload, label_mode, rng
         self.multi_label_share = multi_label_share
+        # Tags come from the OS's entropy, not from `rng`: seeded samplers of different Locust processes
+        # (one per user count) replay the same texts and labels, and their tags must still differ.
+        self.tags = random.SystemRandom() if distinct else None
         self.label_counts = label_mix or {3: 1.0, 5: 1.0, 10: 1.0}
         if label_mode == "fresh" and max(self.label_counts) > len(workload.label_pool):
             raise ValueError(f"label count {max(self.label_counts)} exceeds the pool of {len(workload.label_pool)}")
@@ -100,7 +120,10 @@ class RequestSampler:
     def next(self) -> ClassifyRequest:
         [text] = self.rng.choices(self.texts, self.text_weights)
         multi_label = self.rng.random() < self.multi_label_share
-        return ClassifyRequest(text, self.labels(), multi_label)
+        labels = self.labels()
+        if self.tags is not None:
+            text += whitespace_tag(self.tags.getrandbits(TAG_BITS))
+        return ClassifyRequest(text, labels, multi_label)
 
     def mean_labels(self, draws: int = 5000) -> float:
         """Average labels per request, estimated on a copy of the sampler (reports turn requests/s

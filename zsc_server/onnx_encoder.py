@@ -2,6 +2,12 @@
 
 Used by the ``python-ort`` runtime (the encoder as a Python-backend model), which
 is what runs where Triton has no native ONNX Runtime backend (the pytriton wheel).
+
+Session settings, for CPU serving:
+- intra-op threads = the cores this process may use ÷ encoder instances (at least 1), unless set:
+  each instance is its own process with its own thread pool, and more threads in all than cores makes
+  the pools preempt each other (every instance slows down, latency turns erratic);
+- inter-op threads 1, sequential execution: a BERT graph is one chain of ops, parallel only inside them.
 """
 
 from __future__ import annotations
@@ -14,11 +20,32 @@ import onnxruntime as ort
 from zsc_server.batching import merge_feeds, split_rows
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask: a container's or taskset's limit), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def intra_op_threads(requested: int, instances: int, cores: int) -> int:
+    """`requested` when set (> 0); else the cores shared out among the instances, at least one each."""
+    if requested > 0:
+        return requested
+    return max(1, cores // max(1, instances))
+
+
 class OnnxEncoder:
-    def __init__(self, model_path: str, intra_op_threads: int = 0, providers: list[str] | None = None):
+    """`one_run_per_request`: run each request of a dynamic batch on its own. INT8 models need it: ONNX
+    Runtime's dynamic quantization scales activations per tensor, so in a merged batch one request's
+    values (and the padding to the longest request) would change another request's scores."""
+
+    def __init__(self, model_path: str, intra_op_threads: int = 0, providers: list[str] | None = None,
+                 one_run_per_request: bool = False):
         options = ort.SessionOptions()
-        # the cores this process may use (a server pinned with `--cpus` has fewer than the machine)
-        options.intra_op_num_threads = intra_op_threads or len(os.sched_getaffinity(0))
+        options.intra_op_num_threads = intra_op_threads or usable_cores()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # ONNX Runtime's threads spin while they wait for work: at one request at a time they burned 8 ms of
         # CPU per request of a tiny model (measured: make bench, loadtest/server_cpu.py), CPU that the
@@ -28,11 +55,15 @@ class OnnxEncoder:
         self.session = ort.InferenceSession(
             model_path, options, providers=providers or ["CPUExecutionProvider"]
         )
+        self.threads = options.intra_op_num_threads
+        self.one_run_per_request = one_run_per_request
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run_batch(self, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-        """Run all requests of a dynamic batch in one call, split the outputs back per request."""
+        """All requests of a dynamic batch in one call (or one call each), outputs split back per request."""
+        if self.one_run_per_request and len(feeds) > 1:
+            return [result for feed in feeds for result in self.run_batch([feed])]
         merged, sizes = merge_feeds(feeds, self.input_names)
         outputs = self.session.run(self.output_names, merged)
         per_output = [split_rows(out, sizes) for out in outputs]

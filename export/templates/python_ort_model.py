@@ -1,7 +1,7 @@
 """Triton Python backend: the encoder on ONNX Runtime (runtime `python-ort`, written by export).
 
-Runs every request of a dynamic batch in one ONNX Runtime call. Thin adapter over
-zsc_server.onnx_encoder.
+Runs every request of a dynamic batch in one ONNX Runtime call (INT8: one call per request). Thin adapter
+over zsc_server.onnx_encoder; the config's parameters say how many threads and why.
 """
 
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from zsc_server.encoder_model import batch_responses, string_parameters
-from zsc_server.onnx_encoder import OnnxEncoder
+from zsc_server.onnx_encoder import OnnxEncoder, intra_op_threads, usable_cores
 
 
 class TritonPythonModel:
@@ -18,7 +18,13 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = string_parameters(config)
         model_path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        self.encoder = OnnxEncoder(str(model_path), int(params.get("intra_op_threads", "0")))
+        instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
+        threads = intra_op_threads(int(params.get("intra_op_threads", "0")), instances, usable_cores())
+        self.encoder = OnnxEncoder(str(model_path), threads,
+                                   one_run_per_request=params.get("one_run_per_request") == "true")
+        pb_utils.Logger.log_info(f"encoder: ONNX Runtime, {threads} intra-op threads per instance "
+                                 f"({usable_cores()} cores, {instances} instances), one run per request: "
+                                 f"{self.encoder.one_run_per_request}")
         self.input_names = [i["name"] for i in config["input"]]
 
     def execute(self, requests):

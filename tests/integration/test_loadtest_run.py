@@ -47,3 +47,21 @@ def test_unreachable_server_is_a_clear_error(tmp_path, capsys):
                           "--duration", "1s", "--out", str(tmp_path)])
     assert code == 2
     assert "Is the server running" in capsys.readouterr().err
+
+
+def test_distinct_requests_reach_no_cache_and_repeats_are_counted(structbert, tmp_path):
+    """The cache counters come from the real server: distinct requests (the default) get no cache hit;
+    the workload's repeats (one label set, 48 texts) do, and the report says how many."""
+    server = structbert.server
+    common = ["--host", f"http://{server.http_url}", "--metrics-url",
+              f"http://127.0.0.1:{server.metrics_port}/metrics", "--protocol", "http", "--users", "2",
+              "--duration", "4s", "--label-mode", "fixed", "--out", str(tmp_path)]
+    assert loadtest_main([*common, "--name", "distinct"]) == 0
+    assert loadtest_main([*common, "--name", "repeats", "--no-distinct", "--report"]) == 0
+    distinct, repeats = (json.loads((tmp_path / name / "u2_server.json").read_text())["models"]["zero_shot"]
+                         for name in ("distinct", "repeats"))
+    assert distinct["cache_hits"] == 0 and distinct["cache_misses"] >= distinct["requests"] > 5
+    assert repeats["cache_hits"] > 0
+    assert json.loads((tmp_path / "distinct" / "meta.json").read_text())["distinct"] is True
+    markdown = (tmp_path / "repeats" / "report.md").read_text()
+    assert "repeating (cache may answer)" in markdown and f"{repeats['cache_hits']:,.0f} (" in markdown

@@ -95,6 +95,8 @@ def test_gpu_none_and_cpu_runtimes_export_for_the_cpu_on_a_gpu_host(gpu_host, ch
     info = export(checkpoint, tmp_path / "ort", "--runtime", "python-ort")
     assert (info["runtime"], info["gpu_profile"]) == ("python-ort", "")
     assert "asked to run on the CPU (--runtime python-ort): no GPU profile" in capsys.readouterr().out
+    info = export(checkpoint, tmp_path / "int8", "--precision", "int8", "--accuracy-gate", "report")
+    assert (info["runtime"], info["precision"], info["gpu_profile"]) == ("python-ort", "int8", "")
     # what a CPU export beside a GPU makes the launcher say at start
     warning = cpu_encoder_warning(tmp_path / "none")
     assert warning and "NVIDIA H100 80GB HBM3" in warning and "python-ort" in warning

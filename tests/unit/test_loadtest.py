@@ -9,12 +9,23 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from loadtest import report
 from loadtest.run import LoadTestError, parse_duration, run_locust
 from loadtest.server_metrics import model_deltas, parse_prometheus
-from loadtest.workload import ClassifyRequest, Workload, answer_problem, kserve_body, parse_mix, text_class
+from loadtest.workload import (
+    TAG_BITS,
+    TAG_DIGITS,
+    ClassifyRequest,
+    Workload,
+    answer_problem,
+    kserve_body,
+    parse_mix,
+    text_class,
+    whitespace_tag,
+)
 
 WORKLOAD = Workload.load()
 
@@ -219,3 +230,138 @@ def test_soak_phases_recovery_and_core_lists():
     assert recovery_s(per_second, 7.0, 12.0, 50.0) == 3.0  # 9 s was still slow: recovered from 10 s on
     assert recovery_s({7: [90.0]}, 7.0, 12.0, 50.0) is None
     assert cpu_list("0") == {0} and cpu_list("1,3-4") == {1, 3, 4}
+
+
+def test_distinct_requests_differ_in_bytes_but_not_in_what_is_drawn():
+    plain = WORKLOAD.sampler("sets", seed=3)
+    distinct = WORKLOAD.sampler("sets", seed=3, distinct=True)
+    pairs = [(plain.next(), distinct.next()) for _ in range(500)]
+    # the workload's draws (texts, labels) are unchanged; only the tag is added
+    assert all(tagged.text.rstrip(" \t\n\r") == request.text and tagged.labels == request.labels
+               for request, tagged in pairs)
+    assert all(len(tagged.text) == len(request.text) + TAG_BITS // 2 for request, tagged in pairs)
+    assert len({tagged.text for _, tagged in pairs}) == 500  # no two alike, although texts repeat
+    assert len({request.text for request, _ in pairs}) <= len(WORKLOAD.texts)
+    # two samplers with one seed (two Locust processes) still send different tags
+    again = WORKLOAD.sampler("sets", seed=3, distinct=True)
+    assert {again.next().text for _ in range(500)}.isdisjoint(tagged.text for _, tagged in pairs)
+
+
+def test_whitespace_tags_are_fixed_width_and_one_to_one():
+    assert whitespace_tag(0) == " " * 32 and whitespace_tag(2**64 - 1) == "\r" * 32
+    tags = {whitespace_tag(n) for n in range(4096)}
+    assert len(tags) == 4096 and all(set(tag) <= set(TAG_DIGITS) and len(tag) == 32 for tag in tags)
+
+
+def test_tags_leave_the_tokens_unchanged_for_ours_and_the_baselines_tokenizer(tmp_path):
+    """What makes distinct requests a fair comparison: the tag costs no token on either side."""
+    from transformers import BertTokenizer
+
+    from export.random_checkpoint import write_vocab
+    from export.tokenizer import write_tokenizer_json
+    from zsc_server.tokenization import PairTokenizer
+
+    write_vocab(tmp_path / "vocab.txt")
+    write_tokenizer_json(tmp_path, lowercase=True, destination=tmp_path / "tokenizer.json")
+    ours = PairTokenizer(tmp_path / "tokenizer.json", max_length=128, buckets=(16, 32, 64, 128))
+    theirs = BertTokenizer(str(tmp_path / "vocab.txt"), do_lower_case=True)
+    sampler = WORKLOAD.sampler("sets", seed=4, distinct=True)
+    for _ in range(40):
+        request = sampler.next()
+        text = request.text.rstrip(" \t\n\r")
+        tagged, untagged = (ours.encode_pairs(t, list(request.labels)) for t in (request.text, text))
+        assert np.array_equal(tagged.input_ids, untagged.input_ids)
+        assert np.array_equal(tagged.attention_mask, untagged.attention_mask)
+        assert theirs(request.text, request.labels[0])["input_ids"] == theirs(text, request.labels[0])["input_ids"]
+
+
+def test_cache_hits_reach_the_report(two_gpus):
+    h100, t4 = two_gpus
+    server = json.loads((h100.folder / "u10_server.json").read_text())
+    server["models"]["zero_shot"] = {"requests": 24000.0, "cache_hits": 6000.0, "cache_misses": 18000.0}
+    (h100.folder / "u10_server.json").write_text(json.dumps(server))
+    meta = json.loads((h100.folder / "meta.json").read_text())
+    (h100.folder / "meta.json").write_text(json.dumps(dict(meta, distinct=False)))
+    h100 = report.read_results(h100.folder)
+    assert h100.rows[10].cache_cell() == "6,000 (25.0%)"
+    assert t4.rows[10].cache_cell() == "n/a (no cache)"  # a server that is not ours: no counters
+    markdown = report.render([h100, t4], {}, 200.0)
+    assert "| Answered from cache |" in markdown and "| 6,000 (25.0%) |" in markdown
+    assert "repeating (cache may answer)" in markdown and "not recorded" in markdown
+
+
+def test_cache_counters_are_collected_per_model():
+    before = parse_prometheus('nv_cache_num_hits_per_model{model="zero_shot",version="1"} 2\n'
+                              'nv_cache_num_misses_per_model{model="zero_shot",version="1"} 5\n')
+    after = parse_prometheus('nv_cache_num_hits_per_model{model="zero_shot",version="1"} 12\n'
+                             'nv_cache_num_misses_per_model{model="zero_shot",version="1"} 9\n')
+    ensemble = model_deltas(before, after)["zero_shot"]
+    assert (ensemble["cache_hits"], ensemble["cache_misses"]) == (10, 4)
+
+
+def compare_results(tmp_path, shape="base") -> tuple[list[report.ResultSet], list[report.ResultSet], object]:
+    """Results folders as loadtest.compare leaves them: ours at fp32 and int8, one baseline, exports."""
+    import argparse
+
+    def setup(name, precision, runs, cache_hits=None):
+        folder = write_results(tmp_path / name, "CPU AMD EPYC (2 cores)", runs)
+        meta = json.loads((folder / "meta.json").read_text())
+        (folder / "meta.json").write_text(json.dumps(dict(meta, target=name, precision=precision, distinct=True)))
+        for users in runs:
+            server = json.loads((folder / f"u{users}_server.json").read_text())
+            if cache_hits is None:
+                server["models"] = {}  # a Flask baseline: no Triton counters
+            else:
+                server["models"]["zero_shot"] = {"requests": runs[users][0], "cache_hits": cache_hits}
+            (folder / f"u{users}_server.json").write_text(json.dumps(server))
+        return report.read_results(folder)
+
+    fp32 = setup("triton-fp32", "fp32", {1: (300, 0, 170.0, 270.0, 5.9), 5: (300, 0, 800.0, 1600.0, 5.0)}, 0)
+    int8 = setup("triton-int8", "int8", {1: (900, 0, 60.0, 90.0, 17.7), 5: (900, 0, 280.0, 400.0, 15.0)}, 0)
+    theirs = setup("seed-modelscope", "fp32", {1: (260, 0, 190.0, 300.0, 5.2), 5: (280, 0, 870.0, 1200.0, 5.0)})
+    work = tmp_path / "work"
+    for precision, gate in (("fp32", None), ("int8", {"max_abs_delta": 0.03, "mean_abs_delta": 0.005,
+                                                      "top1_agreement": 1.0, "top1_strict": 0.9, "requests": 48,
+                                                      "passed": True})):
+        encoder = work / f"repository-{shape}-{precision}" / "encoder"
+        encoder.mkdir(parents=True)
+        info = {"max_length": 128, "runtime": "python-ort", "buckets": [16, 128], "precision": precision}
+        (encoder / "export.json").write_text(json.dumps(dict(info, int8_agreement=gate) if gate else info))
+    args = argparse.Namespace(shape=shape, work=work, label_mode="sets", label_mix="", duration="60s",
+                              distinct=True)
+    return [fp32, int8], [theirs], args
+
+
+def test_comparison_puts_precisions_cache_counts_and_the_gate_side_by_side(tmp_path):
+    from loadtest import compare
+
+    ours, theirs, args = compare_results(tmp_path)
+    markdown = compare.render(ours, theirs, args)
+    assert "**Distinct requests**" in markdown and "Ours: python-ort, fp32 and int8" in markdown
+    assert markdown.index("## Ours (int8) vs the seed stack") < markdown.index("## Ours (fp32) vs the seed stack")
+    assert "| 5 | 15.0 | 400 | 100.0% | 5.0 | 1,200 | 100.0% | 3.00 | 3.00 |" in markdown  # int8 vs ModelScope
+    assert "| 5 | 5.0 | 15.0 | 3.00 | 800 | 280 | 1,600 | 400 | 4.00 |" in markdown  # INT8 vs FP32
+    assert "| triton-int8 | distinct | 5 | 900 | 0 (0.0%) |" in markdown
+    assert "| seed-modelscope | distinct | 1 | 260 | n/a (no cache) |" in markdown
+    assert "top-1 agreement 100.0% (90.0% strict) on 48 requests: within the export's limits" in markdown
+    assert "Random weights cannot show accuracy" in markdown and "seed's own figures" not in markdown
+
+
+def test_large_shape_comparison_shows_the_seeds_figures_and_no_baseline(tmp_path):
+    from loadtest import compare
+
+    ours, _, args = compare_results(tmp_path, shape="large")
+    markdown = compare.render(ours[1:], [], args)
+    assert "Baselines: none in this run" in markdown and "## Ours (int8) vs" not in markdown
+    assert "| seed stack on a T4 GPU | 180 ms mean, one user |" in markdown
+    assert "| ours, int8, CPU AMD EPYC (2 cores) | 60 ms mean, P95 90 ms, one user, 100.0% success | this run |" \
+        in markdown
+
+
+def test_compare_refuses_unknown_precisions():
+    from loadtest.compare import parse_precisions
+
+    assert parse_precisions("int8, fp32") == ["int8", "fp32"]
+    for spec in ("fp16", "", "fp32,int4"):
+        with pytest.raises(LoadTestError, match="--precisions"):
+            parse_precisions(spec)

@@ -1,0 +1,126 @@
+"""`--precision int8` exported and served by a real tritonserver: the answers over gRPC and HTTP equal the
+INT8 ONNX model run directly through ONNX Runtime with the same preprocessing and scoring, one request
+at a time and with many in flight (merged into dynamic batches, which must not change an answer).
+Two models: a tiny random StructBERT (NLI; its gate only reports: random weights cannot pass it) and
+the real all-MiniLM-L6-v2 (embedding mode; its gate is enforced and passes)."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+from loadtest.workload import DEFAULT_WORKLOAD, Workload
+from tests.conftest import export_repository, serve_structbert, start_server
+from zsc_server.onnx_encoder import OnnxEncoder
+from zsc_server.postprocess import score_labels
+from zsc_server.preprocess import Preprocessor
+from zsc_server.settings import ScoringSettings
+
+ENGLISH = Path(__file__).resolve().parents[2] / "loadtest" / "data" / "workload-en.json"
+
+
+class DirectInt8:
+    """The exported repository's INT8 encoder outside Triton: preprocess, one ONNX Runtime run, score."""
+
+    def __init__(self, repository: Path):
+        config = text_format.Parse((repository / "preprocess" / "config.pbtxt").read_text(),
+                                   model_config_pb2.ModelConfig())
+        self.settings = ScoringSettings.from_model_config(
+            json_format.MessageToDict(config, preserving_proto_field_name=True))
+        self.preprocessor = Preprocessor(self.settings, repository / "preprocess" / "1" / "tokenizer.json")
+        self.encoder = OnnxEncoder(str(repository / "encoder" / "1" / "model.onnx"))
+        info = json.loads((repository / "encoder" / "export.json").read_text())
+        assert info["precision"] == "int8"
+
+    def classify(self, text: str, labels: list[str], template: str | None = None, multi_label: bool = False):
+        prepared = self.preprocessor.prepare(text.encode(), [label.encode() for label in labels],
+                                             template.encode() if template else None, multi_label)
+        [output] = self.encoder.run_batch([prepared.encoded.as_dict()])[0].values()
+        return score_labels(self.settings, output, prepared.labels, prepared.multi_label)
+
+
+def requests_from(workload: Path, count: int) -> list[dict]:
+    sampler = Workload.load(workload).sampler("sets", seed=11)
+    requests = []
+    for number in range(count):
+        request = sampler.next()
+        kwargs = dict(text=request.text, candidate_labels=list(request.labels))
+        if number % 3 == 1:
+            kwargs["hypothesis_template"] = "This text is about {}."
+        if number % 4 == 2:
+            kwargs["multi_label"] = True
+        requests.append(kwargs)
+    return requests
+
+
+def assert_same_answer(served, direct_labels, direct_scores, request):
+    np.testing.assert_allclose(served.scores, direct_scores, atol=1e-5, err_msg=str(request))
+    assert list(served.labels) == list(direct_labels), request
+
+
+def encoder_batching(server) -> tuple[int, int]:
+    with urllib.request.urlopen(f"http://{server.http_url}/v2/models/encoder/stats", timeout=10) as response:
+        stats = json.load(response)["model_stats"][0]
+    return stats["inference_count"], stats["execution_count"]
+
+
+@pytest.fixture(scope="module")
+def int8_nli(tmp_path_factory):
+    served = serve_structbert(tmp_path_factory.mktemp("int8_nli"), "structbert-int8", "--precision", "int8",
+                              "--accuracy-gate", "report", "--gate-requests", "24")
+    yield served, DirectInt8(served.repository)
+    served.server.stop()
+
+
+@pytest.fixture(scope="module")
+def int8_minilm(tmp_path_factory):
+    repository = export_repository("offline-minilm", tmp_path_factory.mktemp("int8_minilm") / "repository",
+                                   "--precision", "int8", "--texts", str(ENGLISH), "--gate-requests", "48")
+    gate = json.loads((repository / "encoder" / "export.json").read_text())["int8_agreement"]
+    assert gate["gate"] == "enforce" and gate["passed"] is True
+    server = start_server("minilm-int8", repository)
+    yield server, DirectInt8(repository)
+    server.stop()
+
+
+def client_for(server, protocol):
+    from zsc_client import ZeroShotClient
+
+    return ZeroShotClient(server.grpc_url if protocol == "grpc" else server.http_url, protocol)
+
+
+@pytest.mark.parametrize("model", ["int8_nli", "int8_minilm"])
+def test_served_int8_answers_equal_the_int8_onnx_run_directly(request, model, protocol):
+    server, direct = request.getfixturevalue(model)
+    server = getattr(server, "server", server)
+    workload = ENGLISH if model == "int8_minilm" else DEFAULT_WORKLOAD
+    with client_for(server, protocol) as client:
+        for kwargs in requests_from(workload, 12):
+            answer = client.classify(**kwargs)
+            assert_same_answer(answer, *direct.classify(kwargs["text"], kwargs["candidate_labels"],
+                                                        kwargs.get("hypothesis_template"),
+                                                        kwargs.get("multi_label", False)), kwargs)
+
+
+def test_int8_answers_do_not_depend_on_the_dynamic_batch(int8_nli, protocol):
+    served, direct = int8_nli
+    # texts one token apart: the same sequence bucket, so that the dynamic batcher may merge them (it
+    # merges equal shapes only), yet different values in every batch; new to the cache in each run
+    base = f"{protocol} 我的快递三天了还没到，请帮我查一下"
+    texts = [base + character for character in "物流这个产品质量太差了要投诉希望增加夜间模式功能建议咨询退款账单"]
+    labels = ["咨询", "投诉", "建议", "表扬"]
+    inferences_before, executions_before = encoder_batching(served.server)
+    with served.client(protocol) as client:
+        answers = client.classify_batch(texts, labels)
+    inferences, executions = (after - before for after, before in
+                              zip(encoder_batching(served.server), (inferences_before, executions_before)))
+    assert executions < len(texts), "no two requests shared a batch: the test would not show what it is for"
+    assert inferences == len(texts) * len(labels)
+    for text, answer in zip(texts, answers):
+        assert_same_answer(answer, *direct.classify(text, labels), text)
