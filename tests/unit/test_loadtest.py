@@ -258,11 +258,11 @@ def test_tags_leave_the_tokens_unchanged_for_ours_and_the_baselines_tokenizer(tm
     from transformers import BertTokenizer
 
     from export.random_checkpoint import write_vocab
-    from export.tokenizer import write_tokenizer_json
+    from export.tokenizer import TokenizerFacts, write_tokenizer_json
     from zsc_server.tokenization import PairTokenizer
 
     write_vocab(tmp_path / "vocab.txt")
-    write_tokenizer_json(tmp_path, lowercase=True, destination=tmp_path / "tokenizer.json")
+    write_tokenizer_json(tmp_path, TokenizerFacts(lowercase=True), destination=tmp_path / "tokenizer.json")
     ours = PairTokenizer(tmp_path / "tokenizer.json", max_length=128, buckets=(16, 32, 64, 128))
     theirs = BertTokenizer(str(tmp_path / "vocab.txt"), do_lower_case=True)
     sampler = WORKLOAD.sampler("sets", seed=4, distinct=True)
