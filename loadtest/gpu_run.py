@@ -16,6 +16,7 @@ back something to learn from:
   serve       the launcher (make serve) on the export, in the background
   bench       full-ensemble concurrency sweep, every answer checked, raw encoder ceiling (loadtest.bench)
   loadtest    Locust at 1, 5, 10 users on the same server (loadtest.run --report)
+  [perf-vs-bench  with --perf-tools: bench's client and perf_analyzer level by level on the same server]
   stop        the server, cleanly
 Results (--results): one log per step, nvidia-smi before and after, the server log, memory.md/json, the
 bench's results.md/json, Locust's folder, summary.md/json, and a one-line summary printed last. With
@@ -84,7 +85,7 @@ class Outcome:
 
 
 def plan(rehearse: bool, bundle: Path | None, work: Path, results: Path, ports: tuple[int, int, int],
-         gpu: str = "auto") -> list[Step]:
+         gpu: str = "auto", perf_tools: Path | None = None) -> list[Step]:
     """The run's steps. The rehearsal runs the same steps with the same commands; only sizes, durations,
     the device (--torch-device cpu) and how tritonserver is found differ."""
     sizes = REHEARSAL_SIZES if rehearse else GPU_SIZES
@@ -104,7 +105,7 @@ def plan(rehearse: bool, bundle: Path | None, work: Path, results: Path, ports: 
         device = ("--gpu", gpu)
         memory_device = ("--device", "cuda")
     served = ("--grpc-url", f"127.0.0.1:{grpc}", "--metrics-url", f"http://127.0.0.1:{metrics}/metrics")
-    return [
+    steps = [
         Step("setup", setup, 120),
         Step("imports", imports, 90, needs=("setup",)),
         Step("checkpoint", (python, "-m", "export.random_checkpoint", str(checkpoint), "--shape", sizes.shape,
@@ -128,8 +129,13 @@ def plan(rehearse: bool, bundle: Path | None, work: Path, results: Path, ports: 
         Step("loadtest", (python, "-m", "loadtest.run", "--host", f"http://127.0.0.1:{http}", *served,
                           "--users", sizes.locust_users, "--duration", sizes.locust_duration, "--out", str(results),
                           "--name", "locust", "--report"), 150, needs=("serve",)),
-        Step("stop", (), 60, needs=("serve",)),
     ]
+    if perf_tools:  # optional: it needs perf_analyzer carried along (make perf-tools) and more time
+        steps.append(Step("perf-vs-bench", (python, "-m", "loadtest.perf_vs_bench", *served, "--http-url",
+                                            f"127.0.0.1:{http}", "--tools", str(perf_tools), "--concurrency",
+                                            sizes.bench_concurrency, "--duration-s", str(sizes.bench_duration_s),
+                                            "--out", str(results)), 300, needs=("serve",)))
+    return steps + [Step("stop", (), 60, needs=("serve",))]
 
 
 class Runner:
@@ -345,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write the results as this .tar.gz, rewritten after every step")
     parser.add_argument("--budget-s", type=float, default=480.0,
                         help="the whole run's time limit; each step also has its own (default: 480)")
+    parser.add_argument("--perf-tools", type=Path, default=None,
+                        help="also run make perf-vs-bench's cross-check (bench's client vs perf_analyzer) on the "
+                             "same server, with the perf_analyzer in this folder (make perf-tools; not by default)")
     parser.add_argument("--gpu", default="auto",
                         help="GPU profile for the export (default: auto, the card nvidia-smi lists; "
                              "the rehearsal uses h100's)")
@@ -358,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     bundle = args.bundle.resolve() if args.bundle else None
     with tempfile.TemporaryDirectory(prefix="zsc-gpu-run-") as work:
-        steps = plan(args.rehearse, bundle, Path(work), results.resolve(), free_ports(3), args.gpu)
+        steps = plan(args.rehearse, bundle, Path(work), results.resolve(), free_ports(3), args.gpu,
+                     args.perf_tools.resolve() if args.perf_tools else None)
         (results / "plan.json").write_text(json.dumps([dataclasses.asdict(s) for s in steps], indent=2) + "\n",
                                            encoding="utf-8")
         runner = Runner(steps, results.resolve(), args.budget_s, args.archive, source_env=not args.rehearse)

@@ -103,3 +103,12 @@ def test_requirement_closure_follows_extras_and_skips_other_platforms():
     assert {"tritonclient", "grpcio", "geventhttpclient", "gevent", "protobuf", "python-rapidjson"} <= closure
     assert "perf-analyzer" not in closure and "cuda-python" not in closure  # extras not asked for
     assert "tritonclient" in gpu_imports.requirement_names(DEPLOY_GPU / "bundle-requirements.txt")
+
+
+def test_the_perf_analyzer_cross_check_is_an_optional_step_before_stop(tmp_path):
+    steps = plan(False, tmp_path / "bundle", tmp_path / "work", tmp_path / "results", (1, 2, 3),
+                 perf_tools=tmp_path / "tools")
+    assert [s.name for s in steps][-3:] == ["loadtest", "perf-vs-bench", "stop"]
+    cross_check = steps[-2]
+    assert cross_check.needs == ("serve",) and cross_check.command[1:3] == ("-m", "loadtest.perf_vs_bench")
+    assert "--tools" in cross_check.command and "127.0.0.1:2" in cross_check.command
