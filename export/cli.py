@@ -16,11 +16,13 @@ from export.gpu_profiles import CARDS, ModelShape, card_for, gpu_profile
 from export.hf2torch import export_plain_torch, plain_torch_runner
 from export.onnx2trt import build_engine, engine_runner, import_tensorrt, sequence_profiles
 from export.repository import (
+    ENCODER,
     Runtime,
     ServingSettings,
     copy_static_models,
     encoder_config,
     ensemble_config,
+    file_digest,
     postprocess_config,
     preprocess_config,
     staged_repository,
@@ -31,6 +33,7 @@ from export.tokenizer import write_tokenizer_json
 from export.torch2onnx import Precision, export_onnx
 from export.validate import ValidationReport, sample_batches, validate_onnx, validate_outputs
 from zsc_server.gpus import describe, visible_gpus
+from zsc_server.label_cache import DEFAULT_BUDGET_MIB, LabelCacheSettings
 from zsc_server.settings import CPU_BUCKETS, DEFAULT_BUCKETS, ScoringMode, ScoringSettings, sequence_buckets
 from zsc_server.tokenization import PairTokenizer
 
@@ -95,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a request waiting longer in the encoder queue is rejected (default: 10000)")
     parser.add_argument("--preprocess-instances", type=int, default=2,
                         help="tokenizer model instances (default: 2)")
+    parser.add_argument("--label-cache-mb", type=float, default=DEFAULT_BUDGET_MIB,
+                        help="embedding mode: MiB of hypothesis embeddings each preprocess instance keeps, so "
+                             "that a label set is encoded once, not with every request; 0 turns the cache off "
+                             "(default: %(default)s; NLI mode has no label cache)")
     parser.add_argument("--cache-dir", default=None, help="hub download cache (default: the hub's own)")
     return parser
 
@@ -155,6 +162,7 @@ def run(args: argparse.Namespace) -> None:
         tensorrt_profiles=len(scoring.buckets) if runtime is Runtime.TENSORRT else 0,
     )
     entailment = ckpt.entailment_index if ckpt.mode is ScoringMode.NLI else None
+    label_cache_mib = label_cache_budget(args, ckpt.mode)
 
     # Everything is produced and validated in a scratch dir, the repository assembled in a staging dir
     # beside the target and swapped in at the end: an export that fails or is interrupted half way leaves
@@ -167,6 +175,9 @@ def run(args: argparse.Namespace) -> None:
 
         artifact, report = encoder_artifact(args, runtime, precision, ckpt, scoring, profile, batches, entailment,
                                             Path(tmp))
+        # the cached label vectors belong to this encoder file: its hash names them
+        label_cache = LabelCacheSettings.from_mib(label_cache_mib, export_id=file_digest(artifact),
+                                                  encoder_model=ENCODER, encoder_output=ckpt.output_name)
         with staged_repository(repository) as staging:
             step(5, f"writing {runtime.value} repository to {repository}/")
             copy_static_models(staging)
@@ -178,9 +189,10 @@ def run(args: argparse.Namespace) -> None:
                 "max_length": scoring.max_length, "buckets": list(scoring.buckets),
                 "validation_max_abs_diff": report.max_abs_diff,
                 "validation_label_order_agreement": report.order_agreement,
+                "export_id": label_cache.export_id, "label_cache_bytes": label_cache.budget_bytes,
             }
             for config in (
-                preprocess_config(scoring, serving),
+                preprocess_config(scoring, serving, label_cache),
                 encoder_config(scoring, serving, ckpt.output_name, _output_width(ckpt)),
                 postprocess_config(scoring),
                 ensemble_config(ckpt.output_name, served_export_info(args.model, info)),
@@ -188,6 +200,18 @@ def run(args: argparse.Namespace) -> None:
                 print(f"    {repository / write_config(staging, config).relative_to(staging)}")
             (version_dir.parent / "export.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     print(f"[export] done in {time.perf_counter() - started:.1f}s: serve it with `make serve`", flush=True)
+
+
+def label_cache_budget(args: argparse.Namespace, mode: ScoringMode) -> float:
+    """MiB per preprocess instance for the label cache: 0 in NLI mode, which cannot reuse label vectors."""
+    if args.label_cache_mb < 0:
+        raise ExportError(f"--label-cache-mb must be 0 (off) or more, got {args.label_cache_mb}")
+    if mode is ScoringMode.NLI:
+        step(1, "label cache: none in NLI mode (each text is encoded together with each hypothesis)")
+        return 0.0
+    step(1, f"label cache: {args.label_cache_mb:g} MiB per preprocess instance" if args.label_cache_mb
+         else "label cache: off (--label-cache-mb 0)")
+    return args.label_cache_mb
 
 
 def choose_gpu(requested: str | None, runtime: Runtime | None, torch_device: str) -> str | None:
