@@ -184,3 +184,13 @@ def test_warming_encodes_each_set_as_its_requests_will_and_reports_refused_sets(
     assert len(encode.calls) == 2 and cache.counters.hits == 2
     with pytest.raises(InputError, match="warm_up: warm labels: not valid JSON"):
         warm_cache(b"nope", preprocessor.prepare, cache, lambda hypotheses: None)
+
+
+@pytest.mark.parametrize("bad", ['[{"labels": "a"}, {"labels": 3}]', "not json"])
+def test_the_launcher_refuses_a_bad_warm_labels_file_before_starting(tmp_path, capsys, bad):
+    from zsc_server.serve import main
+
+    path = tmp_path / "warm.json"
+    path.write_text(bad, encoding="utf-8")
+    assert main(["--repository", str(tmp_path / "nothing-here"), "--warm-labels", str(path)]) == 2
+    assert "--warm-labels: warm labels" in capsys.readouterr().err
