@@ -11,10 +11,16 @@ import triton_python_backend_utils as pb_utils
 
 from zsc_server.tokenization import ENCODER_INPUTS, EncodedBatch
 
+# The encoder's bounded queue refusing a request (full, or waited past its timeout): the client should hear
+# "busy, retry" (UNAVAILABLE / HTTP 503), as it does when the ensemble's own encoder step is refused.
+BUSY = ("exceeds maximum queue size", "request timeout expired")
+
 
 class EncoderCallError(RuntimeError):
-    """The encoder answered a BLS request with an error; `triton_code` is its status, kept for the caller's
-    answer (a full encoder queue stays UNAVAILABLE, a dead stub's message keeps the stub's name)."""
+    """The encoder answered a BLS request with an error; `triton_code` is the status for the caller's answer.
+    The Python backend reports every BLS error as INTERNAL (measured, tritonserver 2.51), so a refusal by
+    the encoder's queue is turned back into UNAVAILABLE here; a dead stub's message keeps the stub's name,
+    which the launcher reads to reload it."""
 
     def __init__(self, message: str, triton_code: int) -> None:
         super().__init__(message)
@@ -34,7 +40,9 @@ class EncoderCall:
         response = request.exec()
         if response.has_error():
             error = response.error()
-            raise EncoderCallError(f"encoding labels with '{self.model_name}': {error.message()}", error.code())
+            message = error.message()
+            code = pb_utils.TritonError.UNAVAILABLE if any(busy in message.lower() for busy in BUSY) else error.code()
+            raise EncoderCallError(f"encoding labels with '{self.model_name}': {message}", code)
         return pb_utils.get_output_tensor_by_name(response, self.output_name).as_numpy()
 
     def wait_until_ready(self, timeout_s: float, poll_s: float = 0.2) -> bool:

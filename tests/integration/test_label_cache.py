@@ -16,6 +16,7 @@ import time
 import uuid
 
 import numpy as np
+import pytest
 
 from loadtest.server_metrics import scrape
 from tests.conftest import serve_launcher
@@ -211,3 +212,32 @@ def metrics_from_launcher(launcher) -> str:
     """The launcher's metrics URL, from its command line."""
     args = launcher.args
     return f"http://127.0.0.1:{args[args.index('--metrics-port') + 1]}/metrics"
+
+
+@pytest.fixture(scope="module")
+def refusing(tmp_path_factory):
+    """MiniLM whose encoder queue refuses every request: a 1 ms queue timeout, shorter than the 2 ms
+    batching delay."""
+    from tests.conftest import export_repository, start_server
+
+    repository = export_repository("offline-minilm", tmp_path_factory.mktemp("refusing") / "repository",
+                                   "--max-length", "64", "--queue-timeout-ms", "1")
+    server = start_server("label-cache-refused", repository)
+    yield server
+    server.stop()
+
+
+def test_a_refused_label_encoding_is_busy_not_an_internal_error(refusing, protocol):
+    """The encoder's queue refusing the BLS call for new labels answers like a refusal of the ensemble's own
+    encoder step: UNAVAILABLE / HTTP 503, "busy, retry", which the client and the health probe take as such
+    (the Python backend reports every BLS error as INTERNAL; the preprocess tells busy apart)."""
+    from zsc_client import ServerUnavailableError
+    from zsc_server.probe import probe
+
+    url = refusing.grpc_url if protocol == "grpc" else refusing.http_url
+    with ZeroShotClient(url, protocol) as client:
+        with pytest.raises(ServerUnavailableError) as refused:
+            client.classify("Where is my parcel?", [f"delivery {uuid.uuid4().hex[:6]}", "refund"])
+    assert "encoding labels with 'encoder': Request timeout expired" in refused.value.message
+    assert refused.value.status in ("StatusCode.UNAVAILABLE", "503")
+    assert probe(f"http://{refusing.http_url}", "zero_shot", 30) is None  # busy, not dead
