@@ -96,12 +96,13 @@ def warm_label_cache(http_url: str, warm_labels: str, timeout_s: float = 120.0) 
 
 
 def _warm_one(url: str, body: bytes, timeout_s: float) -> dict | str:
-    """One instance's report, or the error that stopped it (the encoder may be reloading: tried again);
-    a refused request (HTTP 400: no label cache, a file the model cannot read) raises WarmUpError."""
+    """One instance's report, or the error that stopped it when trying again may help (a server error: the
+    encoder busy or being reloaded). Raises WarmUpError when it cannot: a refused request (HTTP 400: no
+    label cache, a file the model cannot read) or no server to answer (stopped, or stopping)."""
     try:
         response = _request(url, body, timeout_s)
     except WarmUpError as exc:
-        if exc.status == 400:
+        if exc.status is None or exc.status < 500:
             raise
         return str(exc)
     [output] = [o for o in response.get("outputs", []) if o.get("name") == "warm_up_report"]
