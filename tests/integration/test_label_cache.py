@@ -49,17 +49,17 @@ def metrics_url(served) -> str:
     return f"http://127.0.0.1:{served.server.metrics_port}/metrics"
 
 
-def deltas(url: str, before: dict, expected: dict, timeout_s: float = 3.0) -> dict:
-    """The counts' changes since `before`, once they reach `expected` (the encoder's statistics are recorded
-    as its requests are released, a moment after the answer): returned as they are when they do or at the
-    timeout, for the caller to compare."""
+def assert_changed(url: str, before: dict, timeout_s: float = 3.0, **expected: float) -> None:
+    """The counts changed by `expected` since `before`. Polled briefly: the encoder's statistics are recorded
+    as its requests are released, a moment after the answer."""
     deadline = time.monotonic() + timeout_s
     while True:
         now = counts(url)
         changed = {key: now[key] - before[key] for key in expected}
         if changed == expected or time.monotonic() > deadline:
-            return changed
+            break
         time.sleep(0.05)
+    assert changed == expected
 
 
 def tagged(text: str) -> str:
@@ -94,12 +94,10 @@ def test_cached_and_uncached_answers_are_equal(embedding, embedding_uncached, pr
             assert with_cache.labels == without.labels, case
             assert np.max(np.abs(np.subtract(with_cache.scores, without.scores))) <= EQUAL, case
             assert_matches(with_cache, *embedding.reference(**case))
-    assert deltas(metrics_url(embedding), cached_before, {"hits": labels, "misses": 0, "encoder_rows": len(cases)}) \
-        == {"hits": labels, "misses": 0, "encoder_rows": len(cases)}
+    assert_changed(metrics_url(embedding), cached_before, hits=labels, misses=0, encoder_rows=len(cases))
     # without the cache: the text and every hypothesis through the encoder step, and no cache series at all
     uncached_rows = len(cases) + labels
-    assert deltas(metrics_url(embedding_uncached), uncached_before, {"encoder_rows": uncached_rows}) == \
-        {"encoder_rows": uncached_rows}
+    assert_changed(metrics_url(embedding_uncached), uncached_before, encoder_rows=uncached_rows)
     assert counts(metrics_url(embedding_uncached))["budget"] == 0
     assert warm_label_cache(embedding_uncached.server.http_url, json.dumps(warm)) is None
 
@@ -122,16 +120,13 @@ def test_misses_become_hits_and_a_fresh_label_in_a_cached_set_misses_alone(embed
         before = counts(url)
         classify(served, client, tagged("Where is my order?"), labels)
         # first sight: the three hypotheses encoded through one BLS call, plus the text in the encoder step
-        assert deltas(url, before, {"misses": 3, "hits": 0, "encoder_rows": 4}) == \
-            {"misses": 3, "hits": 0, "encoder_rows": 4}
+        assert_changed(url, before, misses=3, hits=0, encoder_rows=4)
         before = counts(url)
         classify(served, client, tagged("I want my money back."), labels)
-        assert deltas(url, before, {"misses": 0, "hits": 3, "encoder_rows": 1}) == \
-            {"misses": 0, "hits": 3, "encoder_rows": 1}
+        assert_changed(url, before, misses=0, hits=3, encoder_rows=1)
         before = counts(url)
         classify(served, client, tagged("The courier was lovely."), [labels[0], f"billing {tag}", *labels[1:]])
-        assert deltas(url, before, {"misses": 1, "hits": 3, "encoder_rows": 2}) == \
-            {"misses": 1, "hits": 3, "encoder_rows": 2}
+        assert_changed(url, before, misses=1, hits=3, encoder_rows=2)
 
 
 def test_a_changed_template_misses_then_hits(embedding_small_cache, protocol):
@@ -143,7 +138,7 @@ def test_a_changed_template_misses_then_hits(embedding_small_cache, protocol):
         for expected in ({"misses": 2, "hits": 0}, {"misses": 0, "hits": 2}):
             before = counts(url)
             classify(served, client, tagged("The page is blank."), labels, "This message is about {}.")
-            assert deltas(url, before, expected) == expected
+            assert_changed(url, before, **expected)
 
 
 def test_a_tiny_budget_evicts_the_least_recently_used_and_answers_stay_right(embedding_small_cache, protocol):
@@ -161,7 +156,7 @@ def test_a_tiny_budget_evicts_the_least_recently_used_and_answers_stay_right(emb
         for label, expected in ((topics[-1], {"hits": 1, "misses": 0}), (topics[0], {"hits": 0, "misses": 1})):
             before = counts(url)  # the most recent hypothesis is kept, the oldest was evicted
             classify(served, client, tagged("And this one?"), [label])
-            assert deltas(url, before, expected) == expected, label
+            assert_changed(url, before, **expected)
 
 
 def test_the_launcher_warms_every_instance_and_rewarms_after_a_stub_dies(embedding, tmp_path):
@@ -187,7 +182,7 @@ def test_the_launcher_warms_every_instance_and_rewarms_after_a_stub_dies(embeddi
                      warm_sets[0]["template"])
         cold = ["refund", "delivery", "account"]
         classify(embedding, client, tagged("Where is my parcel?"), cold)
-        assert deltas(metrics, at_start, {"hits": 12, "misses": 3}) == {"hits": 12, "misses": 3}
+        assert_changed(metrics, at_start, hits=12, misses=3)
 
         killed = stub(launcher.pid, "preprocess_0_0")
         killed.send_signal(signal.SIGKILL)
@@ -203,7 +198,7 @@ def test_the_launcher_warms_every_instance_and_rewarms_after_a_stub_dies(embeddi
             classify(embedding, client, tagged("I was charged twice."), warm_sets[0]["labels"],
                      warm_sets[0]["template"])
         classify(embedding, client, tagged("Where is my parcel?"), cold)  # cold again, still right
-        assert deltas(metrics, reloaded, {"hits": 6, "misses": 3}) == {"hits": 6, "misses": 3}
+        assert_changed(metrics, reloaded, hits=6, misses=3)
         client.close()
         assert launcher.poll() is None
 
