@@ -13,6 +13,8 @@ PRECISION ?=
 RUNTIME ?=
 GPU ?=
 MAX_LENGTH ?= 128
+# Embedding mode's label cache: MiB per preprocess instance (empty: the export's default, 32; 0: off)
+LABEL_CACHE_MB ?=
 
 # Local server ports; HOST is where it binds (loopback by default).
 HTTP_PORT ?= 8000
@@ -21,10 +23,12 @@ METRICS_PORT ?= 8002
 HOST ?= 127.0.0.1
 # More launcher flags for `make serve` (python -m zsc_server.serve --help), e.g. --no-revive
 SERVE_ARGS ?=
+# Embedding mode: label sets (JSON) every preprocess instance encodes into its label cache at start
+WARM_LABELS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup setup-modelscope export serve demo test lint clean up down loadtest loadtest-compare webui bench soak \
-	bench-overhead gpu-bundle gpu-rehearsal gpu-run
+	bench-overhead bench-label-cache gpu-bundle gpu-rehearsal gpu-run
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-17s %s\n", $$1, $$2}'
@@ -48,13 +52,14 @@ $(MS_VENV)/.installed: requirements-modelscope.txt
 setup-modelscope: $(MS_VENV)/.installed ## create .venv-modelscope with ModelScope's pipeline (test reference)
 
 EXPORT_ARGS = --model $(MODEL) $(if $(PRECISION),--precision $(PRECISION)) $(if $(RUNTIME),--runtime $(RUNTIME)) \
-	$(if $(GPU),--gpu $(GPU)) --max-length $(MAX_LENGTH) --repository $(REPOSITORY)
+	$(if $(GPU),--gpu $(GPU)) $(if $(LABEL_CACHE_MB),--label-cache-mb $(LABEL_CACHE_MB)) --max-length $(MAX_LENGTH) \
+	--repository $(REPOSITORY)
 COMPOSE ?= docker compose
 
 # A TensorRT engine must be built by the TensorRT that serves it: without TensorRT here, the export
 # runs in the compose `export` container (NGC 24.10, the Triton image's TensorRT), then hands the
 # files back to the calling user.
-export: setup ## export MODEL (dir or hub id) into model_repository/ [PRECISION RUNTIME GPU MAX_LENGTH]
+export: setup ## export MODEL (dir or hub id) into model_repository/ [PRECISION RUNTIME GPU MAX_LENGTH LABEL_CACHE_MB]
 	@if [ "$(RUNTIME)" = tensorrt ] && ! $(PY) -c 'import tensorrt' 2>/dev/null; then \
 		echo "TensorRT is not installed here: exporting in the compose 'export' container"; \
 		$(COMPOSE) --profile export run --rm export $(EXPORT_ARGS) && \
@@ -63,9 +68,10 @@ export: setup ## export MODEL (dir or hub id) into model_repository/ [PRECISION 
 		$(PY) -m export $(EXPORT_ARGS); \
 	fi
 
-serve: setup ## run tritonserver on model_repository/ in the foreground [HTTP_PORT GRPC_PORT METRICS_PORT HOST SERVE_ARGS]
+serve: setup ## run tritonserver on model_repository/ in the foreground [HTTP_PORT GRPC_PORT METRICS_PORT HOST WARM_LABELS SERVE_ARGS]
 	$(PY) -m zsc_server.serve --repository $(REPOSITORY) --host $(HOST) \
-		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) $(SERVE_ARGS)
+		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) \
+		$(if $(WARM_LABELS),--warm-labels $(WARM_LABELS)) $(SERVE_ARGS)
 
 WEBUI_PORT ?= 7860
 
@@ -122,6 +128,9 @@ gpu-rehearsal: setup ## the GPU run's steps on this CPU with a tiny model and sh
 
 gpu-run: ## on a GPU host: export StructBERT-large (random weights), measure memory, bench, Locust; ≤ 8 min
 	bash deploy/gpu/bench-on-gpu-host.sh $(GPU_BUNDLE)
+
+bench-label-cache: setup ## embedding mode (offline MiniLM): req/s and p50 with the label cache off vs on, 5 and 10 fixed labels, and half the requests with a fresh label [BENCH_DURATION]
+	$(PY) -m loadtest.label_cache_bench --duration-s $(BENCH_DURATION)
 
 bench-overhead: setup ## the ensemble's own cost on a tiny model: p50 floor at one request, requests/s ceiling and CPU per request
 	$(PY) -m loadtest.overhead

@@ -19,11 +19,13 @@ from export.hf2torch import export_plain_torch, plain_torch_runner, require_plai
 from export.onnx2int8 import quantize_encoder
 from export.onnx2trt import build_engine, engine_runner, import_tensorrt, sequence_profiles
 from export.repository import (
+    ENCODER,
     Runtime,
     ServingSettings,
     copy_static_models,
     encoder_config,
     ensemble_config,
+    file_digest,
     postprocess_config,
     preprocess_config,
     staged_repository,
@@ -35,6 +37,7 @@ from export.torch2onnx import Precision, export_onnx
 from export.validate import ValidationReport, sample_batches, validate_onnx, validate_outputs
 from zsc_server.admission import AdmissionSettings
 from zsc_server.gpus import describe, visible_gpus
+from zsc_server.label_cache import DEFAULT_BUDGET_MIB, LabelCacheSettings
 from zsc_server.onnx_encoder import OnnxEncoder
 from zsc_server.preprocess import Preprocessor
 from zsc_server.settings import CPU_BUCKETS, DEFAULT_BUCKETS, ScoringMode, ScoringSettings, sequence_buckets
@@ -130,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="onnxruntime INT8 on CPU: cores the serving machine gives the encoder; its threads "
                              "per instance = cores / --encoder-instances (default: this machine's). python-ort "
                              "counts the cores when the server loads the model")
+    parser.add_argument("--label-cache-mb", type=float, default=DEFAULT_BUDGET_MIB,
+                        help="embedding mode: MiB of hypothesis embeddings each preprocess instance keeps, so "
+                             "that a label set is encoded once, not with every request; 0 turns the cache off "
+                             "(default: %(default)s; NLI mode has no label cache)")
     parser.add_argument("--cache-dir", default=None, help="hub download cache (default: the hub's own)")
     gate = parser.add_argument_group(
         "INT8 accuracy gate",
@@ -235,6 +242,7 @@ def run(args: argparse.Namespace) -> None:
                                   first(args.admission_interval_ms, admission.interval_ms))
     serving = dataclasses.replace(serving, admission=admission)
     entailment = ckpt.entailment_index if ckpt.mode is ScoringMode.NLI else None
+    label_cache_mib = label_cache_budget(args, ckpt.mode)
 
     # Everything is produced and validated in a scratch dir, the repository assembled in a staging dir
     # beside the target and swapped in at the end: an export that fails or is interrupted half way leaves
@@ -249,6 +257,9 @@ def run(args: argparse.Namespace) -> None:
                                             Path(tmp))
         # The preprocess sends, and the ensemble passes, exactly the inputs the exported encoder declares.
         scoring = dataclasses.replace(scoring, encoder_inputs=encoder_inputs(artifact, runtime, ckpt))
+        # the cached label vectors belong to this encoder file: its hash names them
+        label_cache = LabelCacheSettings.from_mib(label_cache_mib, export_id=file_digest(artifact),
+                                                  encoder_model=ENCODER, encoder_output=ckpt.output_name)
         if args.validate_only:
             print(f"[export] validated in {time.perf_counter() - started:.1f}s; --validate-only: nothing written",
                   flush=True)
@@ -265,11 +276,12 @@ def run(args: argparse.Namespace) -> None:
                 "max_length": scoring.max_length, "buckets": list(scoring.buckets),
                 "validation_max_abs_diff": report.max_abs_diff,
                 "validation_label_order_agreement": report.order_agreement,
+                "export_id": label_cache.export_id, "label_cache_bytes": label_cache.budget_bytes,
             }
             if report.int8_agreement:
                 info["int8_agreement"] = report.int8_agreement
             for config in (
-                preprocess_config(scoring, serving),
+                preprocess_config(scoring, serving, label_cache),
                 encoder_config(scoring, serving, ckpt.output_name, _output_width(ckpt)),
                 postprocess_config(scoring, serving),
                 ensemble_config(ckpt.output_name, served_export_info(args.model, info),
@@ -278,6 +290,18 @@ def run(args: argparse.Namespace) -> None:
                 print(f"    {repository / write_config(staging, config).relative_to(staging)}")
             (version_dir.parent / "export.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     print(f"[export] done in {time.perf_counter() - started:.1f}s: serve it with `make serve`", flush=True)
+
+
+def label_cache_budget(args: argparse.Namespace, mode: ScoringMode) -> float:
+    """MiB per preprocess instance for the label cache: 0 in NLI mode, which cannot reuse label vectors."""
+    if args.label_cache_mb < 0:
+        raise ExportError(f"--label-cache-mb must be 0 (off) or more, got {args.label_cache_mb}")
+    if mode is ScoringMode.NLI:
+        step(1, "label cache: none in NLI mode (each text is encoded together with each hypothesis)")
+        return 0.0
+    step(1, f"label cache: {args.label_cache_mb:g} MiB per preprocess instance" if args.label_cache_mb
+         else "label cache: off (--label-cache-mb 0)")
+    return args.label_cache_mb
 
 
 def choose_gpu(requested: str | None, runtime: Runtime | None, torch_device: str,

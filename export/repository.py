@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import hashlib
 import json
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
 from zsc_server.admission import AdmissionSettings
+from zsc_server.label_cache import LabelCacheSettings
 from zsc_server.settings import ENCODER_INPUTS, ScoringSettings
 
 SOURCE_REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
@@ -87,7 +89,13 @@ INTERNAL = [
     _tensor("labels", "TYPE_STRING", [-1]),
     _tensor("multi_label", "TYPE_BOOL", [1]),
     _tensor("start_ns", "TYPE_INT64", [1]),
+    # embedding mode with the label cache: the hypotheses' embeddings [labels, hidden]; else [0, 0]
+    _tensor("label_embeddings", "TYPE_FP32", [-1, -1]),
 ]
+# The launcher's warm-up (--warm-labels): label sets as JSON in, which instance encoded them out. Not ensemble
+# tensors: only requests sent to the preprocess model itself carry them (zsc_server/warm_up.py).
+WARM_UP_INPUT = _tensor("warm_up", "TYPE_STRING", [1], optional=True)
+WARM_UP_OUTPUT = _tensor("warm_up_report", "TYPE_STRING", [1])
 # The ensemble's inputs and outputs share one tensor namespace, so the candidate labels
 # cannot also be called LABELS (Triton then answers the input back as the output).
 # TEXT and CANDIDATE_LABELS are required, but declared optional: Triton 2.51 only counts a request's
@@ -106,15 +114,17 @@ RESPONSE_OUTPUTS = [
 ]
 
 
-def preprocess_config(scoring: ScoringSettings, serving: ServingSettings) -> dict:
+def preprocess_config(scoring: ScoringSettings, serving: ServingSettings,
+                      label_cache: LabelCacheSettings | None = None) -> dict:
     return {
         "name": PREPROCESS,
         "backend": "python",
         "max_batch_size": 0,
-        "input": REQUEST_INPUTS,
-        "output": _encoded(scoring.encoder_inputs) + INTERNAL,
+        "input": REQUEST_INPUTS + [WARM_UP_INPUT],
+        "output": _encoded(scoring.encoder_inputs) + INTERNAL + [WARM_UP_OUTPUT],
         "instance_group": [{"count": serving.preprocess_instances, "kind": "KIND_CPU"}],
-        "parameters": _params(scoring.to_parameters() | serving.admission.to_parameters()),
+        "parameters": _params(scoring.to_parameters() | serving.admission.to_parameters()
+                              | (label_cache or LabelCacheSettings()).to_parameters()),
     }
 
 
@@ -261,6 +271,15 @@ def ensemble_config(encoder_output_name: str, export_info: dict[str, str] | None
             ]
         },
     }
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, read in chunks (encoder files reach gigabytes): the export's identity."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def to_pbtxt(config: dict) -> str:

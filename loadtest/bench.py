@@ -27,7 +27,7 @@ import numpy as np
 
 from loadtest import server_cpu
 from loadtest.run import RESULTS, hardware, read_served_export_info, slug
-from loadtest.server_metrics import NvidiaSmiSampler, model_deltas, scrape
+from loadtest.server_metrics import NvidiaSmiSampler, label_cache_summary, model_deltas, scrape
 from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, Workload, answer_problem
 from zsc_client import AsyncZeroShotClient, ZeroShotClientError
 
@@ -143,7 +143,8 @@ def ensemble_ms(deltas: dict) -> float:
     return ensemble.get("request_us", 0.0) / (ensemble.get("requests") or float("nan")) / 1e3
 
 
-def summarize(concurrency: int, run: dict, deltas: dict, gpu: dict, server_cpu: dict | None = None) -> dict:
+def summarize(concurrency: int, run: dict, deltas: dict, gpu: dict, server_cpu: dict | None = None,
+              label_cache: dict | None = None) -> dict:
     latencies = sorted(run["latencies_ms"])
 
     def percentile(q: float) -> float:
@@ -162,6 +163,10 @@ def summarize(concurrency: int, run: dict, deltas: dict, gpu: dict, server_cpu: 
         "compute_ms": compute, "queue_ms": queue,
         "host_share": (busy["preprocess"] + busy["postprocess"]) / total_busy,
         "encoder_avg_batch": deltas.get("encoder", {}).get("avg_batch", float("nan")),
+        # rows the encoder ran per answered request: 1 + labels in embedding mode without the label cache,
+        # about 1 with it (the text) once the labels are cached
+        "encoder_rows_per_request": deltas.get("encoder", {}).get("inferences", 0.0) / max(1, len(latencies)),
+        "label_cache": label_cache,
         "cache_hit_share": deltas.get("zero_shot", {}).get("cache_hits", 0.0) / max(1, len(latencies)),
         "server_ms": ensemble_ms(deltas),
         "gpu_memory_mb": gpu.get("memory_used_mb_max"),
@@ -188,6 +193,22 @@ def cpu_breakdown(rows: list[dict]) -> list[str]:
     return lines
 
 
+def label_cache_lines(rows: list[dict]) -> list[str]:
+    """The label cache per level (embedding mode; nothing where the export has none)."""
+    rows = [row for row in rows if row.get("label_cache")]
+    if not rows:
+        return []
+    lines = ["", "Label cache (embedding mode; every preprocess instance together):", "",
+             "| concurrency | hits | misses (encoded) | hit share | evictions | entries at the end | MiB held | "
+             "MiB budget |", "|---" * 8 + "|"]
+    for row in rows:
+        cache = row["label_cache"]
+        lines.append(f"| {row['concurrency']} | {cache['hits']:.0f} | {cache['misses']:.0f} | "
+                     f"{cache['hit_share']:.1%} | {cache['evictions']:.0f} | {cache['entries']:.0f} | "
+                     f"{cache['bytes'] / 2**20:.2f} | {cache['budget_bytes'] / 2**20:.0f} |")
+    return lines
+
+
 def markdown(meta: dict, rows: list[dict], ceiling: dict | None) -> str:
     conditions = (f"{meta['model']} ({meta['note'] or 'weights as exported'}), {meta['runtime']}, "
                   f"{meta['precision']}, max_length {meta['max_length']}, {meta['hardware']}; workload "
@@ -196,16 +217,19 @@ def markdown(meta: dict, rows: list[dict], ceiling: dict | None) -> str:
                   f"closed-loop async gRPC client on the same host, full ensemble (tokenization included)")
     lines = [f"# Benchmark {meta['started']}", "", conditions, "",
              "| concurrency | p50 ms | p95 ms | p99 ms | req/s | pairs/s | errors | wrong | encoder batch "
-             "| tokenize+post share | cache hits | GPU MB | server CPU ms/req | client CPU ms/req |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| encoder rows/req | tokenize+post share | cache hits | label cache hits | GPU MB | server CPU ms/req "
+             "| client CPU ms/req |",
+             "|---" * 16 + "|"]
     for row in rows:
         memory = f"{row['gpu_memory_mb']:.0f}" if row["gpu_memory_mb"] else "n/a"
         cpu = f"{row['server_cpu_ms']['total']:.2f}" if row.get("server_cpu_ms") else "n/a"
+        label_cache = f"{row['label_cache']['hit_share']:.0%}" if row.get("label_cache") else "off"
         lines.append(f"| {row['concurrency']} | {row['p50_ms']:.1f} | {row['p95_ms']:.1f} | {row['p99_ms']:.1f} "
                      f"| {row['requests_per_s']:.1f} | {row['pairs_per_s']:.0f} | {sum(row['errors'].values())} "
-                     f"| {row['wrong']} | {row['encoder_avg_batch']:.1f} | {row['host_share']:.0%} "
-                     f"| {row['cache_hit_share']:.0%} | {memory} | {cpu} | {row['client_cpu_ms']:.2f} |")
-    lines += cpu_breakdown(rows)
+                     f"| {row['wrong']} | {row['encoder_avg_batch']:.1f} | {row['encoder_rows_per_request']:.1f} "
+                     f"| {row['host_share']:.0%} | {row['cache_hit_share']:.0%} | {label_cache} | {memory} | {cpu} "
+                     f"| {row['client_cpu_ms']:.2f} |")
+    lines += cpu_breakdown(rows) + label_cache_lines(rows)
     if ceiling:
         best = max(rows, key=lambda row: row["pairs_per_s"])
         lines += ["", f"Raw encoder ceiling (same server, same run): {ceiling['pairs_per_s']:.0f} pairs/s with "
@@ -214,7 +238,10 @@ def markdown(meta: dict, rows: list[dict], ceiling: dict | None) -> str:
                   f"({best['pairs_per_s'] / ceiling['pairs_per_s']:.0%} of the ceiling) at concurrency "
                   f"{best['concurrency']}."]
     lines += ["", "tokenize+post share: preprocess + postprocess compute time over all three models' compute "
-              "time (Triton's counters); encoder batch: pairs per encoder execution."]
+              "time (Triton's counters); encoder batch: pairs per encoder execution; encoder rows/req: rows the "
+              "encoder ran per answered request (embedding mode: 1 + labels without the label cache, the text "
+              "alone when the labels are cached); cache hits: Triton's response cache; label cache hits: "
+              "hypotheses whose embedding came from the label cache."]
     return "\n".join(lines) + "\n"
 
 
@@ -236,7 +263,9 @@ def measure_level(grpc_url: str, metrics_url: str, level: int, sampler, score_ki
         result = asyncio.run(closed_loop(grpc_url, level, args.duration_s, sampler, score_kind, args.timeout_s))
     cpu = server_cpu.per_request_ms(cpu_before, server_cpu.snapshot(server_pid),
                                     len(result["latencies_ms"])) if server_pid else None
-    row = summarize(level, result, model_deltas(before, scrape(metrics_url)), gpu.summary(), cpu)
+    after = scrape(metrics_url)
+    deltas = model_deltas(before, after)
+    row = summarize(level, result, deltas, gpu.summary(), cpu, label_cache_summary(deltas, after))
     print(f"[bench] concurrency {level}: p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, "
           f"{row['requests_per_s']:.1f} req/s, {row['pairs_per_s']:.0f} pairs/s, "
           f"{sum(row['errors'].values())} errors, {row['wrong']} wrong", flush=True)

@@ -24,7 +24,13 @@ COUNTERS = {
     "request_us": "nv_inference_request_duration_us",
     "cache_hits": "nv_cache_num_hits_per_model",  # answered from the response cache, no compute
     "cache_misses": "nv_cache_num_misses_per_model",  # looked up in the cache, not found: computed
+    # embedding mode's label cache (preprocess instances' custom metrics): hypotheses found / encoded / dropped
+    "label_cache_hits": "zsc_label_cache_hits",
+    "label_cache_misses": "zsc_label_cache_misses",
+    "label_cache_evictions": "zsc_label_cache_evictions",
 }
+LABEL_CACHE_GAUGES = {"bytes": "zsc_label_cache_bytes", "entries": "zsc_label_cache_entries",
+                      "budget_bytes": "zsc_label_cache_budget_bytes"}
 
 
 def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:
@@ -66,6 +72,23 @@ def model_deltas(before, after) -> dict[str, dict[str, float]]:
         delta["avg_batch"] = delta["inferences"] / (delta["executions"] or float("nan"))
         deltas[model] = delta
     return deltas
+
+
+def label_cache_summary(deltas: dict[str, dict[str, float]], after) -> dict | None:
+    """The label cache over a run (None where the served export has none): hits, misses and evictions during
+    it (all preprocess instances), the share of hypotheses answered from the cache, and what it held at the
+    end."""
+    gauges = dict.fromkeys(LABEL_CACHE_GAUGES, 0.0)
+    names = {name: key for key, name in LABEL_CACHE_GAUGES.items()}
+    for name, _labels, value in after:
+        if name in names:
+            gauges[names[name]] += value
+    if not gauges["budget_bytes"]:
+        return None
+    preprocess = deltas.get("preprocess", {})
+    hits, misses = preprocess.get("label_cache_hits", 0.0), preprocess.get("label_cache_misses", 0.0)
+    return {"hits": hits, "misses": misses, "evictions": preprocess.get("label_cache_evictions", 0.0),
+            "hit_share": hits / (hits + misses) if hits + misses else float("nan")} | gauges
 
 
 def gpu_gauges(samples) -> dict[str, float]:

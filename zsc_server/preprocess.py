@@ -19,14 +19,20 @@ from zsc_server.tokenization import EncodedBatch, PairTokenizer
 
 @dataclasses.dataclass
 class PreparedRequest:
-    encoded: EncodedBatch
+    encoded: EncodedBatch  # NLI: one pair per label; embedding: the text, then each hypothesis unless cached
     labels: list[str]
     multi_label: bool  # resolved: one label always scores as multi-label
+    hypotheses: list[str]
 
 
 class Preprocessor:
-    def __init__(self, settings: ScoringSettings, tokenizer_json: str | Path) -> None:
-        self.settings = settings
+    def __init__(self, settings: ScoringSettings, tokenizer_json: str | Path, cached_hypotheses: bool = False) -> None:
+        """cached_hypotheses (embedding mode only): `encoded` holds the text alone; the caller takes the
+        hypotheses' embeddings from its label cache (zsc_server.label_cache)."""
+        if cached_hypotheses and settings.mode is not ScoringMode.EMBEDDING:
+            raise ValueError("only embedding mode can reuse hypothesis embeddings: NLI encodes text and "
+                             "hypothesis together")
+        self.settings, self.cached_hypotheses = settings, cached_hypotheses
         self.tokenizer = PairTokenizer(tokenizer_json, settings.max_length, settings.buckets)
 
     def prepare(
@@ -77,10 +83,16 @@ class Preprocessor:
 
         if s.mode is ScoringMode.NLI:
             encoded = self.tokenizer.encode_pairs(text_str, hypotheses)
+        elif self.cached_hypotheses:
+            encoded = self.tokenizer.encode_sentences([text_str])
         else:
             encoded = self.tokenizer.encode_sentences([text_str, *hypotheses])
         resolved_multi_label = bool(multi_label) or len(label_strs) == 1
-        return PreparedRequest(encoded, label_strs, resolved_multi_label)
+        return PreparedRequest(encoded, label_strs, resolved_multi_label, hypotheses)
+
+    def encode_hypotheses(self, hypotheses: list[str]) -> EncodedBatch:
+        """Encoder inputs for hypotheses alone (embedding mode): what the label cache asks for its misses."""
+        return self.tokenizer.encode_sentences(hypotheses)
 
     def _check_label_count(self, count: int) -> None:
         if count > self.settings.max_labels:

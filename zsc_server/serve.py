@@ -33,6 +33,8 @@ from zsc_server.gpus import describe, visible_gpus
 from zsc_server.probe import probe
 from zsc_server.reaper import SHM_PREFIX_FLAG, reap
 from zsc_server.revive import ReviveError, Reviver, dead_instances, dead_stubs, model_control_flags, stub_models
+from zsc_server.warm_labels import read_warm_labels
+from zsc_server.warm_up import WarmUpError, warm_label_cache
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -382,6 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "dead stub is never reloaded: the probe's 3 failures stop the server. By default "
                              "the model-repository API is open only to this launcher, through a secret made "
                              "for each start (it is on tritonserver's command line, visible to local users)")
+    parser.add_argument("--warm-labels", type=Path, default=None,
+                        help="embedding mode: a JSON list of label sets, e.g. [{\"labels\": \"a,b,c\", \"template\": "
+                             "\"This is about {}.\"}], that every preprocess instance encodes into its label cache "
+                             "before the launcher reports ready, and again after it reloads the model")
     return parser
 
 
@@ -404,6 +410,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.cpus:  # inherited by tritonserver and every stub it starts
         os.sched_setaffinity(0, cpu_list(args.cpus))
+    try:
+        warm_labels = read_warm_labels(args.warm_labels) if args.warm_labels else None
+    except ValueError as exc:
+        print(f"[serve] --warm-labels: {exc}", file=sys.stderr)
+        return 2
     server = server_for(args)
     stopping = False
 
@@ -430,13 +441,19 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print(f"[serve] {exc}", file=sys.stderr)
         return 1
+
+    def warm_up(models: list[str] | None = None) -> None:
+        if warm_labels and (models is None or "preprocess" in models):
+            warm(server.http_url, warm_labels)
+
+    warm_up()
     print(
         f"[serve] ready: HTTP http://{server.http_url}  gRPC {server.grpc_url}  "
         f"metrics http://{server._client_host}:{server.metrics_port}/metrics\n"
         f"[serve] try: zsc classify --url {server.grpc_url} --labels '咨询,投诉,建议' '我的快递还没到'",
         flush=True,
     )
-    code = watch(server, args.probe_interval_s, lambda: stopping)
+    code = watch(server, args.probe_interval_s, lambda: stopping, warm_up)
     exit_code = stop(server)
     if code == UNHEALTHY_EXIT:
         return code
@@ -461,14 +478,32 @@ PROBE_TIMEOUT_S = 15.0
 STUB_CHECK_S = 1.0  # how often the launcher looks for dead stubs (in /proc), between probes
 
 
-def watch(server: TritonServer, interval_s: float, stopping) -> int | None:
+def warm(http_url: str, warm_labels: str) -> None:
+    """Warm every preprocess instance's label cache (zsc_server.warm_up), saying what was done; a failure
+    is reported and the server goes on (a cold cache is slower, not wrong)."""
+    try:
+        result = warm_label_cache(http_url, warm_labels)
+    except WarmUpError as exc:
+        print(f"[serve] label cache warm-up failed, the cache starts cold: {exc}", file=sys.stderr, flush=True)
+        return
+    if result is None:
+        print("[serve] --warm-labels ignored: this export has no label cache (NLI mode, or --label-cache-mb 0)",
+              file=sys.stderr, flush=True)
+        return
+    for error in result.errors:
+        print(f"[serve] not warmed: {error}", file=sys.stderr, flush=True)
+    print(f"[serve] {result.summary()}", flush=True)
+
+
+def watch(server: TritonServer, interval_s: float, stopping, on_reload=None) -> int | None:
     """Wait for tritonserver to exit (returns its exit code) or for `stopping()` (returns None), running the
     inference probe every `interval_s` meanwhile. Triton 2.51 keeps a model "ready" after its Python-backend
     stub died and fails every request that reaches it, so the launcher also looks at the stubs every
     STUB_CHECK_S: when one has died it reloads that model at once (zsc_server.revive), and when a probe
     fails naming a dead stub, that one. After PROBE_FAILURES failed probes in a row it returns
     UNHEALTHY_EXIT: main() stops tritonserver, for whatever supervises the launcher (a shell loop, systemd,
-    Docker's restart policy, Kubernetes) to restart it."""
+    Docker's restart policy, Kubernetes) to restart it. `on_reload` gets the models reloaded (the label
+    cache's warm-up: a reloaded preprocess starts with empty caches)."""
     url, pid = f"http://{server.http_url}", server.process.pid
     reviver = Reviver(server.http_url, server.admin_secret, pid) if server.admin_secret else None
     failures, stubs, next_probe = 0, stub_models(pid), time.monotonic() + interval_s
@@ -486,10 +521,10 @@ def watch(server: TritonServer, interval_s: float, stopping) -> int | None:
             continue
         problem = None
         if died and reviver is not None:
-            problem = reload(reviver.replace, died, f"a stub of {', '.join(died)} died")
+            problem = reload(reviver.replace, died, f"a stub of {', '.join(died)} died", on_reload)
         problem = problem or probe(url, "zero_shot", PROBE_TIMEOUT_S)
         if problem and reviver is not None and dead_instances(problem):
-            problem = reload(reviver.revive, problem, problem) or probe(url, "zero_shot", PROBE_TIMEOUT_S)
+            problem = reload(reviver.revive, problem, problem, on_reload) or probe(url, "zero_shot", PROBE_TIMEOUT_S)
         stubs, next_probe = stub_models(pid), time.monotonic() + interval_s
         failures = failures + 1 if problem else 0
         if problem:
@@ -501,9 +536,9 @@ def watch(server: TritonServer, interval_s: float, stopping) -> int | None:
     return None
 
 
-def reload(how, what, why: str) -> str | None:
-    """Reload models with `how(what)` (Reviver.replace or Reviver.revive): None once reloaded, else the
-    problem, with what failed."""
+def reload(how, what, why: str, on_reload=None) -> str | None:
+    """Reload models with `how(what)` (Reviver.replace or Reviver.revive), then `on_reload(models)`: None once
+    reloaded, else the problem, with what failed."""
     started = time.monotonic()
     try:
         models = how(what)
@@ -512,6 +547,8 @@ def reload(how, what, why: str) -> str | None:
     if not models:
         return why
     print(f"[serve] {why}: reloaded {', '.join(models)} in {time.monotonic() - started:.1f} s", flush=True)
+    if on_reload is not None:
+        on_reload(models)
     return None
 
 

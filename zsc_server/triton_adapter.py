@@ -23,11 +23,15 @@ def required_input(request, name: str) -> np.ndarray:
 
 
 def error_response(exc: Exception, logger) -> pb_utils.InferenceResponse:
-    """A per-request error: bad input is INVALID_ARG, anything else INTERNAL (and logged)."""
+    """A per-request error: bad input is INVALID_ARG; an error another model answered (a BLS call) keeps
+    that model's status (`triton_code`: a full queue stays UNAVAILABLE); anything else INTERNAL (and logged)."""
     if isinstance(exc, InputError):
         return pb_utils.InferenceResponse(
             error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
         )
+    code = getattr(exc, "triton_code", None)
+    if code is not None:
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), code))
     logger.log_error(f"unexpected error: {traceback.format_exc()}")
     return pb_utils.InferenceResponse(
         error=pb_utils.TritonError(f"internal error: {exc}", pb_utils.TritonError.INTERNAL)

@@ -291,7 +291,7 @@ def test_grafana_dashboard_uses_the_provisioned_datasource():
 def dashboard_metric_names() -> set[str]:
     dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "triton.json").read_text())
     expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
-    return set(re.findall(r"\bnv_[a-z_]+", " ".join(expressions)))
+    return set(re.findall(r"\b(?:nv|zsc)_[a-z_]+", " ".join(expressions)))
 
 
 # ---------------------------------------------------------------------------- kubernetes

@@ -14,6 +14,8 @@ from export.checkpoint import load_checkpoint
 from export.errors import CheckpointError, DownloadError, ValidationError
 from export.random_checkpoint import write_huggingface_nli, write_modelscope_structbert
 from export.repository import (
+    WARM_UP_INPUT,
+    WARM_UP_OUTPUT,
     Runtime,
     ServingSettings,
     encoder_config,
@@ -24,6 +26,7 @@ from export.repository import (
 )
 from export.torch2onnx import Precision, export_onnx
 from export.validate import validate_onnx
+from zsc_server.label_cache import LabelCacheSettings
 from zsc_server.onnx_encoder import OnnxEncoder
 from zsc_server.settings import ScoringSettings
 from zsc_server.tokenization import ENCODER_INPUTS, EncodedBatch
@@ -46,7 +49,9 @@ def test_ensemble_maps_name_tensors_the_models_declare(runtime):
     produced = {i.name for i in ensemble.input}
     for step in ensemble.ensemble_scheduling.step:
         model = models[step.model_name]
-        assert set(step.input_map) == {i.name for i in model.input}
+        # the launcher's warm-up tensor goes to the preprocess model directly, never through the ensemble
+        assert set(step.input_map) == {i.name for i in model.input} - {WARM_UP_INPUT["name"]}
+        assert WARM_UP_OUTPUT["name"] not in step.output_map
         assert set(step.input_map.values()) <= produced, f"{step.model_name} reads an unproduced tensor"
         assert set(step.output_map) <= {o.name for o in model.output}
         produced |= set(step.output_map.values())
@@ -71,6 +76,23 @@ def test_preprocess_config_carries_scoring_settings():
     scoring = ScoringSettings(max_length=96, default_template="关于{}")
     config = json.loads(json.dumps({"parameters": preprocess_config(scoring, ServingSettings())["parameters"]}))
     assert ScoringSettings.from_model_config(config) == scoring
+
+
+def test_preprocess_config_carries_the_label_cache_settings_and_the_ensemble_passes_label_embeddings():
+    cache = LabelCacheSettings.from_mib(0.5, export_id="abc123", encoder_output="sentence_embedding")
+    config = preprocess_config(ScoringSettings(mode="embedding"), ServingSettings(), cache)
+    parsed = parse(config)
+    assert cache.budget_bytes == 524288
+    assert LabelCacheSettings.from_model_config(json.loads(json.dumps(config))) == cache
+    # without settings (an NLI export): the cache is off
+    assert LabelCacheSettings.from_model_config(preprocess_config(ScoringSettings(), ServingSettings())) == \
+        LabelCacheSettings()
+    [warm_up] = [i for i in parsed.input if i.name == "warm_up"]
+    assert warm_up.optional and warm_up.data_type == model_config_pb2.TYPE_STRING
+    [preprocess_step, _, postprocess_step] = parse(ensemble_config("sentence_embedding")).ensemble_scheduling.step
+    assert preprocess_step.output_map["label_embeddings"] == postprocess_step.input_map["label_embeddings"]
+    [embeddings] = [i for i in parse(postprocess_config(ScoringSettings())).input if i.name == "label_embeddings"]
+    assert embeddings.data_type == model_config_pb2.TYPE_FP32 and list(embeddings.dims) == [-1, -1]
 
 
 def test_modelscope_layout_loads_with_structbert_indices(tmp_path):
@@ -204,3 +226,23 @@ def test_buckets_per_runtime_and_served_export_facts(tmp_path, capsys):
     assert "ascending" in capsys.readouterr().err
     assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--buckets", "x"]) == 1
     assert "--buckets" in capsys.readouterr().err
+
+
+def test_an_nli_export_has_no_label_cache_and_names_its_encoder_file(tmp_path, capsys):
+    import hashlib
+
+    from export import cli
+
+    checkpoint = write_modelscope_structbert(tmp_path / "ms")
+    repository = tmp_path / "repository"
+    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--max-length", "32"]) == 0
+    assert "label cache: none in NLI mode" in capsys.readouterr().out
+    info = json.loads((repository / "encoder" / "export.json").read_text())
+    assert info["label_cache_bytes"] == 0
+    assert info["export_id"] == hashlib.sha256((repository / "encoder" / "1" / "model.onnx").read_bytes()).hexdigest()
+    preprocess = text_format.Parse((repository / "preprocess" / "config.pbtxt").read_text(),
+                                   model_config_pb2.ModelConfig())
+    assert preprocess.parameters["label_cache_budget_bytes"].string_value == "0"
+    assert preprocess.parameters["label_cache_export_id"].string_value == info["export_id"]
+    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--label-cache-mb", "-1"]) == 1
+    assert "--label-cache-mb must be 0 (off) or more" in capsys.readouterr().err

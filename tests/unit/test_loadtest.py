@@ -14,7 +14,7 @@ import pytest
 
 from loadtest import report
 from loadtest.run import LoadTestError, parse_duration, run_locust
-from loadtest.server_metrics import model_deltas, parse_prometheus
+from loadtest.server_metrics import label_cache_summary, model_deltas, parse_prometheus
 from loadtest.workload import (
     TAG_BITS,
     TAG_DIGITS,
@@ -116,6 +116,31 @@ def test_triton_counters_become_per_request_averages():
     assert encoder["avg_queue_ms"] == pytest.approx(3.0)  # 300,000 us over 100 requests
     assert encoder["avg_compute_ms"] == pytest.approx(5.0)
     assert encoder["avg_batch"] == pytest.approx(30.0)  # 600 pairs in 20 executions
+
+
+def test_label_cache_counters_are_summed_over_the_preprocess_instances():
+    before = parse_prometheus('''zsc_label_cache_hits{instance="preprocess_0_0",model="preprocess"} 10
+zsc_label_cache_hits{instance="preprocess_0_1",model="preprocess"} 5
+zsc_label_cache_misses{instance="preprocess_0_0",model="preprocess"} 6
+''')
+    after = parse_prometheus('''zsc_label_cache_hits{instance="preprocess_0_0",model="preprocess"} 100
+zsc_label_cache_hits{instance="preprocess_0_1",model="preprocess"} 95
+zsc_label_cache_misses{instance="preprocess_0_0",model="preprocess"} 16
+zsc_label_cache_misses{instance="preprocess_0_1",model="preprocess"} 10
+zsc_label_cache_evictions{instance="preprocess_0_0",model="preprocess"} 2
+zsc_label_cache_bytes{instance="preprocess_0_0",model="preprocess"} 1048576
+zsc_label_cache_bytes{instance="preprocess_0_1",model="preprocess"} 1048576
+zsc_label_cache_entries{instance="preprocess_0_0",model="preprocess"} 600
+zsc_label_cache_entries{instance="preprocess_0_1",model="preprocess"} 590
+zsc_label_cache_budget_bytes{instance="preprocess_0_0",model="preprocess"} 33554432
+zsc_label_cache_budget_bytes{instance="preprocess_0_1",model="preprocess"} 33554432
+''')
+    summary = label_cache_summary(model_deltas(before, after), after)
+    assert summary == {"hits": 180, "misses": 20, "evictions": 2, "hit_share": 0.9, "bytes": 2097152,
+                       "entries": 1190, "budget_bytes": 67108864}
+    # an export without the cache (NLI, or --label-cache-mb 0) has no such series
+    assert label_cache_summary(model_deltas(parse_prometheus(METRICS_BEFORE), parse_prometheus(METRICS_AFTER)),
+                               parse_prometheus(METRICS_AFTER)) is None
 
 
 STATS_HEADER = ("Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"

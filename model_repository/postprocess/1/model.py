@@ -1,5 +1,8 @@
 """Triton Python backend: encoder output -> labels sorted by score (NLI or cosine scoring).
 
+Embedding mode with the label cache: the encoder output is the text's embedding and `label_embeddings` the
+hypotheses' (from the preprocess's cache); without it, `label_embeddings` has 0 rows.
+
 Thin adapter over zsc_server.postprocess; settings come from this model's config.pbtxt parameters.
 """
 
@@ -36,6 +39,7 @@ class TritonPythonModel:
                 required_input(request, "encoder_output"),
                 [raw.decode("utf-8") for raw in required_input(request, "labels").reshape(-1)],
                 bool(required_input(request, "multi_label").reshape(-1)[0]),
+                required_input(request, "label_embeddings"),
             )
             start_ns = int(required_input(request, "start_ns").reshape(-1)[0])
         except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error
