@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from export.random_checkpoint import write_vocab
-from export.tokenizer import write_tokenizer_json
+from export.tokenizer import TokenizerFacts, write_tokenizer_json
 from zsc_server.label_cache import LabelCache, LabelCacheSettings, entry_bytes
 from zsc_server.postprocess import score_labels
 from zsc_server.preprocess import Preprocessor
@@ -129,7 +129,7 @@ def test_cached_scores_equal_the_uncached_path_on_the_same_vectors():
 def tokenizer_json(tmp_path_factory):
     root = tmp_path_factory.mktemp("tok")
     write_vocab(root / "vocab.txt")
-    write_tokenizer_json(root, True, root / "tokenizer.json")
+    write_tokenizer_json(root, TokenizerFacts(lowercase=True), root / "tokenizer.json")
     return root / "tokenizer.json"
 
 
