@@ -242,7 +242,7 @@ def run(args: argparse.Namespace) -> None:
                                   first(args.admission_interval_ms, admission.interval_ms))
     serving = dataclasses.replace(serving, admission=admission)
     entailment = ckpt.entailment_index if ckpt.mode is ScoringMode.NLI else None
-    label_cache_mib = label_cache_budget(args, ckpt.mode)
+    label_cache_mib = label_cache_budget(args, ckpt.mode, precision)
 
     # Everything is produced and validated in a scratch dir, the repository assembled in a staging dir
     # beside the target and swapped in at the end: an export that fails or is interrupted half way leaves
@@ -292,12 +292,18 @@ def run(args: argparse.Namespace) -> None:
     print(f"[export] done in {time.perf_counter() - started:.1f}s: serve it with `make serve`", flush=True)
 
 
-def label_cache_budget(args: argparse.Namespace, mode: ScoringMode) -> float:
-    """MiB per preprocess instance for the label cache: 0 in NLI mode, which cannot reuse label vectors."""
+def label_cache_budget(args: argparse.Namespace, mode: ScoringMode, precision: Precision) -> float:
+    """MiB per preprocess instance for the label cache: 0 in NLI mode, which cannot reuse label vectors, and
+    with INT8, whose vectors depend on the run that computed them."""
     if args.label_cache_mb < 0:
         raise ExportError(f"--label-cache-mb must be 0 (off) or more, got {args.label_cache_mb}")
     if mode is ScoringMode.NLI:
         step(1, "label cache: none in NLI mode (each text is encoded together with each hypothesis)")
+        return 0.0
+    if precision is Precision.INT8 and args.label_cache_mb:
+        # dynamic quantization scales activations per run: a label's vector computed alone (a cache miss) is
+        # not the one computed beside the request's text, so cached and uncached answers would differ
+        step(1, "label cache: off with INT8 (a vector's quantization depends on the run that computed it)")
         return 0.0
     step(1, f"label cache: {args.label_cache_mb:g} MiB per preprocess instance" if args.label_cache_mb
          else "label cache: off (--label-cache-mb 0)")

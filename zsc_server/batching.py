@@ -1,7 +1,11 @@
-"""Merge the requests of a Triton dynamic batch into one encoder call and split the result back.
+"""Merge the requests of a Triton dynamic batch into encoder calls and split the results back.
 
-Requests are right-padded to the longest sequence among them; padding with attention_mask 0 does not
-change a row's result. Shared by the encoder runtimes (ONNX Runtime, torch).
+The Python-backend encoders accept ragged batches (requests padded to different sequence buckets in one
+batch: fine CPU buckets would otherwise leave the batcher little to merge, and every execution costs a
+round trip to the stub). A batch runs as one call per sequence length among its requests
+(`by_sequence_length`), so no row is padded beyond its own bucket. Within a call, requests are
+right-padded to the longest; padding with attention_mask 0 does not change a row's result. Shared by the
+encoder runtimes (ONNX Runtime, torch).
 """
 
 from __future__ import annotations
@@ -24,3 +28,23 @@ def pad_to(array: np.ndarray, sequence: int) -> np.ndarray:
     if array.shape[1] == sequence:
         return array
     return np.pad(array, ((0, 0), (0, sequence - array.shape[1])))
+
+
+def by_sequence_length(feeds: list[dict[str, np.ndarray]], names: list[str]) -> list[tuple[list[int], dict]]:
+    """The requests of a batch grouped by sequence length, each group merged: [(request indices, inputs)]."""
+    groups: dict[int, list[int]] = {}
+    for index, feed in enumerate(feeds):
+        groups.setdefault(feed[names[0]].shape[1], []).append(index)
+    return [(indices, merge_feeds([feeds[i] for i in indices], names)[0]) for indices in groups.values()]
+
+
+def run_by_sequence_length(feeds: list[dict[str, np.ndarray]], names: list[str], run) -> list[list[np.ndarray]]:
+    """`run(inputs) -> [output arrays]` once per sequence length among the requests; returns, per request,
+    its rows of each output, in the requests' order."""
+    results: list[list[np.ndarray] | None] = [None] * len(feeds)
+    for indices, inputs in by_sequence_length(feeds, names):
+        sizes = [feeds[i][names[0]].shape[0] for i in indices]
+        per_output = [split_rows(output, sizes) for output in run(inputs)]
+        for position, index in enumerate(indices):
+            results[index] = [parts[position] for parts in per_output]
+    return results

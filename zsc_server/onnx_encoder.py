@@ -17,7 +17,7 @@ import os
 import numpy as np
 import onnxruntime as ort
 
-from zsc_server.batching import merge_feeds, split_rows
+from zsc_server.batching import run_by_sequence_length
 
 
 def usable_cores() -> int:
@@ -61,13 +61,10 @@ class OnnxEncoder:
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run_batch(self, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-        """All requests of a dynamic batch in one call (or one call each), outputs split back per request."""
+        """A dynamic batch in one call per sequence length (or one call per request), outputs split back per
+        request."""
         if self.one_run_per_request and len(feeds) > 1:
             return [result for feed in feeds for result in self.run_batch([feed])]
-        merged, sizes = merge_feeds(feeds, self.input_names)
-        outputs = self.session.run(self.output_names, merged)
-        per_output = [split_rows(out, sizes) for out in outputs]
-        return [
-            {name: parts[i] for name, parts in zip(self.output_names, per_output)}
-            for i in range(len(feeds))
-        ]
+        per_request = run_by_sequence_length(
+            feeds, self.input_names, lambda inputs: self.session.run(self.output_names, inputs))
+        return [dict(zip(self.output_names, outputs)) for outputs in per_request]

@@ -16,7 +16,7 @@ import bisect
 import numpy as np
 import torch
 
-from zsc_server.batching import merge_feeds, split_rows
+from zsc_server.batching import run_by_sequence_length
 from zsc_server.tokenization import ENCODER_INPUTS
 from zsc_server.torch_bert import load_plain_bert
 
@@ -84,6 +84,7 @@ class TorchEncoder:
             return output.float().cpu().numpy()
 
     def run_batch(self, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
-        """One forward pass for all the requests of a dynamic batch, split back per request."""
-        merged, sizes = merge_feeds(feeds, self.input_names)
-        return split_rows(self.forward([merged[name] for name in self.input_names]), sizes)
+        """One forward pass per sequence length among the requests of a dynamic batch, split back per request."""
+        per_request = run_by_sequence_length(
+            feeds, self.input_names, lambda inputs: [self.forward([inputs[name] for name in self.input_names])])
+        return [outputs[0] for outputs in per_request]

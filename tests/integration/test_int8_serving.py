@@ -72,8 +72,9 @@ def encoder_batching(server) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def int8_nli(tmp_path_factory):
+    # a 20 ms batching delay: requests sent together meet in the batcher whatever the timing (over HTTP too)
     served = serve_structbert(tmp_path_factory.mktemp("int8_nli"), "structbert-int8", "--precision", "int8",
-                              "--accuracy-gate", "report", "--gate-requests", "24")
+                              "--accuracy-gate", "report", "--gate-requests", "24", "--queue-delay-us", "20000")
     yield served, DirectInt8(served.repository)
     served.server.stop()
 
@@ -82,8 +83,9 @@ def int8_nli(tmp_path_factory):
 def int8_minilm(tmp_path_factory):
     repository = export_repository("offline-minilm", tmp_path_factory.mktemp("int8_minilm") / "repository",
                                    "--precision", "int8", "--texts", str(ENGLISH), "--gate-requests", "48")
-    gate = json.loads((repository / "encoder" / "export.json").read_text())["int8_agreement"]
-    assert gate["gate"] == "enforce" and gate["passed"] is True
+    info = json.loads((repository / "encoder" / "export.json").read_text())
+    assert info["int8_agreement"]["gate"] == "enforce" and info["int8_agreement"]["passed"] is True
+    assert info["label_cache_bytes"] == 0  # INT8: a label's vector depends on its run, so no label cache
     server = start_server("minilm-int8", repository)
     yield server, DirectInt8(repository)
     server.stop()

@@ -70,6 +70,11 @@ def test_encoder_config_per_runtime():
     native = parse(encoder_config(scoring, ServingSettings(Runtime.ONNXRUNTIME), "logits", 3))
     assert native.platform == "onnxruntime_onnx" and not native.backend
     assert native.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    # the Python-backend encoders take ragged batches (one call per sequence length); native backends merge
+    # the tensors themselves and need equal shapes
+    torch_python = parse(encoder_config(scoring, ServingSettings(Runtime.PYTHON_TORCH), "logits", 3))
+    assert all(i.allow_ragged_batch for i in [*ort_python.input, *torch_python.input])
+    assert not any(i.allow_ragged_batch for i in native.input)
 
 
 def test_preprocess_config_carries_scoring_settings():
