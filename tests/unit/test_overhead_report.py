@@ -28,3 +28,25 @@ def test_floor_takes_out_the_queue_wait_and_the_ceiling_is_the_best_level():
     assert ": met." in report.split("## Ceiling")[1]
     slow = markdown(meta, floor | {"p50_ms": 3.0}, ceiling | {"requests_per_s": 600})
     assert "Goal p50 ≤ 2.5 ms: missed." in slow and slow.split("## Ceiling")[1].count("missed") == 1
+
+
+def test_a_measured_earlier_version_is_the_goals_baseline(tmp_path):
+    import json
+
+    from loadtest.overhead import before_figures
+
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"levels": [level(1, 4.0, 200, 0.5, 3.0), level(16, 30.0, 400, 10.0, 3.0)]}))
+    before = before_figures([old])
+    assert (before["p50_ms"], before["requests_per_s"], before["concurrency"]) == (4.0, 400, 16)
+    meta = {"started": "now", "hardware": "CPU X (2 cores)", "workload": "workload.json", "mean_labels": 6.0,
+            "duration_s": 20, "ceiling_levels": "16,32", "floor_folder": "a", "ceiling_folder": "b",
+            "before_note": "commit abc"}
+    floor = {"p50_ms": 5.0, "p95_ms": 6.0, "encoder_queue_ms": 0.5, "p50_without_queue_delay_ms": 4.5,
+             "encoder_alone_ms": 3.0, "server_cpu_ms": {"total": 3.0}, "client_cpu_ms": 1.0}
+    ceiling = {"concurrency": 32, "requests_per_s": 820.0, "p50_ms": 30.0, "p99_ms": 50.0,
+               "server_cpu_ms": {"total": 1.8}, "requests_per_s_per_server_core": 555, "client_cpu_ms": 0.5,
+               "errors": 0, "wrong": 0}
+    report = markdown(meta, floor, ceiling, before)
+    assert "Goal ≥ 2 × 400 requests/s (the ensemble before this work, measured beside it): met." in report
+    assert "Before (the earlier version, same machine, commit abc)" in report and "2.05x the requests/s" in report
