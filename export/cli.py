@@ -46,10 +46,14 @@ from zsc_server.tokenization import PairTokenizer
 MODEL_MAX_LENGTH = "model"  # --max-length model: as long as the model takes (the pipeline's truncation)
 
 STEPS = 5
+# The encoder queue's wait budget (--queue-timeout-ms auto): long enough for a few batches, short enough that
+# under overload stale requests are turned away instead of answered late. Measured on 2 cores with MiniLM
+# at twice its capacity: a 10 s budget answered 54% of capacity at p95 1.5 s, 100 ms answered 93% at p95
+# 0.33 s (docs/limits-failures-security.md, "Overload").
+QUEUE_BUDGET_SERVICES = 5
+QUEUE_BUDGET_MS = (100, 10_000)
+GPU_QUEUE_BUDGET_MS = 250
 CPU_RUNTIMES = (Runtime.PYTHON_ORT, Runtime.ONNXRUNTIME)
-# Admission control's defaults (zsc_server/admission.py), from measured service times: see README, "Overload".
-ADMISSION_DEFAULTS = {"cpu": AdmissionSettings(target_ms=300, interval_ms=500),
-                      "gpu": AdmissionSettings(target_ms=50, interval_ms=100)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,17 +120,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-queue-size", type=int, default=64,
                         help="encoder requests allowed to wait; more are rejected at once as UNAVAILABLE "
                              "(default: 64)")
-    parser.add_argument("--queue-timeout-ms", type=int, default=10000,
-                        help="a request waiting longer in the encoder queue is rejected (default: 10000)")
-    parser.add_argument("--admission-target-ms", type=float, default=None,
-                        help="admission control: while even the quickest answers of an interval spent longer "
-                             "than this in the server, new requests are refused at once as busy, before "
-                             f"tokenizing (default: {ADMISSION_DEFAULTS['gpu'].target_ms:g} with a GPU profile, "
-                             f"{ADMISSION_DEFAULTS['cpu'].target_ms:g} on the CPU; 0: off)")
-    parser.add_argument("--admission-interval-ms", type=float, default=None,
-                        help="admission control's interval (default: "
-                             f"{ADMISSION_DEFAULTS['gpu'].interval_ms:g} with a GPU profile, "
-                             f"{ADMISSION_DEFAULTS['cpu'].interval_ms:g} on the CPU)")
+    parser.add_argument("--queue-timeout-ms", default="auto",
+                        help="a request waiting longer in the encoder queue is rejected as busy, so that what is "
+                             "answered under overload waited at most this long. auto (default): "
+                             f"{QUEUE_BUDGET_SERVICES} x the encoder's time for one sample request measured at "
+                             f"export, within {QUEUE_BUDGET_MS[0]}-{QUEUE_BUDGET_MS[1]} ms on the CPU; "
+                             f"{GPU_QUEUE_BUDGET_MS} ms with a GPU profile")
+    parser.add_argument("--admission-target-ms", default="off",
+                        help="admission control (zsc_server/admission.py): while even the quickest answers of an "
+                             "interval spent longer than this in the server, a new request is held in the "
+                             "preprocess, before tokenizing, and those behind it are turned away by Triton's "
+                             "bounded queue. auto: 3x the service time the server measures; a number of ms; "
+                             "off (default: on 2 cores it answered less than the encoder queue's time budget "
+                             "alone, see docs/limits-failures-security.md)")
+    parser.add_argument("--admission-interval-ms", type=float, default=AdmissionSettings.interval_ms,
+                        help="admission control's shortest interval; with an automatic target, 10 service times "
+                             "when longer (default: %(default)s)")
     parser.add_argument("--preprocess-instances", type=int, default=2,
                         help="tokenizer model instances (default: 2)")
     parser.add_argument("--cpu-cores", type=int, default=0,
@@ -231,15 +240,19 @@ def run(args: argparse.Namespace) -> None:
         preprocess_instances=args.preprocess_instances,
         preferred_batch_sizes=profile.preferred_batch_sizes if profile else (),
         max_batch=profile.max_batch if profile else 0,
-        max_queue_size=args.max_queue_size, queue_timeout_us=args.queue_timeout_ms * 1000,
+        max_queue_size=args.max_queue_size,
         torch_device=args.torch_device,
         graph_batch_sizes=profile.graph_batch_sizes if profile else ServingSettings.graph_batch_sizes,
         tensorrt_profiles=len(scoring.buckets) if runtime is Runtime.TENSORRT else 0,
         cpu_cores=args.cpu_cores,
     )
-    admission = ADMISSION_DEFAULTS["gpu" if profile else "cpu"]
-    admission = AdmissionSettings(first(args.admission_target_ms, admission.target_ms),
-                                  first(args.admission_interval_ms, admission.interval_ms))
+    try:
+        enabled, target_ms = AdmissionSettings.parse_target(args.admission_target_ms)
+    except ValueError:
+        raise ExportError(f"--admission-target-ms must be auto, off or a positive number, "
+                          f"got {args.admission_target_ms!r}") from None
+    admission = AdmissionSettings(enabled, target_ms, interval_ms=args.admission_interval_ms)
+    step(1, f"admission control: {admission.describe()}")
     serving = dataclasses.replace(serving, admission=admission)
     entailment = ckpt.entailment_index if ckpt.mode is ScoringMode.NLI else None
     label_cache_mib = label_cache_budget(args, ckpt.mode, precision)
@@ -255,6 +268,8 @@ def run(args: argparse.Namespace) -> None:
 
         artifact, report = encoder_artifact(args, runtime, precision, ckpt, scoring, profile, batches, entailment,
                                             Path(tmp))
+        serving = dataclasses.replace(serving, queue_timeout_us=queue_budget_ms(args, profile, runtime, artifact,
+                                                                                batches[0]) * 1000)
         # The preprocess sends, and the ensemble passes, exactly the inputs the exported encoder declares.
         scoring = dataclasses.replace(scoring, encoder_inputs=encoder_inputs(artifact, runtime, ckpt))
         # the cached label vectors belong to this encoder file: its hash names them
@@ -290,6 +305,38 @@ def run(args: argparse.Namespace) -> None:
                 print(f"    {repository / write_config(staging, config).relative_to(staging)}")
             (version_dir.parent / "export.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     print(f"[export] done in {time.perf_counter() - started:.1f}s: serve it with `make serve`", flush=True)
+
+
+def queue_budget_ms(args, profile, runtime: Runtime, artifact: Path, batch) -> int:
+    """--queue-timeout-ms: as given, or `auto` from the encoder's measured time on one sample request."""
+    if args.queue_timeout_ms != "auto":
+        try:
+            return int(args.queue_timeout_ms)
+        except ValueError:
+            raise ExportError(f"--queue-timeout-ms must be auto or a number of ms, "
+                              f"got {args.queue_timeout_ms!r}") from None
+    if profile or runtime is Runtime.TENSORRT or (runtime is Runtime.PYTHON_TORCH and args.torch_device == "gpu"):
+        step(4, f"encoder queue budget: {GPU_QUEUE_BUDGET_MS} ms (GPU)")
+        return GPU_QUEUE_BUDGET_MS
+    if runtime is Runtime.PYTHON_TORCH:
+        run, feeds = plain_torch_runner(artifact), batch.as_dict()
+    else:
+        encoder = OnnxEncoder(str(artifact))
+        feeds = batch.as_dict(tuple(encoder.input_names))
+
+        def run(inputs):
+            return encoder.run_batch([inputs])
+    run(feeds)  # warm-up
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        run(feeds)
+        times.append((time.perf_counter() - started) * 1e3)
+    service_ms = sorted(times)[2]
+    budget = int(min(QUEUE_BUDGET_MS[1], max(QUEUE_BUDGET_MS[0], QUEUE_BUDGET_SERVICES * service_ms)))
+    step(4, f"encoder queue budget: {budget} ms ({QUEUE_BUDGET_SERVICES} x {service_ms:.1f} ms, the encoder's "
+            f"median time on a sample request of {feeds['input_ids'].shape[0]} pairs here)")
+    return budget
 
 
 def label_cache_budget(args: argparse.Namespace, mode: ScoringMode, precision: Precision) -> float:

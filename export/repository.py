@@ -27,6 +27,10 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 ENSEMBLE, PREPROCESS, ENCODER, POSTPROCESS = "zero_shot", "preprocess", "encoder", "postprocess"
 
 
+# requests that may wait for each preprocess instance while admission control holds them (see preprocess_config)
+PREPROCESS_QUEUE_PER_INSTANCE = 4
+
+
 class Runtime(str, enum.Enum):
     """Where the encoder runs."""
 
@@ -62,7 +66,7 @@ class ServingSettings:
     tensorrt_profiles: int = 0  # tensorrt only: the engine's optimization profiles, one per bucket
     response_cache: bool = True
     # refuse new requests, before tokenizing them, while requests wait longer than this (zsc_server/admission.py)
-    admission: AdmissionSettings = AdmissionSettings()
+    admission: AdmissionSettings = AdmissionSettings(enabled=False)
 
     @property
     def int8(self) -> bool:
@@ -116,7 +120,7 @@ RESPONSE_OUTPUTS = [
 
 def preprocess_config(scoring: ScoringSettings, serving: ServingSettings,
                       label_cache: LabelCacheSettings | None = None) -> dict:
-    return {
+    config = {
         "name": PREPROCESS,
         "backend": "python",
         "max_batch_size": 0,
@@ -126,6 +130,15 @@ def preprocess_config(scoring: ScoringSettings, serving: ServingSettings,
         "parameters": _params(scoring.to_parameters() | serving.admission.to_parameters()
                               | (label_cache or LabelCacheSettings()).to_parameters()),
     }
+    if serving.admission.enabled:
+        # Admission control holds a request in the preprocess while the encoder's queue stands; the requests
+        # behind it wait in this bounded queue, and Triton turns the excess away at once ("exceeds maximum queue
+        # size", UNAVAILABLE), in C++, before any Python (a refusal by the preprocess costs a round trip to its
+        # stub). Without batching (max_batch_size 0), the dynamic batcher only queues.
+        config["dynamic_batching"] = {"default_queue_policy": {
+            "max_queue_size": serving.preprocess_instances * PREPROCESS_QUEUE_PER_INSTANCE,
+            "timeout_action": "REJECT", "default_timeout_microseconds": serving.queue_timeout_us}}
+    return config
 
 
 def postprocess_config(scoring: ScoringSettings, serving: ServingSettings = ServingSettings()) -> dict:

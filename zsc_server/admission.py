@@ -6,13 +6,18 @@ thing, before reading the request's inputs, and a refused request costs one hop 
 
 The rule is CoDel's (Nichols & Jacobson, "Controlling Queue Delay", ACM Queue 2012), applied to
 admission: the postprocess reports every answered request's time in the ensemble (its sojourn); when the
-*shortest* sojourn over an interval (100 ms) exceeds the target, the queue is standing, not a passing
-burst, and new requests are refused until an interval closes whose shortest sojourn is under target.
+*shortest* sojourn over an interval (100 ms, or 10 service times for a slow model) exceeds the target, the
+queue is standing, not a passing burst, and new requests are refused until an interval closes whose
+shortest sojourn is under target.
 Requests already admitted are served; the queue drains to about the target and stays there, so the
 encoder never runs dry (goodput stays near capacity) and accepted requests wait about the target. The
 refusal lasts from one interval's verdict to the next, however far apart answers come (a GPU's large
 batches answer in clumps); only when no answer at all has come for longer than an interval and twice the
 last standing sojourn does it lapse, so that a server which refused everything cannot lock itself out.
+
+The target is, unless set, 3x the service time, measured as the quickest answer of the last 30-60 s (one
+that did not queue): a fixed number cannot fit both a GPU answering in 5 ms and a CPU model answering in
+300 ms, and the accepted requests' latency is meant to stay within a few unloaded latencies.
 
 The preprocess and postprocess instances are separate processes of one tritonserver: they share the state
 through a small file in /dev/shm named after tritonserver's pid (the stubs' parent), updated under an
@@ -33,26 +38,50 @@ from pathlib import Path
 SHM = Path("/dev/shm")
 PREFIX = "zsc-admission-"
 # window_start_ns, window_min_us, window_answers, overloaded (0/1), standing_min_us, last_answer_ns,
-# admitted, refused
-_LAYOUT = struct.Struct("<qqqqqqqq")
+# admitted, refused, service_window_start_ns, service_best_us, service_previous_us
+_LAYOUT = struct.Struct("<qqqqqqqqqqq")
 OVERLOADED, STANDING_MIN_US, LAST_ANSWER_NS, ADMITTED, REFUSED = 3, 4, 5, 6, 7
+SERVICE_WINDOW_NS = 30 * 10**9  # the service time is the quickest answer of the last 30 to 60 s
+AUTO_FLOOR_US = 5_000  # an automatic target never goes below 5 ms (timer and scheduling noise)
 
 
 @dataclasses.dataclass(frozen=True)
 class AdmissionSettings:
-    target_ms: float = 0.0  # 0: no admission control
+    enabled: bool = True
+    # None (auto): `factor` x the service time the gate measures (the quickest answer of the last 30-60 s,
+    # i.e. an answer that did not queue); a number: a fixed target in ms
+    target_ms: float | None = None
+    factor: float = 3.0
+    # the shortest interval; with an automatic target, 10 service times when that is longer (a slow model
+    # answers few requests per 100 ms)
     interval_ms: float = 100.0
     # an interval with fewer answers says nothing about a queue: one long request (512 tokens, 100 labels)
     # at low load must not refuse everyone else
     min_answers: int = 4
 
-    @property
-    def enabled(self) -> bool:
-        return self.target_ms > 0
+    def describe(self) -> str:
+        if not self.enabled:
+            return "off"
+        target = f"{self.target_ms:g} ms" if self.target_ms else f"{self.factor:g} x the measured service time"
+        return f"target {target}, interval >= {self.interval_ms:g} ms"
 
     def to_parameters(self) -> dict[str, str]:
-        return {"admission_target_ms": f"{self.target_ms:g}", "admission_interval_ms": f"{self.interval_ms:g}",
-                "admission_min_answers": str(self.min_answers)}
+        target = "off" if not self.enabled else "auto" if self.target_ms is None else f"{self.target_ms:g}"
+        return {"admission_target_ms": target, "admission_factor": f"{self.factor:g}",
+                "admission_interval_ms": f"{self.interval_ms:g}", "admission_min_answers": str(self.min_answers)}
+
+    @classmethod
+    def parse_target(cls, text: str) -> tuple[bool, float | None]:
+        """'auto' / 'off' / '0' / a number of ms -> (enabled, target_ms)."""
+        text = text.strip().lower()
+        if text == "auto":
+            return True, None
+        if text in ("off", "0", "0.0"):
+            return False, None
+        value = float(text)
+        if value < 0:
+            raise ValueError(f"an admission target is auto, off or a positive number of ms, got {text!r}")
+        return True, value
 
     @classmethod
     def from_model_config(cls, model_config: dict) -> AdmissionSettings:
@@ -61,8 +90,11 @@ class AdmissionSettings:
 
     @classmethod
     def from_parameters(cls, parameters: dict[str, str]) -> AdmissionSettings:
+        if "admission_target_ms" not in parameters:
+            return cls(enabled=False)  # a repository exported before admission control
+        enabled, target = cls.parse_target(parameters["admission_target_ms"])
         default = cls()
-        return cls(float(parameters.get("admission_target_ms", default.target_ms)),
+        return cls(enabled, target, float(parameters.get("admission_factor", default.factor)),
                    float(parameters.get("admission_interval_ms", default.interval_ms)),
                    int(parameters.get("admission_min_answers", default.min_answers)))
 
@@ -74,8 +106,6 @@ def state_path(server_pid: int) -> Path:
 class AdmissionGate:
     def __init__(self, settings: AdmissionSettings, path: Path) -> None:
         self.settings = settings
-        self.target_us = int(settings.target_ms * 1e3)
-        self.interval_ns = int(settings.interval_ms * 1e6)
         self.path = path
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -96,18 +126,47 @@ class AdmissionGate:
     def _read(self) -> list[int]:
         return list(_LAYOUT.unpack_from(self._map, 0))
 
-    def admit(self, now_ns: int | None = None) -> str | None:
-        """None: go ahead. Otherwise the reason to refuse, for the caller's UNAVAILABLE answer."""
+    def _target_and_interval_us(self, state: list[int]) -> tuple[int | None, int]:
+        """The target and interval in µs; no target while the service time is not known yet."""
+        interval_us = int(self.settings.interval_ms * 1e3)
+        if self.settings.target_ms is not None:
+            return int(self.settings.target_ms * 1e3), interval_us
+        known = [us for us in state[9:11] if us > 0]
+        if not known:
+            return None, interval_us
+        service_us = min(known)
+        return max(AUTO_FLOOR_US, int(self.settings.factor * service_us)), max(interval_us, 10 * service_us)
+
+    def admit_or_hold(self, hold_s: float, poll_s: float = 0.002) -> str | None:
+        """`admit()`, but while the queue stands wait for room up to `hold_s` (the target), checking every
+        `poll_s`: the caller's instance is held, so new requests wait in Triton's own bounded queue in front of
+        it, which turns the excess away at once in C++, with no round trip to a Python model; a refusal here
+        costs one. The reason to refuse once the hold is over without room, else None."""
+        deadline = time.monotonic() + hold_s
+        while self.admit(count=False) and time.monotonic() < deadline:
+            time.sleep(poll_s)
+        return self.admit()
+
+    def hold_s(self) -> float:
+        """How long `admit_or_hold` may hold a request: the current target (0 until it is known)."""
+        target_us, _ = self._target_and_interval_us(self._read())
+        return (target_us or 0) / 1e6
+
+    def admit(self, now_ns: int | None = None, count: bool = True) -> str | None:
+        """None: go ahead. Otherwise the reason to refuse, for the caller's UNAVAILABLE answer. `count`: record
+        the decision in the admitted / refused counters."""
         now_ns = time.monotonic_ns() if now_ns is None else now_ns
         with _locked(self._lock_fd):
             state = self._read()
-            lapse_ns = max(self.interval_ns, 2 * state[STANDING_MIN_US] * 1000)
+            target_us, interval_us = self._target_and_interval_us(state)
+            lapse_ns = max(interval_us, 2 * state[STANDING_MIN_US]) * 1000
             overloaded = bool(state[OVERLOADED]) and now_ns - state[LAST_ANSWER_NS] < lapse_ns
-            state[REFUSED if overloaded else ADMITTED] += 1
-            _LAYOUT.pack_into(self._map, 0, *state)
+            if count:
+                state[REFUSED if overloaded else ADMITTED] += 1
+                _LAYOUT.pack_into(self._map, 0, *state)
         if overloaded:
-            return (f"busy: requests have waited over {self.settings.target_ms:g} ms for {self.settings.interval_ms:g} "
-                    "ms (admission target); retry later")
+            return (f"busy: requests have waited over {target_us / 1e3:.0f} ms (admission target"
+                    f"{'' if self.settings.target_ms else ', 3x the quickest recent answer'}); retry later")
         return None
 
     def answered(self, sojourn_ms: float, now_ns: int | None = None) -> None:
@@ -115,23 +174,37 @@ class AdmissionGate:
         now_ns = time.monotonic_ns() if now_ns is None else now_ns
         sojourn_us = int(sojourn_ms * 1e3)
         with _locked(self._lock_fd):
-            window_start, window_min, answers, overloaded, standing_min, _, admitted, refused = self._read()
+            state = self._read()
+            window_start, window_min, answers, overloaded, standing_min = state[:5]
+            service_start, service_best, service_previous = state[8:11]
+            if service_best == 0 or now_ns - service_start >= SERVICE_WINDOW_NS:
+                service_start, service_previous, service_best = now_ns, service_best, sojourn_us
+            else:
+                service_best = min(service_best, sojourn_us)
+            state[8:11] = [service_start, service_best, service_previous]
+            target_us, interval_us = self._target_and_interval_us(state)
             if answers == 0:  # the first answer since the server started
                 window_start, window_min, answers = now_ns, sojourn_us, 1
-            elif now_ns - window_start >= self.interval_ns:
+            elif now_ns - window_start >= interval_us * 1000:
                 # the interval is over: refuse until the next verdict if even its best request waited too long
-                standing = window_min > self.target_us and answers >= self.settings.min_answers
+                standing = (target_us is not None and window_min > target_us
+                            and answers >= self.settings.min_answers)
                 overloaded, standing_min = (1, window_min) if standing else (0, 0)
                 window_start, window_min, answers = now_ns, sojourn_us, 1
             else:
                 window_min, answers = min(window_min, sojourn_us), answers + 1
-            _LAYOUT.pack_into(self._map, 0, window_start, window_min, answers, overloaded, standing_min, now_ns,
-                              admitted, refused)
+            state[:6] = [window_start, window_min, answers, overloaded, standing_min, now_ns]
+            _LAYOUT.pack_into(self._map, 0, *state)
 
     def counts(self) -> tuple[int, int]:
         """(admitted, refused) since the server started."""
         state = self._read()
         return state[ADMITTED], state[REFUSED]
+
+    def service_ms(self) -> float | None:
+        """The service time the automatic target is made from (None until the first answer)."""
+        known = [us for us in self._read()[9:11] if us > 0]
+        return min(known) / 1e3 if known else None
 
     def close(self) -> None:
         self._map.close()

@@ -89,3 +89,39 @@ def test_settings_round_trip_and_off_by_default():
     settings = AdmissionSettings(target_ms=120, interval_ms=250, min_answers=3)
     assert AdmissionSettings.from_parameters(settings.to_parameters()) == settings
     assert not AdmissionSettings.from_parameters({}).enabled
+
+
+def test_the_automatic_target_is_three_times_the_quickest_recent_answer(tmp_path):
+    gate = AdmissionGate(AdmissionSettings(), tmp_path / "auto")  # target auto, interval at least 100 ms
+    assert gate.admit(0) is None and gate.service_ms() is None
+    answer_interval(gate, 0, [12, 10, 14, 11, 13])  # unloaded: the quickest answer took 10 ms
+    gate.answered(36, 100 * MS)  # closes the first interval (its quickest: 10 < 30 ms, no queue)
+    assert gate.service_ms() == 10 and gate.admit(101 * MS) is None
+    answer_interval(gate, 100, [35, 40, 45, 50, 38])  # a queue: even the quickest waited 35 > 3 x 10 ms
+    gate.answered(40, 200 * MS)
+    reason = gate.admit(201 * MS)
+    assert reason and reason.startswith("busy: requests have waited over 30 ms")
+    gate.close()
+
+
+def test_a_slow_model_gets_intervals_of_ten_service_times(tmp_path):
+    gate = AdmissionGate(AdmissionSettings(), tmp_path / "slow")
+    gate.answered(300, 0)  # a CPU model whose quickest answer takes 300 ms
+    gate.answered(1000, 3000 * MS)  # closes the first 3 s interval (10 x 300 ms): its quickest was 300 ms
+    for t in (3400, 3800, 4200, 4600, 5000, 5400):  # answers waiting 1 s: a queue of a few requests
+        gate.answered(1000, t * MS)
+    assert gate.admit(5500 * MS) is None  # within the second 3 s interval: no verdict yet
+    gate.answered(1000, 6000 * MS)  # closes it: 1 s > 900 ms, with 7 answers
+    assert gate.admit(6001 * MS) is not None
+    gate.close()
+
+
+def test_off_and_fixed_targets_parse():
+    assert AdmissionSettings.parse_target("auto") == (True, None)
+    assert AdmissionSettings.parse_target("off") == AdmissionSettings.parse_target("0") == (False, None)
+    assert AdmissionSettings.parse_target("250") == (True, 250.0)
+    with pytest.raises(ValueError):
+        AdmissionSettings.parse_target("-5")
+    auto = AdmissionSettings()
+    assert AdmissionSettings.from_parameters(auto.to_parameters()) == auto
+    assert AdmissionSettings.from_parameters(AdmissionSettings(enabled=False).to_parameters()).enabled is False

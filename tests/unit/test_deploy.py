@@ -150,7 +150,11 @@ def test_health_probes_outwait_the_queue_timeout_so_a_busy_server_passes():
     """A probe that gives up before the encoder's queue refuses it would call an overloaded server dead."""
     from zsc_server.serve import PROBE_TIMEOUT_S
 
-    queue_timeout_s = export_parser().parse_args(["--model", "x"]).queue_timeout_ms / 1000
+    from export.cli import QUEUE_BUDGET_MS
+
+    # the longest budget `--queue-timeout-ms auto` can choose
+    assert export_parser().parse_args(["--model", "x"]).queue_timeout_ms == "auto"
+    queue_timeout_s = QUEUE_BUDGET_MS[1] / 1000
     compose = load_compose()["services"]["triton"]["healthcheck"]
     [container] = k8s_documents()["Deployment"]["spec"]["template"]["spec"]["containers"]
     liveness = container["livenessProbe"]

@@ -59,9 +59,11 @@ class TritonPythonModel:
         start_ns = time.monotonic_ns()
         if pb_utils.get_input_tensor_by_name(request, "warm_up") is not None:
             return self._warm_up(request)
-        refusal = self.gate.admit(start_ns) if self.gate else None
-        if refusal:  # before reading a single input: a refused request costs no tokenization
+        # before reading a single input: a refused request costs no tokenization (zsc_server/admission.py)
+        refusal = self.gate.admit_or_hold(self.gate.hold_s()) if self.gate else None
+        if refusal:
             return busy_response(refusal)
+        start_ns = time.monotonic_ns()  # the hold is the admission's, not the ensemble's time
         try:
             template = optional_input(request, "HYPOTHESIS_TEMPLATE")
             multi_label = optional_input(request, "MULTI_LABEL")
