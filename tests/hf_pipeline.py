@@ -1,7 +1,7 @@
 """Run transformers' own zero-shot-classification pipeline on checkpoints and cases; results as JSON.
 
 Imported by the tests (transformers 5 in .venv) and run as a script by them in .venv-modelscope
-(transformers 4.57, the reference for DeBERTa: see README):
+(transformers 4.57, the reference for DeBERTa: see docs/models-and-export.md):
     stdin:  {"models": {NAME: {"model": DIR, "cases": [{"text": ..., "candidate_labels": ..., ...}, ...]}}}
     stdout: {NAME: [{"labels": [...], "scores": [...]}, ...]}
 """

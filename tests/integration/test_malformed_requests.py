@@ -1,5 +1,5 @@
-"""What Triton itself answers to malformed requests, which never reach our preprocess (README, "Limits and
-failure behaviour", the table of Triton's own answers): exact status, Content-Type and message, pinned
+"""What Triton itself answers to malformed requests, which never reach our preprocess
+(docs/limits-failures-security.md, the table of Triton's own answers): exact status, Content-Type and message, pinned
 against the real server so that the table stays true. The messages are Triton 2.51's."""
 
 from __future__ import annotations

@@ -119,7 +119,8 @@ def test_open_inference_grpc(structbert):
     assert errors["empty text"] == {"code": "INVALID_ARGUMENT", "details": EMPTY_TEXT}
     assert errors["MULTI_LABEL as INT32"]["code"] == "INVALID_ARGUMENT"
     assert WRONG_DTYPE in errors["MULTI_LABEL as INT32"]["details"]
-    # what Triton answers before our code sees the request (README's table; test_malformed_requests.py for HTTP)
+    # what Triton answers before our code sees the request (docs/limits-failures-security.md's table;
+    # test_malformed_requests.py for HTTP)
     assert errors["BOOL sent as a number"] == {"code": "INVALID_ARGUMENT", "details": BOOL_AS_NUMBER_GRPC}
     assert errors["unknown model"] == {"code": "NOT_FOUND",
                                        "details": "Request for unknown model: 'no_such_model' is not found"}

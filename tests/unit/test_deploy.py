@@ -148,9 +148,8 @@ def probe_timeout(command: list[str]) -> float:
 
 def test_health_probes_outwait_the_queue_timeout_so_a_busy_server_passes():
     """A probe that gives up before the encoder's queue refuses it would call an overloaded server dead."""
-    from zsc_server.serve import PROBE_TIMEOUT_S
-
     from export.cli import QUEUE_BUDGET_MS
+    from zsc_server.serve import PROBE_TIMEOUT_S
 
     # the longest budget `--queue-timeout-ms auto` can choose
     assert export_parser().parse_args(["--model", "x"]).queue_timeout_ms == "auto"
