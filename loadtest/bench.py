@@ -103,14 +103,24 @@ async def tokenized_pairs(client, request) -> dict[str, np.ndarray]:
     return {name: array for name, array in arrays.items() if array is not None}
 
 
+# Triton 2.51's dynamic batcher, when its queue has a policy (a size or time bound), can sleep its full
+# 500 ms wait while the instance is free and requests queue, until the next request arrives: in a closed loop
+# none arrives, so the queue stalls (docs/limits-failures-security.md, "Overload"). Answers this slow are
+# counted as such stalls.
+STALL_MS = 400
+
+
 async def encoder_ceiling(url: str, concurrency: int, seconds: float, request, timeout_s: float) -> dict:
     """The encoder model alone, fed one workload request's pre-tokenized pairs by `concurrency` workers:
-    the same pairs the ensemble sends it, without tokenization, post-processing and ensemble hops."""
+    the same pairs the ensemble sends it, without tokenization, post-processing and ensemble hops. Refusals
+    (a queue bound) are counted, not fatal; so are answers slower than STALL_MS."""
     import tritonclient.grpc as grpcclient
     import tritonclient.grpc.aio as aio
+    from tritonclient.utils import InferenceServerException
 
     client = aio.InferenceServerClient(url)
-    done = 0
+    latencies_ms: list[float] = []
+    refused: list[str] = []
     try:
         arrays = await tokenized_pairs(client, request)
         inputs = []
@@ -121,10 +131,14 @@ async def encoder_ceiling(url: str, concurrency: int, seconds: float, request, t
         deadline = time.perf_counter() + seconds
 
         async def worker() -> None:
-            nonlocal done
             while time.perf_counter() < deadline:
-                await client.infer("encoder", inputs, client_timeout=timeout_s)
-                done += 1
+                sent = time.perf_counter()
+                try:
+                    await client.infer("encoder", inputs, client_timeout=timeout_s)
+                except InferenceServerException as error:
+                    refused.append(error.message())
+                    continue
+                latencies_ms.append((time.perf_counter() - sent) * 1e3)
 
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -132,8 +146,13 @@ async def encoder_ceiling(url: str, concurrency: int, seconds: float, request, t
     finally:
         await client.close()
     rows, sequence = arrays["input_ids"].shape
-    return {"rows": int(rows), "sequence": int(sequence), "concurrency": concurrency, "requests": done,
-            "pairs_per_s": done * rows / elapsed}
+    latencies_ms.sort()
+    return {"rows": int(rows), "sequence": int(sequence), "concurrency": concurrency,
+            "requests": len(latencies_ms), "pairs_per_s": len(latencies_ms) * rows / elapsed,
+            "p50_ms": latencies_ms[len(latencies_ms) // 2] if latencies_ms else None,
+            "max_ms": latencies_ms[-1] if latencies_ms else None,
+            "stalls": sum(latency >= STALL_MS for latency in latencies_ms),
+            "refused": len(refused), "refusals": sorted(set(refused))[:3]}
 
 
 def ensemble_ms(deltas: dict) -> float:
@@ -237,6 +256,11 @@ def markdown(meta: dict, rows: list[dict], ceiling: dict | None) -> str:
                   f"concurrency {ceiling['concurrency']}. Full ensemble best: {best['pairs_per_s']:.0f} pairs/s "
                   f"({best['pairs_per_s'] / ceiling['pairs_per_s']:.0%} of the ceiling) at concurrency "
                   f"{best['concurrency']}."]
+        if ceiling.get("max_ms") is not None:
+            lines += ["", f"Raw encoder latency: p50 {ceiling['p50_ms']:.1f} ms, max {ceiling['max_ms']:.1f} ms; "
+                      f"{ceiling['stalls']} answers took ≥ {STALL_MS} ms (the dynamic batcher's stall, see "
+                      f"docs/limits-failures-security.md), {ceiling['refused']} refused "
+                      f"{'; '.join(ceiling['refusals'])}."]
     lines += ["", "tokenize+post share: preprocess + postprocess compute time over all three models' compute "
               "time (Triton's counters); encoder batch: pairs per encoder execution; encoder rows/req: rows the "
               "encoder ran per answered request (embedding mode: 1 + labels without the label cache, the text "
@@ -291,7 +315,7 @@ def run(args) -> Path:
     metrics_url = args.metrics_url or f"http://{http.rsplit(':', 1)[0]}:8002/metrics"
     try:
         served = read_served_export_info(f"http://{http}")
-        sampler = Workload.load(args.workload).sampler(args.label_mode, "", "")
+        sampler = Workload.load(args.workload).sampler(args.label_mode, "", "", distinct=True)  # no cache hits
         score_kind = "cosine" if served.get("mode") == "embedding" else "probabilities"
         meta = {**served_conditions(served, args.workload, args.label_mode, sampler),
                 "duration_s": args.duration_s, "warmup_s": args.warmup_s, "note": args.note}
@@ -303,7 +327,8 @@ def run(args) -> Path:
                           key=lambda request: abs(len(request.labels) - meta["mean_labels"]))
             ceiling = asyncio.run(encoder_ceiling(args.grpc_url, max(levels), args.ceiling_s, typical,
                                                   args.timeout_s))
-            print(f"[bench] raw encoder: {ceiling['pairs_per_s']:.0f} pairs/s", flush=True)
+            print(f"[bench] raw encoder: {ceiling['pairs_per_s']:.0f} pairs/s, {ceiling['stalls']} answers "
+                  f"≥ {STALL_MS} ms, {ceiling['refused']} refused", flush=True)
     finally:
         if server is not None:
             server.stop()

@@ -5,7 +5,9 @@ from __future__ import annotations
 from tritonclient.utils import InferenceServerException
 
 _INVALID = {"StatusCode.INVALID_ARGUMENT", "400"}
-_UNAVAILABLE = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "503", "429"}
+# gRPC CANCELLED from the server: a stopping tritonserver cancels the calls it still holds (a cancel on this
+# side raises asyncio.CancelledError instead)
+_UNAVAILABLE = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED", "503", "429"}
 # what Triton says, with other status codes, while it restarts or a model is down: worth a retry later
 _RESTARTING = ("connection closed", "has no available versions", "is not healthy")
 

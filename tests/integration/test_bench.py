@@ -26,6 +26,9 @@ def test_bench_sweep_reports_latency_throughput_and_the_encoder_ceiling(structbe
     ceiling = results["encoder_ceiling"]
     buckets = json.loads((structbert.repository / "encoder" / "export.json").read_text())["buckets"]
     assert ceiling["pairs_per_s"] > 0 and ceiling["rows"] >= 3 and ceiling["sequence"] in buckets
+    # the default queue budget outlasts the dynamic batcher's 500 ms stalls: a closed loop is never refused
+    assert ceiling["refused"] == 0, ceiling["refusals"]
+    assert ceiling["p50_ms"] <= ceiling["max_ms"] and ceiling["stalls"] <= ceiling["requests"]
     table = (folder / "results.md").read_text()
     assert "python-ort, fp32, max_length 64" in table and "random weights" in table
-    assert "| 4 |" in table and "Raw encoder ceiling" in table
+    assert "| 4 |" in table and "Raw encoder ceiling" in table and "Raw encoder latency" in table

@@ -159,10 +159,12 @@ def test_requests_in_flight_when_the_encoder_stub_dies_fail_cleanly(stub_killed)
     assert [o for o in after if o.started < killed_at], "no request was in flight at the kill"
     failed = [o for o in after if o.error is not None]
     assert failed, "killing the encoder stub failed no request"
-    # Triton 2.51 answers each request for a dead stub after its 1 s health-lock wait
+    # Triton 2.51 answers each request for a dead stub after its 1 s health-lock wait; the requests queued
+    # behind it meanwhile may run out of the encoder queue's wait budget first: refused, also cleanly
     for outcome in failed:
-        assert "Stub process" in outcome.error.message and "is not healthy" in outcome.error.message, \
-            outcome.error
+        message = outcome.error.message
+        assert ("Stub process" in message and "is not healthy" in message) \
+            or "Request timeout expired" in message, outcome.error
     assert stub_killed["server"].process.poll() is None, "tritonserver itself died"
     print(f"{len(load.outcomes) - len(after)} answered before the kill; after it {len(after) - len(failed)} "
           f"answered, {len(failed)} failed in at most {max(o.ended - o.started for o in failed):.1f} s each")

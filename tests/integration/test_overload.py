@@ -18,7 +18,7 @@ from tests.conftest import STRUCTBERT_MAX_LENGTH, export_repository, start_serve
 from tests.integration.test_parity import assert_matches
 from tests.reference import NliReference
 from zsc_client import ServerUnavailableError, ZeroShotClient
-from zsc_server.probe import probe
+from zsc_server.probe import is_busy, probe
 
 LABELS = [f"类别{i}" for i in range(48)]  # many pairs per request: each one keeps the encoder busy
 
@@ -115,7 +115,7 @@ def test_the_health_probe_passes_while_the_queue_refuses(structbert, tmp_path):
 @pytest.fixture(scope="module")
 def admission_server(structbert, tmp_path_factory):
     """Admission control with a 5 ms target over 50 ms intervals: a flood of 48-label requests keeps every
-    answer above it, so new requests are refused; the encoder queue itself is large (64)."""
+    answer above it, so new requests are refused; the encoder queue itself is bounded in time only."""
     repository = export_repository(str(structbert.checkpoint), tmp_path_factory.mktemp("admission") / "repository",
                                    "--max-length", str(STRUCTBERT_MAX_LENGTH), "--preprocess-instances", "4",
                                    "--admission-target-ms", "5", "--admission-interval-ms", "50")
@@ -139,7 +139,8 @@ def test_admission_control_refuses_before_tokenizing_and_recovers(admission_serv
     assert accepted and refused, f"{len(accepted)} accepted, {len(refused)} refused: admission did not act"
     for _, _, error, _ in refused:
         assert error.status == "StatusCode.UNAVAILABLE", error.message
-        assert "busy: requests have waited over 5 ms" in error.message, error.message
+        assert is_busy(503, error.message), error.message  # the gate's, or Triton's queue's
+    assert any("busy: requests have waited over 5 ms" in error.message for _, _, error, _ in refused)
     # refused in the preprocess, before tokenizing: the encoder saw the accepted requests and no others
     assert encoder_requests(admission_server) - before == len(accepted)
     reference = NliReference(structbert.checkpoint, STRUCTBERT_MAX_LENGTH, entailment=0, contradiction=2,
@@ -163,8 +164,6 @@ def test_http_refusal_by_admission_is_a_503_the_probe_counts_as_busy(admission_s
         while not all(future.done() for future in flood):  # HTTP requests, one after another, meanwhile
             statuses.append(post(admission_server, f"HTTP 请求 {len(statuses)}"))
     refused = [text for code, text in statuses if code == 503]
-    assert refused and all("busy: " in text for text in refused), statuses
+    # the gate's refusals, or Triton's queue's, and the probe counts each as busy, not dead
+    assert refused and all(is_busy(503, text) for text in refused), statuses
     assert {code for code, _ in statuses} <= {200, 503}
-    from zsc_server.probe import is_busy
-
-    assert all(is_busy(503, text) for text in refused)

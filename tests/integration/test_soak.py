@@ -58,4 +58,4 @@ def test_soak_with_a_burst_reports_the_goals_and_the_recovery(structbert, tmp_pa
     assert report["meta"]["load_generator"].startswith("one asyncio process on the same host, cores 0;")
     assert report["meta"]["admission"]["admission_target_ms"]  # as served
     table = (tmp_path / "burst" / "report.md").read_text()
-    assert "Goals (steady phase):" in table and "after the burst, back to the unloaded p95" in table
+    assert "Goals (steady phase):" in table and "after the burst, per-second medians back under" in table

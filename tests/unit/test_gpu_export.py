@@ -123,7 +123,9 @@ def test_encoder_configs_of_the_gpu_runtimes():
     assert torch_cpu.instance_group[0].kind == KIND.KIND_CPU
 
     queue = trt.dynamic_batching.default_queue_policy
-    assert queue.max_queue_size == 64 and queue.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
+    # bounded in time, not in count (export/cli.py: a full queue idles Triton 2.51's batcher)
+    assert queue.max_queue_size == 0 and queue.default_timeout_microseconds > 0
+    assert queue.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
 
 
 def test_gpu_profile_export_writes_the_profile_into_the_configs(tmp_path):
@@ -138,6 +140,10 @@ def test_gpu_profile_export_writes_the_profile_into_the_configs(tmp_path):
     assert encoder.dynamic_batching.max_queue_delay_microseconds == h100.queue_delay_us
     assert encoder.instance_group[0].count == h100.encoder_instances
     assert encoder.max_batch_size == h100.max_batch
+    # Triton 2.51's batcher, with a queue policy, can sleep 500 ms with requests waiting: the budget outlasts it
+    queue = encoder.dynamic_batching.default_queue_policy
+    assert queue.default_timeout_microseconds == cli.GPU_QUEUE_BUDGET_MS * 1000 > 500_000
+    assert queue.max_queue_size == 0 and cli.QUEUE_BUDGET_MS[0] * 1000 > 500_000
     info = json.loads((repository / "encoder" / "export.json").read_text())
     assert (info["runtime"], info["gpu_profile"], info["buckets"]) == ("python-torch", "h100", [16, 32, 64])
 

@@ -80,6 +80,9 @@ def test_translate_errors():
     assert isinstance(translate(InferenceServerException("x", status="StatusCode.UNAVAILABLE")),
                       ServerUnavailableError)
     assert isinstance(translate(ConnectionRefusedError("refused")), ServerUnavailableError)
+    # a stopping server cancels the calls it holds: retry later, like any restart
+    assert isinstance(translate(InferenceServerException("CANCELLED", status="StatusCode.CANCELLED")),
+                      ServerUnavailableError)
     assert type(translate(InferenceServerException("x", status="500"))) is ZeroShotClientError
 
 
