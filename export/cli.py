@@ -23,6 +23,7 @@ from export.repository import (
     Runtime,
     ServingSettings,
     copy_static_models,
+    encoder_batch_rows,
     encoder_config,
     ensemble_config,
     file_digest,
@@ -46,15 +47,16 @@ from zsc_server.tokenization import PairTokenizer
 MODEL_MAX_LENGTH = "model"  # --max-length model: as long as the model takes (the pipeline's truncation)
 
 STEPS = 5
-# The encoder queue's wait budget (--queue-timeout-ms auto): long enough for a few batches, short enough that
-# under overload stale requests are turned away instead of answered late; never under 600 ms, because
-# Triton 2.51's dynamic batcher, once its queue has a policy, sometimes sleeps its full 500 ms while requests
-# wait and the instance is free, until another request arrives: a shorter budget would refuse a closed loop's
-# requests on an idle server. The count is not bounded by default (--max-queue-size 0): a full queue turns
-# arrivals away without waking the batcher, and those 500 ms sleeps then idle the encoder. Measured on
-# 2 cores with MiniLM at twice its capacity: 600 ms and no count bound answered about 95% of capacity, 600 ms
-# with 64 queued at most 61%, 10 s with 64 54% (docs/limits-failures-security.md, "Overload").
-QUEUE_BUDGET_SERVICES = 5
+# The encoder queue's wait budget (--queue-timeout-ms auto): under overload, stale requests are turned away
+# instead of answered late; a closed loop (clients that wait for each answer) must never be refused, since
+# it cannot overload anything. A request may wait for the batch in flight and then for its own, so the
+# budget is 2x the encoder's time for a full batch (its time per row on a sample request x the most rows one
+# execution takes), within 600 ms-10 s. Never under 600 ms: Triton 2.51's dynamic batcher, once its queue
+# has a policy, sometimes sleeps its full 500 ms while requests wait and the instance is free, until another
+# request arrives. The count is not bounded by default (--max-queue-size 0): a full queue turns arrivals
+# away without waking the batcher, and those sleeps then idle the encoder
+# (docs/limits-failures-security.md, "Overload").
+QUEUE_BUDGET_BATCHES = 2
 QUEUE_BUDGET_MS = (600, 10_000)
 GPU_QUEUE_BUDGET_MS = QUEUE_BUDGET_MS[0]
 CPU_RUNTIMES = (Runtime.PYTHON_ORT, Runtime.ONNXRUNTIME)
@@ -128,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queue-timeout-ms", default="auto",
                         help="a request waiting longer in the encoder queue is rejected as busy, so that what is "
                              "answered under overload waited at most this long. auto (default): "
-                             f"{QUEUE_BUDGET_SERVICES} x the encoder's time for one sample request measured at "
-                             f"export, within {QUEUE_BUDGET_MS[0]}-{QUEUE_BUDGET_MS[1]} ms on the CPU; "
+                             f"{QUEUE_BUDGET_BATCHES} x the encoder's time for a full batch (from its time per "
+                             f"pair on a sample request, measured at export), within "
+                             f"{QUEUE_BUDGET_MS[0]}-{QUEUE_BUDGET_MS[1]} ms on the CPU; "
                              f"{GPU_QUEUE_BUDGET_MS} ms with a GPU profile")
     parser.add_argument("--admission-target-ms", default="off",
                         help="admission control (zsc_server/admission.py): while even the quickest answers of an "
@@ -273,8 +276,9 @@ def run(args: argparse.Namespace) -> None:
 
         artifact, report = encoder_artifact(args, runtime, precision, ckpt, scoring, profile, batches, entailment,
                                             Path(tmp))
-        serving = dataclasses.replace(serving, queue_timeout_us=queue_budget_ms(args, profile, runtime, artifact,
-                                                                                batches[0]) * 1000)
+        budget_ms = queue_budget_ms(args, profile, runtime, artifact, batches[0],
+                                    encoder_batch_rows(scoring, serving))
+        serving = dataclasses.replace(serving, queue_timeout_us=budget_ms * 1000)
         # The preprocess sends, and the ensemble passes, exactly the inputs the exported encoder declares.
         scoring = dataclasses.replace(scoring, encoder_inputs=encoder_inputs(artifact, runtime, ckpt))
         # the cached label vectors belong to this encoder file: its hash names them
@@ -312,8 +316,15 @@ def run(args: argparse.Namespace) -> None:
     print(f"[export] done in {time.perf_counter() - started:.1f}s: serve it with `make serve`", flush=True)
 
 
-def queue_budget_ms(args, profile, runtime: Runtime, artifact: Path, batch) -> int:
-    """--queue-timeout-ms: as given, or `auto` from the encoder's measured time on one sample request."""
+def queue_budget_from_sample(service_ms: float, rows: int, batch_rows: int) -> tuple[int, float]:
+    """(budget ms, a full batch's estimated ms) from the encoder's time for `rows` pairs."""
+    full_batch_ms = service_ms / rows * batch_rows
+    return int(min(QUEUE_BUDGET_MS[1], max(QUEUE_BUDGET_MS[0], QUEUE_BUDGET_BATCHES * full_batch_ms))), full_batch_ms
+
+
+def queue_budget_ms(args, profile, runtime: Runtime, artifact: Path, batch, batch_rows: int) -> int:
+    """--queue-timeout-ms: as given, or `auto`: QUEUE_BUDGET_BATCHES full batches of `batch_rows` pairs at the
+    encoder's measured time per pair on one sample request (CPU time grows with the pairs)."""
     if args.queue_timeout_ms != "auto":
         try:
             return int(args.queue_timeout_ms)
@@ -338,9 +349,11 @@ def queue_budget_ms(args, profile, runtime: Runtime, artifact: Path, batch) -> i
         run(feeds)
         times.append((time.perf_counter() - started) * 1e3)
     service_ms = sorted(times)[2]
-    budget = int(min(QUEUE_BUDGET_MS[1], max(QUEUE_BUDGET_MS[0], QUEUE_BUDGET_SERVICES * service_ms)))
-    step(4, f"encoder queue budget: {budget} ms ({QUEUE_BUDGET_SERVICES} x {service_ms:.1f} ms, the encoder's "
-            f"median time on a sample request of {feeds['input_ids'].shape[0]} pairs here)")
+    rows = feeds["input_ids"].shape[0]
+    budget, full_batch_ms = queue_budget_from_sample(service_ms, rows, batch_rows)
+    step(4, f"encoder queue budget: {budget} ms ({QUEUE_BUDGET_BATCHES} x {full_batch_ms:.0f} ms for a full batch of "
+            f"{batch_rows} pairs: {service_ms:.1f} ms for the {rows} pairs of a sample request here, within "
+            f"{QUEUE_BUDGET_MS[0]}-{QUEUE_BUDGET_MS[1]} ms)")
     return budget
 
 

@@ -153,6 +153,11 @@ def postprocess_config(scoring: ScoringSettings, serving: ServingSettings = Serv
     }
 
 
+def encoder_batch_rows(scoring: ScoringSettings, serving: ServingSettings) -> int:
+    """The most pairs (rows) one encoder execution takes: the profile's batch, or one request's largest."""
+    return max(serving.max_batch, scoring.max_labels + 1)
+
+
 def encoder_config(
     scoring: ScoringSettings, serving: ServingSettings, output_name: str, output_width: int
 ) -> dict:
@@ -169,7 +174,7 @@ def encoder_config(
     config = {
         "name": ENCODER,
         # Embedding mode encodes the text as one more row than there are labels.
-        "max_batch_size": max(serving.max_batch, scoring.max_labels + 1),
+        "max_batch_size": encoder_batch_rows(scoring, serving),
         "input": [_tensor(name, "TYPE_INT64", [-1]) for name in scoring.encoder_inputs],
         "output": [_tensor(output_name, "TYPE_FP32", [output_width])],
         "dynamic_batching": batching,

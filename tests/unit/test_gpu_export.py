@@ -295,3 +295,13 @@ def test_an_export_killed_half_way_leaves_the_served_repository_as_it_was(tmp_pa
     assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--max-length", "64"]) == 0
     assert json.loads((repository / "encoder" / "export.json").read_text())["max_length"] == 64
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "repository"]  # leftovers cleared
+
+
+def test_the_automatic_queue_budget_covers_two_full_batches_within_its_bounds():
+    # MiniLM on one core here: 21.7 ms for 6 pairs; a full batch of 257 pairs ~0.93 s, so ~1.86 s of budget
+    budget, full_batch_ms = cli.queue_budget_from_sample(21.7, 6, 257)
+    assert round(full_batch_ms) == 929 and budget == 1858
+    # a tiny model: never under the floor that outlasts the dynamic batcher's 500 ms sleep
+    assert cli.queue_budget_from_sample(0.6, 5, 257)[0] == cli.QUEUE_BUDGET_MS[0] == 600
+    # a large model on a small CPU: capped, so that overload still ends in refusals
+    assert cli.queue_budget_from_sample(400.0, 6, 257)[0] == cli.QUEUE_BUDGET_MS[1]
