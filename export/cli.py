@@ -48,13 +48,13 @@ MODEL_MAX_LENGTH = "model"  # --max-length model: as long as the model takes (th
 
 STEPS = 5
 # The encoder queue's wait budget (--queue-timeout-ms auto): under overload, stale requests are turned away
-# instead of answered late; a closed loop (clients that wait for each answer) must never be refused, since
-# it cannot overload anything. A request may wait for the batch in flight and then for its own, so the
-# budget is 2x the encoder's time for a full batch (its time per row on a sample request x the most rows one
-# execution takes), within 600 ms-10 s. Never under 600 ms: Triton 2.51's dynamic batcher, once its queue
-# has a policy, sometimes sleeps its full 500 ms while requests wait and the instance is free, until another
-# request arrives. The count is not bounded by default (--max-queue-size 0): a full queue turns arrivals
-# away without waking the batcher, and those sleeps then idle the encoder
+# instead of answered late; a closed loop (clients that each wait for their answer, whose requests fit in a
+# batch) should never be refused: it cannot overload anything. A request may wait for the batch in flight and
+# then for its own, so the budget is 2x the encoder's time for a full batch (its time per row on a sample
+# request x the most rows one execution takes), within 600 ms-10 s. Never under 600 ms: Triton 2.51's
+# dynamic batcher, once its queue has a policy, sometimes sleeps its full 500 ms while requests wait and the
+# instance is free, until another request arrives. The count is not bounded by default (--max-queue-size 0):
+# a full queue turns arrivals away without waking the batcher, and those sleeps then idle the encoder
 # (docs/limits-failures-security.md, "Overload").
 QUEUE_BUDGET_BATCHES = 2
 QUEUE_BUDGET_MS = (600, 10_000)
