@@ -11,8 +11,6 @@ import re
 import numpy as np
 import pytest
 
-from export.random_checkpoint import write_vocab
-from export.tokenizer import TokenizerFacts, write_tokenizer_json
 from zsc_server.label_cache import LabelCache, LabelCacheSettings, entry_bytes
 from zsc_server.postprocess import score_labels
 from zsc_server.preprocess import Preprocessor
@@ -123,14 +121,6 @@ def test_cached_scores_equal_the_uncached_path_on_the_same_vectors():
         score_labels(embedding, text[None, :], labels, False, hypotheses[:2])
     with pytest.raises(ValueError, match="NLI mode"):
         score_labels(ScoringSettings(), np.zeros((3, 3), np.float32), labels, False, hypotheses)
-
-
-@pytest.fixture(scope="module")
-def tokenizer_json(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tok")
-    write_vocab(root / "vocab.txt")
-    write_tokenizer_json(root, TokenizerFacts(lowercase=True), root / "tokenizer.json")
-    return root / "tokenizer.json"
 
 
 def test_the_preprocess_sends_the_text_alone_when_the_cache_has_the_hypotheses(tokenizer_json):

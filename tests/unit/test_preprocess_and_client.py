@@ -6,22 +6,12 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from export.random_checkpoint import write_vocab
-from export.tokenizer import TokenizerFacts, write_tokenizer_json
 from zsc_client.cli import format_result
 from zsc_client.errors import InvalidInputError, ServerUnavailableError, ZeroShotClientError, translate
 from zsc_client.request import ClassificationResult, build_inputs, split_url
 from zsc_server.preprocess import Preprocessor
 from zsc_server.scoring import InputError
 from zsc_server.settings import ScoringMode, ScoringSettings
-
-
-@pytest.fixture(scope="module")
-def tokenizer_json(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tok")
-    write_vocab(root / "vocab.txt")
-    write_tokenizer_json(root, TokenizerFacts(lowercase=True), root / "tokenizer.json")
-    return root / "tokenizer.json"
 
 
 def test_limits_name_their_setting(tokenizer_json):
