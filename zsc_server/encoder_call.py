@@ -4,8 +4,6 @@ own encoder step, so it batches with other traffic (importable only inside Trito
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -44,13 +42,3 @@ class EncoderCall:
             code = pb_utils.TritonError.UNAVAILABLE if any(busy in message.lower() for busy in BUSY) else error.code()
             raise EncoderCallError(f"encoding labels with '{self.model_name}': {message}", code)
         return pb_utils.get_output_tensor_by_name(response, self.output_name).as_numpy()
-
-    def wait_until_ready(self, timeout_s: float, poll_s: float = 0.2) -> bool:
-        """Whether the encoder is ready within `timeout_s`: models load side by side, and the preprocess's
-        warm-up may run before the encoder has finished loading."""
-        deadline = time.monotonic() + timeout_s
-        while not pb_utils.is_model_ready(model_name=self.model_name):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(poll_s)
-        return True

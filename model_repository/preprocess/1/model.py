@@ -56,7 +56,6 @@ class TritonPythonModel:
             self.gate.close()
 
     def _one(self, request):
-        start_ns = time.monotonic_ns()
         if pb_utils.get_input_tensor_by_name(request, "warm_up") is not None:
             return self._warm_up(request)
         # before reading a single input: a refused request costs no tokenization (zsc_server/admission.py)
