@@ -41,7 +41,14 @@ from zsc_server.gpus import describe, visible_gpus
 from zsc_server.label_cache import DEFAULT_BUDGET_MIB, LabelCacheSettings
 from zsc_server.onnx_encoder import OnnxEncoder
 from zsc_server.preprocess import Preprocessor
-from zsc_server.settings import CPU_BUCKETS, DEFAULT_BUCKETS, ScoringMode, ScoringSettings, sequence_buckets
+from zsc_server.settings import (
+    CPU_BUCKETS,
+    DEFAULT_BUCKETS,
+    REPLAY_OVERHEAD_TOKENS,
+    ScoringMode,
+    ScoringSettings,
+    sequence_buckets,
+)
 from zsc_server.tokenization import PairTokenizer
 
 MODEL_MAX_LENGTH = "model"  # --max-length model: as long as the model takes (the pipeline's truncation)
@@ -121,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queue-delay-us", type=int, default=None,
                         help="encoder dynamic batcher max queue delay in microseconds "
                              "(default: the GPU profile's, else 2000)")
+    parser.add_argument("--replay-overhead-tokens", type=int, default=REPLAY_OVERHEAD_TOKENS,
+                        help="python-torch on a GPU: a batch runs as replays of CUDA graphs of the captured batch "
+                             "sizes, chosen to minimise padded rows x tokens plus this much per replay (its fixed "
+                             f"cost); a large value pads each batch up to one graph (default: {REPLAY_OVERHEAD_TOKENS}"
+                             ", measured on an H200)")
     parser.add_argument("--encoder-instances", type=int, default=None,
                         help="encoder instances (default: the GPU profile's, else 1)")
     parser.add_argument("--max-queue-size", type=int, default=0,
@@ -251,6 +263,7 @@ def run(args: argparse.Namespace) -> None:
         max_queue_size=args.max_queue_size,
         torch_device=args.torch_device,
         graph_batch_sizes=profile.graph_batch_sizes if profile else ServingSettings.graph_batch_sizes,
+        replay_overhead_tokens=args.replay_overhead_tokens,
         tensorrt_profiles=len(scoring.buckets) if runtime is Runtime.TENSORRT else 0,
         cpu_cores=args.cpu_cores,
     )

@@ -7,12 +7,16 @@ may wait to form them, and how many encoder instances share the card.
 How the numbers are derived (so they can be re-derived when a card is measured):
 - The batch that saturates a card is where its FP16 throughput stops growing. Measured on the H100
   (../shared/gpu/h100-baseline.md, StructBERT-large shape, CUDA graphs): seq 64 gains little past
-  batch 128 (9,806 pairs/s at 128, 9,974 at 512). Other cards are projected by their dense FP16
+  batch 128 (9,806 pairs/s at 128, 9,974 at 512); the same on the H200 (11,183 at 128, 10,565 at 512:
+  loadtest/results/bench-20261126-h200/memory.md). Other cards are projected by their dense FP16
   tensor throughput relative to the H100 (the same work per pair fills a slower card sooner).
 - Memory: weights + activations of the largest batch at max length must fit in a fixed share of the
-  card, per instance. Activation bytes per (pair, token) come from the model shape (`activation_bytes`):
-  only the H100 has a measurement behind the throughput side, and no card has a memory measurement yet,
-  so every profile says `projected` in its basis until `make bench` on that card replaces it.
+  card, per instance. Activation bytes per (pair, token) were measured on the H200 for every (batch,
+  sequence) the profiles use (`ModelShape.activation_bytes`); they depend on the model shape, not on
+  the card, so every card's memory limits rest on that measurement.
+- The queue delay: measured on the H200 (loadtest/results/compare-20261126-h200-replay): at one request
+  the encoder waits the whole delay (500 us: p50 5.3 ms, 100 us: 4.7 ms), while under load batches form
+  anyway (100 us cost 2-5% of the saturated throughput). Slower cards are projected from it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from export.torch2onnx import Precision
 H100_FP16_TFLOPS = 800.0  # measured: 798 TFLOP/s on an 8192^3 FP16 matmul (h100-baseline.md)
 H100_SATURATION_BATCH = 128  # measured: seq 64 pairs/s within 2% of its batch-512 value at 128
 MAX_BATCH = 512
+QUEUE_DELAY_US = 100  # on the H100/H200; slower cards longer (gpu_profile)
 MEMORY_SHARE = 0.6  # of the card, for all encoder instances; the rest: CUDA context, graphs, other models
 
 
@@ -32,7 +37,7 @@ class Card:
     name: str
     memory_gib: float
     fp16_tflops: float  # dense tensor-core FP16, the vendor's figure unless marked measured
-    measured: bool = False
+    measured: str = ""  # where this card's serving throughput was measured, if it was
 
 
 CARDS = {
@@ -41,9 +46,10 @@ CARDS = {
     "a10g": Card("NVIDIA A10G", 24, 70),
     "l4": Card("NVIDIA L4", 24, 121),
     "a100": Card("NVIDIA A100 40GB", 40, 312),
-    "h100": Card("NVIDIA H100 80GB", 80, H100_FP16_TFLOPS, measured=True),
-    # the H100's chip with 141 GB of faster memory: the same FP16 rate (projected from the H100's)
-    "h200": Card("NVIDIA H200", 141, H100_FP16_TFLOPS),
+    "h100": Card("NVIDIA H100 80GB", 80, H100_FP16_TFLOPS, measured="h100-baseline.md"),
+    # the H100's chip with 141 GB of faster memory: the same FP16 rate
+    "h200": Card("NVIDIA H200", 141, H100_FP16_TFLOPS,
+                 measured="loadtest/results/bench-20261126-h200, compare-20261126-h200-replay"),
 }
 # How the driver names each card (nvidia-smi's "name"), most specific first: "Tesla T4",
 # "NVIDIA A100-SXM4-40GB", "NVIDIA H100 80GB HBM3", "NVIDIA A10G", ...
@@ -80,10 +86,10 @@ class ModelShape:
 
     def activation_bytes(self, batch: int, seq: int, bytes_per_value: int = 2) -> int:
         """Peak live activations of one layer in inference (earlier layers' are freed): the residual
-        stream and its Q/K/V/context copies, the FFN's intermediate, and the attention scores."""
-        tokens = batch * seq
-        values = tokens * (6 * self.hidden + self.intermediate) + batch * self.heads * seq * seq
-        return values * bytes_per_value
+        stream and its Q/K/V/context copies and the FFN's intermediate. Measured on an H200 (large shape,
+        FP16, batch 8-512, sequence 16-128): 20,484 bytes per (pair, token), this formula's 20,480 plus
+        4; fused attention (`scaled_dot_product_attention`) never holds the scores."""
+        return batch * seq * (6 * self.hidden + self.intermediate) * bytes_per_value
 
 
 STRUCTBERT_LARGE = ModelShape()
@@ -135,11 +141,14 @@ def gpu_profile(gpu: str, shape: ModelShape = STRUCTBERT_LARGE, max_length: int 
     # half of it, so a moderate load does not wait for the full size)
     preferred = tuple(sorted({min(saturation // 2, max_batch), min(saturation, max_batch)}))
     graphs = tuple(b for b in _powers_of_two(min(2 * saturation, max_batch)))
-    # a slower card takes longer per batch anyway, so waiting longer to fill one costs it relatively less
-    queue_delay_us = int(min(4000, max(500, 1000 * H100_FP16_TFLOPS / card.fp16_tflops / 2)))
+    # 100 us measured best on the H200 for one request; a slower card takes longer per batch anyway, so
+    # waiting longer to fill one costs it relatively less
+    queue_delay_us = int(min(4000, QUEUE_DELAY_US * H100_FP16_TFLOPS / card.fp16_tflops))
     if card.measured:
-        basis = "throughput measured on this card (h100-baseline.md); memory projected from the model shape"
+        basis = (f"throughput measured on this card ({card.measured}); memory from the activation bytes "
+                 "per token measured on an H200")
     else:
-        basis = "projected from the H100 measurements by FP16 throughput; memory from the model shape"
+        basis = ("projected from the H100 measurements by FP16 throughput; memory from the activation bytes "
+                 "per token measured on an H200")
     return GpuProfile(gpu, card.name, Precision.FP16, max_length, max_batch, preferred, graphs, queue_delay_us,
                       instances, basis)

@@ -20,7 +20,7 @@ from tritonclient.grpc import model_config_pb2
 
 from zsc_server.admission import AdmissionSettings
 from zsc_server.label_cache import LabelCacheSettings
-from zsc_server.settings import ENCODER_INPUTS, ScoringSettings
+from zsc_server.settings import ENCODER_INPUTS, REPLAY_OVERHEAD_TOKENS, ScoringSettings
 
 SOURCE_REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -61,8 +61,10 @@ class ServingSettings:
     precision: str = "fp32"
     # python-torch only: "gpu", or "cpu" to run the same model without CUDA (tests, CPU-only hosts)
     torch_device: str = "gpu"
-    # python-torch only: batch sizes a CUDA graph is captured for (a batch is padded up to the next)
+    # python-torch only: batch sizes a CUDA graph is captured for; a batch is replayed as the sizes that
+    # cost least, counting each replay as its padded rows plus this overhead (zsc_server/torch_encoder.py)
     graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
+    replay_overhead_tokens: int = REPLAY_OVERHEAD_TOKENS
     tensorrt_profiles: int = 0  # tensorrt only: the engine's optimization profiles, one per bucket
     response_cache: bool = True
     # refuse new requests, before tokenizing them, while requests wait longer than this (zsc_server/admission.py)
@@ -205,6 +207,7 @@ def encoder_config(
         config["parameters"] = _params({
             "precision": serving.precision,
             "graph_batch_sizes": json.dumps(list(serving.graph_batch_sizes)),
+            "replay_overhead_tokens": str(serving.replay_overhead_tokens),
             "sequence_buckets": json.dumps(list(scoring.buckets)),
         })
     elif serving.runtime is Runtime.ONNXRUNTIME:

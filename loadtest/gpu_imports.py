@@ -1,11 +1,14 @@
-"""Can the GPU run import everything it needs? One step of `python -m loadtest.gpu_run`.
+"""Can the GPU run import everything it needs? Two steps of `python -m loadtest.gpu_run`, one per interpreter.
 
-Imports every module the GPU measurement runs (export, the server's models, the benchmark, the load
-test, the GPU tests), then lists the installed distributions they came from with their versions and
-checks that each one's own requirements are met by what is installed (pip installs the bundle with
---no-deps, so nothing else checks it). With --host-packages / --bundle-requirements (the rehearsal on a
-machine without a GPU) it also checks that each distribution is one the GPU host has or the bundle
-carries, so a new import of a package the host lacks fails here, before any GPU time is spent.
+On the GPU host the run has two: the model side (export, the memory probe, the GPU tests) runs on the
+host's numpy 2, which its transformers needs, and the serving side (the server's models, the launcher,
+the benchmark, the load test) on numpy 1.26, which tritonserver's Python-backend stub needs. For its
+side (--side), this imports every module the run executes, then lists the installed distributions they
+came from with their versions and checks that each one's own requirements are met by what is installed
+(pip installs the bundle with --no-deps, so nothing else checks it). With --host-packages and
+--bundle-requirements (the rehearsal on a machine without a GPU) it also checks that each distribution is
+one the GPU host has or the bundle carries, so a new import of a package the host lacks fails here,
+before any GPU time is spent.
 """
 
 from __future__ import annotations
@@ -20,14 +23,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY_GPU = ROOT / "deploy" / "gpu"
 PROJECT_PACKAGES = {"export", "loadtest", "zsc_server", "zsc_client", "tests"}
-# What the run executes: export, the Python-backend models' logic (the stubs import these), the
-# launcher, the benchmark and memory probe, the Locust load test, and the unit tests `pytest -m gpu`
-# collects. Locust last: it monkey-patches the standard library when imported.
-RUN_MODULES = (
-    "export.cli", "export.random_checkpoint", "zsc_server.preprocess", "zsc_server.postprocess",
-    "zsc_server.batching", "zsc_server.torch_encoder", "zsc_server.serve", "loadtest.bench",
-    "loadtest.gpu_memory", "loadtest.run", "loadtest.report", "zsc_client",
-)
+# What the run executes, by the interpreter that runs it. The model side (the host's own numpy 2, which
+# transformers needs through scipy): export, the memory probe, and the unit tests `pytest -m gpu` collects.
+# The serving side (numpy 1.26, which tritonserver's Python-backend stub needs): the Python-backend
+# models' logic (the stubs import these), the launcher, the benchmark, the Locust load test. Locust
+# last: it monkey-patches the standard library when imported.
+MODEL_MODULES = ("export.cli", "export.random_checkpoint", "zsc_server.torch_encoder", "loadtest.gpu_memory")
+SERVING_MODULES = ("zsc_server.preprocess", "zsc_server.postprocess", "zsc_server.batching",
+                   "zsc_server.torch_encoder", "zsc_server.serve", "loadtest.bench", "loadtest.run",
+                   "loadtest.report", "zsc_client", "locust")
+SIDES = ("model", "serving", "all")
 TEST_FOLDER = ROOT / "tests" / "unit"
 
 
@@ -46,18 +51,37 @@ def requirement_names(path: Path) -> set[str]:
     return {normalize(re.split(r"[\[=<>!~ ;]", line)[0]) for line in requirements(path)}
 
 
-def import_run_modules() -> list[str]:
-    """Import what the run imports; the names that failed, with why."""
+def run_modules(side: str) -> list[str]:
+    """The modules `side` imports, in import order (Locust last)."""
+    modules: list[str] = []
+    if side in ("model", "all"):
+        modules += MODEL_MODULES
+        modules += ["tests.conftest"] + [f"tests.unit.{path.stem}" for path in sorted(TEST_FOLDER.glob("test_*.py"))]
+    if side in ("serving", "all"):
+        modules += SERVING_MODULES
+    return list(dict.fromkeys(modules))
+
+
+def import_modules(modules: list[str]) -> list[str]:
+    """Import `modules`; the names that failed, with why."""
     failures = []
-    modules = list(RUN_MODULES[:-1])
-    modules += ["tests.conftest"] + [f"tests.unit.{path.stem}" for path in sorted(TEST_FOLDER.glob("test_*.py"))]
-    modules += [RUN_MODULES[-1], "locust"]
     for name in modules:
         try:
             importlib.import_module(name)
         except Exception as exc:  # noqa: BLE001 - every failure is reported, the check goes on
             failures.append(f"{name}: {type(exc).__name__}: {exc}")
     return failures
+
+
+def numpy_problems(side: str) -> list[str]:
+    """The serving side's numpy must be 1.x: with numpy 2 the Python-backend stub corrupts tensors silently."""
+    if side != "serving":
+        return []
+    import numpy
+
+    if int(numpy.__version__.split(".")[0]) >= 2:
+        return [f"numpy {numpy.__version__} on the serving side: tritonserver's Python-backend stub needs numpy < 2"]
+    return []
 
 
 def imported_distributions() -> dict[str, str]:
@@ -129,13 +153,17 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"distributions the GPU host has (e.g. {DEPLOY_GPU / 'host-packages.txt'})")
     parser.add_argument("--bundle-requirements", type=Path, default=None,
                         help=f"what the bundle carries (e.g. {DEPLOY_GPU / 'bundle-requirements.txt'})")
+    parser.add_argument("--side", choices=SIDES, default="all",
+                        help="what to import: the model side (export, memory probe, GPU tests), the serving side "
+                             "(Python-backend models, launcher, benchmark, Locust), or both (default)")
     args = parser.parse_args(argv)
-    print(f"python {sys.version.split()[0]} at {sys.executable}")
-    failures = import_run_modules()
+    print(f"python {sys.version.split()[0]} at {sys.executable}, {args.side} side")
+    failures = import_modules(run_modules(args.side))
     distributions = imported_distributions()
     for name, version in distributions.items():
         print(f"  {name}=={version}")
     problems = [f"import {failure}" for failure in failures] + unmet_requirements(distributions)
+    problems += numpy_problems(args.side)
     if args.host_packages and args.bundle_requirements:
         # what the host's packages need comes with them (the image is installed whole), whatever
         # version of it this machine happens to have

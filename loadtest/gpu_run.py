@@ -8,7 +8,9 @@ Steps, each with its own time limit, its log, and its exit status; a step that f
 time is recorded and the run goes on with every step that does not need it, so a GPU run always brings
 back something to learn from:
   setup       unpack the offline bundle (tritonserver, numpy 1.26, clients); rehearsal: the local tritonserver
-  imports     everything the run imports is there, at versions that fit (rehearsal: and on the GPU host)
+  imports     what the model side imports (export, memory probe, GPU tests: the host's numpy 2) is there,
+              at versions that fit (rehearsal: and on the GPU host)
+  imports-serving  likewise for the serving side (tritonserver's Python stubs, bench, Locust: numpy 1.26)
   checkpoint  random weights in the StructBERT-large shape (rehearsal: tiny)
   export      python-torch runtime with the GPU's profile (FP16, CUDA graphs); rehearsal: h100 profile on the CPU
   gpu-tests   pytest -m gpu (the CUDA-graph replay test; skipped without CUDA)
@@ -43,6 +45,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY_GPU = ROOT / "deploy" / "gpu"
 TRITON_ENV = Path("/tmp/triton-env.sh")  # written by deploy/gpu/setup-host.sh
+# also written by setup-host.sh: the host's python3 with the bundle's clients but the host's numpy 2, which
+# transformers (through scipy) needs; the serving side's python3 (triton-env.sh) has numpy 1.26 for the stub
+MODEL_PYTHON = Path("/tmp/tm/bin/python3")
 STOP_RESERVE_S = 60.0  # kept back from the budget so the server is always stopped cleanly
 
 
@@ -89,34 +94,39 @@ def plan(rehearse: bool, bundle: Path | None, work: Path, results: Path, ports: 
     """The run's steps. The rehearsal runs the same steps with the same commands; only sizes, durations,
     the device (--torch-device cpu) and how tritonserver is found differ."""
     sizes = REHEARSAL_SIZES if rehearse else GPU_SIZES
-    python = sys.executable if rehearse else "python3"  # on the GPU host: the bundle's venv (triton-env.sh)
+    python = sys.executable if rehearse else "python3"  # on the GPU host: the serving venv (triton-env.sh)
+    model_python = sys.executable if rehearse else str(MODEL_PYTHON)
     http, grpc, metrics = ports
     checkpoint, repository = work / "checkpoint", work / "repository"
     if rehearse:
         setup = (python, "-c", "from zsc_server.serve import triton_binary, prepare_backends; "
                  "print('rehearsal: the local tritonserver', triton_binary())")
-        imports = (python, "-m", "loadtest.gpu_imports", "--host-packages", str(DEPLOY_GPU / "host-packages.txt"),
+        imports = ("--host-packages", str(DEPLOY_GPU / "host-packages.txt"),
                    "--bundle-requirements", str(DEPLOY_GPU / "bundle-requirements.txt"))
         device = ("--gpu", "h100" if gpu == "auto" else gpu, "--torch-device", "cpu")
         memory_device = ("--device", "cpu")
     else:
         setup = ("bash", str(DEPLOY_GPU / "setup-host.sh"), str(bundle))
-        imports = (python, "-m", "loadtest.gpu_imports")
+        imports = ()
         device = ("--gpu", gpu)
         memory_device = ("--device", "cuda")
     served = ("--grpc-url", f"127.0.0.1:{grpc}", "--metrics-url", f"http://127.0.0.1:{metrics}/metrics")
     steps = [
         Step("setup", setup, 120),
-        Step("imports", imports, 90, needs=("setup",)),
-        Step("checkpoint", (python, "-m", "export.random_checkpoint", str(checkpoint), "--shape", sizes.shape,
+        Step("imports", (model_python, "-m", "loadtest.gpu_imports", "--side", "model", *imports), 90,
+             needs=("setup",)),
+        Step("imports-serving", (python, "-m", "loadtest.gpu_imports", "--side", "serving", *imports), 90,
+             needs=("setup",)),
+        Step("checkpoint", (model_python, "-m", "export.random_checkpoint", str(checkpoint), "--shape", sizes.shape,
                             "--layout", "modelscope"), 180, needs=("setup",)),
-        Step("export", (python, "-m", "export", "--model", str(checkpoint), "--repository", str(repository),
+        Step("export", (model_python, "-m", "export", "--model", str(checkpoint), "--repository", str(repository),
                         "--runtime", "python-torch", "--max-length", str(sizes.max_length), *device),
              300, needs=("checkpoint",)),
-        Step("gpu-tests", (python, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests/unit"),
+        Step("gpu-tests", (model_python, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests/unit"),
              150, needs=("setup",)),
-        Step("memory", (python, "-m", "loadtest.gpu_memory", "--model", str(repository / "encoder" / "1" / "model.pt"),
-                        "--out", str(results), "--batches", sizes.memory_batches,
+        Step("memory", (model_python, "-m", "loadtest.gpu_memory",
+                        "--model", str(repository / "encoder" / "1" / "model.pt"), "--out", str(results),
+                        "--batches", sizes.memory_batches,
                         "--sequences", sizes.memory_sequences, *memory_device), 150, needs=("export",)),
         Step("serve", (python, "-m", "zsc_server.serve", "--repository", str(repository), "--http-port", str(http),
                        "--grpc-port", str(grpc), "--metrics-port", str(metrics)), 240, needs=("export",),

@@ -10,6 +10,7 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from zsc_server.encoder_model import batch_responses, string_parameters
+from zsc_server.settings import REPLAY_OVERHEAD_TOKENS
 from zsc_server.torch_encoder import TorchEncoder
 
 
@@ -25,6 +26,7 @@ class TritonPythonModel:
             graph_batch_sizes=tuple(json.loads(params.get("graph_batch_sizes", "[]"))),
             sequence_buckets=tuple(json.loads(params.get("sequence_buckets", "[]"))),
             capture_all=params.get("capture_graphs_at_start", "true") == "true",
+            replay_overhead_tokens=float(params.get("replay_overhead_tokens", REPLAY_OVERHEAD_TOKENS)),
         )
         self.input_names = [i["name"] for i in config["input"]]
         self.output_name = config["output"][0]["name"]

@@ -6,11 +6,17 @@ and the CPU; the rehearsal's import step checks that the host image and the bund
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import pytest
+
+from zsc_server.serve import free_ports
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
@@ -20,11 +26,12 @@ def test_the_gpu_run_rehearsed_on_the_cpu_passes_every_step_and_leaves_its_resul
                            "--archive", str(archive)], capture_output=True, text=True, timeout=480)
     last = done.stdout.strip().splitlines()[-1]
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert last.startswith("gpu-run: 10/10 steps ok in ") and "0 wrong/failed" in last, last
+    assert last.startswith("gpu-run: 11/11 steps ok in ") and "0 wrong/failed" in last, last
 
     summary = json.loads((results / "summary.json").read_text())
-    assert [s["name"] for s in summary["steps"]] == ["setup", "imports", "checkpoint", "export", "gpu-tests",
-                                                     "memory", "serve", "bench", "loadtest", "stop"]
+    assert [s["name"] for s in summary["steps"]] == ["setup", "imports", "imports-serving", "checkpoint",
+                                                     "export", "gpu-tests", "memory", "serve", "bench",
+                                                     "loadtest", "stop"]
     bench = summary["bench"]
     assert [level["concurrency"] for level in bench["levels"]] == [1, 4]
     assert all(level["wrong"] == 0 and level["errors"] == 0 and level["pairs_per_s"] > 0
@@ -33,17 +40,47 @@ def test_the_gpu_run_rehearsed_on_the_cpu_passes_every_step_and_leaves_its_resul
     memory = json.loads((results / "memory.json").read_text())
     assert len(memory["shapes"]) == 4 and all(row["pairs_per_s"] > 0 for row in memory["shapes"])
     # the export used the GPU profile's settings, on the CPU
-    assert "GPU profile h100" in (results / "04-export.log").read_text()
-    assert "[serve] ready:" in (results / "07-serve.log").read_text()
-    assert "1 passed" not in (results / "05-gpu-tests.log").read_text()  # collected, skipped without CUDA
-    assert "skipped" in (results / "05-gpu-tests.log").read_text()
+    assert "GPU profile h100" in (results / "05-export.log").read_text()
+    assert "[serve] ready:" in (results / "08-serve.log").read_text()
+    assert "1 passed" not in (results / "06-gpu-tests.log").read_text()  # collected, skipped without CUDA
+    assert "skipped" in (results / "06-gpu-tests.log").read_text()
 
     with tarfile.open(archive) as tar:
         names = set(tar.getnames())
     expected = {f"gpu-run/{name}" for name in (
-        "01-setup.log", "02-imports.log", "04-export.log", "07-serve.log", "08-bench.log", "09-loadtest.log",
+        "01-setup.log", "02-imports.log", "03-imports-serving.log", "05-export.log", "08-serve.log",
+        "09-bench.log", "10-loadtest.log",
         "nvidia-smi-before.txt", "nvidia-smi-after.txt", "memory.md", "summary.md", "summary.json", "plan.json",
         "locust/report.md")}
     assert expected <= names, expected - names
     assert any(name.startswith("gpu-run/bench-") and name.endswith("/results.md") for name in names)
     assert "## Benchmark" in (results / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_settings_comparison_rehearsed_on_the_cpu_benches_each_variant(tmp_path):
+    """deploy/gpu/compare-on-gpu-host.sh with no bundle ('-'): this machine's python and tritonserver, the
+    tiny model, two variants of export flags; each variant exported, served and benched in turn."""
+    results = tmp_path / "compare"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", SHAPE="tiny",
+               CONCURRENCY="1,2", DURATION_S="1", PORTS=",".join(map(str, free_ports(3))))
+    env.pop("OUT", None)
+    cpu = "--gpu h100 --torch-device cpu"
+    done = subprocess.run(["bash", "deploy/gpu/compare-on-gpu-host.sh", "-", str(results),
+                           f"pad:{cpu} --replay-overhead-tokens 1000000000", f"delay100:{cpu} --queue-delay-us 100"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert (results / "summary.txt").read_text().splitlines() == [
+        "checkpoint: exit 0", "gpu-tests: exit 0", "pad-export: exit 0", "pad-bench: exit 0",
+        "delay100-export: exit 0", "delay100-bench: exit 0"]
+    for name, delay in (("pad", None), ("delay100", 100)):
+        [bench] = (results / name).glob("bench-*/results.json")
+        data = json.loads(bench.read_text())
+        assert [level["concurrency"] for level in data["levels"]] == [1, 2]
+        assert all(level["wrong"] == 0 and not sum(level["errors"].values()) for level in data["levels"])
+        assert f"variant {name}" in data["meta"]["note"]
+        if delay:
+            assert f"queue delay {delay} us" in (results / f"{name}-export.log").read_text()
+    lines = [line.split() for line in done.stdout.splitlines() if line.strip().startswith(("pad ", "delay100 "))]
+    assert [(words[0], words[1]) for words in lines if words[1] != "raw"] == [
+        ("delay100", "c1"), ("delay100", "c2"), ("pad", "c1"), ("pad", "c2")]

@@ -17,7 +17,7 @@ from tritonclient.grpc import model_config_pb2
 from export import cli
 from export.checkpoint import load_checkpoint
 from export.errors import ExportError
-from export.gpu_profiles import CARDS, MEMORY_SHARE, STRUCTBERT_LARGE, gpu_profile
+from export.gpu_profiles import CARDS, MEMORY_SHARE, STRUCTBERT_LARGE, ModelShape, gpu_profile
 from export.hf2torch import export_plain_torch, plain_torch_runner
 from export.onnx2trt import (
     FP32_SENSITIVE_LAYER_TYPES,
@@ -28,9 +28,9 @@ from export.onnx2trt import (
 )
 from export.random_checkpoint import write_huggingface_nli, write_modelscope_structbert
 from export.repository import Runtime, ServingSettings, encoder_config, staged_repository, to_pbtxt
-from zsc_server.settings import ScoringSettings
+from zsc_server.settings import REPLAY_OVERHEAD_TOKENS, ScoringSettings
 from zsc_server.tokenization import ENCODER_INPUTS
-from zsc_server.torch_encoder import TorchEncoder
+from zsc_server.torch_encoder import TorchEncoder, replay_choices, replay_plan
 
 KIND = model_config_pb2.ModelInstanceGroup
 
@@ -83,10 +83,31 @@ def test_cuda_graph_replay_equals_eager_for_padded_batches(tmp_path):
     path = str(export_plain_torch(ckpt, tmp_path / "model.pt"))
     graphs = TorchEncoder(path, device="cuda", precision="fp32", graph_batch_sizes=(1, 4, 8))
     eager = TorchEncoder(path, device="cuda", precision="fp32", graph_batch_sizes=())
-    for rows in (1, 3, 5, 8, 11):  # 11: above the largest graph, runs eagerly
+    # 11 and 17: above the largest graph, replayed as several graphs; 17 = 8 + 8 + 1 replays one twice
+    for rows in (1, 3, 5, 8, 11, 17):
         feeds = random_feeds(rows, 32, rows)
         np.testing.assert_allclose(graphs.run_batch([feeds])[0], eager.run_batch([feeds])[0], atol=1e-4)
+    assert graphs.plan(17, 32) == [8, 8, 1]
     assert set(graphs.graphs) == {(1, 32), (4, 32), (8, 32)}
+
+
+def test_a_batch_is_replayed_as_the_captured_sizes_that_waste_least():
+    sizes = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+    choices = replay_choices(512, sizes, overhead_rows=16)  # 512 row-tokens of overhead at 32 tokens
+    # 143 rows: 128 + 16 (one padded row and one more replay) beats padding 113 rows up to 256
+    assert replay_plan(143, choices) == [128, 16]
+    assert replay_plan(256, choices) == [256]
+    assert replay_plan(250, choices) == [256]  # 6 padded rows cost less than a second replay
+    assert replay_plan(512, choices) == [256, 256]
+    assert replay_plan(3, choices) == [4] and replay_plan(0, choices) == []
+    for rows in range(1, 513):
+        plan = replay_plan(rows, choices)
+        assert sum(plan[:-1]) < rows <= sum(plan)  # every replay full but the last, which covers the rest
+        assert sum(plan) - rows <= 16 + 256 // 2  # never pads more than a replay's overhead beyond a half
+    # a huge overhead: one replay, padded up to the next size (as long as one size is big enough)
+    assert replay_plan(143, replay_choices(512, sizes, overhead_rows=1e9)) == [256]
+    with pytest.raises(ValueError, match="at least one captured batch size"):
+        replay_choices(8, (), 16)
 
 
 def test_gpu_profiles_fit_their_cards_and_say_what_is_projected():
@@ -96,8 +117,12 @@ def test_gpu_profiles_fit_their_cards_and_say_what_is_projected():
         assert profile.graph_batch_sizes[-1] <= profile.max_batch
         used = STRUCTBERT_LARGE.activation_bytes(profile.max_batch, profile.max_length) * profile.encoder_instances
         assert used + STRUCTBERT_LARGE.parameter_count() * 2 <= card.memory_gib * 2**30 * MEMORY_SHARE
-        assert ("projected" in profile.basis.split(";")[0]) is not card.measured
-    assert gpu_profile("t4", max_length=512).max_batch < gpu_profile("t4", max_length=128).max_batch
+        assert ("projected" in profile.basis.split(";")[0]) is not bool(card.measured)
+    # longer sequences take more memory per pair: where it runs short, the batch limit comes down
+    wide = ModelShape(hidden=2048, layers=24, heads=16, intermediate=8192)
+    assert gpu_profile("t4", wide, max_length=512).max_batch < gpu_profile("t4", wide, max_length=128).max_batch
+    # activations measured on an H200: 20,484 bytes per (pair, token) in the large shape at FP16
+    assert abs(STRUCTBERT_LARGE.activation_bytes(512, 64) / (512 * 64) - 20484) < 8
     assert gpu_profile("h100").preferred_batch_sizes[-1] > gpu_profile("t4").preferred_batch_sizes[-1]
     with pytest.raises(ValueError, match="unknown GPU"):
         gpu_profile("k80")
@@ -140,6 +165,8 @@ def test_gpu_profile_export_writes_the_profile_into_the_configs(tmp_path):
     assert encoder.dynamic_batching.max_queue_delay_microseconds == h100.queue_delay_us
     assert encoder.instance_group[0].count == h100.encoder_instances
     assert encoder.max_batch_size == h100.max_batch
+    assert json.loads(encoder.parameters["graph_batch_sizes"].string_value) == list(h100.graph_batch_sizes)
+    assert encoder.parameters["replay_overhead_tokens"].string_value == str(REPLAY_OVERHEAD_TOKENS)
     # Triton 2.51's batcher, with a queue policy, can sleep 500 ms with requests waiting: the budget outlasts it
     queue = encoder.dynamic_batching.default_queue_policy
     assert queue.default_timeout_microseconds == cli.GPU_QUEUE_BUDGET_MS * 1000 > 500_000

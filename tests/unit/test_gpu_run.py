@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from loadtest import gpu_imports
-from loadtest.gpu_run import DEPLOY_GPU, GPU_SIZES, Runner, Step, one_line, plan
+from loadtest.gpu_run import DEPLOY_GPU, GPU_SIZES, MODEL_PYTHON, Runner, Step, one_line, plan
 
 
 def plans(tmp_path: Path):
@@ -22,12 +22,24 @@ def plans(tmp_path: Path):
 def test_the_rehearsal_runs_the_gpu_runs_steps_with_the_same_programs(tmp_path):
     gpu, rehearsal = plans(tmp_path)
     assert [s.name for s in gpu] == [s.name for s in rehearsal] == [
-        "setup", "imports", "checkpoint", "export", "gpu-tests", "memory", "serve", "bench", "loadtest", "stop"]
+        "setup", "imports", "imports-serving", "checkpoint", "export", "gpu-tests", "memory", "serve", "bench",
+        "loadtest", "stop"]
     for on_gpu, rehearsed in zip(gpu, rehearsal):
         assert (on_gpu.needs, on_gpu.limit_s, on_gpu.background) == (rehearsed.needs, rehearsed.limit_s,
                                                                      rehearsed.background)
-        if on_gpu.name not in ("setup", "stop"):  # the same module, run by the bundle's python / this one
+        if on_gpu.name not in ("setup", "stop"):  # the same module, run by the GPU host's pythons / this one
             assert on_gpu.command[1:3] == rehearsed.command[1:3], on_gpu.name
+            assert rehearsed.command[0] == sys.executable
+    # on the GPU host, transformers (checkpoint, export, the GPU tests) needs the host's numpy 2, through
+    # scipy, and tritonserver's Python stub needs numpy 1.26: two interpreters, which setup-host.sh makes
+    by_name = {s.name: s for s in gpu}
+    model_side = {"imports", "checkpoint", "export", "gpu-tests", "memory"}
+    assert {name for name, s in by_name.items() if s.command[:1] == (str(MODEL_PYTHON),)} == model_side
+    assert {name for name, s in by_name.items() if s.command[:1] == ("python3",)} == {
+        "imports-serving", "serve", "bench", "loadtest"}
+    assert by_name["imports"].command[3:5] == ("--side", "model")
+    assert by_name["imports-serving"].command[3:5] == ("--side", "serving")
+    assert f"export MODEL_PYTHON={MODEL_PYTHON}" in (DEPLOY_GPU / "setup-host.sh").read_text()
     export = {s.name: s for s in gpu}["export"].command
     assert export[export.index("--gpu") + 1] == "auto" and "--torch-device" not in export
     rehearsed_export = {s.name: s for s in rehearsal}["export"].command
