@@ -144,11 +144,8 @@ def gpu_profile(gpu: str, shape: ModelShape = STRUCTBERT_LARGE, max_length: int 
     # 100 us measured best on the H200 for one request; a slower card takes longer per batch anyway, so
     # waiting longer to fill one costs it relatively less
     queue_delay_us = int(min(4000, QUEUE_DELAY_US * H100_FP16_TFLOPS / card.fp16_tflops))
-    if card.measured:
-        basis = (f"throughput measured on this card ({card.measured}); memory from the activation bytes "
-                 "per token measured on an H200")
-    else:
-        basis = ("projected from the H100 measurements by FP16 throughput; memory from the activation bytes "
-                 "per token measured on an H200")
+    throughput = (f"throughput measured on this card ({card.measured})" if card.measured
+                  else "projected from the H100 measurements by FP16 throughput")
+    basis = f"{throughput}; memory from the activation bytes per token measured on an H200"
     return GpuProfile(gpu, card.name, Precision.FP16, max_length, max_batch, preferred, graphs, queue_delay_us,
                       instances, basis)
