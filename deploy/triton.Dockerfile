@@ -13,6 +13,9 @@ RUN pip install --no-cache-dir "numpy==1.26.4" "tokenizers==0.23.3" "onnxruntime
 # CUDA 12 runtime libraries, which the 24.10 driver stack supports.
 RUN pip install --no-cache-dir "torch==2.5.1" "numpy==1.26.4"
 
+# The launcher's gRPC front (zsc_server/grpc_front.py): Triton's gRPC sits behind it, on loopback.
+RUN pip install --no-cache-dir "grpcio==1.85.4"
+
 # The shared scoring / tokenization logic, installed without its CPU-side dependencies.
 COPY pyproject.toml README.md /opt/zero-shot-triton/
 COPY zsc_server /opt/zero-shot-triton/zsc_server
@@ -23,8 +26,8 @@ RUN pip install --no-cache-dir --no-deps /opt/zero-shot-triton
 USER triton-server
 EXPOSE 8000 8001 8002
 # `make serve`'s launcher (zsc_server.serve) on this image's tritonserver: the same flags as every local
-# server and test, a real classification every 15 s, a model whose Python-backend stub died reloaded in
-# place, and exit code 3 (for the restart policy) if the server still does not answer.
+# server and test, HTTP and gRPC through the fronts that bound request bodies, a real classification every
+# 15 s, a model whose Python-backend stub died reloaded in place, tritonserver restarted when it dies.
 ENV TRITONSERVER=/opt/tritonserver/bin/tritonserver TRITON_BACKENDS=/opt/tritonserver/backends
 CMD ["python3", "-m", "zsc_server.serve", "--repository=/models", "--host=0.0.0.0", \
      "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002", "--gpu-metrics"]

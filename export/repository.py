@@ -19,6 +19,7 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
 from zsc_server.admission import AdmissionSettings
+from zsc_server.encoder_limits import EncoderLimits
 from zsc_server.label_cache import LabelCacheSettings
 from zsc_server.settings import ENCODER_INPUTS, REPLAY_OVERHEAD_TOKENS, ScoringSettings
 
@@ -161,8 +162,10 @@ def encoder_batch_rows(scoring: ScoringSettings, serving: ServingSettings) -> in
 
 
 def encoder_config(
-    scoring: ScoringSettings, serving: ServingSettings, output_name: str, output_width: int
+    scoring: ScoringSettings, serving: ServingSettings, output_name: str, output_width: int,
+    limits: EncoderLimits | None = None,
 ) -> dict:
+    """limits: what the Python-backend encoders check in each request (the native backends cannot)."""
     batching = {
         "max_queue_delay_microseconds": serving.queue_delay_us,
         "default_queue_policy": {
@@ -198,7 +201,7 @@ def encoder_config(
             # INT8 (dynamic quantization) scales activations per run: merged requests would change each
             # other's scores, so each request runs alone; on CPU merging saves no compute anyway
             "one_run_per_request": "true" if serving.int8 else "false",
-        })
+        } | (limits.to_parameters() if limits else {}))
     elif serving.runtime is Runtime.ONNXRUNTIME and serving.int8:
         return cpu_onnxruntime_config(config, serving)
     elif serving.runtime is Runtime.PYTHON_TORCH:
@@ -209,7 +212,7 @@ def encoder_config(
             "graph_batch_sizes": json.dumps(list(serving.graph_batch_sizes)),
             "replay_overhead_tokens": str(serving.replay_overhead_tokens),
             "sequence_buckets": json.dumps(list(scoring.buckets)),
-        })
+        } | (limits.to_parameters() if limits else {}))
     elif serving.runtime is Runtime.ONNXRUNTIME:
         config["platform"] = "onnxruntime_onnx"
         config["instance_group"] = [gpu]

@@ -297,7 +297,7 @@ def measure_level(grpc_url: str, metrics_url: str, level: int, sampler, score_ki
 
 
 def run(args) -> Path:
-    from zsc_server.serve import TritonServer, free_ports
+    from zsc_server.triton_process import TritonServer, free_ports
 
     levels = [int(part) for part in args.concurrency.split(",") if part.strip()]
     server = None

@@ -39,7 +39,7 @@ from loadtest import report
 from loadtest.run import LoadTestError
 from loadtest.run import build_parser as run_parser
 from loadtest.run import run as run_loadtest
-from zsc_server.serve import TritonServer, free_ports
+from zsc_server.triton_process import TritonServer, free_ports
 
 HERE = Path(__file__).resolve().parent
 BASELINES = {"seed-modelscope": "modelscope", "seed-huggingface": "huggingface"}

@@ -123,7 +123,7 @@ def markdown(meta: dict, results: list[dict]) -> str:
 
 
 def run(args) -> Path:
-    from zsc_server.serve import TritonServer, free_ports
+    from zsc_server.triton_process import TritonServer, free_ports
 
     workload = Workload.load(args.workload)
     label_counts = [int(part) for part in args.label_counts.split(",") if part.strip()]

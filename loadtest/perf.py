@@ -247,11 +247,12 @@ def markdown(meta: dict, levels: list[dict]) -> str:
 
 
 def start_server(repository: Path):
-    from zsc_server.serve import TritonServer, free_ports
+    from zsc_server.triton_process import TritonServer, free_ports
 
     http, grpc, metrics = free_ports(3)
     print(f"[perf] starting tritonserver on {repository}", flush=True)
-    server = TritonServer(repository, http, grpc, metrics).__enter__()
+    # perf_analyzer reads the server's side of each request through the statistics API
+    server = TritonServer(repository, http, grpc, metrics, open_apis=("statistics",)).__enter__()
     return server, Target(server.grpc_url, server.http_url, f"http://127.0.0.1:{metrics}/metrics")
 
 

@@ -20,7 +20,7 @@ from export.cli import main as export_main
 from export.random_checkpoint import write_huggingface_nli, write_modelscope_structbert
 from tests.reference import EmbeddingReference, NliReference
 from zsc_client import ZeroShotClient
-from zsc_server.serve import TritonServer, free_ports
+from zsc_server.triton_process import TritonServer, free_ports
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 STRUCTBERT_MAX_LENGTH = 64  # small, so that long texts truncate and several buckets are used

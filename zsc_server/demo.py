@@ -16,7 +16,7 @@ from pathlib import Path
 from export.cli import main as export_main
 from zsc_client import ZeroShotClient, ZeroShotClientError
 from zsc_client.cli import format_result
-from zsc_server.serve import PROJECT_ROOT, ServerError, TritonServer, free_ports
+from zsc_server.triton_process import PROJECT_ROOT, ServerError, TritonServer, free_ports
 
 SAMPLES = {
     "embedding": (

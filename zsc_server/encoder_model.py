@@ -8,25 +8,53 @@ from collections.abc import Callable
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from zsc_server.triton_adapter import error_response
+from zsc_server.encoder_limits import EncoderLimits, check_request
+from zsc_server.scoring import InputError
+from zsc_server.throttled_log import ThrottledLog
+from zsc_server.triton_adapter import error_response, optional_input
 
 RunBatch = Callable[[list[dict[str, np.ndarray]]], list[dict[str, np.ndarray]]]
 
 
-def batch_responses(requests, input_names: list[str], run_batch: RunBatch, logger) -> list:
-    """All requests of the batch in one `run_batch` call; a failure answers every one of them."""
-    try:
-        feeds = [
-            {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in input_names}
-            for request in requests
-        ]
-        results = run_batch(feeds)
-    except Exception as exc:  # noqa: BLE001 - answer every request of the batch
-        return [error_response(exc, logger) for _ in requests]
-    return [
-        pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(name, value) for name, value in result.items()])
-        for result in results
-    ]
+class EncoderRequests:
+    """Answers a dynamic batch: every request checked on its own (zsc_server.encoder_limits), the valid ones
+    run together in one `run_batch` call. If that call fails anyway, each of them runs alone, so that
+    only the request at fault gets the error."""
+
+    def __init__(self, model_config: dict, run_batch: RunBatch) -> None:
+        self.input_names = [tensor["name"] for tensor in model_config["input"]]
+        self.limits = EncoderLimits.from_parameters(string_parameters(model_config))
+        self.run_batch = run_batch
+        self.logger = pb_utils.Logger
+        self.log_refusal = ThrottledLog(self.logger.log_warn)
+
+    def execute(self, requests) -> list:
+        responses: list = [None] * len(requests)
+        valid: dict[int, dict[str, np.ndarray]] = {}
+        for index, request in enumerate(requests):
+            try:
+                valid[index] = check_request(
+                    {name: optional_input(request, name) for name in self.input_names}, self.limits)
+            except InputError as exc:
+                self.log_refusal(f"encoder: refused a request: {exc}")
+                responses[index] = error_response(exc, self.logger)
+        if valid:
+            for index, response in zip(valid, self._run(list(valid.values()))):
+                responses[index] = response
+        return responses
+
+    def _run(self, feeds: list[dict[str, np.ndarray]]) -> list:
+        try:
+            return [_response(result) for result in self.run_batch(feeds)]
+        except Exception as exc:  # noqa: BLE001 - answer every request of the batch
+            if len(feeds) == 1:
+                return [error_response(exc, self.logger)]
+        return [response for feed in feeds for response in self._run([feed])]
+
+
+def _response(result: dict[str, np.ndarray]):
+    return pb_utils.InferenceResponse(
+        output_tensors=[pb_utils.Tensor(name, value) for name, value in result.items()])
 
 
 def string_parameters(model_config: dict) -> dict[str, str]:

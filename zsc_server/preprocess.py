@@ -10,6 +10,7 @@ from zsc_server.scoring import (
     check_template,
     decode_utf8,
     hypotheses_bytes,
+    is_blank,
     make_hypotheses,
     parse_labels,
 )
@@ -48,8 +49,8 @@ class Preprocessor:
                 "TEXT", f"is {len(text)} bytes; the limit is {s.max_text_bytes} bytes (max_text_bytes)"
             )
         text_str = decode_utf8(text, "TEXT")
-        if not text_str.strip():
-            raise InputError("TEXT", "is empty")
+        if is_blank(text_str):
+            raise InputError("TEXT", "is empty")  # or only whitespace and zero-width characters
         # Checked before and after splitting: 10,000 elements are refused before decoding them.
         self._check_label_count(len(labels))
         labels_bytes = sum(len(raw) for raw in labels)

@@ -70,6 +70,21 @@ def regions(prefix: str) -> list[Path]:
     return sorted(SHM_DIR.glob(f"{prefix}*"))
 
 
+def restrict_regions(prefix: str) -> int:
+    """Make the server's shared-memory regions readable by their owner alone; how many were changed. A region
+    holds the texts of requests in flight, and the Python backend creates it world-readable (Boost sets the
+    mode 0644 after creating it, whatever the umask), so the launcher narrows it as soon as it sees it."""
+    changed = 0
+    for region in regions(prefix):
+        try:
+            if region.stat().st_mode & 0o077:
+                region.chmod(0o600)
+                changed += 1
+        except OSError:
+            continue  # removed meanwhile
+    return changed
+
+
 def kill(processes: dict[int, str], killed: dict[int, str]) -> None:
     for pid, name in processes.items():
         try:

@@ -12,9 +12,9 @@ until tritonserver exits, whose shutdown then runs out its exit timeout. Its stu
 
 That API needs `--model-control-mode=explicit`. The launcher starts Triton with every model loaded at
 start (`--load-model=*`) and the model-repository API (index, load, unload) restricted on HTTP and gRPC
-to requests carrying ADMIN_HEADER with a secret made for that launch: for anyone without the secret the
-API is refused ("This API is restricted"), as with `--model-control-mode=none`. Standard library only:
-this runs inside the Triton image as it is.
+to requests carrying ADMIN_HEADER with a secret made for that launch (zsc_server.admin_api): for anyone
+without the secret the API is refused ("This API is restricted"), as with `--model-control-mode=none`.
+Standard library only: this runs inside the Triton image as it is.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import urllib.error
 import urllib.request
 import uuid
 
-ADMIN_HEADER = "zsc-admin-key"
+from zsc_server.admin_api import ADMIN_HEADER
+
 # The config parameter whose new value makes a load a full reload (see the module docstring).
 RELOAD_PARAMETER = "zsc_reload_id"
 STUB_NAME = "triton_python_backend_stub"
@@ -39,11 +40,8 @@ class ReviveError(RuntimeError):
     """A dead stub's model could not be reloaded."""
 
 
-def model_control_flags(secret: str) -> tuple[str, ...]:
-    """tritonserver flags: every model loaded at start, the model-repository API only for `secret`'s holder."""
-    restricted = f"model-repository:{ADMIN_HEADER}={secret}"
-    return ("--model-control-mode=explicit", "--load-model=*",
-            f"--http-restricted-api={restricted}", f"--grpc-restricted-protocol={restricted}")
+# every model loaded at start; the model-repository API is restricted to the secret (zsc_server.admin_api)
+MODEL_CONTROL_FLAGS = ("--model-control-mode=explicit", "--load-model=*")
 
 
 def dead_instances(problem: str) -> set[str]:

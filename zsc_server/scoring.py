@@ -10,6 +10,8 @@ Reference: modelscope/pipelines/nlp/zero_shot_classification_pipeline.py
 
 from __future__ import annotations
 
+import unicodedata
+
 import numpy as np
 
 
@@ -28,6 +30,13 @@ def decode_utf8(raw: bytes, field: str) -> str:
         raise InputError(field, f"is not valid UTF-8 (byte {exc.start}: {exc.reason})") from None
 
 
+def is_blank(value: str) -> bool:
+    """Nothing visible: whitespace and format characters only (zero-width spaces and joiners, BOM, soft
+    hyphen: Unicode category Cf), which str.strip() keeps. A blank label still makes a hypothesis, one
+    that reads as the template alone: a label nobody could have meant."""
+    return all(char.isspace() or unicodedata.category(char) == "Cf" for char in value)
+
+
 def parse_labels(values: list[str]) -> list[str]:
     """One value is a label string split on ',' / '，'; several values are the labels themselves."""
     if len(values) == 1:
@@ -40,6 +49,9 @@ def parse_labels(values: list[str]) -> list[str]:
                 raise InputError("CANDIDATE_LABELS", f"label {i} is empty")
     if not labels:
         raise InputError("CANDIDATE_LABELS", "no candidate labels given (send at least one non-empty label)")
+    for i, label in enumerate(labels):
+        if is_blank(label):
+            raise InputError("CANDIDATE_LABELS", f"label {i} ({label!r}) has no visible characters")
     return labels
 
 

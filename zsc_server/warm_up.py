@@ -23,6 +23,8 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+from zsc_server.admin_api import ADMIN_PARAMETER
+
 PREPROCESS = "preprocess"
 
 
@@ -65,15 +67,18 @@ def cache_instances(http_url: str, timeout_s: float = 30.0) -> list[str]:
             for index in range(int(group.get("count", 1)))]
 
 
-def warm_label_cache(http_url: str, warm_labels: str, timeout_s: float = 120.0) -> WarmUpResult | None:
+def warm_label_cache(http_url: str, warm_labels: str, admin_secret: str,
+                     timeout_s: float = 120.0) -> WarmUpResult | None:
     """Send the warm-labels file content to every preprocess instance; None when there is no label cache.
+    `admin_secret`: the server's (the preprocess takes `warm_up` from its holder only, zsc_server.admin_api).
     Raises WarmUpError when some instance has not answered by `timeout_s` (the last error is in it)."""
     started = time.monotonic()
     instances = cache_instances(http_url)
     if not instances:
         return None
     body = json.dumps({"inputs": [{"name": "warm_up", "shape": [1], "datatype": "BYTES", "data": [warm_labels]}],
-                       "outputs": [{"name": "warm_up_report"}]}).encode()
+                       "outputs": [{"name": "warm_up_report"}],
+                       "parameters": {ADMIN_PARAMETER: admin_secret}}).encode()
     url = f"{_base(http_url)}/v2/models/{PREPROCESS}/infer"
     reports: dict[str, dict] = {}
     last_error = None

@@ -1,6 +1,6 @@
 """Triton Python backend: the encoder on ONNX Runtime (runtime `python-ort`, written by export).
 
-Runs every request of a dynamic batch in one ONNX Runtime call (INT8: one call per request). Thin adapter
+Runs the valid requests of a dynamic batch in one ONNX Runtime call (INT8: one call per request). Thin adapter
 over zsc_server.onnx_encoder; the config's parameters say how many threads and why.
 """
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
-from zsc_server.encoder_model import batch_responses, string_parameters
+from zsc_server.encoder_model import EncoderRequests, string_parameters
 from zsc_server.onnx_encoder import OnnxEncoder, intra_op_threads, usable_cores
 
 
@@ -25,7 +25,7 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(f"encoder: ONNX Runtime, {threads} intra-op threads per instance "
                                  f"({usable_cores()} cores, {instances} instances), one run per request: "
                                  f"{self.encoder.one_run_per_request}")
-        self.input_names = [i["name"] for i in config["input"]]
+        self.requests = EncoderRequests(config, self.encoder.run_batch)
 
     def execute(self, requests):
-        return batch_responses(requests, self.input_names, self.encoder.run_batch, pb_utils.Logger)
+        return self.requests.execute(requests)

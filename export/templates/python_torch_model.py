@@ -7,9 +7,7 @@ instance, FP32 eager on a CPU instance. Thin adapter over zsc_server.torch_encod
 import json
 from pathlib import Path
 
-import triton_python_backend_utils as pb_utils
-
-from zsc_server.encoder_model import batch_responses, string_parameters
+from zsc_server.encoder_model import EncoderRequests, string_parameters
 from zsc_server.settings import REPLAY_OVERHEAD_TOKENS
 from zsc_server.torch_encoder import TorchEncoder
 
@@ -28,11 +26,9 @@ class TritonPythonModel:
             capture_all=params.get("capture_graphs_at_start", "true") == "true",
             replay_overhead_tokens=float(params.get("replay_overhead_tokens", REPLAY_OVERHEAD_TOKENS)),
         )
-        self.input_names = [i["name"] for i in config["input"]]
-        self.output_name = config["output"][0]["name"]
+        output_name = config["output"][0]["name"]
+        self.requests = EncoderRequests(
+            config, lambda feeds: [{output_name: rows} for rows in self.encoder.run_batch(feeds)])
 
     def execute(self, requests):
-        def run_batch(feeds):
-            return [{self.output_name: rows} for rows in self.encoder.run_batch(feeds)]
-
-        return batch_responses(requests, self.input_names, run_batch, pb_utils.Logger)
+        return self.requests.execute(requests)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from zsc_server.serve import free_ports
+from zsc_server.triton_process import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,6 @@ the real all-MiniLM-L6-v2 (embedding mode; its gate is enforced and passes)."""
 from __future__ import annotations
 
 import json
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -65,8 +64,7 @@ def assert_same_answer(served, direct_labels, direct_scores, request):
 
 
 def encoder_batching(server) -> tuple[int, int]:
-    with urllib.request.urlopen(f"http://{server.http_url}/v2/models/encoder/stats", timeout=10) as response:
-        stats = json.load(response)["model_stats"][0]
+    stats = server.model_statistics("encoder")
     return stats["inference_count"], stats["execution_count"]
 
 

@@ -82,7 +82,7 @@ def test_cached_and_uncached_answers_are_equal(embedding, embedding_uncached, pr
     scores within 1e-6 of a server without the cache; the cached server's encoder saw the texts alone."""
     warm = [{"labels": case["candidate_labels"], "template": case.get("hypothesis_template", "{}")}
             for case in CASES]
-    result = warm_label_cache(embedding.server.http_url, json.dumps(warm))
+    result = warm_label_cache(embedding.server.http_url, json.dumps(warm), embedding.server.admin_secret)
     assert sorted(result.reports) == result.instances == ["preprocess_0_0", "preprocess_0_1"]
     assert result.errors == []
     cases = [dict(case, text=tagged(case["text"])) for case in CASES]
@@ -99,7 +99,8 @@ def test_cached_and_uncached_answers_are_equal(embedding, embedding_uncached, pr
     uncached_rows = len(cases) + labels
     assert_changed(metrics_url(embedding_uncached), uncached_before, encoder_rows=uncached_rows)
     assert counts(metrics_url(embedding_uncached))["budget"] == 0
-    assert warm_label_cache(embedding_uncached.server.http_url, json.dumps(warm)) is None
+    uncached_server = embedding_uncached.server
+    assert warm_label_cache(uncached_server.http_url, json.dumps(warm), uncached_server.admin_secret) is None
 
 
 def classify(served, client, text: str, labels: list[str], template: str | None = None):

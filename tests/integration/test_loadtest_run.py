@@ -40,7 +40,7 @@ def test_short_locust_run_has_no_failures_and_a_report(structbert, protocol, tmp
 
 
 def test_unreachable_server_is_a_clear_error(tmp_path, capsys):
-    from zsc_server.serve import free_ports
+    from zsc_server.triton_process import free_ports
 
     [port] = free_ports(1)
     code = loadtest_main(["--host", f"http://127.0.0.1:{port}", "--metrics-url", "none", "--users", "1",

@@ -27,7 +27,7 @@ from tests.conftest import ARTIFACTS, launcher_server, serve_launcher
 from tests.integration.test_faults import Load, stub
 from zsc_client import ZeroShotClient
 from zsc_server.reaper import SHM_PREFIX_FLAG
-from zsc_server.serve import TritonServer, free_ports
+from zsc_server.triton_process import TritonServer, free_ports
 
 # "A few seconds": the reaper gives stubs 1 s to leave on their own after tritonserver has gone
 GONE_WITHIN_S = 5.0

@@ -127,8 +127,7 @@ def admission_server(structbert, tmp_path_factory):
 
 
 def encoder_requests(server) -> int:
-    with urllib.request.urlopen(f"http://{server.http_url}/v2/models/encoder/stats", timeout=10) as response:
-        stats = json.loads(response.read())["model_stats"][0]["inference_stats"]
+    stats = server.model_statistics("encoder")["inference_stats"]
     # answered, or failed there (a refusal by the encoder's own queue counts as failed)
     return int(stats["success"]["count"]) + int(stats["fail"]["count"])
 

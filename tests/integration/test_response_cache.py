@@ -4,14 +4,11 @@ one of them is a miss and gets its own answer."""
 
 from __future__ import annotations
 
-import json
-import urllib.request
 import uuid
 
 
 def cache_counts(server) -> tuple[int, int]:
-    with urllib.request.urlopen(f"http://{server.http_url}/v2/models/zero_shot/stats", timeout=10) as response:
-        stats = json.load(response)["model_stats"][0]["inference_stats"]
+    stats = server.model_statistics("zero_shot")["inference_stats"]
     return stats["cache_hit"]["count"], stats["cache_miss"]["count"]
 
 

@@ -13,7 +13,7 @@ pytest.importorskip("aiohttp", reason="the WebUI needs aiohttp: pip install 'zsc
 from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 
 from zsc_client.webui.app import CONTENT_SECURITY_POLICY, MAX_BODY_BYTES, create_app  # noqa: E402
-from zsc_server.serve import free_ports  # noqa: E402
+from zsc_server.triton_process import free_ports  # noqa: E402
 
 TEXT = "我的快递三天了还没到，请帮我查一下物流。"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ARTIFACTS
-from zsc_server.serve import free_ports
+from zsc_server.triton_process import free_ports
 
 pytest.importorskip("aiohttp", reason="the WebUI needs aiohttp: pip install 'zsc-client[webui]'")
 sync_api = pytest.importorskip("playwright.sync_api",

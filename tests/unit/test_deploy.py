@@ -17,8 +17,8 @@ import yaml
 
 from export.cli import build_parser as export_parser
 from zsc_client.cli import build_parser as zsc_parser
-from zsc_server.serve import SERVING_FLAGS
 from zsc_server.serve import build_parser as serve_parser
+from zsc_server.triton_process import SERVING_FLAGS
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -149,7 +149,7 @@ def probe_timeout(command: list[str]) -> float:
 def test_health_probes_outwait_the_queue_timeout_so_a_busy_server_passes():
     """A probe that gives up before the encoder's queue refuses it would call an overloaded server dead."""
     from export.cli import QUEUE_BUDGET_MS
-    from zsc_server.serve import PROBE_TIMEOUT_S
+    from zsc_server.supervisor import PROBE_TIMEOUT_S
 
     # the longest budget `--queue-timeout-ms auto` can choose
     assert export_parser().parse_args(["--model", "x"]).queue_timeout_ms == "auto"
@@ -168,7 +168,8 @@ def test_the_launcher_and_the_probe_import_only_what_the_triton_image_has():
     seen: set[Path] = set()
     imported = set().union(*(model_imports(ROOT / "zsc_server" / f"{name}.py", seen)
                              for name in ("serve", "probe", "revive")))
-    assert imported - set(sys.stdlib_module_names) - {"zsc_server", "__future__"} <= {"numpy"}
+    assert imported - set(sys.stdlib_module_names) - {"zsc_server", "__future__"} <= {"numpy", "grpc"}
+    assert '"grpcio==' in (ROOT / "deploy" / "triton.Dockerfile").read_text()  # the gRPC front's
 
 
 def test_compose_ports_health_check_and_repository_mount():
@@ -266,7 +267,7 @@ def test_triton_image_installs_every_import_of_the_python_models():
 def test_requirements_pins_match_the_image_where_they_share_a_package():
     pins = dict(re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)$", (ROOT / "requirements.txt").read_text(), re.M))
     image = (ROOT / "deploy" / "triton.Dockerfile").read_text()
-    for package in ("numpy", "tokenizers"):
+    for package in ("numpy", "tokenizers", "grpcio"):
         assert f'"{package}=={pins[package]}"' in image, package
 
 

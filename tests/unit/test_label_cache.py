@@ -117,7 +117,7 @@ def test_cached_scores_equal_the_uncached_path_on_the_same_vectors():
     cached = score_labels(embedding, text[None, :], labels, False, hypotheses)
     assert cached[0] == uncached[0]
     np.testing.assert_array_equal(cached[1], uncached[1])
-    with pytest.raises(ValueError, match="2 cached label embeddings and 1 encoder rows for 3 labels"):
+    with pytest.raises(InputError, match="2 cached label embeddings and 1 encoder rows for 3 labels"):
         score_labels(embedding, text[None, :], labels, False, hypotheses[:2])
     with pytest.raises(ValueError, match="NLI mode"):
         score_labels(ScoringSettings(), np.zeros((3, 3), np.float32), labels, False, hypotheses)

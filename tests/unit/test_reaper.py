@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from zsc_server.reaper import SHM_DIR, SHM_PREFIX_FLAG, carriers
-from zsc_server.serve import start_reaper
+from zsc_server.triton_process import start_reaper
 
 SLEEP = "import time; time.sleep(60)"
 STUCK = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"  # as a stub ignores it
@@ -98,7 +98,7 @@ def test_when_the_owner_is_sigkilled_tritonserver_and_its_stubs_are_killed(tmp_p
     server = stand_in(tmp_path, "tritonserver", SLEEP, SHM_PREFIX_FLAG + prefix)
     stuck = stand_in(tmp_path, "triton_python_backend_stub", STUCK, f"{prefix}cc")
     owner = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom zsc_server.serve import start_reaper\n"
+        [sys.executable, "-c", "import sys, time\nfrom zsc_server.triton_process import start_reaper\n"
          f"reaper = start_reaper({prefix!r})\nreaper.stdin.write(b'server {server.pid}\\n')\n"
          "reaper.stdin.flush()\nprint(reaper.pid, flush=True)\ntime.sleep(60)\n"],
         stdout=subprocess.PIPE, text=True)

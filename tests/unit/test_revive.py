@@ -10,11 +10,10 @@ import sys
 import time
 
 from zsc_server.revive import (
-    ADMIN_HEADER,
+    MODEL_CONTROL_FLAGS,
     dead_instances,
     dead_stubs,
     kill,
-    model_control_flags,
     owner,
     stub_models,
     stub_pids,
@@ -36,12 +35,8 @@ def test_an_instance_belongs_to_the_model_of_its_longest_matching_group():
     assert owner("postprocess_0_0", groups) is None
 
 
-def test_model_control_is_explicit_with_every_model_loaded_and_the_api_restricted_on_both_protocols():
-    flags = model_control_flags("s3cret")
-    assert "--model-control-mode=explicit" in flags and "--load-model=*" in flags
-    restricted = f"model-repository:{ADMIN_HEADER}=s3cret"
-    assert f"--http-restricted-api={restricted}" in flags
-    assert f"--grpc-restricted-protocol={restricted}" in flags
+def test_model_control_is_explicit_with_every_model_loaded():
+    assert MODEL_CONTROL_FLAGS == ("--model-control-mode=explicit", "--load-model=*")
 
 
 def test_stub_processes_are_found_by_parent_and_model_directory(tmp_path):

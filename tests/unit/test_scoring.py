@@ -7,6 +7,7 @@ from zsc_server.scoring import (
     cosine_scores,
     decode_utf8,
     hypotheses_bytes,
+    is_blank,
     make_hypotheses,
     nli_scores,
     parse_labels,
@@ -28,6 +29,19 @@ def test_parse_labels(values, expected):
 def test_parse_labels_refuses_none(values):
     with pytest.raises(InputError, match="CANDIDATE_LABELS: no candidate labels"):
         parse_labels(values)
+
+
+@pytest.mark.parametrize("values", [["a,\u200b"], ["a", "\u200b\u200c\u200d"], ["\ufeff"], ["a", "\u00ad \u2060"]])
+def test_labels_with_nothing_visible_are_refused(values):
+    """Zero-width spaces and joiners, BOM, soft hyphen, word joiner: str.strip() keeps them, and the
+    hypothesis would read as the template alone."""
+    with pytest.raises(InputError, match=r"CANDIDATE_LABELS: label \d .* has no visible characters"):
+        parse_labels(values)
+
+
+def test_labels_that_merely_contain_invisible_characters_are_kept():
+    assert parse_labels(["投\u200b诉,a\u200db"]) == ["投\u200b诉", "a\u200db"]
+    assert not is_blank("投\u200b诉") and is_blank(" \u200b\t\ufeff")
 
 
 def test_templates():

@@ -14,7 +14,9 @@ import triton_python_backend_utils as pb_utils
 
 from zsc_server.admission import AdmissionGate, AdmissionSettings
 from zsc_server.postprocess import score_labels
+from zsc_server.scoring import InputError, decode_utf8
 from zsc_server.settings import ScoringSettings
+from zsc_server.throttled_log import ThrottledLog
 from zsc_server.triton_adapter import bytes_tensor, error_response, required_input
 
 
@@ -24,6 +26,7 @@ class TritonPythonModel:
         self.settings = ScoringSettings.from_model_config(config)
         self.gate = AdmissionGate.for_server(AdmissionSettings.from_model_config(config))
         self.logger = pb_utils.Logger
+        self.log_refusal = ThrottledLog(self.logger.log_warn)  # only a direct caller's mistakes reach it
 
     def finalize(self):
         if self.gate:
@@ -37,12 +40,14 @@ class TritonPythonModel:
             labels, scores = score_labels(
                 self.settings,
                 required_input(request, "encoder_output"),
-                [raw.decode("utf-8") for raw in required_input(request, "labels").reshape(-1)],
+                [decode_utf8(raw, "labels") for raw in required_input(request, "labels").reshape(-1)],
                 bool(required_input(request, "multi_label").reshape(-1)[0]),
                 required_input(request, "label_embeddings"),
             )
             start_ns = int(required_input(request, "start_ns").reshape(-1)[0])
         except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error
+            if isinstance(exc, InputError):
+                self.log_refusal(f"postprocess: refused a request: {exc}")
             return error_response(exc, self.logger)
         now_ns = time.monotonic_ns()
         latency_ms = (now_ns - start_ns) / 1e6

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from zsc_server.admin_api import request_is_admin
 from zsc_server.admission import AdmissionGate, AdmissionSettings
 from zsc_server.label_cache import LabelCache, LabelCacheSettings
 from zsc_server.preprocess import Preprocessor
@@ -102,6 +103,9 @@ class TritonPythonModel:
         cache and say which instance this is; a set the server would refuse as a request is reported, the
         others are still encoded."""
         try:
+            if not request_is_admin(request.parameters()):
+                raise InputError("warm_up", "is the launcher's own input (zsc_server.warm_up), taken only with "
+                                            "the server's secret")
             if self.cache is None:
                 raise InputError("warm_up", "this model has no label cache (NLI mode, or --label-cache-mb 0)")
             report = warm_cache(required_input(request, "warm_up").reshape(-1)[0], self.preprocessor.prepare,

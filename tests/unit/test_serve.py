@@ -1,0 +1,98 @@
+"""The launcher's choices that need no tritonserver: the flags it gives Triton (restricted APIs, response
+cache, where HTTP binds behind the front), refusing busy ports before starting anything, and the
+supervisor's restart policy. A real tritonserver killed and restarted: tests/integration/test_exposure.py."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from zsc_server.admin_api import ADMIN_HEADER
+from zsc_server.serve import build_parser, main, server_for
+from zsc_server.supervisor import RestartPolicy, Supervisor, exit_reason
+from zsc_server.triton_process import RESPONSE_CACHE_FLAG, ServerError
+
+
+def command(*argv: str, front: bool = False) -> list[str]:
+    return server_for(build_parser().parse_args(["--repository", "/models", *argv]), front).command(Path("/b"))
+
+
+def test_every_api_inference_does_not_need_is_restricted_unless_opened():
+    [http] = [flag for flag in command() if flag.startswith("--http-restricted-api=")]
+    assert http.startswith(f"--http-restricted-api=shared-memory,logging,trace,statistics,model-repository:"
+                           f"{ADMIN_HEADER}=")
+    [http] = [flag for flag in command("--open-api", "statistics", "--open-api", "shared-memory")
+              if flag.startswith("--http-restricted-api=")]
+    assert http.startswith(f"--http-restricted-api=logging,trace,model-repository:{ADMIN_HEADER}=")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--open-api", "inference"])
+
+
+def test_the_response_cache_is_on_only_where_the_server_is_not_exposed():
+    assert RESPONSE_CACHE_FLAG in command()
+    assert RESPONSE_CACHE_FLAG not in command("--host", "0.0.0.0")
+    assert RESPONSE_CACHE_FLAG in command("--host", "0.0.0.0", "--response-cache", "on")
+    assert RESPONSE_CACHE_FLAG not in command("--response-cache", "off")
+
+
+def test_behind_the_front_tritonserver_http_listens_on_a_private_loopback_port():
+    flags = command("--host", "0.0.0.0", "--http-port", "8000", "--grpc-port", "8001", front=True)
+    http_port = int(next(flag for flag in flags if flag.startswith("--http-port=")).split("=")[1])
+    assert "--http-address=127.0.0.1" in flags and http_port != 8000
+    assert "--grpc-address=0.0.0.0" not in flags and "--grpc-port=8001" not in flags
+
+
+def test_a_busy_port_is_named_before_anything_starts(tmp_path, capsys):
+    (tmp_path / "zero_shot").mkdir()
+    (tmp_path / "zero_shot" / "config.pbtxt").write_text("")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["--repository", str(tmp_path), "--grpc-port", str(port)]) == 1
+    error = capsys.readouterr().err
+    assert f"port {port} on 127.0.0.1 is already in use" in error and "GRPC_PORT" in error
+
+
+def test_no_exported_repository_names_make_export(tmp_path, capsys):
+    assert main(["--repository", str(tmp_path)]) == 1
+    assert "run `make export` first" in capsys.readouterr().err
+
+
+def test_restart_delays_grow_only_for_starts_that_never_became_ready():
+    policy = RestartPolicy()
+    assert policy.delay_s(0) == 0.5
+    assert [policy.delay_s(n) for n in (1, 2, 3, 6, 10)] == [1.0, 2.0, 4.0, 30.0, 30.0]
+
+
+def test_exit_reasons_name_the_signal():
+    assert exit_reason(-11) == "tritonserver was killed by SIGSEGV"
+    assert exit_reason(1) == "tritonserver exited with code 1"
+    assert exit_reason(None) == "tritonserver stopped answering"
+
+
+class NeverReady:
+    """A server that fails to start, as tritonserver does on a taken port or a broken repository."""
+
+    starts = 0
+    shutdown_notes: list[str] = []
+    repository = Path("/models")
+
+    def start(self):
+        NeverReady.starts += 1
+
+    def wait_until_ready(self, timeout_s, cancelled):
+        raise ServerError("tritonserver exited with code 1")
+
+    def stop(self):
+        return 1
+
+
+def test_a_first_start_that_fails_is_not_retried(capsys):
+    NeverReady.starts = 0
+    supervisor = Supervisor(NeverReady, lambda: False, lambda server, first: None,
+                            policy=RestartPolicy(failed_start_delay_s=0.01))
+    assert supervisor.run() == 1 and NeverReady.starts == 1
+    assert "exited with code 1" in capsys.readouterr().err

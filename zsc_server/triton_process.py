@@ -1,0 +1,375 @@
+"""One ``tritonserver`` process on a model repository: the nvidia-pytriton wheel's, without Docker.
+
+``python -m zsc_server.serve`` (``make serve``) supervises it (zsc_server.supervisor); the tests and
+benchmarks start the same ``TritonServer`` class directly. What the Python backend needs here:
+- a backends dir holding ``libtriton_python.so`` and the stub built for this
+  Python version (the wheel keeps stubs in ``python_backend_stubs/<X.Y>/``);
+- this venv's ``bin`` first on ``PATH``: the stub finds its site-packages through it;
+- libpython's directory and the wheel's bundled libs on ``LD_LIBRARY_PATH``;
+- numpy < 2 in this venv (with numpy 2 the stub passes corrupted tensors).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from zsc_server.admin_api import ADMIN_HEADER, ADMIN_KEY_ENV, restriction_flags
+from zsc_server.reaper import SHM_PREFIX_FLAG, reap, restrict_regions
+from zsc_server.revive import MODEL_CONTROL_FLAGS, dead_stubs, stub_models
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# How every deployment runs Triton (compose, the image and Kubernetes run this launcher too): configs are
+# exactly the generated ones, and a model that fails to load stops the server instead of serving half an
+# ensemble. The model set is fixed at start: MODEL_CONTROL_FLAGS (zsc_server.revive) or
+# --model-control-mode=none; the APIs inference does not need are restricted (zsc_server.admin_api).
+SERVING_FLAGS = (
+    "--disable-auto-complete-config",
+    "--strict-readiness=true",
+    "--exit-on-error=true",
+)
+# The response cache (64 MiB) serves repeated identical requests (same text, labels, template and mode)
+# without recomputing them; the ensemble config opts in. Its answer time tells a caller whether anyone
+# sent the same input before (0.5 ms against 50 ms, measured), so the launcher leaves it off where the
+# server is exposed beyond this host (zsc_server.serve --response-cache).
+RESPONSE_CACHE_FLAG = "--cache-config=local,size=67108864"
+# Files tritonserver and its stubs create (admission control's state, traces) are theirs alone. The stubs'
+# shared-memory regions, which hold the texts of requests in flight, Boost makes 0644 whatever the umask:
+# reaper.restrict_regions narrows them once the server is ready, and the supervisor after each reload.
+SERVER_UMASK = 0o077
+
+
+class ServerError(RuntimeError):
+    """tritonserver could not be started or did not become ready."""
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports free on loopback right now (all bound at once, so no repeats)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def pytriton_dir() -> Path:
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerError("nvidia-pytriton is not installed in this environment: run `make setup`")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def check_numpy() -> None:
+    import numpy
+
+    if int(numpy.__version__.split(".")[0]) >= 2:
+        raise ServerError(
+            f"numpy {numpy.__version__} is installed; the Triton Python-backend stub needs numpy < 2 "
+            "(tensors arrive corrupted otherwise): pip install 'numpy<2'"
+        )
+
+
+def external_triton() -> tuple[Path, Path] | None:
+    """A tritonserver installed outside this venv, as `$TRITONSERVER` (the binary) and `$TRITON_BACKENDS`
+    (a backends dir whose python/ already holds this interpreter's stub): what the offline GPU-host
+    bundle's setup script exports. None: use the pytriton wheel's."""
+    binary, backends = os.environ.get("TRITONSERVER"), os.environ.get("TRITON_BACKENDS")
+    if not binary:
+        return None
+    if not backends:
+        raise ServerError("TRITONSERVER is set but TRITON_BACKENDS is not: set both, or neither")
+    return Path(binary), Path(backends)
+
+
+def triton_binary() -> Path:
+    external = external_triton()
+    return external[0] if external else pytriton_dir() / "tritonserver" / "bin" / "tritonserver"
+
+
+def prepare_backends(target: Path) -> Path:
+    """A backends dir with the Python backend and this interpreter's stub side by side."""
+    external = external_triton()
+    if external:
+        return external[1]
+    triton = pytriton_dir() / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = triton / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerError(f"the pytriton wheel has no Python backend stub for Python {version}")
+    python_dir = target / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for source in (triton / "backends" / "python" / "libtriton_python.so",
+                   triton / "backends" / "python" / "triton_python_backend_utils.py", stub):
+        shutil.copy2(source, python_dir / source.name)
+    return target
+
+
+def server_environment(admin_secret: str = "") -> dict[str, str]:
+    """admin_secret: given to the models (inherited by the stubs) for zsc_server.admin_api's checks."""
+    env = dict(os.environ)
+    if admin_secret:
+        env[ADMIN_KEY_ENV] = admin_secret
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
+    wheel_libs = None if external_triton() else str(pytriton_dir().parent / "nvidia_pytriton.libs")
+    libs = [sysconfig.get_config_var("LIBDIR"), wheel_libs]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join([p for p in libs if p] + [env.get("LD_LIBRARY_PATH", "")])
+    # The Python models import zsc_server; make that work from a plain checkout too.
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+# How long tritonserver may go on waiting, with no stub alive, for instances whose stub died (see
+# TritonServer._wait_for_exit): longer than the 1 s that Triton gives a stub to show it is healthy while
+# it unloads a model whose stub died, and the SIGKILL and reaping that follow.
+STUCK_UNLOAD_S = 3.0
+
+
+def start_reaper(shm_prefix: str) -> subprocess.Popen:
+    """zsc_server.reaper for the tritonserver that is about to start with `shm_prefix`, watching this process
+    (its parent: it sees this process end, however it ends), in a session of its own."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "zsc_server.reaper", "--prefix", shm_prefix, "--owner", str(os.getpid())],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])),
+    )
+
+
+class TritonServer:
+    """A tritonserver process on a model repository; a context manager that waits for readiness."""
+
+    def __init__(
+        self,
+        repository: str | Path,
+        http_port: int = 8000,
+        grpc_port: int = 8001,
+        metrics_port: int = 8002,
+        host: str = "127.0.0.1",
+        log_path: str | Path | None = None,
+        extra_args: tuple[str, ...] = (),
+        revivable: bool = True,
+        gpu_metrics: bool = False,
+        http_host: str | None = None,
+        grpc_host: str | None = None,
+        open_apis: tuple[str, ...] = (),
+        response_cache: bool = True,
+    ) -> None:
+        """Every API that inference does not need is open only to holders of `admin_secret`, made here for
+        this server (zsc_server.admin_api), but `open_apis`. revivable: model control on, so that
+        zsc_server.revive can reload a model whose stub died; otherwise no model-control API at all.
+        gpu_metrics: Triton's nv_gpu_* gauges (the NGC image's Triton). http_host, grpc_host: where those
+        APIs bind, when not at `host` (behind the launcher's fronts: loopback). response_cache: Triton's
+        response cache for the models that opt in."""
+        self.repository = Path(repository).resolve()
+        self.admin_secret = secrets.token_hex(16)
+        self.revivable, self.open_apis, self.response_cache = revivable, tuple(open_apis), response_cache
+        restriction_flags(self.admin_secret, self.open_apis)  # an unknown API name fails here, not at start
+        self.host, self.http_port, self.grpc_port, self.metrics_port = host, http_port, grpc_port, metrics_port
+        self.http_host, self.grpc_host = http_host or host, grpc_host or host
+        self.log_path = Path(log_path) if log_path else None
+        self.extra_args, self.gpu_metrics = extra_args, gpu_metrics
+        # Names this server's stubs and shared memory, for zsc_server.reaper (random: several servers may run)
+        self.shm_prefix = f"zsc_{secrets.token_hex(8)}_"
+        self.process: subprocess.Popen | None = None
+        self._terminated = False
+        self.shutdown_notes: list[str] = []  # what stop() had to do beyond a plain SIGTERM, for the log
+        self.reaped: dict | None = None  # the reaper's report: what tritonserver left behind
+        self._reaper: subprocess.Popen | None = None
+        self._workdir: tempfile.TemporaryDirectory | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"{client_host(self.http_host)}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{client_host(self.grpc_host)}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{client_host(self.host)}:{self.metrics_port}/metrics"
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """HTTP headers (gRPC metadata) that open the restricted APIs of this server, e.g. statistics."""
+        return {ADMIN_HEADER: self.admin_secret}
+
+    def command(self, backends: Path) -> list[str]:
+        return [
+            str(triton_binary()),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={backends}",
+            # the wheel (and the GPU-host bundle) keep caches beside the binary, not in /opt/tritonserver
+            f"--cache-directory={triton_binary().parents[1] / 'caches'}",
+            *SERVING_FLAGS,
+            *((RESPONSE_CACHE_FLAG,) if self.response_cache else ()),
+            *(MODEL_CONTROL_FLAGS if self.revivable else ("--model-control-mode=none",)),
+            *restriction_flags(self.admin_secret, self.open_apis),
+            f"--http-address={self.http_host}", f"--http-port={self.http_port}",
+            f"--grpc-address={self.grpc_host}", f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true", f"--allow-gpu-metrics={str(self.gpu_metrics).lower()}",
+            f"{SHM_PREFIX_FLAG}{self.shm_prefix}",
+            *self.extra_args,
+        ]
+
+    def start(self) -> TritonServer:
+        check_numpy()
+        if not (self.repository / "zero_shot" / "config.pbtxt").is_file():
+            raise ServerError(f"{self.repository} has no exported model: run `make export` first")
+        self._workdir = tempfile.TemporaryDirectory(prefix="zsc-triton-")
+        backends = prepare_backends(Path(self._workdir.name) / "backends")
+        self._reaper = start_reaper(self.shm_prefix)  # first: from here on, nothing of this server can outlive us
+        output = open(self.log_path, "wb") if self.log_path else None  # noqa: SIM115 - closed in stop()
+        self._log_file = output
+        try:
+            self.process = subprocess.Popen(
+                self.command(backends), env=server_environment(self.admin_secret), stdout=output,
+                stderr=subprocess.STDOUT if output else None, start_new_session=output is not None, umask=SERVER_UMASK,
+            )
+        except OSError:
+            self.stop()
+            raise
+        try:
+            self._reaper.stdin.write(f"server {self.process.pid}\n".encode())
+            self._reaper.stdin.flush()
+        except OSError as exc:  # it is gone: nothing would clean up after this server
+            self.stop()
+            raise ServerError(f"zsc_server.reaper exited at start ({exc}); its error is above") from exc
+        return self
+
+    def model_statistics(self, model: str) -> dict:
+        """Triton's statistics of `model` (model_stats[0]: counts, cache hits, timings), through the
+        restricted statistics API with this server's secret."""
+        request = urllib.request.Request(f"http://{self.http_url}/v2/models/{model}/stats", headers=self.admin_headers)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)["model_stats"][0]
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def wait_until_ready(self, timeout_s: float = 180.0, cancelled=lambda: False) -> None:
+        """Raises ServerError when tritonserver exits, is not ready by `timeout_s`, or `cancelled()`."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if cancelled():
+                raise ServerError("stopped before it was ready")
+            if self.process is not None and self.process.poll() is not None:
+                raise ServerError(f"tritonserver exited with code {self.process.returncode}{self._log_hint()}")
+            if self.is_ready():
+                restrict_regions(self.shm_prefix)
+                return
+            time.sleep(0.5)
+        raise ServerError(f"tritonserver not ready after {timeout_s:.0f}s{self._log_hint()}")
+
+    def _log_hint(self) -> str:
+        if not self.log_path or not self.log_path.is_file():
+            return ""
+        tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
+        return f"; last lines of {self.log_path}:\n" + "\n".join(tail)
+
+    def terminate(self) -> None:
+        """SIGTERM tritonserver (once: it drains in-flight requests, unloads the models and exits)."""
+        if self.process is not None and self.process.poll() is None and not self._terminated:
+            self._terminated = True
+            self.process.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout_s: float = 45.0) -> int | None:
+        """SIGTERM tritonserver and wait for it (SIGKILL after `timeout_s`, or as soon as it waits only for
+        model copies whose stub died); then the reaper removes whatever it left. Returns its exit code;
+        `shutdown_notes` says what had to be done beyond the SIGTERM."""
+        # the timeout is longer than tritonserver's own 30 s exit timeout, which HTTP keep-alive connections use up
+        code = None
+        if self.process is not None and self.process.poll() is None:
+            self.terminate()
+            code = self._wait_for_exit(timeout_s)
+        elif self.process is not None:
+            code = self.process.returncode
+        if self._reaper is not None:
+            self._collect_reaper()  # it also removes admission control's shared state
+        if getattr(self, "_log_file", None):
+            self._log_file.close()
+            self._log_file = None
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+        return code
+
+    def _wait_for_exit(self, timeout_s: float) -> int:
+        """Triton 2.51 never finishes unloading a model copy whose stub died (the copy a reload replaced, or
+        with --no-revive the model itself): its shutdown waits for it until the exit timeout (30 s, exit 1).
+        Once none of its stubs is alive and a dead one is still unreaped (Triton reaps a stub only when it
+        finalizes its instance) for STUCK_UNLOAD_S, that is all it waits for: SIGKILL it."""
+        deadline, stuck_since = time.monotonic() + timeout_s, None
+        while time.monotonic() < deadline:
+            try:
+                return self.process.wait(timeout=0.1)
+            except subprocess.TimeoutExpired:
+                pass
+            dead = dead_stubs(self.process.pid) if not stub_models(self.process.pid) else []
+            stuck_since = (stuck_since or time.monotonic()) if dead else None
+            if stuck_since is not None and time.monotonic() - stuck_since >= STUCK_UNLOAD_S:
+                self.shutdown_notes.append(
+                    f"every model in service had unloaded; tritonserver still waited for {len(dead)} model "
+                    "instance(s) whose stub had died, which Triton never finishes unloading: killed it")
+                break
+        else:
+            self.shutdown_notes.append(f"tritonserver was still running {timeout_s:.0f} s after SIGTERM: killed it")
+        self.process.kill()
+        return self.process.wait()
+
+    def _collect_reaper(self) -> None:
+        try:
+            output, _ = self._reaper.communicate(b"stop\n", timeout=30)
+            report = json.loads(output.decode().strip().splitlines()[-1])
+        except (subprocess.TimeoutExpired, ValueError, IndexError) as exc:
+            self._reaper.kill()
+            self._reaper.wait()
+            self.shutdown_notes.append(f"the reaper did not report ({exc!r}): removing leftovers here")
+            report = reap(self.shm_prefix)
+        self._reaper = None
+        if report["killed"]:
+            names = sorted(set(report["killed"].values()))
+            self.shutdown_notes.append(
+                f"killed {len(report['killed'])} process(es) that tritonserver left running ({', '.join(names)})")
+        if report["regions"]:
+            self.shutdown_notes.append(f"removed {len(report['regions'])} shared-memory region(s) it left")
+        self.reaped = report
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        try:
+            self.wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def client_host(bound: str) -> str:
+    """Where a client on this host reaches a server bound at `bound` (every interface: loopback)."""
+    return "127.0.0.1" if bound in ("0.0.0.0", "", "::") else bound
