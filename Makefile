@@ -57,7 +57,7 @@ EXPORT_ARGS = --model $(MODEL) $(if $(PRECISION),--precision $(PRECISION)) $(if 
 COMPOSE ?= docker compose
 
 # A TensorRT engine must be built by the TensorRT that serves it: without TensorRT here, the export
-# runs in the compose `export` container (NGC 24.10, the Triton image's TensorRT), then hands the
+# runs in the compose `export` container (NGC 25.07, the Triton image's TensorRT), then hands the
 # files back to the calling user.
 export: setup ## export MODEL (dir or hub id) into model_repository/ [PRECISION RUNTIME GPU MAX_LENGTH LABEL_CACHE_MB]
 	@if [ "$(RUNTIME)" = tensorrt ] && ! $(PY) -c 'import tensorrt' 2>/dev/null; then \

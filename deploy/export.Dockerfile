@@ -1,6 +1,6 @@
 # The export step in an NGC PyTorch image, whose TensorRT matches the Triton image that serves
-# the engines (24.10 both): `docker compose run --rm export` (see docker-compose.yml).
-ARG PYTORCH_IMAGE=nvcr.io/nvidia/pytorch:24.10-py3
+# the engines (the same NGC release, 25.07): `docker compose run --rm export` (see docker-compose.yml).
+ARG PYTORCH_IMAGE=nvcr.io/nvidia/pytorch:25.07-py3
 FROM ${PYTORCH_IMAGE}
 
 # torch comes with the image; the rest as in requirements.txt.

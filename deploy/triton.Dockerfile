@@ -3,14 +3,16 @@
 #   encoder, runtime python-ort only: onnxruntime (GPU build here)
 #   encoder, runtime python-torch only: torch (CUDA 12 build; about 2.5 GB of the image)
 # tests/unit/test_deploy.py checks this list against the models' imports.
-# Triton 24.10 = tritonserver 2.51, the version the local tests run (nvidia-pytriton 0.7.0).
-ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
+# NGC 25.07: the first release with the fixes for the HTTP crash on deeply nested JSON (CVE-2025-23310)
+# and for the Python backend's shared-memory API (CVE-2025-23319, -23320, -23334). The local tests run
+# tritonserver 2.51 (the nvidia-pytriton wheel, NGC 24.10), which has neither: there the launcher's fronts
+# and restricted APIs are the defence (docs/limits-failures-security.md#threat-model).
+ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:25.07-py3
 FROM ${TRITON_IMAGE}
 
 # numpy < 2: the Python-backend stub exchanges tensors through the numpy 1.x ABI.
 RUN pip install --no-cache-dir "numpy==1.26.4" "tokenizers==0.23.3" "onnxruntime-gpu==1.20.1"
-# torch 2.5 is the release of the NGC 24.10 PyTorch image (deploy/export.Dockerfile); it brings its own
-# CUDA 12 runtime libraries, which the 24.10 driver stack supports.
+# torch 2.5.1 brings its own CUDA 12 runtime libraries, which the image's CUDA 12 driver stack supports.
 RUN pip install --no-cache-dir "torch==2.5.1" "numpy==1.26.4"
 
 # The launcher's gRPC front (zsc_server/grpc_front.py): Triton's gRPC sits behind it, on loopback.

@@ -7,7 +7,7 @@ and Triton's tensorrt_plan backend picks, per batch, the profile whose shapes fi
 Built with the `tensorrt` Python API, which must be the TensorRT release of the Triton image that loads
 the plan (an engine is tied to TensorRT version and GPU model). Where `tensorrt` is missing, the
 error names the container that has a matching one: `docker compose --profile export run export`
-(NGC PyTorch 24.10 = TensorRT 10.5, as in Triton 24.10).
+(NGC PyTorch 25.07: the TensorRT of Triton 25.07, the image that serves it).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from export.errors import ExportError
 from zsc_server.tokenization import ENCODER_INPUTS
 
 MATCHING_CONTAINER = ("docker compose --profile export run --rm export --runtime tensorrt ... "
-                      "(image nvcr.io/nvidia/pytorch:24.10-py3, TensorRT 10.5 = the one in tritonserver:24.10)")
+                      "(image nvcr.io/nvidia/pytorch:25.07-py3, whose TensorRT is the one in tritonserver:25.07)")
 # Layers that accumulate over many values in FP16 and may overflow or lose precision there; kept in
 # FP32 when the FP16 engine fails validation (TensorRT layer type names).
 FP32_SENSITIVE_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX", "REDUCE", "UNARY")

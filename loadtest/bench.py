@@ -201,8 +201,9 @@ def cpu_breakdown(rows: list[dict]) -> list[str]:
     rows = [row for row in rows if row.get("server_cpu_ms")]
     if not rows:
         return []
-    names = ["tritonserver", *STAGES]
-    lines = ["", "Server CPU ms per request, by process (/proc; tritonserver: gRPC, ensemble, batcher):", "",
+    names = ["tritonserver", *STAGES] + (["fronts"] if any("fronts" in row["server_cpu_ms"] for row in rows) else [])
+    lines = ["", "Server CPU ms per request, by process (/proc; tritonserver: gRPC, ensemble, batcher; fronts: the "
+             "launcher's HTTP and gRPC fronts, when it runs them):", "",
              "| concurrency | " + " | ".join(names) + " | total | requests/s per server core |",
              "|---" * (len(names) + 3) + "|"]
     for row in rows:

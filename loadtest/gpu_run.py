@@ -129,8 +129,9 @@ def plan(rehearse: bool, bundle: Path | None, work: Path, results: Path, ports: 
                         "--batches", sizes.memory_batches,
                         "--sequences", sizes.memory_sequences, *memory_device), 150, needs=("export",)),
         Step("serve", (python, "-m", "zsc_server.serve", "--repository", str(repository), "--http-port", str(http),
-                       "--grpc-port", str(grpc), "--metrics-port", str(metrics)), 240, needs=("export",),
-             background=True),  # GPU memory: nvidia-smi samples (bench); Triton's GPU gauges are not needed
+                       "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--front", "off"), 240,
+             needs=("export",), background=True),
+        # --front off: tritonserver itself, as the earlier runs; GPU memory: nvidia-smi samples (bench)
         Step("bench", (python, "-m", "loadtest.bench", *served, "--http-url", f"127.0.0.1:{http}",
                        "--concurrency", sizes.bench_concurrency, "--duration-s", str(sizes.bench_duration_s),
                        "--warmup-s", str(sizes.bench_warmup_s), "--ceiling-s", str(sizes.ceiling_s),

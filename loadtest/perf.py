@@ -38,6 +38,7 @@ from loadtest.perf_tools import DEFAULT_DIR, PerfAnalyzer, ToolError, locate
 from loadtest.run import RESULTS, read_served_export_info, slug
 from loadtest.server_metrics import model_deltas, scrape
 from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, Workload
+from zsc_server.admin_api import ADMIN_HEADER, GRPC_ADMIN_METADATA
 
 CONCURRENCY = "1,5,10,32,64,128"  # make bench's levels
 # perf_analyzer holds its input data once per in-flight request (about 2 KB per request each, measured
@@ -67,9 +68,15 @@ class Target:
     grpc_url: str
     http_url: str
     metrics_url: str
+    admin_key: str = ""  # the server's secret: perf_analyzer reads the restricted statistics API with it
 
     def url(self, protocol: str) -> str:
         return self.grpc_url if protocol == "grpc" else self.http_url
+
+    def header_flags(self, protocol: str) -> list[str]:
+        if not self.admin_key:
+            return []
+        return ["-H", f"{GRPC_ADMIN_METADATA if protocol == 'grpc' else ADMIN_HEADER}:{self.admin_key}"]
 
 
 def parse_levels(spec: str) -> list[int]:
@@ -118,7 +125,8 @@ class PerfSweep:
             earlier.unlink(missing_ok=True)
         data.write_text(json.dumps(input_data(requests), ensure_ascii=False), encoding="utf-8")
         command = [str(self.tool.binary), "-m", MODEL, "-u", self.target.url(self.settings.protocol),
-                   *self.settings.flags(), "--input-data", str(data),
+                   *self.settings.flags(), *self.target.header_flags(self.settings.protocol),
+                   "--input-data", str(data),
                    "--concurrency-range", f"{concurrency}:{concurrency}", "-f", str(csv_path),
                    "--profile-export-file", str(profile)]
         before, cpu_before = scrape(self.target.metrics_url), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -251,15 +259,15 @@ def start_server(repository: Path):
 
     http, grpc, metrics = free_ports(3)
     print(f"[perf] starting tritonserver on {repository}", flush=True)
-    # perf_analyzer reads the server's side of each request through the statistics API
-    server = TritonServer(repository, http, grpc, metrics, open_apis=("statistics",)).__enter__()
-    return server, Target(server.grpc_url, server.http_url, f"http://127.0.0.1:{metrics}/metrics")
+    server = TritonServer(repository, http, grpc, metrics).__enter__()
+    return server, Target(server.grpc_url, server.http_url, f"http://127.0.0.1:{metrics}/metrics",
+                          server.admin_secret)
 
 
 def target_from(args) -> Target:
     host = args.grpc_url.rsplit(":", 1)[0]
     http = args.http_url or f"{host}:8000"
-    return Target(args.grpc_url, http, args.metrics_url or f"http://{host}:8002/metrics")
+    return Target(args.grpc_url, http, args.metrics_url or f"http://{host}:8002/metrics", args.admin_key)
 
 
 def run_meta(args, served: dict, sampler, tool: PerfAnalyzer, settings: Settings, own_server: bool) -> dict:
@@ -294,6 +302,10 @@ def add_perf_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grpc-url", default="", help="measure a running server instead of starting one")
     parser.add_argument("--http-url", default="", help="its HTTP endpoint (default: the gRPC host, port 8000)")
     parser.add_argument("--metrics-url", default="", help="its Prometheus endpoint (default: that host, port 8002)")
+    parser.add_argument("--admin-key", default="",
+                        help="a running server's secret: perf_analyzer reads the server's side of each request "
+                             "through Triton's statistics API, which the launcher restricts to it; or start that "
+                             "server with `make serve SERVE_ARGS='--open-api statistics'`")
     parser.add_argument("--concurrency", default=CONCURRENCY,
                         help="in-flight requests per level: a list or START:END:STEP (default: %(default)s)")
     parser.add_argument("--interval-ms", type=int, default=5000, help="perf_analyzer's measurement window")

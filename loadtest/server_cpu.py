@@ -1,6 +1,6 @@
 """CPU time a local tritonserver spends, by process, read from /proc: tritonserver itself (gRPC and HTTP,
-ensemble scheduling, the dynamic batcher) and each model's Python-backend stubs (preprocess, encoder,
-postprocess).
+ensemble scheduling, the dynamic batcher), each model's Python-backend stubs (preprocess, encoder,
+postprocess) and, behind `make serve`'s launcher, the launcher's fronts.
 
 CPU seconds per request is what caps requests/s once the cores are busy, and unlike wall-clock latency it
 barely moves when other programs share the machine: the benchmark reports it beside its timings.
@@ -8,6 +8,7 @@ barely moves when other programs share the machine: the benchmark reports it bes
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from zsc_server.revive import stub_models
@@ -26,24 +27,42 @@ def cpu_seconds(pid: int) -> float:
 
 
 def find_tritonserver(grpc_port: int) -> int | None:
-    """The pid of the local tritonserver serving gRPC on `grpc_port`, from its command line."""
-    wanted = f"--grpc-port={grpc_port}".encode()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
-                args = cmdline.read().split(b"\0")
-        except OSError:
-            continue
-        if args and args[0].endswith(b"tritonserver") and wanted in args:
-            return int(entry.name)
+    """The pid of the local tritonserver serving gRPC on `grpc_port`: one listening there itself
+    (--grpc-port=N), or the one behind the launcher's gRPC front listening there."""
+    import psutil
+
+    wanted = f"--grpc-port={grpc_port}"
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if cmdline and cmdline[0].endswith("tritonserver") and wanted in cmdline:
+            return process.pid
+    for connection in psutil.net_connections("tcp"):
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == grpc_port and connection.pid:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                servers = [child.pid for child in psutil.Process(connection.pid).children()
+                           if child.name() == "tritonserver"]
+                return servers[0] if servers else None
     return None
 
 
+def launcher_of(server_pid: int) -> int | None:
+    """The launcher (zsc_server.serve) that runs tritonserver `server_pid`, whose fronts carry its traffic."""
+    try:
+        with open(f"/proc/{server_pid}/stat") as stat:
+            parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        with open(f"/proc/{parent}/cmdline", "rb") as cmdline:
+            return parent if b"zsc_server.serve" in cmdline.read().split(b"\0") else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def snapshot(server_pid: int) -> dict[str, float]:
-    """CPU seconds so far: {"tritonserver": ..., <model>: all its stubs together}."""
+    """CPU seconds so far: {"tritonserver": ..., <model>: all its stubs together, "fronts": the launcher's
+    process when the server runs behind its HTTP and gRPC fronts}."""
     usage = {"tritonserver": cpu_seconds(server_pid)}
+    launcher = launcher_of(server_pid)
+    if launcher is not None:
+        usage["fronts"] = cpu_seconds(launcher)
     for pid, model in stub_models(server_pid).items():
         usage[model] = usage.get(model, 0.0) + cpu_seconds(pid)
     return usage

@@ -54,6 +54,7 @@ import psutil
 
 from loadtest.bench import closed_loop
 from loadtest.run import RESULTS, hardware, read_served_export_info, slug
+from loadtest.server_cpu import find_tritonserver
 from loadtest.server_metrics import model_deltas, scrape
 from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, Workload, answer_problem
 from zsc_client import AsyncZeroShotClient, ServerUnavailableError, ZeroShotClientError
@@ -209,19 +210,6 @@ class Tally:
 
 
 # ---------------------------------------------------------------- the server's processes
-
-
-def find_server_pid(grpc_url: str) -> int | None:
-    """The local tritonserver whose command line serves `grpc_url`'s port (ours pass --grpc-port=N)."""
-    port = grpc_url.rsplit(":", 1)[-1]
-    for process in psutil.process_iter(["name", "cmdline"]):
-        try:
-            cmdline = process.info["cmdline"] or []
-            if cmdline and cmdline[0].endswith("tritonserver") and f"--grpc-port={port}" in cmdline:
-                return process.pid
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return None
 
 
 class RssSampler:
@@ -599,7 +587,7 @@ def run(args) -> tuple[Path, dict]:
     # distinct requests (a whitespace tag the tokenizer drops): over minutes the workload's texts and label
     # sets would repeat, and the response cache would answer the repeats
     sampler = workload.sampler(args.label_mode, seed=args.seed, distinct=True)
-    pid = args.server_pid or find_server_pid(args.grpc_url)
+    pid = args.server_pid or find_tritonserver(int(args.grpc_url.rsplit(":", 1)[-1]))
     meta = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "hardware": hardware(),
             "model": served.get("source", "unknown"), "runtime": served.get("runtime", "unknown"),
             "precision": served.get("precision", "unknown"), "max_length": served.get("max_length"),

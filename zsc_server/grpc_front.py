@@ -23,16 +23,13 @@ forwarder costs the same). The receive bound on decompressed messages is grpcio'
 from __future__ import annotations
 
 import asyncio
-import collections
-import concurrent.futures
 import dataclasses
 import functools
-import threading
 from collections.abc import AsyncIterator
 
 import grpc
 
-from zsc_server.http_front import RESTARTING, StopReport
+from zsc_server.front_thread import RESTARTING, FrontThread, StopReport
 
 SERVICE = "/inference.GRPCInferenceService/"
 STREAM_METHOD = SERVICE + "ModelStreamInfer"
@@ -72,26 +69,24 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class GrpcFront:
+class GrpcFront(FrontThread):
     """The front on listen_host:listen_port, forwarding to upstream_host:upstream_port (see the module).
     upstream_port may be changed while it runs: the next RPC goes to the new port."""
 
+    thread_name = "grpc-front"
+
     def __init__(self, listen_host: str, listen_port: int, upstream_host: str, upstream_port: int,
                  limits: GrpcLimits = GrpcLimits()):  # noqa: B008 (frozen, so one shared default is fine)
+        super().__init__()
         self.listen_host, self.listen_port = listen_host, listen_port
         self.upstream_host, self.upstream_port = upstream_host, upstream_port
         self.limits = limits
         self.port = listen_port  # the bound port once started (listen_port 0 picks a free one)
-        self.stop_report: StopReport | None = None
-        self._counts: collections.Counter[str] = collections.Counter()
-        self._counts_lock = threading.Lock()
         self._active: set[asyncio.Task] = set()  # the handlers of the RPCs being forwarded
         self._channel: grpc.aio.Channel | None = None
         self._channel_port: int | None = None
         self._closing: set[asyncio.Task] = set()  # replaced channels, closing once their calls end
         self._server: grpc.aio.Server | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def counters(self) -> dict[str, int]:
@@ -99,43 +94,16 @@ class GrpcFront:
         before the front sees their request, so those are counted together as "not_received": a message over
         max_message_bytes, RPCs beyond max_concurrent_rpcs (both RESOURCE_EXHAUSTED), a caller cancelling
         while still sending, and for a moment the RPCs whose message is still arriving."""
-        with self._counts_lock:
-            counts = dict(self._counts)
+        counts = self._counts_now()
         started, received = counts.pop("started", 0), counts.pop("received", 0)
         if started > received:
             counts["not_received"] = started - received
         return counts
 
-    def _count(self, reason: str) -> None:
-        with self._counts_lock:
-            self._counts[reason] += 1
-
     def start(self) -> GrpcFront:
         """Binds now (OSError naming the address when that fails), then serves in a daemon thread."""
-        self._loop = asyncio.new_event_loop()
-        started: concurrent.futures.Future = concurrent.futures.Future()
-        self._thread = threading.Thread(target=self._run, args=(started,), name="grpc-front", daemon=True)
-        self._thread.start()
-        try:
-            started.result()
-        except BaseException:
-            self._thread.join()
-            self._loop = self._thread = None
-            raise
+        self._serve_in_thread(self._open)
         return self
-
-    def _run(self, started: concurrent.futures.Future) -> None:
-        loop = self._loop
-        asyncio.set_event_loop(loop)
-        try:
-            self._server = loop.run_until_complete(self._open())
-        except BaseException as error:  # noqa: BLE001 (handed to start(), which raises it)
-            started.set_exception(error)
-        else:
-            started.set_result(None)
-            loop.run_forever()
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
 
     async def _open(self) -> grpc.aio.Server:
         server = grpc.aio.server(
@@ -159,18 +127,6 @@ class GrpcFront:
         self.port = port
         await server.start()
         return server
-
-    def stop(self, drain_timeout_s: float = 10.0) -> StopReport:
-        """Refuses new RPCs at once, lets those in flight finish for up to drain_timeout_s, cancels the rest
-        (and their upstream calls), then closes the upstream channel."""
-        if self._loop is None or self._thread is None:
-            return StopReport(0, 0)
-        report = asyncio.run_coroutine_threadsafe(self._shutdown(drain_timeout_s), self._loop).result()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop = self._thread = None
-        self.stop_report = report
-        return report
 
     async def _shutdown(self, drain_timeout_s: float) -> StopReport:
         busy = set(self._active)

@@ -20,12 +20,10 @@ client learns why at once instead of waiting in the listen backlog.
 from __future__ import annotations
 
 import asyncio
-import collections
-import concurrent.futures
 import dataclasses
 import socket
-import threading
 
+from zsc_server.front_thread import RESTARTING, FrontThread, StopReport
 from zsc_server.http_wire import (
     READ_SIZE,
     Inbound,
@@ -59,13 +57,6 @@ class FrontLimits:
     upstream_idle_connections: int = 16  # keep-alive connections to tritonserver kept open between requests
 
 
-@dataclasses.dataclass(frozen=True)
-class StopReport:
-    in_flight: int  # requests being read, forwarded or answered when stop() began
-    cut: int  # those of them still unfinished at the drain bound, closed unanswered
-
-
-RESTARTING = "the inference server is restarting: try again"
 FAILED = "the inference server failed while answering"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER_S = 2.0  # how long a refused connection's remaining input is read and dropped before closing
@@ -111,34 +102,27 @@ class _Connection:
         self.writer.transport.abort()
 
 
-class HttpFront:
+class HttpFront(FrontThread):
     """The front on listen_host:listen_port, forwarding to upstream_host:upstream_port (see the module).
     upstream_port may be changed while it runs: the next request goes to the new port."""
 
+    thread_name = "http-front"
+
     def __init__(self, listen_host: str, listen_port: int, upstream_host: str, upstream_port: int,
                  limits: FrontLimits = FrontLimits()):
+        super().__init__()
         self.listen_host, self.listen_port = listen_host, listen_port
         self.upstream_host, self.upstream_port = upstream_host, upstream_port
         self.limits = limits
         self.port = listen_port  # the bound port once started (listen_port 0 picks a free one)
-        self.stop_report: StopReport | None = None
-        self._counts: collections.Counter[str] = collections.Counter()
-        self._counts_lock = threading.Lock()
         self._connections: dict[asyncio.Task, _Connection] = {}
         self._idle_upstreams: list[_Upstream] = []
         self._draining = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def counters(self) -> dict[str, int]:
         """{"forwarded": n, <refusal reason>: n, ...}, safe to read from any thread."""
-        with self._counts_lock:
-            return dict(self._counts)
-
-    def _count(self, reason: str) -> None:
-        with self._counts_lock:
-            self._counts[reason] += 1
+        return self._counts_now()
 
     def start(self) -> HttpFront:
         """Binds now (OSError naming the address when that fails), then serves in a daemon thread."""
@@ -150,38 +134,12 @@ class HttpFront:
             raise OSError(error.errno, f"the HTTP front cannot listen on {self.listen_host}:{self.listen_port}: "
                           f"{error.strerror}") from error
         self.port = listener.getsockname()[1]
-        self._loop = asyncio.new_event_loop()
-        started: concurrent.futures.Future = concurrent.futures.Future()
-        self._thread = threading.Thread(target=self._run, args=(listener, started), name="http-front", daemon=True)
-        self._thread.start()
-        started.result()
-        return self
-
-    def _run(self, listener: socket.socket, started: concurrent.futures.Future) -> None:
-        loop = self._loop
-        asyncio.set_event_loop(loop)
         try:
-            self._server = loop.run_until_complete(asyncio.start_server(self._serve, sock=listener))
-        except BaseException as error:  # noqa: BLE001 (handed to start(), which raises it)
-            started.set_exception(error)
+            self._serve_in_thread(lambda: asyncio.start_server(self._serve, sock=listener))
+        except BaseException:
             listener.close()
-            return
-        started.set_result(None)
-        loop.run_forever()
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
-
-    def stop(self, drain_timeout_s: float = 10.0) -> StopReport:
-        """Stops accepting at once, closes idle connections at once, lets requests in flight finish (their
-        responses say Connection: close) for up to drain_timeout_s, then closes everything."""
-        if self._loop is None or self._thread is None:
-            return StopReport(0, 0)
-        report = asyncio.run_coroutine_threadsafe(self._shutdown(drain_timeout_s), self._loop).result()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop = self._thread = None
-        self.stop_report = report
-        return report
+            raise
+        return self
 
     async def _shutdown(self, drain_timeout_s: float) -> StopReport:
         self._draining = True

@@ -31,6 +31,7 @@ from zsc_server.triton_process import PROJECT_ROOT, TritonServer, client_host, f
 from zsc_server.warm_labels import read_warm_labels
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+FRONTS = ("on", "http", "off")
 DRAIN_TIMEOUT_S = 10.0  # requests in flight through the front at a stop: finished within this, then cut
 
 
@@ -90,13 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Triton's response cache: identical requests answered from memory. Its answer time "
                              "tells a caller whether anyone sent the same input before, so auto (the default) "
                              "turns it on only when --host is loopback")
-    parser.add_argument("--front", choices=("on", "off"), default="on",
+    parser.add_argument("--front", choices=FRONTS, default="on",
                         help="on (default): HTTP and gRPC through the launcher's fronts, which refuse requests over "
                              f"{FrontLimits.max_body_bytes} bytes (HTTP bodies; gRPC messages, once inflated: "
                              f"{GrpcLimits.max_message_bytes}), compressed HTTP bodies and JSON nested over "
-                             f"{FrontLimits.max_json_depth} deep before tritonserver sees them. off: tritonserver's "
-                             "own HTTP and gRPC on the ports directly (Triton 2.51 crashes on some bodies and "
-                             "inflates any: for measurements of Triton alone)")
+                             f"{FrontLimits.max_json_depth} deep before tritonserver sees them. http: the HTTP front "
+                             "only (the gRPC front costs about 0.6-0.9 ms of CPU per call: 8-18%% of the requests/s "
+                             "of a small model on 2 cores; gRPC callers can then make Triton hold up to 2 GB per "
+                             "request). off: tritonserver's own ports (Triton 2.51 crashes on some HTTP bodies: for "
+                             "measuring Triton alone, or behind a proxy of your own that bounds both protocols)")
     parser.add_argument("--warm-labels", type=Path, default=None,
                         help="embedding mode: a JSON list of label sets, e.g. [{\"labels\": \"a,b,c\", \"template\": "
                              "\"This is about {}.\"}], that every preprocess instance encodes into its label cache "
@@ -117,13 +120,16 @@ def response_cache_on(args: argparse.Namespace) -> bool:
     return args.response_cache == "on" or (args.response_cache == "auto" and args.host in LOOPBACK)
 
 
-def server_for(args: argparse.Namespace, front: bool = False) -> TritonServer:
-    """A TritonServer as the launcher's parsed command line describes it; `front`: its HTTP and gRPC APIs
-    on free loopback ports, behind the fronts."""
-    http_port, grpc_port = free_ports(2) if front else (args.http_port, args.grpc_port)
-    private = "127.0.0.1" if front else None
-    return TritonServer(args.repository, http_port, grpc_port, args.metrics_port, args.host, revivable=args.revive,
-                        gpu_metrics=args.gpu_metrics, http_host=private, grpc_host=private,
+def server_for(args: argparse.Namespace) -> TritonServer:
+    """A TritonServer as the launcher's parsed command line describes it: its HTTP API (and gRPC, with
+    --front on) on free loopback ports when a front stands on the public one."""
+    http_private, grpc_private = args.front != "off", args.front == "on"
+    http_port, grpc_port = free_ports(2)
+    return TritonServer(args.repository, http_port if http_private else args.http_port,
+                        grpc_port if grpc_private else args.grpc_port, args.metrics_port, args.host,
+                        revivable=args.revive, gpu_metrics=args.gpu_metrics,
+                        http_host="127.0.0.1" if http_private else None,
+                        grpc_host="127.0.0.1" if grpc_private else None,
                         open_apis=tuple(args.open_api), response_cache=response_cache_on(args))
 
 
@@ -133,6 +139,8 @@ def ports_in_use(host: str, ports: list[int]) -> list[int]:
     taken = []
     for port in ports:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe_socket:
+            # as servers bind: a port whose last connections linger in TIME_WAIT is free to listen on
+            probe_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe_socket.bind((host, port))
             except OSError:
@@ -161,9 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     warning = cpu_encoder_warning(args.repository)
     if warning:
         print(f"[serve] {warning}", file=sys.stderr, flush=True)
-    fronts = [] if args.front == "off" else [
-        HttpFront(args.host, args.http_port, "127.0.0.1", 0), GrpcFront(args.host, args.grpc_port, "127.0.0.1", 0)]
-    for front in fronts:
+    fronts: dict[str, HttpFront | GrpcFront] = {}
+    if args.front != "off":
+        fronts["HTTP"] = HttpFront(args.host, args.http_port, "127.0.0.1", 0)
+    if args.front == "on":
+        fronts["gRPC"] = GrpcFront(args.host, args.grpc_port, "127.0.0.1", 0)
+    for front in fronts.values():
         front.start()
     stopping = False
 
@@ -173,8 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n[serve] {signal.Signals(signum).name}: stopping ...", flush=True)
 
     def on_ready(server: TritonServer, first: bool) -> None:
-        if fronts:
-            fronts[0].upstream_port, fronts[1].upstream_port = server.http_port, server.grpc_port
+        if "HTTP" in fronts:
+            fronts["HTTP"].upstream_port = server.http_port
+        if "gRPC" in fronts:
+            fronts["gRPC"].upstream_port = server.grpc_port
         http_url, grpc_url = (f"{client_host(args.host)}:{port}" for port in (args.http_port, args.grpc_port))
         if first:
             print(f"[serve] ready: HTTP http://{http_url}  gRPC {grpc_url}  metrics {server.metrics_url}\n"
@@ -186,15 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     def before_stop() -> None:
         # both at once: each finishes its own requests in flight within the bound
         with ThreadPoolExecutor(len(fronts) or 1) as pool:
-            reports = list(pool.map(lambda front: front.stop(DRAIN_TIMEOUT_S), fronts))
-        for name, report in zip(("HTTP", "gRPC"), reports):
+            reports = list(pool.map(lambda front: front.stop(DRAIN_TIMEOUT_S), fronts.values()))
+        for name, report in zip(fronts, reports):
             print(f"[serve] {name} front stopped: {report.in_flight} requests in flight, {report.cut} cut at "
                   f"{DRAIN_TIMEOUT_S:.0f} s", flush=True)
         fronts.clear()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    supervisor = Supervisor(lambda: server_for(args, bool(fronts)), lambda: stopping, on_ready,
+    supervisor = Supervisor(lambda: server_for(args), lambda: stopping, on_ready,
                             warm_labels, args.probe_interval_s, args.ready_timeout_s, before_stop=before_stop)
     try:
         return supervisor.run()

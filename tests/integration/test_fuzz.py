@@ -18,6 +18,7 @@ import json
 import math
 import os
 import time
+import unicodedata
 import urllib.error
 import urllib.request
 
@@ -196,6 +197,11 @@ class Expected:
     multi_label: bool = False
 
 
+def _blank(value: str) -> bool:
+    """Nothing visible: whitespace and format characters (zero-width spaces, BOM, ...) only; refused."""
+    return all(char.isspace() or unicodedata.category(char) == "Cf" for char in value)
+
+
 def _decodes(raw: bytes) -> bool:
     try:
         raw.decode("utf-8")
@@ -217,7 +223,7 @@ def expected_outcome(case: Case, served: ScoringSettings, tokenizer: Tokenizer) 
 
     faults: set[str] = set()
     text = tensors["TEXT"].array[0]
-    if len(text) > served.max_text_bytes or not _decodes(text) or not text.decode("utf-8").strip():
+    if len(text) > served.max_text_bytes or not _decodes(text) or _blank(text.decode("utf-8")):
         faults.add("TEXT")
     raw_labels = list(tensors["CANDIDATE_LABELS"].array)
     cleaned: list[str] = []
@@ -227,7 +233,7 @@ def expected_outcome(case: Case, served: ScoringSettings, tokenizer: Tokenizer) 
     else:
         strings = [raw.decode("utf-8") for raw in raw_labels]
         cleaned = parse_labels(strings[0]) if len(strings) == 1 else strings
-        if not cleaned or len(cleaned) > served.max_labels or any(not label.strip() for label in cleaned):
+        if not cleaned or len(cleaned) > served.max_labels or any(_blank(label) for label in cleaned):
             faults.add("CANDIDATE_LABELS")
     template = served.default_template
     if "HYPOTHESIS_TEMPLATE" in tensors and tensors["HYPOTHESIS_TEMPLATE"].array[0] != b"":

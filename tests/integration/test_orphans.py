@@ -168,7 +168,7 @@ def test_a_stop_after_a_stub_reload_is_quick_and_clean(structbert):
         took = time.monotonic() - stopping
         reader.join(5)
         footprint.wait_until_gone(time.monotonic())
-    shutdown = "".join(printed[next(i for i, line in enumerate(printed) if "stopping tritonserver" in line):])
+    shutdown = "".join(printed[next(i for i, line in enumerate(printed) if "SIGTERM: stopping" in line):])
     print(f"stopped in {took:.1f} s, exit code {code}:\n{shutdown}")
     assert code == 0, "".join(printed[-10:])
     # Triton's exit timeout is 30 s; STUCK_UNLOAD_S (3 s) plus unloading the models took 5-10 s on this shared

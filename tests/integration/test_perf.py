@@ -28,7 +28,7 @@ def perf_analyzer():
 def server_args(served) -> list[str]:
     server = served.server
     return ["--grpc-url", server.grpc_url, "--http-url", server.http_url,
-            "--metrics-url", f"http://127.0.0.1:{server.metrics_port}/metrics"]
+            "--metrics-url", f"http://127.0.0.1:{server.metrics_port}/metrics", "--admin-key", server.admin_secret]
 
 
 def ensemble_counts(served) -> dict:

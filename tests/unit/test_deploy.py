@@ -137,7 +137,10 @@ def test_the_launcher_gives_an_image_tritonserver_the_serving_flags(monkeypatch)
     assert command[0] == "/opt/tritonserver/bin/tritonserver"
     assert set(SERVING_FLAGS) <= set(command)
     assert "--model-repository=/models" in command and "--cache-directory=/opt/tritonserver/caches" in command
-    assert "--model-control-mode=explicit" in command and "--http-address=0.0.0.0" in command
+    assert "--model-control-mode=explicit" in command
+    # behind the launcher's fronts, on the container's loopback; the fronts take the published ports
+    assert "--http-address=127.0.0.1" in command and "--grpc-address=127.0.0.1" in command
+    assert args.front == "on" and args.response_cache == "auto" and "--cache-config" not in " ".join(command)
     assert "--allow-gpu-metrics=true" in command  # the Grafana dashboard plots nv_gpu_* gauges
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from zsc_server.grpc_front import GrpcFront, GrpcLimits, StopReport, forwarded_metadata
-from zsc_server.http_front import RESTARTING
+from zsc_server.front_thread import RESTARTING, StopReport
+from zsc_server.grpc_front import GrpcFront, GrpcLimits, forwarded_metadata
 
 SERVICE = "/inference.GRPCInferenceService/"
 SLOW_S = 0.5  # how long the upstream takes to answer Slow

@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from zsc_server.http_front import RESTARTING, FrontLimits, HttpFront, StopReport
+from zsc_server.front_thread import RESTARTING, StopReport
+from zsc_server.http_front import FrontLimits, HttpFront
 
 SLOW_S = 0.5  # how long the upstream takes to answer /slow
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "expect", "te", "trailer", "upgrade", "proxy-x"}

@@ -15,8 +15,8 @@ from zsc_server.supervisor import RestartPolicy, Supervisor, exit_reason
 from zsc_server.triton_process import RESPONSE_CACHE_FLAG, ServerError
 
 
-def command(*argv: str, front: bool = False) -> list[str]:
-    return server_for(build_parser().parse_args(["--repository", "/models", *argv]), front).command(Path("/b"))
+def command(*argv: str) -> list[str]:
+    return server_for(build_parser().parse_args(["--repository", "/models", *argv])).command(Path("/b"))
 
 
 def test_every_api_inference_does_not_need_is_restricted_unless_opened():
@@ -37,11 +37,16 @@ def test_the_response_cache_is_on_only_where_the_server_is_not_exposed():
     assert RESPONSE_CACHE_FLAG not in command("--response-cache", "off")
 
 
-def test_behind_the_front_tritonserver_http_listens_on_a_private_loopback_port():
-    flags = command("--host", "0.0.0.0", "--http-port", "8000", "--grpc-port", "8001", front=True)
-    http_port = int(next(flag for flag in flags if flag.startswith("--http-port=")).split("=")[1])
-    assert "--http-address=127.0.0.1" in flags and http_port != 8000
-    assert "--grpc-address=0.0.0.0" not in flags and "--grpc-port=8001" not in flags
+def test_behind_the_fronts_tritonserver_listens_on_private_loopback_ports():
+    public = ("--host", "0.0.0.0", "--http-port", "8000", "--grpc-port", "8001")
+    flags = command(*public)
+    assert "--http-address=127.0.0.1" in flags and "--http-port=8000" not in flags
+    assert "--grpc-address=127.0.0.1" in flags and "--grpc-port=8001" not in flags
+    flags = command(*public, "--front", "http")
+    assert "--http-address=127.0.0.1" in flags and "--http-port=8000" not in flags
+    assert "--grpc-address=0.0.0.0" in flags and "--grpc-port=8001" in flags
+    flags = command(*public, "--front", "off")
+    assert "--http-address=0.0.0.0" in flags and "--http-port=8000" in flags and "--grpc-port=8001" in flags
 
 
 def test_a_busy_port_is_named_before_anything_starts(tmp_path, capsys):
