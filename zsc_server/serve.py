@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                              f"{FrontLimits.max_body_bytes} bytes (HTTP bodies; gRPC messages, once inflated: "
                              f"{GrpcLimits.max_message_bytes}), compressed HTTP bodies and JSON nested over "
                              f"{FrontLimits.max_json_depth} deep before tritonserver sees them. http: the HTTP front "
-                             "only (the gRPC front costs about 0.6-0.9 ms of CPU per call: 8-18%% of the requests/s "
+                             "only (the gRPC front costs about 0.6-0.9 ms of CPU per call: 6-18%% of the requests/s "
                              "of a small model on 2 cores; gRPC callers can then make Triton hold up to 2 GB per "
                              "request). off: tritonserver's own ports (Triton 2.51 crashes on some HTTP bodies: for "
                              "measuring Triton alone, or behind a proxy of your own that bounds both protocols)")
