@@ -131,8 +131,13 @@ def resolve_directory(model: str, cache_dir: str | None = None) -> Path:
     path = Path(model).expanduser()
     if path.is_dir():
         return path
-    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
-        raise CheckpointError(f"{model}: not a checkpoint directory, offline alias or hub id (owner/name)")
+    if path.exists():
+        raise CheckpointError(f"{model}: is a file; give the checkpoint's directory")
+    if model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise CheckpointError(f"{model}: no such directory")
+    if model.count("/") != 1:
+        raise CheckpointError(f"{model}: neither a directory here nor an offline alias "
+                              f"({', '.join(OFFLINE_ALIASES)}) nor a hub id (owner/name)")
     return download(model, cache_dir)
 
 

@@ -92,11 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--repository", type=Path, default=Path("model_repository"),
                         help="model repository to write (default: %(default)s)")
-    parser.add_argument("--precision", type=Precision, choices=list(Precision), default=None,
+    parser.add_argument("--precision", type=Precision, choices=[p.value for p in Precision], default=None,
                         help="encoder precision (default: the GPU profile's, else fp32). int8: CPU runtimes "
                              "(python-ort, onnxruntime) only; weights quantized to INT8, answers checked against "
                              "FP32 by the accuracy gate (--texts, --labels, --accuracy-gate)")
-    parser.add_argument("--runtime", type=Runtime, choices=list(Runtime), default=None,
+    parser.add_argument("--runtime", type=Runtime, choices=[r.value for r in Runtime], default=None,
                         help="python-ort: ONNX Runtime in a Python-backend model (CPU; runs with the pytriton "
                         "wheel); onnxruntime: native onnxruntime_onnx backend with TensorRT/CUDA accelerators; "
                         "tensorrt: a TensorRT engine, one profile per sequence bucket (both: NGC container); "

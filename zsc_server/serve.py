@@ -52,6 +52,18 @@ def cpu_encoder_warning(repository: Path) -> str | None:
             f"CPU ({runtime}); `make export` picks the GPU's profile by itself (or GPU=<card>)")
 
 
+def example_request(repository: Path) -> str:
+    """`zsc classify` arguments that suit the exported model: Chinese for StructBERT (ModelScope layout, or a
+    Chinese model), English otherwise (the offline MiniLM scores Chinese labels as ties)."""
+    try:
+        info = json.loads((repository / "encoder" / "export.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        info = {}
+    if info.get("layout") == "modelscope" or "chinese" in str(info.get("source", "")).lower():
+        return "--labels '咨询,投诉,建议' '我的快递还没到'"
+    return "--labels 'delivery,billing,praise' 'My parcel is three days late'"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m zsc_server.serve",
@@ -174,8 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         fronts["HTTP"] = HttpFront(args.host, args.http_port, "127.0.0.1", 0)
     if args.front == "on":
         fronts["gRPC"] = GrpcFront(args.host, args.grpc_port, "127.0.0.1", 0)
-    for front in fronts.values():
-        front.start()
+    try:
+        for front in fronts.values():
+            front.start()
+    except OSError as exc:  # taken since the check above
+        for front in fronts.values():
+            front.stop(0)
+        print(f"[serve] {exc}", file=sys.stderr)
+        return 1
     stopping = False
 
     def on_signal(signum, _frame):
@@ -191,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         http_url, grpc_url = (f"{client_host(args.host)}:{port}" for port in (args.http_port, args.grpc_port))
         if first:
             print(f"[serve] ready: HTTP http://{http_url}  gRPC {grpc_url}  metrics {server.metrics_url}\n"
-                  f"[serve] try: zsc classify --url {grpc_url} --labels '咨询,投诉,建议' '我的快递还没到'",
-                  flush=True)
+                  f"[serve] try: zsc classify --url {grpc_url} {example_request(args.repository)}", flush=True)
         else:
             print(f"[serve] serving again: HTTP http://{http_url}  gRPC {grpc_url}", flush=True)
 

@@ -49,7 +49,7 @@ class AsyncZeroShotClient:
             response = await self._client.infer(
                 self.model_name, inputs, outputs=requested_outputs(self._module), **timeout)
         except Exception as exc:  # noqa: BLE001 - translated to this package's error types
-            raise translate(exc) from exc
+            raise translate(exc, self.url, self.protocol) from exc
         return parse_result(response, text, (time.perf_counter() - started) * 1e3)
 
     async def classify_batch(

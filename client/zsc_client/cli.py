@@ -28,16 +28,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     classify = sub.add_parser(
         "classify", help="rank candidate labels for one or more texts",
-        description="Rank candidate labels for each TEXT ('-' reads one text per line from stdin).",
-        epilog="example: zsc classify --labels '咨询,投诉,建议' '我的快递三天了还没到'",
+        description="Rank candidate labels for each TEXT ('-' reads one text per line from stdin). Scores depend "
+                    "on the served model's mode: an NLI cross-encoder (StructBERT, Hugging Face NLI models) gives "
+                    "entailment probabilities; an embedding model (sentence-transformers, the offline MiniLM demo) "
+                    "gives cosine similarities, from -1 to 1.",
+        epilog="examples: zsc classify --labels 'delivery,billing,praise' 'My parcel is three days late'  "
+               "(the offline MiniLM demo: English)\n"
+               "          zsc classify --labels '咨询,投诉,建议' '我的快递三天了还没到'  (StructBERT: Chinese)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     connection(classify)
     classify.add_argument("--labels", required=True,
-                          help="candidate labels separated by ',' or '，' (e.g. '咨询,投诉,建议')")
+                          help="candidate labels separated by ',' or '，' (e.g. 'delivery,billing,praise')")
     classify.add_argument("--template", default=None,
-                          help="hypothesis template containing {} (default: the server's, '{}')")
+                          help="hypothesis template containing {}, the label's place (default: the served "
+                               "model's, as exported: '{}' for StructBERT and sentence-transformers models, "
+                               "'This example is {}.' for Hugging Face NLI models)")
     classify.add_argument("--multi-label", action="store_true",
-                          help="score each label independently (entailment vs contradiction)")
+                          help="score each label on its own instead of against each other: NLI models score "
+                               "entailment against contradiction per label; embedding models give cosines "
+                               "either way")
     classify.add_argument("--json", action="store_true", help="print JSON (one object per line)")
     classify.add_argument("texts", nargs="+", metavar="TEXT")
 

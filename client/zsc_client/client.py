@@ -59,7 +59,7 @@ class ZeroShotClient:
                 self.model_name, inputs, outputs=requested_outputs(self._module), **self._timeout()
             )
         except Exception as exc:  # noqa: BLE001 - translated to this package's error types
-            raise translate(exc) from exc
+            raise translate(exc, self.url, self.protocol) from exc
         return parse_result(response, text, (time.perf_counter() - started) * 1e3)
 
     def classify_batch(
@@ -83,7 +83,7 @@ class ZeroShotClient:
             try:
                 response = request.get_result()
             except Exception as exc:  # noqa: BLE001
-                raise translate(exc) from exc
+                raise translate(exc, self.url, self.protocol) from exc
             results.append(parse_result(response, text, (time.perf_counter() - started) * 1e3))
         return results
 
@@ -149,7 +149,7 @@ class ZeroShotClient:
                 report[key] = bool(probe())
             except Exception as exc:  # noqa: BLE001
                 report[key] = False
-                report.setdefault("error", str(translate(exc)))
+                report.setdefault("error", str(translate(exc, self.url, self.protocol)))
         return report
 
     def close(self) -> None:

@@ -29,8 +29,30 @@ class ServerUnavailableError(ZeroShotClientError):
     """The server could not be reached, is not ready, or is overloaded."""
 
 
-def translate(exc: BaseException) -> ZeroShotClientError:
-    """Map tritonclient / transport exceptions to this package's types."""
+# what a transport says when nothing, or another protocol's server, answers at the address: no server
+# ("connection refused", "failed to connect"), gRPC sent to an HTTP port ("Socket closed"), HTTP sent to a
+# gRPC port (geventhttpclient's HTTPParseError)
+_NO_SERVER = ("failed to connect", "connection refused", "socket closed", "httpparseerror", "cannot reach",
+              "name or service not known", "connection reset")
+
+
+def connection_hint(url: str, protocol: str) -> str:
+    """Where a client expected which server: appended to a connection error."""
+    other = "http" if protocol == "grpc" else "grpc"
+    return (f" (is a {protocol} server listening at {url}? `make serve` serves gRPC on port 8001 and HTTP on "
+            f"8000; --protocol {other} for the other)")
+
+
+def translate(exc: BaseException, url: str | None = None, protocol: str | None = None) -> ZeroShotClientError:
+    """Map tritonclient / transport exceptions to this package's types; with `url` and `protocol`, a failure
+    to reach a server says which server was expected where."""
+    error = _translate(exc)
+    if url and protocol and any(marker in error.message.lower() for marker in _NO_SERVER):
+        return ServerUnavailableError(error.message + connection_hint(url, protocol), error.status)
+    return error
+
+
+def _translate(exc: BaseException) -> ZeroShotClientError:
     if isinstance(exc, ZeroShotClientError):
         return exc
     if isinstance(exc, InferenceServerException):

@@ -131,3 +131,20 @@ def test_serve_launcher_warns_when_a_cpu_encoder_is_served_beside_a_gpu(structbe
         assert process.wait(timeout=60) == 0
         warning = process.stderr.read()
     assert "warning: 1 GPU(s): NVIDIA H100 80GB HBM3 visible" in warning and "python-ort" in warning
+
+
+def test_a_connection_error_says_which_server_was_expected_where(structbert):
+    """No server at the address, gRPC sent to the HTTP port, HTTP sent to the gRPC port: each a
+    ServerUnavailableError that names the protocol and address and the ports `make serve` uses."""
+    from zsc_client import ServerUnavailableError, ZeroShotClient
+
+    [nothing] = free_ports(1)
+    server = structbert.server
+    for url, protocol in ((f"127.0.0.1:{nothing}", "grpc"), (f"127.0.0.1:{nothing}", "http"),
+                          (server.http_url, "grpc"), (server.grpc_url, "http")):
+        with ZeroShotClient(url, protocol, timeout_s=5) as client, pytest.raises(ServerUnavailableError) as caught:
+            client.classify("我的快递还没到", ["咨询", "投诉"])
+        assert f"is a {protocol} server listening at {url}?" in caught.value.message, caught.value.message
+        assert "gRPC on port 8001 and HTTP on 8000" in caught.value.message
+    done = zsc("classify", "--url", f"127.0.0.1:{nothing}", "--labels", "a,b", "text")
+    assert done.returncode != 0 and "make serve" in done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -251,3 +252,25 @@ def test_an_nli_export_has_no_label_cache_and_names_its_encoder_file(tmp_path, c
     assert preprocess.parameters["label_cache_export_id"].string_value == info["export_id"]
     assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--label-cache-mb", "-1"]) == 1
     assert "--label-cache-mb must be 0 (off) or more" in capsys.readouterr().err
+
+
+def test_every_choice_that_export_help_prints_is_accepted(capsys):
+    from export.cli import build_parser
+
+    parser = build_parser()
+    parser.print_help()
+    printed = capsys.readouterr().out
+    for flag, enum_type in (("--precision", Precision), ("--runtime", Runtime)):
+        for member in enum_type:
+            assert member.value in printed and f"{enum_type.__name__}." not in printed
+            assert getattr(parser.parse_args(["--model", "x", flag, member.value]), flag[2:]) is member
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    ("/nonexistent/model", "/nonexistent/model: no such directory"),
+    ("./nope", "./nope: no such directory"),
+    ("offline-mini", "offline-mini: neither a directory here nor an offline alias (offline-minilm"),
+])
+def test_a_missing_checkpoint_is_named_for_what_it_looks_like(model, message):
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        load_checkpoint(model)

@@ -4,6 +4,7 @@ supervisor's restart policy. A real tritonserver killed and restarted: tests/int
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -101,3 +102,15 @@ def test_a_first_start_that_fails_is_not_retried(capsys):
                             policy=RestartPolicy(failed_start_delay_s=0.01))
     assert supervisor.run() == 1 and NeverReady.starts == 1
     assert "exited with code 1" in capsys.readouterr().err
+
+
+def test_the_ready_lines_example_suits_the_exported_model(tmp_path):
+    from zsc_server.serve import example_request
+
+    (tmp_path / "encoder").mkdir()
+    assert "delivery" in example_request(tmp_path)  # no export.json: English
+    for info, language in (({"layout": "modelscope", "source": "/ckpt"}, "咨询"),
+                           ({"layout": "sentence-transformers", "source": "offline-minilm"}, "delivery"),
+                           ({"layout": "huggingface", "source": "uer/roberta-base-chinese-nli"}, "咨询")):
+        (tmp_path / "encoder" / "export.json").write_text(json.dumps(info))
+        assert language in example_request(tmp_path)
