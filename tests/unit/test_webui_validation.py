@@ -104,3 +104,33 @@ def test_core_client_and_cli_import_without_aiohttp():
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip() == ("zsc: error: the WebUI needs aiohttp: pip install 'zsc-client[webui]' "
                                    "(or: pip install aiohttp)")
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ([], "the body must be a JSON object"),
+    ({"inputs": "t"}, "parameters.candidate_labels is required"),
+    ({"inputs": "t", "parameters": []}, "parameters must be an object"),
+    ({"inputs": "t", "parameters": {"candidate_labels": ["a"], "top_k": 1}}, "unknown parameter 'top_k'"),
+    ({"inputs": "t", "parameters": {"candidate_labels": ["a"]}, "options": {}}, "unknown field 'options'"),
+    ({"inputs": ["t"], "parameters": {"candidate_labels": ["a"]}}, "inputs: must be a string"),
+    ({"inputs": "t", "parameters": {"candidate_labels": []}}, "parameters.candidate_labels: no candidate labels"),
+    ({"inputs": "t", "parameters": {"candidate_labels": ["a"], "hypothesis_template": "no slot"}},
+     "parameters.hypothesis_template: must contain {}"),
+])
+def test_the_hugging_face_shaped_api_names_its_own_fields(body, message):
+    from zsc_client.webui.hf_api import parse_hf_request
+
+    with pytest.raises(RequestError) as refused:
+        parse_hf_request(body)
+    assert refused.value.message.startswith(message) or message in refused.value.message
+
+
+def test_the_hugging_face_shaped_api_maps_to_a_classify_request_and_back():
+    from zsc_client.webui.hf_api import hf_response, parse_hf_request
+
+    request = parse_hf_request({"inputs": "t", "parameters": {"candidate_labels": ["a", "b"],
+                                                              "hypothesis_template": None, "multi_label": True}})
+    assert (request.text, request.labels, request.hypothesis_template, request.multi_label) == ("t", ["a", "b"],
+                                                                                               None, True)
+    result = ClassificationResult(text="t", labels=["b", "a"], scores=[0.75, 0.25], latency_ms=1.0)
+    assert hf_response(result) == [{"label": "b", "score": 0.75}, {"label": "a", "score": 0.25}]

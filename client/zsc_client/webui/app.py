@@ -17,7 +17,9 @@ from aiohttp import web
 from zsc_client.aio import AsyncZeroShotClient
 from zsc_client.errors import InvalidInputError, ServerUnavailableError, ZeroShotClientError
 from zsc_client.request import DEFAULT_MODEL, split_url
+from zsc_client.webui import hf_api
 from zsc_client.webui.validation import (
+    ClassifyRequest,
     RequestError,
     classify_response,
     clean_server_message,
@@ -69,6 +71,7 @@ def create_app(
     app.cleanup_ctx.append(_triton_client)
     app.router.add_get("/", _index)
     app.router.add_post("/api/classify", _classify)
+    app.router.add_post(hf_api.PATH, _classify_hf)
     app.router.add_get("/api/health", _health)
     app.router.add_static("/static", STATIC)
     return app
@@ -123,23 +126,37 @@ async def _read_json(request: web.Request, limit: int) -> object:
 
 
 async def _classify(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
     try:
-        body = parse_classify_request(await _read_json(request, settings.max_body_bytes))
+        body = parse_classify_request(await _read_json(request, request.app[SETTINGS].max_body_bytes))
+        result = await _ask_triton(request.app, body)
     except RequestError as exc:
         return _json_error(exc.status, exc.message, exc.field)
+    return web.json_response(classify_response(body, result), dumps=_dumps)
+
+
+async def _classify_hf(request: web.Request) -> web.Response:
+    """The Hugging Face inference API's zero-shot-classification task (zsc_client.webui.hf_api)."""
     try:
-        result = await request.app[STATE].client.classify(
-            body.text, body.labels, body.hypothesis_template, body.multi_label)
+        body = hf_api.parse_hf_request(await _read_json(request, request.app[SETTINGS].max_body_bytes))
+        result = await _ask_triton(request.app, body)
+    except RequestError as exc:
+        return web.json_response({"error": hf_api.hf_error(exc).message}, status=exc.status, dumps=_dumps)
+    return web.json_response(hf_api.hf_response(result), dumps=_dumps)
+
+
+async def _ask_triton(app: web.Application, body: ClassifyRequest):
+    """Triton's answer, or RequestError with the status and message the caller should get."""
+    settings = app[SETTINGS]
+    try:
+        return await app[STATE].client.classify(body.text, body.labels, body.hypothesis_template, body.multi_label)
     except InvalidInputError as exc:
-        return _json_error(400, clean_server_message(exc.message), field_of_server_message(exc.message))
+        raise RequestError(clean_server_message(exc.message), field_of_server_message(exc.message)) from None
     except ServerUnavailableError as exc:
-        return _json_error(503, f"Triton is not reachable at {settings.address} ({settings.protocol}): "
-                                f"{exc.message}. Is the server running and the {settings.model_name} model ready?")
+        raise RequestError(f"Triton is not reachable at {settings.address} ({settings.protocol}): {exc.message}. "
+                           f"Is the server running and the {settings.model_name} model ready?", status=503) from None
     except ZeroShotClientError as exc:
         log.warning("Triton failed a request: %s", exc.message)
-        return _json_error(502, f"Triton could not answer: {exc.message}")
-    return web.json_response(classify_response(body, result), dumps=_dumps)
+        raise RequestError(f"Triton could not answer: {exc.message}", status=502) from None
 
 
 async def _health(request: web.Request) -> web.Response:
