@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ready in {time.perf_counter() - started:.1f}s: gRPC {server.grpc_url}, "
                   f"HTTP {server.http_url} (log: {log})", flush=True)
             with ZeroShotClient(server.grpc_url) as client:
-                client.classify(texts[0], labels, template)  # warm-up
+                # a text of its own: the first sample's answer would otherwise come from the response cache
+                client.classify(f"warm-up: {texts[0]}", labels, template)
                 print(f"\n== 3. classify ({mode} mode, template {template!r}, labels {labels})")
                 for text in texts:
                     print(format_result(client.classify(text, labels, template)))

@@ -72,14 +72,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def latency_line(result: ClassificationResult) -> str:
+    """The client's round trip, and the time inside Triton: never a cached answer's old time as this one's."""
+    if result.from_cache:
+        return f"round trip {result.latency_ms:.1f} ms (answered from Triton's response cache)"
+    inside = "" if result.server_latency_ms is None else f", inside Triton {result.server_latency_ms:.1f} ms"
+    return f"round trip {result.latency_ms:.1f} ms{inside}"
+
+
 def format_result(result: ClassificationResult) -> str:
     width = max(len(label) for label in result.labels) if result.labels else 0
     lines = [f"text: {result.text}"]
     for label, score in zip(result.labels, result.scores):
         bar = "█" * max(0, round(score * BAR_WIDTH))
         lines.append(f"  {label:<{width}}  {score:8.4f}  {bar}")
-    server = "" if result.server_latency_ms is None else f", server {result.server_latency_ms:.1f} ms"
-    lines.append(f"  latency {result.latency_ms:.1f} ms{server}")
+    lines.append(f"  {latency_line(result)}")
     return "\n".join(lines)
 
 

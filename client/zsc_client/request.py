@@ -24,8 +24,16 @@ class ClassificationResult:
     latency_ms: float  # measured by the client, round trip
     server_latency_ms: float | None = None  # preprocess start to postprocess end, inside Triton
 
+    @property
+    def from_cache(self) -> bool:
+        """Answered from Triton's response cache, as far as a client can tell: a cached answer carries the
+        server time of the request that filled the cache, and when that is longer than this request's whole
+        round trip it cannot be this request's. (A cached answer whose first computation was quicker than
+        this round trip goes unnoticed.)"""
+        return self.server_latency_ms is not None and self.server_latency_ms > self.latency_ms
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self) | {"from_cache": self.from_cache}
 
 
 def split_url(url: str, protocol: str) -> tuple[str, bool]:

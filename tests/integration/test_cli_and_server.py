@@ -34,7 +34,7 @@ def test_cli_classify_table_and_errors(structbert):
     done = zsc("classify", "--url", structbert.server.grpc_url, "--labels", "咨询,投诉", "--multi-label",
                "--template", "这是{}", "你好")
     assert done.returncode == 0, done.stderr
-    assert "咨询" in done.stdout and "latency" in done.stdout
+    assert "咨询" in done.stdout and "round trip" in done.stdout
     bad = zsc("classify", "--url", structbert.server.grpc_url, "--labels", "咨询", "--template", "x", "你好")
     assert bad.returncode == 1
     assert "HYPOTHESIS_TEMPLATE" in bad.stderr

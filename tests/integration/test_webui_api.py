@@ -52,7 +52,9 @@ def test_classify_matches_the_client(structbert, protocol):
     assert body["scores"] == pytest.approx(expected.scores, abs=1e-6)
     assert body["scores"] == sorted(body["scores"], reverse=True)
     assert body["multi_label"] is False and body["hypothesis_template"] is None and body["text"] == TEXT
-    assert body["server_ms"] > 0 and body["triton_ms"] > 0
+    assert body["triton_round_trip_ms"] > 0
+    # the shared server may have answered this text before: then from Triton's response cache, with no time
+    assert body["inside_triton_ms"] > 0 if not body["from_cache"] else body["inside_triton_ms"] is None
 
 
 def test_classify_with_template_and_multi_label(structbert):

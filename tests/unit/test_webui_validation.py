@@ -89,10 +89,24 @@ def test_response_shape():
                                   server_latency_ms=9.87654)
     assert classify_response(request, result) == {
         "text": "你好", "labels": ["投诉", "咨询"], "scores": [0.7, 0.2], "multi_label": True,
-        "hypothesis_template": None, "server_ms": 12.346, "triton_ms": 9.877,
+        "hypothesis_template": None, "triton_round_trip_ms": 12.346, "inside_triton_ms": 9.877, "from_cache": False,
     }
     result.server_latency_ms = None
-    assert classify_response(request, result)["triton_ms"] is None
+    assert classify_response(request, result)["inside_triton_ms"] is None
+
+
+def test_an_answer_from_the_response_cache_is_marked_and_shows_no_old_server_time():
+    """A cached answer carries the server time of the request that filled the cache (71 ms), longer than
+    this request's whole round trip (1 ms): never shown as this request's."""
+    from zsc_client.cli import latency_line
+
+    result = ClassificationResult("t", ["a"], [1.0], latency_ms=1.0, server_latency_ms=71.4)
+    assert result.from_cache and result.to_dict()["from_cache"]
+    assert latency_line(result) == "round trip 1.0 ms (answered from Triton's response cache)"
+    body = classify_response(ClassifyRequest("t", ["a"]), result)
+    assert body["from_cache"] is True and body["inside_triton_ms"] is None
+    fresh = ClassificationResult("t", ["a"], [1.0], latency_ms=12.0, server_latency_ms=9.5)
+    assert not fresh.from_cache and latency_line(fresh) == "round trip 12.0 ms, inside Triton 9.5 ms"
 
 
 def test_core_client_and_cli_import_without_aiohttp():

@@ -114,15 +114,19 @@ def field_of_server_message(message: str) -> str | None:
 
 
 def classify_response(request: ClassifyRequest, result: ClassificationResult) -> dict:
-    """The 200 body: labels and scores as Triton ranked them (highest first) and two latencies."""
+    """The 200 body: labels and scores as Triton ranked them (highest first), the WebUI server's round trip
+    to Triton and the time inside Triton."""
     return {
         "text": result.text,
         "labels": result.labels,
         "scores": result.scores,
         "multi_label": request.multi_label,
         "hypothesis_template": request.hypothesis_template,
-        "server_ms": round(result.latency_ms, 3),  # the WebUI backend's wait for Triton, round trip
-        "triton_ms": None if result.server_latency_ms is None else round(result.server_latency_ms, 3),
+        "triton_round_trip_ms": round(result.latency_ms, 3),  # the WebUI server's wait for Triton
+        # inside Triton; none for an answer from Triton's response cache, which carries another request's time
+        "inside_triton_ms": None if result.server_latency_ms is None or result.from_cache
+        else round(result.server_latency_ms, 3),
+        "from_cache": result.from_cache,
     }
 
 

@@ -106,7 +106,8 @@ async function readBody(response) {
 }
 
 function showResult(entry) {
-  const { labels, scores, multi_label: multiLabel, server_ms: serverMs, triton_ms: tritonMs } = entry.response;
+  const { labels, scores, multi_label: multiLabel, triton_round_trip_ms: serverMs, inside_triton_ms: tritonMs,
+          from_cache: fromCache } = entry.response;
   // Triton already ranks them; sorting again keeps the chart right whatever produced the answer
   const ranked = labels.map((label, i) => ({ label, score: scores[i] })).sort((a, b) => b.score - a.score);
   const bars = $("bars");
@@ -132,6 +133,7 @@ function showResult(entry) {
   $("latency-server").textContent = formatMs(serverMs);
   $("latency-triton").textContent = formatMs(tritonMs);
   $("latency-triton-part").hidden = tritonMs === null || tritonMs === undefined;
+  $("latency-cached").hidden = !fromCache;
   $("result-empty").hidden = true;
   $("result").hidden = false;
 }
