@@ -135,15 +135,15 @@ bench-label-cache: setup ## embedding mode (offline MiniLM): req/s and p50 with 
 bench-overhead: setup ## the ensemble's own cost on a tiny model: p50 floor at one request, requests/s ceiling and CPU per request
 	$(PY) -m loadtest.overhead
 
-# loadtest-compare: the random checkpoint's shape (base, or large: the seed's model), our precisions,
+# loadtest-compare: the random checkpoint's shape (base, or large: the reference deployment's model), our precisions,
 # label-count weights (e.g. 3:1,4:1,5:1), which baselines ('' for none), more flags (--cached-run ...)
 SHAPE ?= base
 PRECISIONS ?= fp32,int8
 LABEL_MIX ?=
-BASELINES ?= seed-modelscope,seed-huggingface
+BASELINES ?= reference-modelscope,reference-huggingface
 COMPARE_ARGS ?=
 
-loadtest-compare: setup setup-modelscope ## ours (fp32, int8) vs the seed stack (ModelScope / HF pipelines behind Flask), same model and inputs, distinct requests [USERS DURATION SHAPE PRECISIONS LABEL_MIX BASELINES DISTINCT COMPARE_ARGS]
+loadtest-compare: setup setup-modelscope ## ours (fp32, int8) vs the reference deployment (ModelScope / HF pipelines behind Flask), same model and inputs, distinct requests [USERS DURATION SHAPE PRECISIONS LABEL_MIX BASELINES DISTINCT COMPARE_ARGS]
 	$(PY) -m loadtest.compare --users $(USERS) --duration $(DURATION) --shape $(SHAPE) --precisions $(PRECISIONS) \
 		$(if $(LABEL_MIX),--label-mix $(LABEL_MIX)) --baselines "$(BASELINES)" $(DISTINCT_ARG) \
 		--baseline-python $(MS_VENV)/bin/python $(COMPARE_ARGS)

@@ -1,11 +1,11 @@
-"""Our Triton deployment against the seed's stack, same checkpoint, same inputs, same Locust scenario,
+"""Our Triton deployment against the reference deployment, same checkpoint, same inputs, same Locust scenario,
 one machine, one run (make loadtest-compare):
 
   1. a random-weight checkpoint in the StructBERT-base (or -large) shape (ModelScope layout, and the same
      weights in Hugging Face layout): the comparison is about serving, not about the model;
   2. ours, at each of --precisions: fp32 (ONNX FP32) and int8 (the same graph with INT8 weights,
      export/onnx2int8.py), exported and served by tritonserver, driven over HTTP (KServe v2 JSON);
-  3. the seed stack: ModelScope's zero-shot pipeline behind Flask, one request at a time;
+  3. the reference deployment: ModelScope's zero-shot pipeline behind Flask, one request at a time;
   4. the Hugging Face zero-shot pipeline served the same way.
 Requests are distinct (--no-distinct to turn it off): every text ends in a unique whitespace tag that
 the tokenizers drop, so no request repeats and Triton's response cache answers none of them, while
@@ -18,7 +18,7 @@ comparison.md (conditions, ratios, full tables, plots) in loadtest/results/compa
 examples:
   python -m loadtest.compare --users 1,5,10 --duration 60s             # base shape: fp32 and int8 vs both pipelines
   python -m loadtest.compare --shape large --precisions int8 --users 1 --label-mix 3:1,4:1,5:1 \\
-      --baselines seed-modelscope                                        # the seed's model shape, 3-5 labels
+      --baselines reference-modelscope        # the reference deployment's model shape, 3-5 labels
 """
 
 from __future__ import annotations
@@ -42,13 +42,13 @@ from loadtest.run import run as run_loadtest
 from zsc_server.triton_process import TritonServer, free_ports
 
 HERE = Path(__file__).resolve().parent
-BASELINES = {"seed-modelscope": "modelscope", "seed-huggingface": "huggingface"}
+BASELINES = {"reference-modelscope": "modelscope", "reference-huggingface": "huggingface"}
 PRECISIONS = ("fp32", "int8")
-# The seed project's own figures for its model (StructBERT-large), as its README reports them; not
+# The reference deployment's own figures for its model (StructBERT-large), as its README reports them; not
 # measured here, shown beside ours for the large shape.
-SEED_FIGURES = (
-    ("seed stack on a T4 GPU", "180 ms mean, one user"),
-    ("seed stack on CPU", "1,200 ms+ mean, timeouts, under 60% success at 5 users"),
+REFERENCE_FIGURES = (
+    ("reference deployment on a T4 GPU", "180 ms mean, one user"),
+    ("reference deployment on CPU", "1,200 ms+ mean, timeouts, under 60% success at 5 users"),
 )
 
 
@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", default="60s", help="per user count and setup (Locust syntax)")
     parser.add_argument("--shape", choices=["tiny", "base", "large"], default="base",
                         help="encoder shape of the random checkpoint: base = StructBERT-base (12 layers, 768), "
-                             "large = StructBERT-large, the seed's model (24 layers, 1024) (default: %(default)s)")
+                             "large = StructBERT-large, the reference deployment's model (24 layers, 1024) "
+                             "(default: %(default)s)")
     parser.add_argument("--precisions", default=",".join(PRECISIONS),
                         help="our encoder precisions, each exported and measured (default: %(default)s); int8's "
                              "accuracy gate only reports here: random weights cannot show accuracy")
@@ -178,7 +179,7 @@ def export_ours(args, checkpoint: Path, precision: str) -> Path:
 def compare(args, precisions: list[str], baselines: list[str],
             folder: Path) -> tuple[list[report.ResultSet], list[report.ResultSet]]:
     print(f"[compare] {args.shape}-shape random checkpoint in {args.work}", flush=True)
-    modelscope_dir, huggingface_dir = prepare_checkpoints(args.work, args.shape, "seed-huggingface" in baselines)
+    modelscope_dir, huggingface_dir = prepare_checkpoints(args.work, args.shape, "reference-huggingface" in baselines)
 
     ours = []
     for number, precision in enumerate(precisions):
@@ -253,8 +254,9 @@ def gate_sentence(info: dict) -> str:
             f"{'within' if gate['passed'] else 'outside'} the export's limits")
 
 
-def seed_figures_table(ours: list[report.ResultSet]) -> str:
-    rows = [[setup, figure, "the seed project's README (not measured here)"] for setup, figure in SEED_FIGURES]
+def reference_figures_table(ours: list[report.ResultSet]) -> str:
+    rows = [[setup, figure, "the reference deployment's README (not measured here)"]
+            for setup, figure in REFERENCE_FIGURES]
     for result in ours:
         if 1 in result.rows:
             row = result.rows[1]
@@ -272,11 +274,11 @@ def render(ours: list[report.ResultSet], theirs: list[report.ResultSet], args) -
     labels = f"{args.label_mode} label mode" + (f", label mix {args.label_mix}" if args.label_mix else "")
     names = {r.meta["target"] for r in theirs}
     layouts = ("ModelScope layout for ours and the ModelScope pipeline; the same weights in Hugging Face layout "
-               "for the HF pipeline" if "seed-huggingface" in names else "ModelScope layout")
+               "for the HF pipeline" if "reference-huggingface" in names else "ModelScope layout")
     baselines = (f"{', '.join(sorted(names))}: one pipeline behind Flask, one request at a time, FP32" if theirs
                  else "none in this run")
     lines = [
-        f"# Triton deployment vs the seed stack ({args.shape} shape)",
+        f"# Triton deployment vs the reference deployment ({args.shape} shape)",
         "",
         f"Model: random weights in the StructBERT-{args.shape} shape ({layouts}), max length "
         f"{first['max_length']}. Ours: {first['runtime']}, {' and '.join(precisions)}, sequence buckets "
@@ -291,7 +293,7 @@ def render(ours: list[report.ResultSet], theirs: list[report.ResultSet], args) -
     ]
     if theirs:
         for result in sorted(measured, key=lambda r: r.meta["precision"] != "int8"):
-            lines += ["", f"## Ours ({result.meta['precision']}) vs the seed stack", "",
+            lines += ["", f"## Ours ({result.meta['precision']}) vs the reference deployment", "",
                       report.comparison_table(result, theirs)]
     by_precision = {r.meta["precision"]: r for r in measured}
     if {"fp32", "int8"} <= set(by_precision):
@@ -303,7 +305,7 @@ def render(ours: list[report.ResultSet], theirs: list[report.ResultSet], args) -
                   "a real model; see docs/models-and-export.md, INT8 on CPU."]
     lines += ["", "## Answers from the response cache", "", cache_table(ours + theirs)]
     if args.shape == "large":
-        lines += ["", "## Beside the seed's own figures", "", seed_figures_table(measured)]
+        lines += ["", "## Beside the reference deployment's own figures", "", reference_figures_table(measured)]
     lines += ["", report.render(ours + theirs, report.load_prices(report.DEFAULT_PRICES), 200.0).replace(
         "# Load-test report", "## Full tables")]
     return "\n".join(lines)

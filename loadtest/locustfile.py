@@ -1,9 +1,9 @@
-"""Locust scenario for the zero-shot ensemble on Triton, and for the seed's stack as a baseline.
+"""Locust scenario for the zero-shot ensemble on Triton, and for the reference deployment as a baseline.
 
 User classes (pick one or more on the command line; `python -m loadtest.run` does):
   TritonHttpUser   KServe v2 JSON: POST /v2/models/zero_shot/infer
   TritonGrpcUser   tritonclient gRPC through zsc_client (gevent-compatible), reported to Locust
-  SeedFlaskUser    POST /classify on the baseline Flask apps (loadtest/baselines/flask_app.py)
+  ReferenceFlaskUser    POST /classify on the baseline Flask apps (loadtest/baselines/flask_app.py)
 
 Every answer is checked against the request it answers (loadtest.workload.answer_problem); a wrong
 answer counts as a failure, not only an error status.
@@ -157,8 +157,8 @@ class TritonGrpcUser(WorkloadUser):
         )
 
 
-class SeedFlaskUser(JsonEndpointUser):
-    """The seed's stack: one pipeline behind Flask, `POST /classify` with JSON."""
+class ReferenceFlaskUser(JsonEndpointUser):
+    """The reference deployment's stack: one pipeline behind Flask, `POST /classify` with JSON."""
 
     path, name = "/classify", "classify [flask]"
 

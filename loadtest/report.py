@@ -1,4 +1,4 @@
-"""Merge load-test results folders (any number: several GPU types, runtimes, baselines) into the seed's
+"""Merge load-test results folders (any number: several GPU types, runtimes, baselines) into the reference deployment's
 tables, plots and a recommendation matrix.
 
   python -m loadtest.report loadtest/results/FOLDER [FOLDER ...] [--out DIR] [--prices loadtest/prices.json]

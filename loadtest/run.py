@@ -37,7 +37,7 @@ from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, TRITON_INFER, Workl
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 RESULTS = Path(__file__).resolve().parent / "results"
-USER_CLASSES = {"http": "TritonHttpUser", "grpc": "TritonGrpcUser", "flask": "SeedFlaskUser"}
+USER_CLASSES = {"http": "TritonHttpUser", "grpc": "TritonGrpcUser", "flask": "ReferenceFlaskUser"}
 
 
 class LoadTestError(RuntimeError):
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="http://127.0.0.1:8000",
                         help="Triton's HTTP endpoint (or a baseline's, with --protocol flask)")
     parser.add_argument("--protocol", choices=sorted(USER_CLASSES), default="grpc",
-                        help="grpc / http: Triton; flask: the seed-stack baselines (default: grpc)")
+                        help="grpc / http: Triton; flask: the reference-deployment baselines (default: grpc)")
     parser.add_argument("--grpc-url", default="", help="Triton gRPC host:port (default: --host's host, port 8001)")
     parser.add_argument("--metrics-url", default="",
                         help="Triton's Prometheus endpoint (default: --host's host, port 8002; 'none' to skip)")

@@ -171,5 +171,5 @@ def kserve_body(request: ClassifyRequest) -> dict:
 
 
 def flask_body(request: ClassifyRequest) -> dict:
-    """The request as the seed-stack baselines take it (loadtest/baselines/flask_app.py)."""
+    """The request as the reference-deployment baselines take it (loadtest/baselines/flask_app.py)."""
     return {"text": request.text, "labels": list(request.labels), "multi_label": request.multi_label}

@@ -1,5 +1,5 @@
-"""The seed's serving stack, measured as a baseline: one zero-shot pipeline behind a small Flask
-endpoint, one request at a time (Flask's development server with threading off, as the seed's WebUI
+"""The reference deployment's serving stack, measured as a baseline: one zero-shot pipeline behind a small Flask
+endpoint, one request at a time (Flask's development server with threading off, as the reference deployment's WebUI
 runs it).
 
   POST /classify  {"text": "...", "labels": ["...", ...], "multi_label": false}

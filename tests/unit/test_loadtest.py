@@ -213,7 +213,7 @@ def test_report_cli_writes_into_the_folder(two_gpus, tmp_path, capsys):
 
 def test_comparison_table_states_ratios(two_gpus):
     h100, t4 = two_gpus
-    t4.meta["target"] = "seed-modelscope"
+    t4.meta["target"] = "reference-modelscope"
     table = report.comparison_table(h100, [t4])
     assert "| 10 | 400.0 | 30 | 100.0% | 60.0 | 250 | 99.0% | 6.67 | 8.33 |" in table
 
@@ -343,7 +343,7 @@ def compare_results(tmp_path, shape="base") -> tuple[list[report.ResultSet], lis
 
     fp32 = setup("triton-fp32", "fp32", {1: (300, 0, 170.0, 270.0, 5.9), 5: (300, 0, 800.0, 1600.0, 5.0)}, 0)
     int8 = setup("triton-int8", "int8", {1: (900, 0, 60.0, 90.0, 17.7), 5: (900, 0, 280.0, 400.0, 15.0)}, 0)
-    theirs = setup("seed-modelscope", "fp32", {1: (260, 0, 190.0, 300.0, 5.2), 5: (280, 0, 870.0, 1200.0, 5.0)})
+    theirs = setup("reference-modelscope", "fp32", {1: (260, 0, 190.0, 300.0, 5.2), 5: (280, 0, 870.0, 1200.0, 5.0)})
     work = tmp_path / "work"
     for precision, gate in (("fp32", None), ("int8", {"max_abs_delta": 0.03, "mean_abs_delta": 0.005,
                                                       "top1_agreement": 1.0, "top1_strict": 0.9, "requests": 48,
@@ -363,13 +363,14 @@ def test_comparison_puts_precisions_cache_counts_and_the_gate_side_by_side(tmp_p
     ours, theirs, args = compare_results(tmp_path)
     markdown = compare.render(ours, theirs, args)
     assert "**Distinct requests**" in markdown and "Ours: python-ort, fp32 and int8" in markdown
-    assert markdown.index("## Ours (int8) vs the seed stack") < markdown.index("## Ours (fp32) vs the seed stack")
+    assert (markdown.index("## Ours (int8) vs the reference deployment")
+            < markdown.index("## Ours (fp32) vs the reference deployment"))
     assert "| 5 | 15.0 | 400 | 100.0% | 5.0 | 1,200 | 100.0% | 3.00 | 3.00 |" in markdown  # int8 vs ModelScope
     assert "| 5 | 5.0 | 15.0 | 3.00 | 800 | 280 | 1,600 | 400 | 4.00 |" in markdown  # INT8 vs FP32
     assert "| triton-int8 | distinct | 5 | 900 | 0 (0.0%) |" in markdown
-    assert "| seed-modelscope | distinct | 1 | 260 | n/a (no cache) |" in markdown
+    assert "| reference-modelscope | distinct | 1 | 260 | n/a (no cache) |" in markdown
     assert "top-1 agreement 100.0% (90.0% strict) on 48 requests: within the export's limits" in markdown
-    assert "Random weights cannot show accuracy" in markdown and "seed's own figures" not in markdown
+    assert "Random weights cannot show accuracy" in markdown and "reference deployment's own figures" not in markdown
 
 
 def test_large_shape_comparison_shows_the_seeds_figures_and_no_baseline(tmp_path):
@@ -378,7 +379,7 @@ def test_large_shape_comparison_shows_the_seeds_figures_and_no_baseline(tmp_path
     ours, _, args = compare_results(tmp_path, shape="large")
     markdown = compare.render(ours[1:], [], args)
     assert "Baselines: none in this run" in markdown and "## Ours (int8) vs" not in markdown
-    assert "| seed stack on a T4 GPU | 180 ms mean, one user |" in markdown
+    assert "| reference deployment on a T4 GPU | 180 ms mean, one user |" in markdown
     assert "| ours, int8, CPU AMD EPYC (2 cores) | 60 ms mean, P95 90 ms, one user, 100.0% success | this run |" \
         in markdown
 
