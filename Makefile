@@ -30,8 +30,22 @@ WARM_LABELS ?=
 .PHONY: help setup setup-modelscope export serve demo test lint clean up down loadtest loadtest-compare webui bench soak \
 	bench-overhead bench-label-cache gpu-bundle gpu-rehearsal gpu-run
 
+# `make help` lists the targets in these groups (tests/unit/test_docs.py: every documented target in one)
+HELP_EVERYDAY := demo setup export serve webui test lint clean help
+HELP_MEASURE := bench bench-overhead bench-label-cache loadtest loadtest-compare soak perf perf-tools perf-vs-bench \
+	setup-modelscope setup-model-analyzer analyze
+HELP_GPU_DEPLOY := gpu-bundle gpu-rehearsal gpu-run up down
+
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-17s %s\n", $$1, $$2}'
+	@echo "Defaults (set any as VAR=value): MODEL=$(MODEL) REPOSITORY=$(REPOSITORY) HOST=$(HOST)" \
+		"HTTP_PORT=$(HTTP_PORT) GRPC_PORT=$(GRPC_PORT) METRICS_PORT=$(METRICS_PORT) MAX_LENGTH=$(MAX_LENGTH)"
+	@for group in "Everyday:$(HELP_EVERYDAY)" "Benchmarks and load tests:$(HELP_MEASURE)" \
+			"GPU hosts and deployment:$(HELP_GPU_DEPLOY)"; do \
+		echo; echo "$${group%%:*}"; \
+		for target in $${group#*:}; do \
+			grep -E "^$$target:.*## " $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-21s %s\n", $$1, $$2}'; \
+		done; \
+	done
 
 $(VENV)/.installed: requirements.txt pyproject.toml client/pyproject.toml
 	$(PYTHON_BOOT) -m venv $(VENV)

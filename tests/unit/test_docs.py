@@ -160,3 +160,12 @@ def test_the_checks_find_what_is_broken(tmp_path):
     makefile = tmp_path / "Makefile"
     makefile.write_text("X ?= 1\nY := 2\n.PHONY: a\na b: c ## two\n$(V)/.x: y\n\tmake inner\nc:\n")
     assert makefile_targets(makefile) == {"a", "b", "c"}
+
+
+def test_make_help_lists_every_documented_target_in_exactly_one_group():
+    text = (ROOT / "Makefile").read_text(encoding="utf-8").replace("\\\n", " ")
+    documented = set(re.findall(r"^([a-z][a-z-]*):.*## ", text, re.M))
+    groups = [set(re.search(rf"^{name} := (.*)$", text, re.M).group(1).split())
+              for name in ("HELP_EVERYDAY", "HELP_MEASURE", "HELP_GPU_DEPLOY")]
+    listed = [target for group in groups for target in group]
+    assert sorted(listed) == sorted(documented), "make help's groups and the documented targets differ"
