@@ -78,7 +78,7 @@ def test_translate_errors():
 
 def test_format_result():
     text = format_result(ClassificationResult("t", ["投诉", "咨询"], [0.75, 0.25], 12.3, 4.5))
-    assert "投诉" in text.splitlines()[1] and "0.7500" in text and "server 4.5 ms" in text
+    assert "投诉" in text.splitlines()[1] and "0.7500" in text and "round trip 12.3 ms, inside Triton 4.5 ms" in text
 
 
 @pytest.mark.parametrize("error", [
