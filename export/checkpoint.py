@@ -24,6 +24,7 @@ from transformers.utils import logging as hf_logging
 
 from export.errors import CheckpointError, DownloadError
 from export.tokenizer import TokenizerFacts, bert_vocab_facts, tokenizer_facts
+from zsc_server.encoder_limits import EncoderLimits
 from zsc_server.settings import ENCODER_INPUTS, ScoringMode
 
 hf_logging.set_verbosity_error()  # our one-line summaries replace transformers' per-key load report
@@ -67,6 +68,16 @@ class LoadedCheckpoint:
     @property
     def model_type(self) -> str:
         return self.module.model.config.model_type
+
+    def encoder_limits(self, max_length: int) -> EncoderLimits:
+        """What a request to the served encoder may hold: `max_length` tokens per row, ids its embeddings
+        have rows for."""
+        model = self.module.model
+        base = getattr(model, "base_model", model)
+        type_embeddings = getattr(getattr(base, "embeddings", None), "token_type_embeddings", None)
+        return EncoderLimits(max_sequence_length=max_length,
+                             vocab_size=int(model.get_input_embeddings().num_embeddings),
+                             type_vocab_size=int(type_embeddings.num_embeddings) if type_embeddings is not None else 1)
 
 
 class EncoderOutput(torch.nn.Module):

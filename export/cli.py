@@ -37,7 +37,6 @@ from export.tokenizer import write_tokenizer_json
 from export.torch2onnx import Precision, export_onnx
 from export.validate import ValidationReport, sample_batches, validate_onnx, validate_outputs
 from zsc_server.admission import AdmissionSettings
-from zsc_server.encoder_limits import EncoderLimits
 from zsc_server.gpus import describe, visible_gpus
 from zsc_server.label_cache import DEFAULT_BUDGET_MIB, LabelCacheSettings
 from zsc_server.onnx_encoder import OnnxEncoder
@@ -320,7 +319,8 @@ def run(args: argparse.Namespace) -> None:
                 info["int8_agreement"] = report.int8_agreement
             for config in (
                 preprocess_config(scoring, serving, label_cache),
-                encoder_config(scoring, serving, ckpt.output_name, _output_width(ckpt), encoder_limits(ckpt, scoring)),
+                encoder_config(scoring, serving, ckpt.output_name, _output_width(ckpt),
+                               ckpt.encoder_limits(scoring.max_length)),
                 postprocess_config(scoring, serving),
                 ensemble_config(ckpt.output_name, served_export_info(args.model, info),
                                 encoder_inputs=scoring.encoder_inputs),
@@ -536,16 +536,6 @@ def served_export_info(model: str, info: dict) -> dict[str, str]:
     the server does not publish paths of the machine that exported it."""
     shown = dict(info, source=Path(model).name if Path(model).exists() else model)
     return {key: str(shown[key]) for key in ("source", "precision", "runtime", "mode", "max_length")}
-
-
-def encoder_limits(ckpt, scoring: ScoringSettings) -> EncoderLimits:
-    """What a request to the encoder may hold: the export's max length, ids its embeddings have rows for."""
-    model = ckpt.module.model
-    type_embeddings = getattr(getattr(getattr(model, "base_model", model), "embeddings", None),
-                              "token_type_embeddings", None)
-    return EncoderLimits(max_sequence_length=scoring.max_length,
-                         vocab_size=int(model.get_input_embeddings().num_embeddings),
-                         type_vocab_size=int(type_embeddings.num_embeddings) if type_embeddings is not None else 1)
 
 
 def _output_width(ckpt) -> int:
