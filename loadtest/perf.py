@@ -342,7 +342,8 @@ def run(args) -> tuple[Path, list[dict], str]:
     error, levels_done = "", []
     try:
         served = read_served_export_info(f"http://{target.http_url}")
-        sampler = Workload.load(args.workload).sampler(args.label_mode, "", "", seed=args.seed)
+        # tagged (distinct=True): no request of this run repeats one another run sent to the same server
+        sampler = Workload.load(args.workload).sampler(args.label_mode, "", "", seed=args.seed, distinct=True)
         settings = settings_from(args, args.protocol)
         meta = run_meta(args, served, sampler, tool, settings, server is not None)
         folder = results_folder(args.out, "perf", meta)

@@ -129,7 +129,7 @@ def run(args) -> tuple[Path, list[dict]]:
         served = read_served_export_info(f"http://{target.http_url}")
         score_kind = "cosine" if served.get("mode") == "embedding" else "probabilities"
         workload = Workload.load(args.workload)
-        perf_sampler = workload.sampler(args.label_mode, "", "", seed=args.seed)
+        perf_sampler = workload.sampler(args.label_mode, "", "", seed=args.seed, distinct=True)
         settings = perf.settings_from(args, "grpc")
         meta = perf.run_meta(args, served, perf_sampler, tool, settings, server is not None)
         meta["bench"] = (f"closed-loop asyncio gRPC client (zsc_client), {args.duration_s:g} s per level after "
@@ -137,7 +137,8 @@ def run(args) -> tuple[Path, list[dict]]:
         folder = perf.results_folder(args.out, "perf-vs-bench", meta)
         sweep = perf.PerfSweep(tool, target, settings, perf_sampler, score_kind, folder)
         # the same mix for both clients, and no request of one repeats any of the other's
-        bench_sampler = UnrepeatedSampler(workload.sampler(args.label_mode, "", "", seed=args.seed + 1), sweep.seen)
+        bench_sampler = UnrepeatedSampler(workload.sampler(args.label_mode, "", "", seed=args.seed + 1,
+                                                           distinct=True), sweep.seen)
         for level in levels:
             bench_levels.append(measure_bench(target.grpc_url, target.metrics_url, level, bench_sampler,
                                               score_kind, args))
