@@ -23,6 +23,7 @@ forwarder costs the same). The receive bound on decompressed messages is grpcio'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 from collections.abc import AsyncIterator
@@ -153,44 +154,50 @@ class GrpcFront(FrontThread):
         return self._channel
 
     async def forward_unary(self, method: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        self._count("received")
-        channel = self._upstream()
-        call = channel.unary_unary(method)(
-            request, metadata=forwarded_metadata(context.invocation_metadata()), timeout=context.time_remaining())
-        task = asyncio.current_task()
-        self._active.add(task)
-        try:
-            response = await call
-        except grpc.aio.AioRpcError as error:
-            await self._answer_failure(channel, error, context)
-        finally:
-            self._active.discard(task)
-            call.cancel()  # when the caller cancelled, or the drain bound cut it: a no-op once the call is done
+        channel, call = self._call(lambda upstream: upstream.unary_unary(method), request, context)
+        with self._in_flight(call):
+            try:
+                response = await call
+            except grpc.aio.AioRpcError as error:
+                await self._answer_failure(channel, error, context)
         self._count("forwarded")
         await self._pass_metadata(call, context)
         return response
 
     async def forward_stream(self, method: str, requests: AsyncIterator[bytes],
                              context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        channel, call = self._call(lambda upstream: upstream.stream_stream(method), requests, context)
+        with self._in_flight(call):
+            try:
+                initial = forwarded_metadata(await call.initial_metadata())
+                if initial:
+                    await context.send_initial_metadata(initial)
+                async for response in call:
+                    yield response
+            except grpc.aio.AioRpcError as error:
+                await self._answer_failure(channel, error, context)
+        self._count("forwarded")
+        context.set_trailing_metadata(forwarded_metadata(await call.trailing_metadata()))
+
+    def _call(self, multi_callable, payload, context: grpc.aio.ServicerContext):
+        """(channel, call): the caller's RPC started upstream with its metadata and deadline."""
         self._count("received")
         channel = self._upstream()
-        call = channel.stream_stream(method)(
-            requests, metadata=forwarded_metadata(context.invocation_metadata()), timeout=context.time_remaining())
+        call = multi_callable(channel)(payload, metadata=forwarded_metadata(context.invocation_metadata()),
+                                       timeout=context.time_remaining())
+        return channel, call
+
+    @contextlib.contextmanager
+    def _in_flight(self, call):
+        """This handler is in flight (stop() drains it) while `call` runs; then the call is cancelled: when the
+        caller cancelled, or the drain bound cut it (a no-op once the call is done)."""
         task = asyncio.current_task()
         self._active.add(task)
         try:
-            initial = forwarded_metadata(await call.initial_metadata())
-            if initial:
-                await context.send_initial_metadata(initial)
-            async for response in call:
-                yield response
-        except grpc.aio.AioRpcError as error:
-            await self._answer_failure(channel, error, context)
+            yield
         finally:
             self._active.discard(task)
             call.cancel()
-        self._count("forwarded")
-        context.set_trailing_metadata(forwarded_metadata(await call.trailing_metadata()))
 
     async def _pass_metadata(self, call: grpc.aio.UnaryUnaryCall, context: grpc.aio.ServicerContext) -> None:
         initial, trailing = await call.initial_metadata(), await call.trailing_metadata()

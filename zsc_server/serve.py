@@ -136,9 +136,9 @@ def server_for(args: argparse.Namespace) -> TritonServer:
     """A TritonServer as the launcher's parsed command line describes it: its HTTP API (and gRPC, with
     --front on) on free loopback ports when a front stands on the public one."""
     http_private, grpc_private = args.front != "off", args.front == "on"
-    http_port, grpc_port = free_ports(2)
-    return TritonServer(args.repository, http_port if http_private else args.http_port,
-                        grpc_port if grpc_private else args.grpc_port, args.metrics_port, args.host,
+    private_ports = iter(free_ports(http_private + grpc_private))
+    return TritonServer(args.repository, next(private_ports) if http_private else args.http_port,
+                        next(private_ports) if grpc_private else args.grpc_port, args.metrics_port, args.host,
                         revivable=args.revive, gpu_metrics=args.gpu_metrics,
                         http_host="127.0.0.1" if http_private else None,
                         grpc_host="127.0.0.1" if grpc_private else None,

@@ -161,7 +161,6 @@ def watch(server: TritonServer, interval_s: float, stopping, on_reload=None) -> 
     reviver = Reviver(server.http_url, server.admin_secret, pid) if server.revivable else None
     # stubs per model once ready: fewer alive later means some died, also one that died during a reload
     expected, failures, next_probe = Counter(stub_models(pid).values()), 0, time.monotonic() + interval_s
-    restrict_regions(server.shm_prefix)
     while not stopping():
         try:
             return server.process.wait(timeout=min(interval_s, STUB_CHECK_S) if interval_s > 0 else STUB_CHECK_S)
