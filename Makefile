@@ -27,14 +27,14 @@ SERVE_ARGS ?=
 WARM_LABELS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-modelscope export serve demo test lint clean up down loadtest loadtest-compare webui bench soak \
+.PHONY: help setup setup-modelscope export serve demo test lint clean up down compose-smoke wheelhouse base-image loadtest loadtest-compare webui bench soak \
 	bench-overhead bench-label-cache gpu-bundle gpu-rehearsal gpu-run
 
 # `make help` lists the targets in these groups (tests/unit/test_docs.py: every documented target in one)
 HELP_EVERYDAY := demo setup export serve webui test lint clean help
 HELP_MEASURE := bench bench-overhead bench-label-cache loadtest loadtest-compare soak perf perf-tools perf-vs-bench \
 	setup-modelscope setup-model-analyzer analyze
-HELP_GPU_DEPLOY := gpu-bundle gpu-rehearsal gpu-run up down
+HELP_GPU_DEPLOY := gpu-bundle gpu-rehearsal gpu-run up down compose-smoke wheelhouse base-image
 
 help: ## list the targets
 	@echo "Defaults (set any as VAR=value): MODEL=$(MODEL) REPOSITORY=$(REPOSITORY) HOST=$(HOST)" \
@@ -73,14 +73,16 @@ COMPOSE ?= docker compose
 # A TensorRT engine must be built by the TensorRT that serves it: without TensorRT here, the export
 # runs in the compose `export` container (NGC 25.07, the Triton image's TensorRT), then hands the
 # files back to the calling user.
-export: setup ## export MODEL (dir or hub id) into model_repository/ [PRECISION RUNTIME GPU MAX_LENGTH LABEL_CACHE_MB]
+export: setup ## export MODEL (dir or hub id) into model_repository/, and pick the compose stack that serves it in .env [PRECISION RUNTIME GPU MAX_LENGTH LABEL_CACHE_MB]
 	@if [ "$(RUNTIME)" = tensorrt ] && ! $(PY) -c 'import tensorrt' 2>/dev/null; then \
-		echo "TensorRT is not installed here: exporting in the compose 'export' container"; \
-		$(COMPOSE) --profile export run --rm export $(EXPORT_ARGS) && \
-		$(COMPOSE) --profile export run --rm --entrypoint chown export -R $$(id -u):$$(id -g) $(REPOSITORY); \
+		echo "TensorRT is not installed here: exporting in the compose 'export' container (GPU stack)"; \
+		$(COMPOSE) -f docker-compose.yml -f deploy/compose.gpu.yml --profile export run --rm export $(EXPORT_ARGS) && \
+		$(COMPOSE) -f docker-compose.yml -f deploy/compose.gpu.yml --profile export run --rm --entrypoint chown \
+			export -R $$(id -u):$$(id -g) $(REPOSITORY); \
 	else \
 		$(PY) -m export $(EXPORT_ARGS); \
 	fi
+	@$(PY) -m export.compose_env --repository $(REPOSITORY)
 
 serve: setup ## run tritonserver on model_repository/ in the foreground [HTTP_PORT GRPC_PORT METRICS_PORT HOST WARM_LABELS SERVE_ARGS]
 	$(PY) -m zsc_server.serve --repository $(REPOSITORY) --host $(HOST) \
@@ -207,12 +209,23 @@ analyze: setup perf-tools setup-model-analyzer ## Model Analyzer quick search on
 		--max-concurrency $(ANALYZE_MAX_CONCURRENCY) --max-instances $(ANALYZE_MAX_INSTANCES) \
 		$(if $(ANALYZE_LATENCY_BUDGET_MS),--latency-budget-ms $(ANALYZE_LATENCY_BUDGET_MS))
 
-up: ## start the GPU compose stack (Triton on :8000/:8001/:8002) on the exported repository
+up: ## start the compose stack that .env names (make export writes it: CPU or GPU) on the exported repository
 	@test -f $(REPOSITORY)/zero_shot/config.pbtxt || { echo "No exported model in $(REPOSITORY)/: run 'make export' first"; exit 1; }
 	$(COMPOSE) up -d --build --wait triton
 
-down: ## stop the compose stack
+down: ## stop the compose stack (every profile), keeping its volumes
 	$(COMPOSE) --profile export --profile monitoring --profile loadtest --profile webui down
+
+# Offline image builds (python -m deploy.images --help): a Debian base made with debootstrap, the wheels
+# downloaded on this host; `make compose-smoke` builds every image from them with no network in the build.
+base-image: setup ## the Debian base image for offline builds (debootstrap from apt's mirror, docker import; needs root)
+	$(PY) -m deploy.images base
+
+wheelhouse: setup ## download every wheel the CPU images install into deploy/wheelhouse/ (offline builds)
+	$(PY) -m deploy.images wheelhouse
+
+compose-smoke: setup ## build the CPU stack offline, make export, docker compose up, check it through its ports, down -v; prints a table
+	$(PY) -m deploy.smoke
 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check .

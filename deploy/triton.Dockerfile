@@ -1,35 +1,50 @@
-# Triton (NGC) plus exactly what the Python-backend models import:
-#   preprocess / postprocess: numpy, tokenizers, zsc_server (this project)
-#   encoder, runtime python-ort only: onnxruntime (GPU build here)
-#   encoder, runtime python-torch only: torch (CUDA 12 build; about 2.5 GB of the image)
-# tests/unit/test_deploy.py checks this list against the models' imports.
+# The Triton image, CPU or GPU from the same lines; only the build arguments differ
+# (docker-compose.yml: CPU; deploy/compose.gpu.yml: GPU; `make export` picks one in .env):
+#   CPU: a Debian base; tritonserver 2.51 and its Python backend from the nvidia-pytriton wheel
+#        (deploy/requirements/triton-cpu.txt), runtime python-ort, FP32 or INT8.
+#   GPU: NGC tritonserver 25.07, which brings tritonserver and its ONNX Runtime / TensorRT backends
+#        (deploy/requirements/triton-gpu.txt adds onnxruntime-gpu and CUDA torch for the Python runtimes).
 # NGC 25.07: the first release with the fixes for the HTTP crash on deeply nested JSON (CVE-2025-23310)
-# and for the Python backend's shared-memory API (CVE-2025-23319, -23320, -23334). The local tests run
-# tritonserver 2.51 (the nvidia-pytriton wheel, NGC 24.10), which has neither: there the launcher's fronts
-# and restricted APIs are the defence (docs/limits-failures-security.md#threat-model).
-ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:25.07-py3
-FROM ${TRITON_IMAGE}
+# and for the Python backend's shared-memory API (CVE-2025-23319, -23320, -23334). tritonserver 2.51 (the
+# wheel's, NGC 24.10) has neither: there the launcher's fronts and restricted APIs are the defence
+# (docs/limits-failures-security.md#threat-model).
+# tests/unit/test_deploy.py checks the requirement files against the models' imports.
+ARG BASE_IMAGE=debian:bookworm-slim
 
-# numpy < 2: the Python-backend stub exchanges tensors through the numpy 1.x ABI.
-RUN pip install --no-cache-dir "numpy==1.26.4" "tokenizers==0.23.3" "onnxruntime-gpu==1.20.1"
-# torch 2.5.1 brings its own CUDA 12 runtime libraries, which the image's CUDA 12 driver stack supports.
-RUN pip install --no-cache-dir "torch==2.5.1" "numpy==1.26.4"
+FROM ${BASE_IMAGE} AS base
+# what the base lacks: python3 (with venv, and the shared libpython the Python-backend stub links)
+ARG OS_PACKAGES="python3 python3-venv libpython3.11 ca-certificates"
+COPY deploy/docker/os-packages.sh /usr/local/lib/zero-shot-triton/
+RUN sh /usr/local/lib/zero-shot-triton/os-packages.sh \
+    && { id -u triton-server >/dev/null 2>&1 || useradd --system --create-home triton-server; }
 
-# The launcher's gRPC front (zsc_server/grpc_front.py): Triton's gRPC sits behind it, on loopback.
-RUN pip install --no-cache-dir "grpcio==1.85.4"
-
-# The shared scoring / tokenization logic, installed without its CPU-side dependencies.
+FROM base AS venv
+ARG REQUIREMENTS=triton-cpu.txt
+ARG PIP_NO_INDEX=
+COPY deploy/wheelhouse /wheelhouse
+COPY deploy/requirements /opt/zero-shot-triton/deploy/requirements
+COPY deploy/docker/python-env.sh /usr/local/lib/zero-shot-triton/
+# the project itself: the launcher and the modules the Python-backend models import
 COPY pyproject.toml README.md /opt/zero-shot-triton/
 COPY zsc_server /opt/zero-shot-triton/zsc_server
 COPY export /opt/zero-shot-triton/export
-RUN pip install --no-cache-dir --no-deps /opt/zero-shot-triton
+RUN sh /usr/local/lib/zero-shot-triton/python-env.sh \
+    /opt/zero-shot-triton/deploy/requirements/${REQUIREMENTS} /opt/zero-shot-triton
 
-# Runs as the image's unprivileged user; the model repository is mounted read-only at /models.
+# the environment alone, without the wheels it was installed from
+FROM base
+COPY --from=venv /opt/venv /opt/venv
+# empty (CPU): the wheel's tritonserver; GPU: the NGC image's
+ARG TRITONSERVER=
+ARG TRITON_BACKENDS=
+# the stub finds its site-packages through the first python3 on PATH
+ENV PATH=/opt/venv/bin:$PATH TRITONSERVER=${TRITONSERVER} TRITON_BACKENDS=${TRITON_BACKENDS}
+
+# Runs as an unprivileged user; the model repository is mounted read-only at /models.
 USER triton-server
 EXPOSE 8000 8001 8002
 # `make serve`'s launcher (zsc_server.serve) on this image's tritonserver: the same flags as every local
 # server and test, HTTP and gRPC through the fronts that bound request bodies, a real classification every
 # 15 s, a model whose Python-backend stub died reloaded in place, tritonserver restarted when it dies.
-ENV TRITONSERVER=/opt/tritonserver/bin/tritonserver TRITON_BACKENDS=/opt/tritonserver/backends
 CMD ["python3", "-m", "zsc_server.serve", "--repository=/models", "--host=0.0.0.0", \
      "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002", "--gpu-metrics"]

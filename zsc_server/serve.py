@@ -116,7 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="embedding mode: a JSON list of label sets, e.g. [{\"labels\": \"a,b,c\", \"template\": "
                              "\"This is about {}.\"}], that every preprocess instance encodes into its label cache "
                              "before the launcher reports ready, and again after it reloads the model")
+    parser.add_argument("--check-export", action="store_true",
+                        help="only check that --repository holds an exported model, then exit (0: it does; 1: it "
+                             "does not, naming `make export`): the compose stack runs this before the server")
     return parser
+
+
+def missing_export(repository: Path) -> str | None:
+    """Why `repository` cannot be served as it is, or None."""
+    if not (repository / "zero_shot" / "config.pbtxt").is_file():
+        return f"{repository} has no exported model: run `make export` first"
+    return None
 
 
 def cpu_list(spec: str) -> set[int]:
@@ -169,9 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"[serve] --warm-labels: {exc}", file=sys.stderr)
         return 2
-    if not (args.repository / "zero_shot" / "config.pbtxt").is_file():
-        print(f"[serve] {args.repository} has no exported model: run `make export` first", file=sys.stderr)
-        return 1
+    problem = missing_export(args.repository)
+    if problem or args.check_export:
+        print(f"[serve] {problem or f'{args.repository} holds an exported model'}", file=sys.stderr if problem
+              else sys.stdout)
+        return 1 if problem else 0
     taken = ports_in_use(args.host, [args.http_port, args.grpc_port, args.metrics_port])
     if taken:
         print(f"[serve] port {', '.join(map(str, taken))} on {args.host} is already in use (another server? "

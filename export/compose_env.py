@@ -1,0 +1,91 @@
+"""Which compose stack serves an exported repository, written into compose's `.env` (`make export` runs it).
+
+`docker compose up` reads `.env` beside docker-compose.yml: COMPOSE_FILE picks the stack, so that
+`make export && docker compose up -d` serves what was exported on either kind of host.
+- CPU: docker-compose.yml alone (Debian images, the nvidia-pytriton wheel's tritonserver), which serves
+  the python-ort runtime on the CPU, FP32 or INT8;
+- GPU: docker-compose.yml with deploy/compose.gpu.yml (NGC images, the GPU reserved), for every other
+  export: python-torch, the native onnxruntime and tensorrt backends, or python-ort on a GPU.
+The other lines of an existing `.env` (TRITON_BIND, ...) are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from export.repository import ENCODER, Runtime
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+STACKS = {
+    "cpu": "docker-compose.yml",
+    "gpu": "docker-compose.yml:deploy/compose.gpu.yml",
+}
+OWNED_KEYS = ("COMPOSE_FILE", "ZSC_MODEL_REPOSITORY")
+
+
+def stack_for(repository: Path) -> tuple[str, str]:
+    """('cpu' or 'gpu', why) for the export in `repository`."""
+    encoder = repository / ENCODER
+    try:
+        runtime = json.loads((encoder / "export.json").read_text(encoding="utf-8"))["runtime"]
+        config = (encoder / "config.pbtxt").read_text(encoding="utf-8")
+    except (OSError, ValueError, KeyError):
+        raise ValueError(f"{repository} has no exported model: run `make export` first") from None
+    on_gpu = re.search(r"kind:\s*KIND_GPU", config) is not None
+    if runtime == Runtime.PYTHON_ORT.value and not on_gpu:
+        return "cpu", f"the encoder runs {runtime} on the CPU"
+    return "gpu", f"the encoder runs {runtime} on {'a GPU' if on_gpu else 'an NGC backend'}"
+
+
+def env_lines(existing: str, values: dict[str, str]) -> str:
+    """`existing` .env text with each key of `values` set (replaced in place, or appended)."""
+    lines, seen = [], set()
+    for line in existing.splitlines():
+        key = line.split("=", 1)[0].strip()
+        if key in values:
+            line, seen = f"{key}={values[key]}", seen | {key}
+        lines.append(line)
+    if not existing:
+        lines.append("# Written by `make export` (python -m export.compose_env): the compose stack that serves "
+                     "the export. Other lines are kept.")
+    lines += [f"{key}={value}" for key, value in values.items() if key not in seen]
+    return "\n".join(lines) + "\n"
+
+
+def write_env(repository: Path, env_file: Path) -> str:
+    """Set COMPOSE_FILE (and the repository compose mounts) in `env_file`; returns what it says."""
+    stack, why = stack_for(repository)
+    mount = repository.resolve()
+    try:
+        mount = f"./{mount.relative_to(env_file.resolve().parent)}"
+    except ValueError:
+        mount = str(mount)
+    existing = env_file.read_text(encoding="utf-8") if env_file.is_file() else ""
+    env_file.write_text(env_lines(existing, {"COMPOSE_FILE": STACKS[stack], "ZSC_MODEL_REPOSITORY": mount}),
+                        encoding="utf-8")
+    return f"{stack.upper()} stack ({STACKS[stack].replace(':', ' + ')}): {why}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m export.compose_env",
+        description="Write into compose's .env which stack (CPU or GPU) serves the exported repository, so that "
+                    "`docker compose up -d` serves it.")
+    parser.add_argument("--repository", type=Path, default=PROJECT_ROOT / "model_repository")
+    parser.add_argument("--env-file", type=Path, default=PROJECT_ROOT / ".env")
+    args = parser.parse_args(argv)
+    try:
+        said = write_env(args.repository, args.env_file)
+    except ValueError as exc:
+        print(f"[compose] {exc}", file=sys.stderr)
+        return 1
+    print(f"[compose] {args.env_file.name}: `docker compose up -d` starts the {said}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
