@@ -84,10 +84,13 @@ def image_exists(name: str) -> bool:
     return subprocess.run(["docker", "image", "inspect", name], capture_output=True).returncode == 0
 
 
-def apt_mirror() -> str:
+def apt_sources() -> list[Path]:
+    return [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+
+
+def apt_mirror(sources: list[Path] | None = None) -> str:
     """The Debian mirror apt already uses here (deb822 or one-line sources), else deb.debian.org."""
-    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
-    for path in sources:
+    for path in apt_sources() if sources is None else sources:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError:

@@ -126,12 +126,14 @@ def test_readme_links_every_docs_page():
     assert not unlinked, f"README's map of docs/ lacks {unlinked}"
 
 
-def test_ci_runs_the_test_command_readme_shows():
+def test_ci_runs_the_test_command_readme_shows_and_the_compose_smoke():
     _, readme_code = split_code((ROOT / "README.md").read_text(encoding="utf-8"))
     assert re.search(r"^make test\b", readme_code, re.MULTILINE)
+    assert "make export && docker compose up -d" in readme_code
     ci_commands = [line.strip() for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
                    if line.strip() and not line.lstrip().startswith("#")]
-    assert ci_commands[-1] == "make test"
+    assert "make test" in ci_commands
+    assert ci_commands[-1] == "make compose-smoke"
 
 
 def test_slugs_follow_github():

@@ -65,6 +65,15 @@ def test_a_busy_port_is_named_before_anything_starts(tmp_path, capsys):
 def test_no_exported_repository_names_make_export(tmp_path, capsys):
     assert main(["--repository", str(tmp_path)]) == 1
     assert "run `make export` first" in capsys.readouterr().err
+    assert main(["--repository", str(tmp_path), "--check-export"]) == 1  # the compose stack's check-export
+    assert "run `make export` first" in capsys.readouterr().err
+
+
+def test_check_export_passes_an_exported_repository_without_serving_it(tmp_path, capsys):
+    (tmp_path / "zero_shot").mkdir()
+    (tmp_path / "zero_shot" / "config.pbtxt").write_text('name: "zero_shot"\n')
+    assert main(["--repository", str(tmp_path), "--check-export"]) == 0
+    assert "holds an exported model" in capsys.readouterr().out
 
 
 def test_restart_delays_grow_only_for_starts_that_never_became_ready():
