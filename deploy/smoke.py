@@ -27,6 +27,8 @@ ROOT = images.ROOT
 PROJECT = "zero-shot-triton"  # docker-compose.yml's name:
 PROFILES = ("export", "webui", "loadtest", "monitoring")
 HTTP, GRPC, METRICS, WEBUI = "127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:7860"
+PROMETHEUS = "127.0.0.1:9090"
+SCRAPE_WAIT_S = 30.0  # deploy/prometheus/prometheus.yml scrapes every 5 s
 SAMPLES = [("My parcel is three days late", "delivery,billing,praise"),
            ("I was charged twice for one order", "delivery,billing,praise,complaint"),
            ("Thanks, the support team was great", "praise,complaint")]
@@ -148,7 +150,7 @@ class Smoke:
 
     def build(self) -> str:
         compose("build")
-        return "triton, export, client images; no network inside the builds"
+        return "triton, export, client, prometheus images; no network inside the builds"
 
     def export(self) -> str:
         subprocess.run(["make", "export", f"MODEL={self.model}"], cwd=ROOT, check=True)
@@ -172,8 +174,8 @@ class Smoke:
         return "up fails at once; check-export: " + logs.strip().splitlines()[-1].split("|", 1)[-1].strip()
 
     def up(self) -> str:
-        compose("up", "-d", "--wait", "triton", "webui", timeout=600)
-        return "triton healthy, webui running"
+        compose("up", "-d", "--wait", "triton", "webui", "prometheus", timeout=600)
+        return "triton healthy, webui and prometheus running"
 
     def answers_equal_make_serve(self) -> str:
         self.expected = local_answers(ROOT / "model_repository")
@@ -191,6 +193,19 @@ class Smoke:
         if not success or float(success[0].rsplit(" ", 1)[1]) < len(SAMPLES):
             raise StepFailed(f"no zero_shot successes counted on /metrics: {success}")
         return success[0]
+
+    def prometheus(self) -> str:
+        """Prometheus (the monitoring profile, Debian's package) has scraped the triton container."""
+        started = time.monotonic()
+        query = "http://" + PROMETHEUS + "/api/v1/query?query=nv_inference_request_success"
+        while True:
+            result = http_json(query)["data"]["result"]
+            scraped = [series for series in result if series["metric"].get("model") == "zero_shot"]
+            if scraped:
+                return f"nv_inference_request_success of zero_shot scraped from {scraped[0]['metric']['instance']}"
+            if time.monotonic() - started > SCRAPE_WAIT_S:
+                raise StepFailed(f"Prometheus has no zero_shot series after {SCRAPE_WAIT_S:.0f} s: {result}")
+            time.sleep(1)
 
     def health(self) -> str:
         container = compose("ps", "-q", "triton").strip()
@@ -247,11 +262,18 @@ class Smoke:
         started = time.monotonic()
         plan = [("base image", lambda: images.make_base_image(log=self.log)),
                 ("wheelhouse", lambda: images.make_wheelhouse(log=self.log)),
-                ("build images", self.build), ("make export", self.export),
-                ("up without an export", self.refuses_without_export), ("up -d --wait", self.up),
-                ("gRPC + HTTP answers", self.answers_equal_make_serve), ("/metrics", self.metrics),
-                ("healthcheck", self.health), ("WebUI /api/classify", self.webui), ("Locust", self.locust),
-                ("export container", self.export_container), ("kill tritonserver", self.restart_after_kill)]
+                ("build images", self.build),
+                ("make export", self.export),
+                ("up without an export", self.refuses_without_export),
+                ("up -d --wait", self.up),
+                ("gRPC + HTTP answers", self.answers_equal_make_serve),
+                ("/metrics", self.metrics),
+                ("Prometheus scrape", self.prometheus),
+                ("healthcheck", self.health),
+                ("WebUI /api/classify", self.webui),
+                ("Locust", self.locust),
+                ("export container", self.export_container),
+                ("kill tritonserver", self.restart_after_kill)]
         try:
             for name, action in plan:
                 if not self.step(name, action) and not self.keep_going:

@@ -89,7 +89,9 @@ def test_every_dockerfile_copies_the_wheelhouse_into_the_build_stage_only():
     """The wheels stay out of the final image: the venv is built in a stage of its own and copied."""
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert "deploy/wheelhouse" not in ignored and ".venv" in ignored and "model_repository" in ignored
-    for path in (ROOT / "deploy").glob("*.Dockerfile"):
+    python_images = [path for path in (ROOT / "deploy").glob("*.Dockerfile") if "python-env.sh" in path.read_text()]
+    assert len(python_images) == 3
+    for path in python_images:
         instructions = dockerfile_instructions(path)
         stages = [i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM"]
         final = instructions[stages[-1]:]
