@@ -1,6 +1,7 @@
-"""Readers of the deployment files for the tests that check them without Docker: docker-compose.yml (with
-compose's variable defaults and the GPU overlay merged as compose merges it), the Dockerfiles and the
-requirement files of deploy/requirements/."""
+"""Readers of the deployment files for the tests that check them without Docker or Kubernetes:
+docker-compose.yml (with compose's variable defaults and the GPU overlay merged as compose merges it), the
+Dockerfiles, the requirement files of deploy/requirements/, the Kubernetes manifests, and the metric names
+that the Grafana dashboard and the autoscaler's adapter query."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 REQUIREMENTS = ROOT / "deploy" / "requirements"
 GPU_OVERLAY = ROOT / "deploy" / "compose.gpu.yml"
+K8S = ROOT / "deploy" / "k8s"
+GRAFANA_DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "triton.json"
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 
 
@@ -88,3 +91,30 @@ def requirement_pins(path: Path) -> dict[str, str]:
 def project_pins() -> dict[str, str]:
     """requirements.txt: the versions that work together on the development machines."""
     return requirement_pins(ROOT / "requirements.txt")
+
+
+def k8s_documents() -> dict[str, dict]:
+    """Every manifest kustomization.yaml lists, by kind."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    documents = {}
+    for resource in kustomization["resources"]:
+        path = K8S / resource
+        assert path.is_file(), f"kustomization.yaml lists {resource}, which does not exist"
+        for document in yaml.safe_load_all(path.read_text()):
+            documents[document["kind"]] = document
+    return documents
+
+
+def dashboard_metric_names() -> set[str]:
+    dashboard = json.loads(GRAFANA_DASHBOARD.read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    return set(re.findall(r"\b(?:nv|zsc)_[a-z_]+", " ".join(expressions)))
+
+
+def adapter_rules() -> list[dict]:
+    return yaml.safe_load((K8S / "prometheus-adapter-values.yaml").read_text())["rules"]["custom"]
+
+
+def adapter_metric_names() -> set[str]:
+    queries = " ".join(rule["metricsQuery"] + rule["seriesQuery"] for rule in adapter_rules())
+    return set(re.findall(r"\bnv_[a-z_]+", queries))

@@ -121,7 +121,7 @@ def test_serve_launcher_warns_when_a_cpu_encoder_is_served_beside_a_gpu(structbe
     """A stand-in nvidia-smi (no GPU here) lists an H100; the repository's encoder was exported for the CPU."""
     import os
 
-    from tests.unit.test_gpu_detect import fake_nvidia_smi
+    from tests.fakes import fake_nvidia_smi
 
     folder = fake_nvidia_smi(tmp_path / "bin", "NVIDIA H100 80GB HBM3, 81559")
     monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from loadtest.server_metrics import scrape
+from tests.answers import assert_matches
 from tests.conftest import serve_launcher
-from tests.integration.test_faults import stub
-from tests.integration.test_parity import assert_matches
+from tests.faults import stub
 from tests.reference import parse_labels
 from zsc_client import ZeroShotClient
 from zsc_server.probe import LABELS as PROBE_LABELS

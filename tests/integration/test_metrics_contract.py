@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import urllib.request
 
-from tests.unit.test_deploy import adapter_metric_names, dashboard_metric_names
+from tests.deploy_files import adapter_metric_names, dashboard_metric_names
 
 
 def exposed_metrics(served) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_parity import TOLERANCE, assert_matches
+from tests.answers import TOLERANCE, assert_matches
 
 CASES = [
     dict(text="这个产品质量太差了，我要投诉！", candidate_labels="咨询,投诉，建议"),

@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from tests.conftest import ARTIFACTS, launcher_server, serve_launcher
-from tests.integration.test_faults import Load, stub
+from tests.faults import Load, stub
 from zsc_client import ZeroShotClient
 from zsc_server.reaper import SHM_PREFIX_FLAG
 from zsc_server.triton_process import TritonServer, free_ports

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.answers import assert_matches
 from tests.conftest import STRUCTBERT_MAX_LENGTH, export_repository, start_server
-from tests.integration.test_parity import assert_matches
 from tests.reference import NliReference
 from zsc_client import ServerUnavailableError, ZeroShotClient
 from zsc_server.probe import is_busy, probe

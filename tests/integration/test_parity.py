@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-TOLERANCE = 1e-4
+from tests.answers import assert_matches
+
 COMPLAINT = "这个产品质量太差了，我要投诉！"
 DELIVERY = "我的快递三天了还没到，请帮我查一下物流。"
 LONG_TEXT = "我的快递三天了还没到，请帮我查一下物流。" * 40  # far past max_length: truncated
@@ -26,15 +26,6 @@ CASES = {
     "long text truncates": dict(text=LONG_TEXT, candidate_labels=["咨询", "投诉", "建议"]),
     "long text multi-label": dict(text=LONG_TEXT, candidate_labels=FORTY_LABELS[:7], multi_label=True),
 }
-
-
-def assert_matches(result, expected_labels, expected_scores):
-    assert len(result.labels) == len(expected_labels)
-    np.testing.assert_allclose(result.scores, expected_scores, atol=TOLERANCE, rtol=0)
-    # Orders agree except where two scores tie within the tolerance.
-    for got, want, score in zip(result.labels, expected_labels, expected_scores):
-        if got != want:
-            assert abs(dict(zip(expected_labels, expected_scores))[got] - score) <= TOLERANCE
 
 
 def classify_and_compare(served, protocol: str, kwargs: dict):

@@ -26,7 +26,7 @@ from open_inference.openapi.core.api_error import ApiError
 from pytriton.client import ModelClient
 from pytriton.client.exceptions import PyTritonClientInferenceServerError
 
-from tests.integration.test_parity import assert_matches
+from tests.answers import assert_matches
 
 LABELS = ["物流", "退款", "表扬"]
 TEMPLATE = "这条工单是关于{}的"

@@ -102,7 +102,7 @@ def test_every_dockerfile_copies_the_wheelhouse_into_the_build_stage_only():
 
 def test_every_deployment_runs_the_launcher_that_the_tests_run():
     """compose command == image CMD == Kubernetes args == `make serve`'s launcher (zsc_server.serve)."""
-    from tests.unit.test_deploy import k8s_documents
+    from tests.deploy_files import k8s_documents
 
     compose_command = load_compose("cpu")["services"]["triton"]["command"]
     image_command = dockerfile_exec_form(ROOT / "deploy" / "triton.Dockerfile", "CMD")
@@ -174,7 +174,7 @@ def test_gpu_image_tags_are_one_ngc_release():
     """Triton serves TensorRT engines only from the TensorRT that built them: same NGC release."""
     import yaml
 
-    from tests.unit.test_deploy import K8S
+    from tests.deploy_files import K8S
 
     services = load_compose("gpu")["services"]
     triton_base = services["triton"]["build"]["args"]["BASE_IMAGE"]

@@ -5,28 +5,12 @@ tests/unit/test_compose_files.py.)"""
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 import yaml
 
 from export.cli import build_parser as export_parser
-from tests.deploy_files import PORTS, ROOT, load_compose
-
-K8S = ROOT / "deploy" / "k8s"
-
-
-def k8s_documents() -> dict[str, dict]:
-    """Every manifest kustomization.yaml lists, by kind."""
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    documents = {}
-    for resource in kustomization["resources"]:
-        path = K8S / resource
-        assert path.is_file(), f"kustomization.yaml lists {resource}, which does not exist"
-        for document in yaml.safe_load_all(path.read_text()):
-            documents[document["kind"]] = document
-    return documents
-
+from tests.deploy_files import K8S, PORTS, ROOT, adapter_rules, k8s_documents, load_compose
 
 # ---------------------------------------------------------------------------- health probes
 
@@ -74,12 +58,6 @@ def test_grafana_dashboard_uses_the_provisioned_datasource():
         assert panel["targets"], panel["title"]
 
 
-def dashboard_metric_names() -> set[str]:
-    dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "triton.json").read_text())
-    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
-    return set(re.findall(r"\b(?:nv|zsc)_[a-z_]+", " ".join(expressions)))
-
-
 # ---------------------------------------------------------------------------- kubernetes
 
 
@@ -113,21 +91,12 @@ def test_k8s_manifests_reference_each_other():
     assert {endpoint["port"] for endpoint in monitor["spec"]["endpoints"]} == {"metrics"}
 
 
-def adapter_rules() -> list[dict]:
-    return yaml.safe_load((K8S / "prometheus-adapter-values.yaml").read_text())["rules"]["custom"]
-
-
 def test_hpa_metric_is_defined_by_the_prometheus_adapter_rules():
     hpa = k8s_documents()["HorizontalPodAutoscaler"]
     [metric] = hpa["spec"]["metrics"]
     assert metric["type"] == "Pods"
     defined = {rule["name"]["as"] for rule in adapter_rules()}
     assert metric["pods"]["metric"]["name"] in defined
-
-
-def adapter_metric_names() -> set[str]:
-    queries = " ".join(rule["metricsQuery"] + rule["seriesQuery"] for rule in adapter_rules())
-    return set(re.findall(r"\bnv_[a-z_]+", queries))
 
 
 @pytest.mark.parametrize("path", sorted(K8S.glob("*.yaml")), ids=lambda p: p.name)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,9 @@ import pytest
 from export.cli import main as export_main
 from export.gpu_profiles import CARDS, card_for
 from export.random_checkpoint import write_modelscope_structbert
+from tests.fakes import fake_nvidia_smi
 from zsc_server.gpus import VisibleGpu, visible_gpus
 from zsc_server.serve import cpu_encoder_warning
-
-
-def fake_nvidia_smi(folder: Path, stdout: str, exit_code: int = 0) -> Path:
-    """A `nvidia-smi` that prints `stdout` and exits with `exit_code`, in `folder` (put it first on PATH)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    script = folder / "nvidia-smi"
-    script.write_text(f"#!/bin/sh\ncat <<'EOF'\n{stdout}\nEOF\nexit {exit_code}\n")
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    return folder
 
 
 @pytest.fixture
