@@ -95,7 +95,7 @@ webui: setup ## browser UI + JSON API for the server at HOST:GRPC_PORT (make ser
 	$(VENV)/bin/zsc webui --triton $(HOST):$(GRPC_PORT) --port $(WEBUI_PORT)
 
 demo: setup ## export MODEL (offline MiniLM by default), serve it, classify sample texts, stop
-	$(PY) -m zsc_server.demo --model $(MODEL) --repository $(REPOSITORY) --max-length $(MAX_LENGTH)
+	$(PY) -m deploy.demo --model $(MODEL) --repository $(REPOSITORY) --max-length $(MAX_LENGTH)
 
 test: setup setup-modelscope perf-tools ## lint, then the test suite (unit + real tritonserver integration tests)
 	$(VENV)/bin/ruff check .

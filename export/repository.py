@@ -57,7 +57,7 @@ class ServingSettings:
     max_batch: int = 0  # encoder batch (pairs) limit; 0: one request's largest (max_labels + 1)
     # Overload: a bounded encoder queue answers "busy" (UNAVAILABLE) at once instead of letting
     # latency grow without limit; a request that waited longer than the timeout is rejected too.
-    max_queue_size: int = 0  # no bound on the count: queue_timeout_us bounds the queue (export/cli.py)
+    max_queue_size: int = 0  # no bound on the count: queue_timeout_us bounds the queue (export/pipeline.py)
     queue_timeout_us: int = 10_000_000
     precision: str = "fp32"
     # python-torch only: "gpu", or "cpu" to run the same model without CUDA (tests, CPU-only hosts)

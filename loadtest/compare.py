@@ -33,7 +33,9 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
-from export.cli import main as export_main
+from export.errors import ExportError
+from export.options import ExportOptions
+from export.pipeline import export_model
 from export.random_checkpoint import main as write_checkpoint
 from loadtest import report
 from loadtest.run import LoadTestError
@@ -166,14 +168,13 @@ def repository_for(args, precision: str) -> Path:
 
 def export_ours(args, checkpoint: Path, precision: str) -> Path:
     repository = repository_for(args, precision)
-    extra = []
-    if precision == "int8":
-        # random weights: the gate's figures are printed and recorded, not enforced (see export/agreement.py)
-        extra = ["--accuracy-gate", "report", "--gate-requests", str(args.gate_requests)]
-    if export_main(["--model", str(checkpoint), "--repository", str(repository), "--max-length", str(args.max_length),
-                    "--precision", precision, *extra]) != 0:
-        raise LoadTestError(f"export ({precision}) failed")
-    return repository
+    # random weights: the INT8 gate's figures are printed and recorded, not enforced (see export/agreement.py)
+    gate = {"accuracy_gate": "report", "gate_requests": args.gate_requests} if precision == "int8" else {}
+    try:
+        return export_model(ExportOptions(model=str(checkpoint), repository=repository, max_length=args.max_length,
+                                          precision=precision, **gate))
+    except ExportError as exc:
+        raise LoadTestError(f"export ({precision}) failed: {exc}") from None
 
 
 def compare(args, precisions: list[str], baselines: list[str],

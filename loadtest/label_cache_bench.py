@@ -69,12 +69,11 @@ def case_name(labels: int, fresh: bool) -> str:
     return f"{labels} labels" + (", half with a fresh label" if fresh else ", fixed set")
 
 
-def export(model: str, repository: Path, *extra: str) -> Path:
-    from export.cli import main as export_main
+def export(model: str, repository: Path, **options) -> Path:
+    from export.options import ExportOptions
+    from export.pipeline import export_model
 
-    if export_main(["--model", model, "--repository", str(repository), "--gpu", "none", *extra]) != 0:
-        raise RuntimeError(f"export of {model} failed")
-    return repository
+    return export_model(ExportOptions(model=model, repository=repository, gpu="none", **options))
 
 
 def measure(server, sampler, concurrency: int, duration_s: float, warmup_s: float, timeout_s: float) -> dict:
@@ -132,9 +131,9 @@ def run(args) -> Path:
         repositories = {"off": args.repository_off, "on": args.repository_on}
         if not all(repositories.values()):
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zsc-label-cache-")))
-            common = ["--max-length", str(args.max_length)]
-            repositories = {"off": export(args.model, tmp / "off", *common, "--label-cache-mb", "0"),
-                            "on": export(args.model, tmp / "on", *common, "--label-cache-mb", str(args.label_cache_mb))}
+            repositories = {"off": export(args.model, tmp / "off", max_length=args.max_length, label_cache_mb=0),
+                            "on": export(args.model, tmp / "on", max_length=args.max_length,
+                                         label_cache_mb=args.label_cache_mb)}
         servers = {}
         for setting in SETTINGS:
             http, grpc, metrics = free_ports(3)

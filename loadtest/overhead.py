@@ -33,13 +33,12 @@ FLOOR_GOAL_MS = 2.5
 CEILING_BEFORE_RPS = 412.0
 
 
-def export(checkpoint: Path, repository: Path, *extra: str) -> Path:
-    from export.cli import main as export_main
+def export(checkpoint: Path, repository: Path, **options) -> Path:
+    from export.options import ExportOptions
+    from export.pipeline import export_model
 
-    if export_main(["--model", str(checkpoint), "--repository", str(repository), "--gpu", "none",
-                    "--max-length", "128", *extra]) != 0:
-        raise RuntimeError(f"export of {checkpoint} failed")
-    return repository
+    return export_model(ExportOptions(model=str(checkpoint), repository=repository, gpu="none", max_length=128,
+                                      **options))
 
 
 def measure(repository: Path, levels: str, duration_s: float, out: Path, note: str) -> dict:
@@ -142,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="zsc-overhead-") as tmp:
         checkpoint = write_modelscope_structbert(Path(tmp) / "checkpoint", shape="tiny")
-        floor_repo = export(checkpoint, Path(tmp) / "floor", "--queue-delay-us", "500")
+        floor_repo = export(checkpoint, Path(tmp) / "floor", queue_delay_us=500)
         ceiling_repo = export(checkpoint, Path(tmp) / "ceiling")
         floor_run = measure(floor_repo, "1", args.duration_s, folder, "tiny random StructBERT, queue delay 500 us")
         ceiling_run = measure(ceiling_repo, args.ceiling_levels, args.duration_s, folder,

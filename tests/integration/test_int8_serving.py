@@ -71,8 +71,8 @@ def encoder_batching(server) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def int8_nli(tmp_path_factory):
     # a 20 ms batching delay: requests sent together meet in the batcher whatever the timing (over HTTP too)
-    served = serve_structbert(tmp_path_factory.mktemp("int8_nli"), "structbert-int8", "--precision", "int8",
-                              "--accuracy-gate", "report", "--gate-requests", "24", "--queue-delay-us", "20000")
+    served = serve_structbert(tmp_path_factory.mktemp("int8_nli"), "structbert-int8", precision="int8",
+                              accuracy_gate="report", gate_requests=24, queue_delay_us=20000)
     yield served, DirectInt8(served.repository)
     served.server.stop()
 
@@ -80,7 +80,7 @@ def int8_nli(tmp_path_factory):
 @pytest.fixture(scope="module")
 def int8_minilm(tmp_path_factory):
     repository = export_repository("offline-minilm", tmp_path_factory.mktemp("int8_minilm") / "repository",
-                                   "--precision", "int8", "--texts", str(ENGLISH), "--gate-requests", "48")
+                                   precision="int8", texts=ENGLISH, gate_requests=48)
     info = json.loads((repository / "encoder" / "export.json").read_text())
     assert info["int8_agreement"]["gate"] == "enforce" and info["int8_agreement"]["passed"] is True
     assert info["label_cache_bytes"] == 0  # INT8: a label's vector depends on its run, so no label cache

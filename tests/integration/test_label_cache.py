@@ -217,7 +217,7 @@ def refusing(tmp_path_factory):
     from tests.conftest import export_repository, start_server
 
     repository = export_repository("offline-minilm", tmp_path_factory.mktemp("refusing") / "repository",
-                                   "--max-length", "64", "--queue-timeout-ms", "1")
+                                   max_length=64, queue_timeout_ms="1")
     server = start_server("label-cache-refused", repository)
     yield server
     server.stop()

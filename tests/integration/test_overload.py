@@ -26,8 +26,8 @@ LABELS = [f"类别{i}" for i in range(48)]  # many pairs per request: each one k
 @pytest.fixture(scope="module")
 def small_queue(structbert, tmp_path_factory):
     repository = export_repository(str(structbert.checkpoint), tmp_path_factory.mktemp("overload") / "repository",
-                                   "--max-length", str(STRUCTBERT_MAX_LENGTH), "--max-queue-size", "2",
-                                   "--preprocess-instances", "4", "--admission-target-ms", "0")
+                                   max_length=STRUCTBERT_MAX_LENGTH, max_queue_size=2, preprocess_instances=4,
+                                   admission_target_ms="0")
     server = start_server("overload", repository)
     yield server
     server.stop()
@@ -101,7 +101,7 @@ def test_the_health_probe_passes_while_the_queue_refuses(structbert, tmp_path):
     from zsc_server.probe import main as probe_main
 
     repository = export_repository(str(structbert.checkpoint), tmp_path / "repository",
-                                   "--max-length", str(STRUCTBERT_MAX_LENGTH), "--queue-timeout-ms", "1")
+                                   max_length=STRUCTBERT_MAX_LENGTH, queue_timeout_ms="1")
     server = start_server("overload-timeout", repository)
     try:
         statuses = [post(server) for _ in range(3)]
@@ -117,10 +117,10 @@ def admission_server(structbert, tmp_path_factory):
     """Admission control with a 5 ms target over 50 ms intervals: a flood of 48-label requests keeps every
     answer above it, so new requests are refused; the encoder queue's budget is long (10 s)."""
     repository = export_repository(str(structbert.checkpoint), tmp_path_factory.mktemp("admission") / "repository",
-                                   "--max-length", str(STRUCTBERT_MAX_LENGTH), "--preprocess-instances", "4",
-                                   "--admission-target-ms", "5", "--admission-interval-ms", "50",
+                                   max_length=STRUCTBERT_MAX_LENGTH, preprocess_instances=4,
+                                   admission_target_ms="5", admission_interval_ms=50.0,
                                    # so long that any refusal is admission control's, never the encoder queue's
-                                   "--queue-timeout-ms", "10000")
+                                   queue_timeout_ms="10000")
     server = start_server("admission", repository)
     yield server
     server.stop()

@@ -29,7 +29,7 @@ def served(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("st-cls")
     checkpoint = write_sentence_transformers(root / "checkpoint", pooling="cls", max_seq_length=MAX_LENGTH)
-    repository = export_repository(str(checkpoint), root / "repository", "--max-length", str(MAX_LENGTH))
+    repository = export_repository(str(checkpoint), root / "repository", max_length=MAX_LENGTH)
     server = start_server("st-cls", repository)
     yield server, SentenceTransformer(str(checkpoint), device="cpu")
     server.stop()

@@ -192,7 +192,7 @@ def test_batched_equals_single_with_padding(tmp_path):
 
 
 def test_failed_export_leaves_the_repository_untouched(tmp_path, monkeypatch):
-    from export import cli
+    from export import cli, encoder_artifact
 
     checkpoint = str(write_modelscope_structbert(tmp_path / "ms"))
     repository = tmp_path / "repository"
@@ -202,7 +202,7 @@ def test_failed_export_leaves_the_repository_untouched(tmp_path, monkeypatch):
     def failing_validation(*args, **kwargs):
         raise ValidationError("ONNX disagrees with PyTorch: simulated")
 
-    monkeypatch.setattr(cli, "validate_onnx", failing_validation)
+    monkeypatch.setattr(encoder_artifact, "validate_onnx", failing_validation)
     assert cli.main(["--model", checkpoint, "--repository", str(repository), "--max-length", "64"]) == 1
     after = {p: p.read_bytes() for p in repository.rglob("*") if p.is_file()}
     assert after == before

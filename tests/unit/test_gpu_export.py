@@ -14,7 +14,7 @@ import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from export import cli
+from export import cli, pipeline
 from export.checkpoint import load_checkpoint
 from export.errors import ExportError
 from export.gpu_profiles import CARDS, MEMORY_SHARE, STRUCTBERT_LARGE, ModelShape, gpu_profile
@@ -148,7 +148,7 @@ def test_encoder_configs_of_the_gpu_runtimes():
     assert torch_cpu.instance_group[0].kind == KIND.KIND_CPU
 
     queue = trt.dynamic_batching.default_queue_policy
-    # bounded in time, not in count (export/cli.py: a full queue idles Triton 2.51's batcher)
+    # bounded in time, not in count (export/pipeline.py: a full queue idles Triton 2.51's batcher)
     assert queue.max_queue_size == 0 and queue.default_timeout_microseconds > 0
     assert queue.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
 
@@ -169,8 +169,8 @@ def test_gpu_profile_export_writes_the_profile_into_the_configs(tmp_path):
     assert encoder.parameters["replay_overhead_tokens"].string_value == str(REPLAY_OVERHEAD_TOKENS)
     # Triton 2.51's batcher, with a queue policy, can sleep 500 ms with requests waiting: the budget outlasts it
     queue = encoder.dynamic_batching.default_queue_policy
-    assert queue.default_timeout_microseconds == cli.GPU_QUEUE_BUDGET_MS * 1000 > 500_000
-    assert queue.max_queue_size == 0 and cli.QUEUE_BUDGET_MS[0] * 1000 > 500_000
+    assert queue.default_timeout_microseconds == pipeline.GPU_QUEUE_BUDGET_MS * 1000 > 500_000
+    assert queue.max_queue_size == 0 and pipeline.QUEUE_BUDGET_MS[0] * 1000 > 500_000
     info = json.loads((repository / "encoder" / "export.json").read_text())
     assert (info["runtime"], info["gpu_profile"], info["buckets"]) == ("python-torch", "h100", [16, 32, 64])
 
@@ -326,9 +326,9 @@ def test_an_export_killed_half_way_leaves_the_served_repository_as_it_was(tmp_pa
 
 def test_the_automatic_queue_budget_covers_two_full_batches_within_its_bounds():
     # MiniLM on one core here: 21.7 ms for 6 pairs; a full batch of 257 pairs ~0.93 s, so ~1.86 s of budget
-    budget, full_batch_ms = cli.queue_budget_from_sample(21.7, 6, 257)
+    budget, full_batch_ms = pipeline.queue_budget_from_sample(21.7, 6, 257)
     assert round(full_batch_ms) == 929 and budget == 1858
     # a tiny model: never under the floor that outlasts the dynamic batcher's 500 ms sleep
-    assert cli.queue_budget_from_sample(0.6, 5, 257)[0] == cli.QUEUE_BUDGET_MS[0] == 600
+    assert pipeline.queue_budget_from_sample(0.6, 5, 257)[0] == pipeline.QUEUE_BUDGET_MS[0] == 600
     # a large model on a small CPU: capped, so that overload still ends in refusals
-    assert cli.queue_budget_from_sample(400.0, 6, 257)[0] == cli.QUEUE_BUDGET_MS[1]
+    assert pipeline.queue_budget_from_sample(400.0, 6, 257)[0] == pipeline.QUEUE_BUDGET_MS[1]

@@ -13,7 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from export.cli import main as export_main
+from export.errors import ExportError
+from export.options import ExportOptions
+from export.pipeline import export_model
 from zsc_client import ZeroShotClient, ZeroShotClientError
 from zsc_client.cli import format_result
 from zsc_server.triton_process import PROJECT_ROOT, ServerError, TritonServer, free_ports
@@ -42,7 +44,7 @@ SAMPLES = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zsc_server.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m deploy.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="offline-minilm", help="as for `python -m export --model`")
     parser.add_argument("--repository", type=Path, default=PROJECT_ROOT / "model_repository")
@@ -51,8 +53,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"== 1. export {args.model}", flush=True)
     # the demo serves on this machine's CPU, with the local tritonserver, whatever GPU it has
-    if export_main(["--model", args.model, "--repository", str(args.repository),
-                    "--max-length", str(args.max_length), "--gpu", "none"]) != 0:
+    try:
+        export_model(ExportOptions(model=args.model, repository=args.repository, max_length=args.max_length,
+                                   gpu="none"))
+    except ExportError as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
         return 1
     mode = json.loads((args.repository / "encoder" / "export.json").read_text())["mode"]
     template, labels, texts = SAMPLES[mode]

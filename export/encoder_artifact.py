@@ -1,0 +1,119 @@
+"""Steps 3-4 of an export: the encoder file the runtime serves (ONNX, INT8 ONNX, TensorRT engine or plain-torch
+BERT), validated against the checkpoint's FP32 PyTorch model; INT8 through the accuracy gate."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from export import agreement
+from export.errors import ValidationError
+from export.hf2torch import export_plain_torch, plain_torch_runner
+from export.onnx2int8 import quantize_encoder
+from export.onnx2trt import build_engine, engine_runner, import_tensorrt, sequence_profiles
+from export.options import ExportOptions
+from export.progress import step
+from export.repository import Runtime
+from export.torch2onnx import Precision, export_onnx
+from export.validate import ValidationReport, validate_onnx, validate_outputs
+from zsc_server.onnx_encoder import OnnxEncoder
+from zsc_server.preprocess import Preprocessor
+from zsc_server.settings import ScoringSettings
+
+
+def encoder_artifact(options: ExportOptions, runtime: Runtime, precision: Precision, ckpt, scoring: ScoringSettings,
+                     profile, batches, entailment: int | None, tmp: Path) -> tuple[Path, ValidationReport]:
+    """Steps 3-4: the encoder file the runtime serves, validated against the FP32 PyTorch model."""
+    if runtime is Runtime.PYTHON_TORCH:
+        step(3, "saving the plain-torch BERT (shape + FP32 weights; the server casts to FP16 on the GPU)")
+        path = export_plain_torch(ckpt, tmp / "model.pt")
+        step(4, "validating the plain-torch encoder (CPU, FP32) against the checkpoint's PyTorch model")
+        report = validate_outputs(ckpt.module, plain_torch_runner(path), batches, Precision.FP32,
+                                  "plain-torch", entailment)
+        step(4, str(report))
+        return path, report
+
+    # TensorRT lowers precision itself from an FP32 graph (and can keep chosen layers in FP32); INT8 is
+    # quantized from the FP32 graph
+    onnx_precision = Precision.FP32 if runtime is Runtime.TENSORRT or precision is Precision.INT8 else precision
+    onnx_path = tmp / ("model-fp32.onnx" if precision is Precision.INT8 else "model.onnx")
+    step(3, f"exporting ONNX ({onnx_precision.value}, opset 17, dynamic batch_size/sequence_length)")
+    export_onnx(ckpt.module, ckpt.output_name, onnx_path, onnx_precision)
+    step(3, f"wrote {onnx_path.stat().st_size / 1e6:.1f} MB")
+    step(4, "validating ONNX Runtime against PyTorch on sample inputs")
+    report = validate_onnx(ckpt.module, onnx_path, ckpt.output_name, batches, onnx_precision, entailment)
+    step(4, str(report))
+    if precision is Precision.INT8:
+        return quantized_encoder(options, onnx_path, scoring, report, ckpt.output_name, tmp / "tokenizer.json")
+    if runtime is not Runtime.TENSORRT:
+        return onnx_path, report
+    return build_validated_engine(options, precision, ckpt, scoring, profile, batches, entailment, onnx_path)
+
+
+def quantized_encoder(options: ExportOptions, fp32_path: Path, scoring: ScoringSettings, report: ValidationReport,
+                      output_name: str, tokenizer_path: Path) -> tuple[Path, ValidationReport]:
+    """Step 4 for INT8: quantize the validated FP32 graph, then the accuracy gate against it."""
+    int8_path = fp32_path.with_name("model.onnx")
+    step(4, f"quantizing to INT8: {quantize_encoder(fp32_path, int8_path)}")
+    texts, label_sets = agreement.read_texts_and_label_sets(options.texts, options.labels)
+    # the export's default template (the checkpoint family's, or --template) first, then the workload's
+    templates = (scoring.default_template, *(t for t in agreement.TEMPLATES if t != scoring.default_template))
+    requests = agreement.gate_requests(texts, label_sets, templates, options.gate_requests)
+    step(4, f"accuracy gate: INT8 vs FP32 on {len(requests)} requests from {options.texts or agreement.WORKLOAD.name} "
+            f"({len(texts)} texts x {len(label_sets)} label sets, templates {list(templates)})")
+    preprocessor = Preprocessor(scoring, tokenizer_path)
+    started = time.perf_counter()
+    fp32, int8 = (agreement.answers(encoder_runner(path, output_name), preprocessor, scoring, requests)
+                  for path in (fp32_path, int8_path))
+    gate = agreement.compare_answers(fp32, int8)
+    step(4, f"{gate} [{time.perf_counter() - started:.0f}s]")
+    if options.accuracy_gate == "enforce":
+        agreement.enforce(gate)
+        step(4, "accuracy gate passed")
+    elif gate.failures():
+        step(4, f"accuracy gate NOT passed ({'; '.join(gate.failures())}); exporting anyway (--accuracy-gate report)")
+    return int8_path, dataclasses.replace(report, int8_agreement=dict(gate.as_dict(), gate=options.accuracy_gate,
+                                                                         passed=not gate.failures()))
+
+
+def encoder_runner(onnx_path: Path, output_name: str):
+    """One request through the encoder as the python-ort runtime runs it."""
+    encoder = OnnxEncoder(str(onnx_path))
+    return lambda feeds: encoder.run_batch([feeds])[0][output_name]
+
+
+def build_validated_engine(options: ExportOptions, precision: Precision, ckpt, scoring: ScoringSettings, profile,
+                           batches, entailment: int | None, onnx_path: Path) -> tuple[Path, ValidationReport]:
+    trt = import_tensorrt()
+    max_batch = profile.max_batch if profile else scoring.max_labels + 1
+    opt_batch = profile.preferred_batch_sizes[-1] if profile else min(32, max_batch)
+    profiles = sequence_profiles(scoring.buckets, max(max_batch, scoring.max_labels + 1), opt_batch)
+    plan_path = onnx_path.with_name("model.plan")
+    fp16 = precision is Precision.FP16
+    for keep_fp32 in ((False, True) if fp16 else (False,)):
+        note = ", accumulation layers in FP32" if keep_fp32 else ""
+        step(4, f"building the TensorRT engine ({precision.value}{note}), profiles: "
+                + "; ".join(str(p) for p in profiles))
+        build = build_engine(onnx_path, plan_path, profiles, fp16, keep_fp32, options.trt_workspace_gib, trt)
+        step(4, f"built: {build}")
+        try:
+            report = validate_outputs(ckpt.module, engine_runner(plan_path, profiles, ckpt.output_name, trt),
+                                      batches, precision, "TensorRT", entailment)
+        except ValidationError as exc:
+            if fp16 and not keep_fp32:
+                step(4, f"{exc}; rebuilding with normalization/softmax/reduction layers kept in FP32")
+                continue
+            raise
+        step(4, str(report))
+        return plan_path, report
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def encoder_inputs(artifact: Path, runtime: Runtime, ckpt) -> tuple[str, ...]:
+    """The exported encoder's inputs: read from the ONNX graph (the TensorRT engine is built from it),
+    the plain-torch BERT's three otherwise."""
+    if runtime is Runtime.PYTHON_TORCH:
+        return ckpt.input_names
+    onnx_path = artifact.with_name("model.onnx")
+    return tuple(OnnxEncoder(str(onnx_path), intra_op_threads=1).input_names)

@@ -1,0 +1,66 @@
+"""What an export takes: `ExportOptions`, whose defaults are the CLI's (export/cli.py reads them from here)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from export import agreement
+from export.repository import Runtime
+from export.torch2onnx import Precision
+from zsc_server.admission import AdmissionSettings
+from zsc_server.label_cache import DEFAULT_BUDGET_MIB
+from zsc_server.settings import REPLAY_OVERHEAD_TOKENS
+
+MODEL_MAX_LENGTH = "model"  # max_length="model": as long as the model takes (the pipeline's truncation)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    """One export: `export.pipeline.export_model(ExportOptions(model=...))`; `python -m export --help` says
+    what each field does (the flag of the same name)."""
+
+    model: str
+    repository: Path = Path("model_repository")
+    precision: Precision | None = None  # None: the GPU profile's, else fp32
+    runtime: Runtime | None = None  # None: python-torch with a GPU profile, else python-ort
+    gpu: str | None = "auto"  # a card of export.gpu_profiles.CARDS, "auto" (the visible GPU's), "none"
+    torch_device: str = "gpu"
+    trt_workspace_gib: float = 4.0
+    max_length: int | str = 128  # or MODEL_MAX_LENGTH
+    buckets: str = "auto"
+    template: str | None = None  # None: the checkpoint family's
+    max_labels: int = 256
+    max_text_bytes: int = 65536
+    max_labels_bytes: int = 65536
+    queue_delay_us: int | None = None  # None: the GPU profile's, else 2000
+    replay_overhead_tokens: int = REPLAY_OVERHEAD_TOKENS
+    encoder_instances: int | None = None  # None: the GPU profile's, else 1
+    max_queue_size: int = 0
+    queue_timeout_ms: str = "auto"
+    admission_target_ms: str = "off"
+    admission_interval_ms: float = AdmissionSettings.interval_ms
+    preprocess_instances: int = 2
+    cpu_cores: int = 0
+    label_cache_mb: float = DEFAULT_BUDGET_MIB
+    cache_dir: str | None = None
+    texts: Path | None = None  # the INT8 accuracy gate's texts (None: loadtest/data/workload.json)
+    labels: tuple[str, ...] | None = None  # its label sets
+    gate_requests: int = agreement.DEFAULT_REQUESTS
+    accuracy_gate: str = "enforce"
+    validate_only: bool = False
+
+    def __post_init__(self) -> None:
+        # callers may name the enums by their values, as the flags do: precision="int8", runtime="python-ort"
+        for name, kind in (("precision", Precision), ("runtime", Runtime)):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, kind(value))
+        object.__setattr__(self, "repository", Path(self.repository))
+        if self.texts is not None:
+            object.__setattr__(self, "texts", Path(self.texts))
+        if self.labels is not None:
+            object.__setattr__(self, "labels", tuple(self.labels))
+
+
+DEFAULTS = ExportOptions(model="")

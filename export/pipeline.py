@@ -1,0 +1,303 @@
+"""An export as a library function: `export_model(ExportOptions(model=...))` loads a checkpoint, exports and
+validates its encoder, and writes a Triton model repository (ensemble zero_shot = preprocess -> encoder ->
+postprocess). `python -m export` (export/cli.py) parses its flags into ExportOptions and calls it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from export.checkpoint import load_checkpoint
+from export.encoder_artifact import encoder_artifact, encoder_inputs
+from export.errors import ExportError
+from export.gpu_profiles import ModelShape, card_for, gpu_profile
+from export.hf2torch import plain_torch_runner, require_plain_bert
+from export.options import MODEL_MAX_LENGTH, ExportOptions
+from export.progress import step
+from export.repository import (
+    ENCODER,
+    Runtime,
+    ServingSettings,
+    copy_static_models,
+    encoder_batch_rows,
+    encoder_config,
+    ensemble_config,
+    file_digest,
+    postprocess_config,
+    preprocess_config,
+    staged_repository,
+    write_config,
+    write_encoder_files,
+)
+from export.tokenizer import write_tokenizer_json
+from export.torch2onnx import Precision
+from export.validate import sample_batches
+from zsc_server.admission import AdmissionSettings
+from zsc_server.gpus import describe, visible_gpus
+from zsc_server.label_cache import LabelCacheSettings
+from zsc_server.onnx_encoder import OnnxEncoder
+from zsc_server.settings import (
+    CPU_BUCKETS,
+    DEFAULT_BUCKETS,
+    ScoringMode,
+    ScoringSettings,
+    sequence_buckets,
+)
+from zsc_server.tokenization import PairTokenizer
+
+# The encoder queue's wait budget (--queue-timeout-ms auto): under overload, stale requests are turned away
+# instead of answered late; a closed loop (clients that each wait for their answer, whose requests fit in a
+# batch) should never be refused: it cannot overload anything. A request may wait for the batch in flight and
+# then for its own, so the budget is 2x the encoder's time for a full batch (its time per row on a sample
+# request x the most rows one execution takes), within 600 ms-10 s. Never under 600 ms: Triton 2.51's
+# dynamic batcher, once its queue has a policy, sometimes sleeps its full 500 ms while requests wait and the
+# instance is free, until another request arrives. The count is not bounded by default (--max-queue-size 0):
+# a full queue turns arrivals away without waking the batcher, and those sleeps then idle the encoder
+# (docs/limits-failures-security.md, "Overload").
+QUEUE_BUDGET_BATCHES = 2
+QUEUE_BUDGET_MS = (600, 10_000)
+GPU_QUEUE_BUDGET_MS = QUEUE_BUDGET_MS[0]
+CPU_RUNTIMES = (Runtime.PYTHON_ORT, Runtime.ONNXRUNTIME)
+
+
+
+def export_model(options: ExportOptions) -> Path:
+    """Export `options.model` into `options.repository` (returned); raises ExportError, naming the problem."""
+    started = time.perf_counter()
+    repository: Path = options.repository
+    options = dataclasses.replace(options, gpu=choose_gpu(options.gpu, options.runtime, options.torch_device,
+                                                            options.precision))
+    runtime = options.runtime or (Runtime.PYTHON_TORCH if options.gpu else Runtime.PYTHON_ORT)
+    if options.precision is Precision.INT8 and (runtime not in CPU_RUNTIMES or options.gpu):
+        raise ExportError(f"--precision int8 is for the CPU runtimes (python-ort, onnxruntime without --gpu), "
+                          f"not {runtime.value}{' with --gpu' if options.gpu else ''}: use fp16 or fp32 on the GPU")
+
+    step(1, f"loading {options.model}")
+    ckpt = load_checkpoint(options.model, options.cache_dir)
+    if runtime is Runtime.PYTHON_TORCH:
+        require_plain_bert(ckpt)
+    max_length = ckpt.max_length_limit if options.max_length == MODEL_MAX_LENGTH else options.max_length
+    if max_length > ckpt.max_length_limit:
+        raise ExportError(f"--max-length {max_length} exceeds what the model takes ({ckpt.max_length_limit} tokens: "
+                          "its positions and its tokenizer's model_max_length)")
+    step(1, f"{ckpt.layout} layout ({ckpt.model_type}) from {ckpt.directory}: {ckpt.mode.value} mode, "
+            f"output {ckpt.output_name!r}, inputs {', '.join(ckpt.input_names)}")
+    profile = gpu_profile(options.gpu, model_shape(ckpt), max_length) if options.gpu else None
+    if profile:
+        step(1, f"GPU profile {options.gpu}: {profile.summary()}")
+    precision = options.precision or (profile.precision if profile else Precision.FP32)
+    if precision is not Precision.INT8 and (options.texts or options.labels):
+        raise ExportError("--texts and --labels feed the INT8 accuracy gate: add --precision int8")
+    if options.gate_requests < 1:
+        raise ExportError(f"--gate-requests must be at least 1, got {options.gate_requests}")
+    max_labels = options.max_labels
+    if profile and max_labels + 1 > profile.max_batch:
+        max_labels = profile.max_batch - 1
+        step(1, f"labels per request limited to {max_labels}: one request must fit the card's largest batch")
+    try:
+        scoring = ScoringSettings(
+            mode=ckpt.mode, max_length=max_length, buckets=parse_buckets(options.buckets, max_length, runtime),
+            default_template=ckpt.default_template if options.template is None else options.template,
+            entailment_index=ckpt.entailment_index, contradiction_index=ckpt.contradiction_index,
+            max_labels=max_labels, max_text_bytes=options.max_text_bytes, max_labels_bytes=options.max_labels_bytes,
+            encoder_inputs=ckpt.input_names,
+        )
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    serving = ServingSettings(
+        runtime=runtime, precision=precision.value,
+        queue_delay_us=first(options.queue_delay_us, profile and profile.queue_delay_us, 2000),
+        encoder_instances=first(options.encoder_instances, profile and profile.encoder_instances, 1),
+        preprocess_instances=options.preprocess_instances,
+        preferred_batch_sizes=profile.preferred_batch_sizes if profile else (),
+        max_batch=profile.max_batch if profile else 0,
+        max_queue_size=options.max_queue_size,
+        torch_device=options.torch_device,
+        graph_batch_sizes=profile.graph_batch_sizes if profile else ServingSettings.graph_batch_sizes,
+        replay_overhead_tokens=options.replay_overhead_tokens,
+        tensorrt_profiles=len(scoring.buckets) if runtime is Runtime.TENSORRT else 0,
+        cpu_cores=options.cpu_cores,
+    )
+    try:
+        enabled, target_ms = AdmissionSettings.parse_target(options.admission_target_ms)
+    except ValueError:
+        raise ExportError(f"--admission-target-ms must be auto, off or a positive number, "
+                          f"got {options.admission_target_ms!r}") from None
+    admission = AdmissionSettings(enabled, target_ms, interval_ms=options.admission_interval_ms)
+    step(1, f"admission control: {admission.describe()}")
+    serving = dataclasses.replace(serving, admission=admission)
+    entailment = ckpt.entailment_index if ckpt.mode is ScoringMode.NLI else None
+    label_cache_mib = label_cache_budget(options, ckpt.mode, precision)
+
+    # Everything is produced and validated in a scratch dir, the repository assembled in a staging dir
+    # beside the target and swapped in at the end: an export that fails or is interrupted half way leaves
+    # the served repository as it was.
+    with tempfile.TemporaryDirectory(prefix="zsc-export-") as tmp:
+        tokenizer_path = Path(tmp) / "tokenizer.json"
+        step(2, f"tokenizer: {write_tokenizer_json(ckpt.directory, ckpt.tokenizer, tokenizer_path)}")
+        tokenizer = PairTokenizer(tokenizer_path, scoring.max_length, scoring.buckets)
+        batches = sample_batches(tokenizer, pairs=ckpt.mode is ScoringMode.NLI)
+
+        artifact, report = encoder_artifact(options, runtime, precision, ckpt, scoring, profile, batches, entailment,
+                                            Path(tmp))
+        budget_ms = queue_budget_ms(options, profile, runtime, artifact, batches[0],
+                                    encoder_batch_rows(scoring, serving))
+        serving = dataclasses.replace(serving, queue_timeout_us=budget_ms * 1000)
+        # The preprocess sends, and the ensemble passes, exactly the inputs the exported encoder declares.
+        scoring = dataclasses.replace(scoring, encoder_inputs=encoder_inputs(artifact, runtime, ckpt))
+        # the cached label vectors belong to this encoder file: its hash names them
+        label_cache = LabelCacheSettings.from_mib(label_cache_mib, export_id=file_digest(artifact),
+                                                  encoder_model=ENCODER, encoder_output=ckpt.output_name)
+        if options.validate_only:
+            print(f"[export] validated in {time.perf_counter() - started:.1f}s; --validate-only: nothing written",
+                  flush=True)
+            return repository
+        with staged_repository(repository) as staging:
+            step(5, f"writing {runtime.value} repository to {repository}/")
+            copy_static_models(staging)
+            shutil.copyfile(tokenizer_path, staging / "preprocess" / "1" / "tokenizer.json")
+            version_dir = write_encoder_files(staging, runtime, artifact)
+            info = {
+                "source": options.model, "layout": ckpt.layout, "model_type": ckpt.model_type, "mode": ckpt.mode.value,
+                "encoder_inputs": list(scoring.encoder_inputs), "default_template": scoring.default_template,
+                "precision": precision.value, "runtime": runtime.value, "gpu_profile": options.gpu or "",
+                "max_length": scoring.max_length, "buckets": list(scoring.buckets),
+                "validation_max_abs_diff": report.max_abs_diff,
+                "validation_label_order_agreement": report.order_agreement,
+                "export_id": label_cache.export_id, "label_cache_bytes": label_cache.budget_bytes,
+            }
+            if report.int8_agreement:
+                info["int8_agreement"] = report.int8_agreement
+            for config in (
+                preprocess_config(scoring, serving, label_cache),
+                encoder_config(scoring, serving, ckpt.output_name, _output_width(ckpt),
+                               ckpt.encoder_limits(scoring.max_length)),
+                postprocess_config(scoring, serving),
+                ensemble_config(ckpt.output_name, served_export_info(options.model, info),
+                                encoder_inputs=scoring.encoder_inputs),
+            ):
+                print(f"    {repository / write_config(staging, config).relative_to(staging)}")
+            (version_dir.parent / "export.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    print(f"[export] done in {time.perf_counter() - started:.1f}s: serve it with `make serve`", flush=True)
+    return repository
+
+
+def queue_budget_from_sample(service_ms: float, rows: int, batch_rows: int) -> tuple[int, float]:
+    """(budget ms, a full batch's estimated ms) from the encoder's time for `rows` pairs."""
+    full_batch_ms = service_ms / rows * batch_rows
+    return int(min(QUEUE_BUDGET_MS[1], max(QUEUE_BUDGET_MS[0], QUEUE_BUDGET_BATCHES * full_batch_ms))), full_batch_ms
+
+
+def queue_budget_ms(options: ExportOptions, profile, runtime: Runtime, artifact: Path, batch, batch_rows: int) -> int:
+    """--queue-timeout-ms: as given, or `auto`: QUEUE_BUDGET_BATCHES full batches of `batch_rows` pairs at the
+    encoder's measured time per pair on one sample request (CPU time grows with the pairs)."""
+    if options.queue_timeout_ms != "auto":
+        try:
+            return int(options.queue_timeout_ms)
+        except ValueError:
+            raise ExportError(f"--queue-timeout-ms must be auto or a number of ms, "
+                              f"got {options.queue_timeout_ms!r}") from None
+    if profile or runtime is Runtime.TENSORRT or (runtime is Runtime.PYTHON_TORCH and options.torch_device == "gpu"):
+        step(4, f"encoder queue budget: {GPU_QUEUE_BUDGET_MS} ms (GPU)")
+        return GPU_QUEUE_BUDGET_MS
+    if runtime is Runtime.PYTHON_TORCH:
+        run, feeds = plain_torch_runner(artifact), batch.as_dict()
+    else:
+        encoder = OnnxEncoder(str(artifact))
+        feeds = batch.as_dict(tuple(encoder.input_names))
+
+        def run(inputs):
+            return encoder.run_batch([inputs])
+    run(feeds)  # warm-up
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        run(feeds)
+        times.append((time.perf_counter() - started) * 1e3)
+    service_ms = sorted(times)[2]
+    rows = feeds["input_ids"].shape[0]
+    budget, full_batch_ms = queue_budget_from_sample(service_ms, rows, batch_rows)
+    step(4, f"encoder queue budget: {budget} ms ({QUEUE_BUDGET_BATCHES} x {full_batch_ms:.0f} ms for a full batch of "
+            f"{batch_rows} pairs: {service_ms:.1f} ms for the {rows} pairs of a sample request here, within "
+            f"{QUEUE_BUDGET_MS[0]}-{QUEUE_BUDGET_MS[1]} ms)")
+    return budget
+
+
+def label_cache_budget(options: ExportOptions, mode: ScoringMode, precision: Precision) -> float:
+    """MiB per preprocess instance for the label cache: 0 in NLI mode, which cannot reuse label vectors, and
+    with INT8, whose vectors depend on the run that computed them."""
+    if options.label_cache_mb < 0:
+        raise ExportError(f"--label-cache-mb must be 0 (off) or more, got {options.label_cache_mb}")
+    if mode is ScoringMode.NLI:
+        step(1, "label cache: none in NLI mode (each text is encoded together with each hypothesis)")
+        return 0.0
+    if precision is Precision.INT8 and options.label_cache_mb:
+        # dynamic quantization scales activations per run: a label's vector computed alone (a cache miss) is
+        # not the one computed beside the request's text, so cached and uncached answers would differ
+        step(1, "label cache: off with INT8 (a vector's quantization depends on the run that computed it)")
+        return 0.0
+    step(1, f"label cache: {options.label_cache_mb:g} MiB per preprocess instance" if options.label_cache_mb
+         else "label cache: off (--label-cache-mb 0)")
+    return options.label_cache_mb
+
+
+def choose_gpu(requested: str | None, runtime: Runtime | None, torch_device: str,
+               precision: Precision | None = None) -> str | None:
+    """The GPU profile to export with: the one asked for, or with `auto` the visible GPU's (None: CPU)."""
+    if requested != "auto":
+        return None if requested in (None, "none") else requested
+    gpus = visible_gpus()
+    if not gpus:
+        step(1, "no GPU visible (nvidia-smi): exporting for the CPU; --gpu CARD exports for a card elsewhere")
+        return None
+    cpu_only = ("--runtime python-ort" if runtime is Runtime.PYTHON_ORT else "--torch-device cpu"
+                if torch_device == "cpu" else "--precision int8" if precision is Precision.INT8 else None)
+    if cpu_only:
+        step(1, f"{describe(gpus)} visible, but the encoder was asked to run on the CPU ({cpu_only}): "
+                "no GPU profile")
+        return None
+    card, why = card_for(gpus[0].name, gpus[0].memory_mib)
+    step(1, f"{describe(gpus)} visible: GPU profile {card} ({why}), runtime {(runtime or Runtime.PYTHON_TORCH).value}"
+            "; --gpu none exports for the CPU instead")
+    return card
+
+
+def first(*values):
+    """The first value that is set: an explicit option, then the GPU profile's, then the default."""
+    return next(value for value in values if value is not None and value is not False)
+
+
+def model_shape(ckpt) -> ModelShape:
+    config = ckpt.module.model.config
+    # BART names its feed-forward width encoder_ffn_dim (its other sizes map to the BERT names)
+    intermediate = getattr(config, "intermediate_size", None) or config.encoder_ffn_dim
+    return ModelShape(hidden=config.hidden_size, layers=config.num_hidden_layers, heads=config.num_attention_heads,
+                      intermediate=intermediate, vocab=config.vocab_size)
+
+
+def parse_buckets(spec: str, max_length: int, runtime: Runtime) -> tuple[int, ...]:
+    if spec == "auto":
+        candidates = CPU_BUCKETS if runtime is Runtime.PYTHON_ORT else DEFAULT_BUCKETS
+    else:
+        try:
+            candidates = tuple(int(part) for part in spec.split(",") if part.strip())
+        except ValueError:
+            raise ExportError(f"--buckets must be 'auto' or comma-separated lengths, got {spec!r}") from None
+    return sequence_buckets(max_length, candidates)
+
+
+def served_export_info(model: str, info: dict) -> dict[str, str]:
+    """The export facts the served config carries; a local checkpoint by its folder name only, so
+    the server does not publish paths of the machine that exported it."""
+    shown = dict(info, source=Path(model).name if Path(model).exists() else model)
+    return {key: str(shown[key]) for key in ("source", "precision", "runtime", "mode", "max_length")}
+
+
+def _output_width(ckpt) -> int:
+    if ckpt.mode is ScoringMode.NLI:
+        return int(ckpt.module.model.config.num_labels)
+    return int(ckpt.module.model.config.hidden_size)
