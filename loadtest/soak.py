@@ -59,6 +59,7 @@ from loadtest.server_metrics import model_deltas, scrape
 from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, Workload, answer_problem
 from zsc_client import AsyncZeroShotClient, ServerUnavailableError, ZeroShotClientError
 from zsc_server.serve import cpu_list
+from zsc_server.triton_errors import refusal_kind
 
 BUCKET_S = 10.0  # timeline resolution
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,12 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
 def rejection_kind(error: ZeroShotClientError) -> str | None:
     """The kind of overload refusal `error` is, or None when it is not one."""
     message = error.message.lower()
-    if "busy: requests have waited" in message:
-        return "admission"
-    if "maximum queue size" in message:
-        return "queue full"
-    if "timeout expired" in message or "request timeout" in message:
-        return "queue timeout"
+    refused = refusal_kind(message)
+    if refused:
+        return refused
     if error.status == "StatusCode.DEADLINE_EXCEEDED" or "deadline exceeded" in message:
         return "client timeout"
     if isinstance(error, ServerUnavailableError):

@@ -8,10 +8,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from zsc_server.tokenization import ENCODER_INPUTS, EncodedBatch
-
-# The encoder's bounded queue refusing a request (full, or waited past its timeout): the client should hear
-# "busy, retry" (UNAVAILABLE / HTTP 503), as it does when the ensemble's own encoder step is refused.
-BUSY = ("exceeds maximum queue size", "request timeout expired")
+from zsc_server.triton_errors import queue_refused
 
 
 class EncoderCallError(RuntimeError):
@@ -39,6 +36,8 @@ class EncoderCall:
         if response.has_error():
             error = response.error()
             message = error.message()
-            code = pb_utils.TritonError.UNAVAILABLE if any(busy in message.lower() for busy in BUSY) else error.code()
+            # the encoder's bounded queue refusing: the client should hear "busy, retry" (UNAVAILABLE / HTTP
+            # 503), as it does when the ensemble's own encoder step is refused
+            code = pb_utils.TritonError.UNAVAILABLE if queue_refused(message) else error.code()
             raise EncoderCallError(f"encoding labels with '{self.model_name}': {message}", code)
         return pb_utils.get_output_tensor_by_name(response, self.output_name).as_numpy()

@@ -20,6 +20,8 @@ import urllib.error
 import urllib.request
 import uuid
 
+from zsc_server.triton_errors import refusal_kind
+
 LABELS = ["咨询", "投诉"]
 
 
@@ -48,8 +50,7 @@ def is_busy(status: int, message: str) -> bool:
     """The server refusing a request for load: admission control ("busy: requests have waited ..."), or
     Triton's bounded queue, full ("exceeds maximum queue size") or waited past its timeout ("Request
     timeout expired"); all HTTP 503 (gRPC UNAVAILABLE)."""
-    message = message.lower()
-    return status == 503 and ("busy: " in message or "queue size" in message or "timeout expired" in message)
+    return status == 503 and refusal_kind(message) is not None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import time
 import urllib.error
@@ -29,11 +28,11 @@ import urllib.request
 import uuid
 
 from zsc_server.admin_api import ADMIN_HEADER
+from zsc_server.triton_errors import dead_stub_instances
 
 # The config parameter whose new value makes a load a full reload (see the module docstring).
 RELOAD_PARAMETER = "zsc_reload_id"
 STUB_NAME = "triton_python_backend_stub"
-DEAD_STUB = re.compile(r"Stub process '([^']+)' is not healthy")
 
 
 class ReviveError(RuntimeError):
@@ -46,7 +45,7 @@ MODEL_CONTROL_FLAGS = ("--model-control-mode=explicit", "--load-model=*")
 
 def dead_instances(problem: str) -> set[str]:
     """Instance names (e.g. encoder_0_0) that Triton says have a dead stub in an error message."""
-    return set(DEAD_STUB.findall(problem))
+    return dead_stub_instances(problem)
 
 
 def owner(instance: str, groups: dict[str, str]) -> str | None:

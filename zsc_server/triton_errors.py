@@ -1,0 +1,42 @@
+"""The texts of Triton's (and our own) error messages that the project acts on, in one place: the encoder call,
+the health probe, the launcher's reviver and the soak's bookkeeping read messages through these. (The client
+package, installable alone, keeps its own copy of what it needs; tests/unit/test_triton_errors.py holds the
+two together.)
+
+Triton reports these only as text: a refused or failed request carries a status code and a message, and the
+message is what tells a full queue from a timed-out one, or names the instance whose stub died.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Triton's dynamic batcher, refusing for load (HTTP 503 / gRPC UNAVAILABLE)
+QUEUE_FULL = "exceeds maximum queue size"
+QUEUE_TIMEOUT = "request timeout expired"
+# zsc_server.admission, refusing before the preprocess tokenizes ("busy: requests have waited over ...")
+ADMISSION_BUSY = "busy: requests have waited"
+# a Python-backend model whose stub process died: every request to it fails so until it is reloaded
+DEAD_STUB = re.compile(r"Stub process '([^']+)' is not healthy")
+
+
+def refusal_kind(message: str) -> str | None:
+    """'admission', 'queue full' or 'queue timeout' when `message` is a refusal for load, else None."""
+    message = message.lower()
+    if ADMISSION_BUSY in message:
+        return "admission"
+    if QUEUE_FULL in message:
+        return "queue full"
+    if QUEUE_TIMEOUT in message:
+        return "queue timeout"
+    return None
+
+
+def queue_refused(message: str) -> bool:
+    """Triton's bounded encoder queue refused the request (full, or waited past its timeout)."""
+    return refusal_kind(message) in ("queue full", "queue timeout")
+
+
+def dead_stub_instances(message: str) -> set[str]:
+    """Instance names (e.g. encoder_0_0) that Triton says have a dead stub in `message`."""
+    return set(DEAD_STUB.findall(message))
