@@ -12,9 +12,10 @@ from export.checkpoint import OFFLINE_ALIASES
 from export.errors import ExportError
 from export.gpu_profiles import CARDS
 from export.options import DEFAULTS, MODEL_MAX_LENGTH, ExportOptions
-from export.pipeline import GPU_QUEUE_BUDGET_MS, QUEUE_BUDGET_BATCHES, QUEUE_BUDGET_MS, export_model
+from export.pipeline import export_model
 from export.repository import Runtime
 from export.torch2onnx import Precision
+from zsc_server.batching_policy import GPU_QUEUE_BUDGET_MS, QUEUE_BUDGET_BATCHES, QUEUE_BUDGET_MS
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,11 +24,10 @@ from __future__ import annotations
 import dataclasses
 
 from export.torch2onnx import Precision
+from zsc_server.batching_policy import GPU_MAX_BATCH, GPU_QUEUE_DELAY_US
 
 H100_FP16_TFLOPS = 800.0  # measured: 798 TFLOP/s on an 8192^3 FP16 matmul (h100-baseline.md)
 H100_SATURATION_BATCH = 128  # measured: seq 64 pairs/s within 2% of its batch-512 value at 128
-MAX_BATCH = 512
-QUEUE_DELAY_US = 100  # on the H100/H200; slower cards longer (gpu_profile)
 MEMORY_SHARE = 0.6  # of the card, for all encoder instances; the rest: CUDA context, graphs, other models
 
 
@@ -134,7 +133,7 @@ def gpu_profile(gpu: str, shape: ModelShape = STRUCTBERT_LARGE, max_length: int 
     saturation = max(8, _powers_of_two(int(H100_SATURATION_BATCH * card.fp16_tflops / H100_FP16_TFLOPS))[-1])
     budget = card.memory_gib * 2**30 * MEMORY_SHARE / instances - shape.parameter_count() * 2
     # past the saturating batch a bigger one only adds latency; 512 is as far as the H100 was measured
-    max_batch = MAX_BATCH
+    max_batch = GPU_MAX_BATCH
     while max_batch > 1 and shape.activation_bytes(max_batch, max_length) > budget:
         max_batch //= 2
     # the batcher dispatches as soon as it holds a preferred size: aim at the saturating batch (and
@@ -143,7 +142,7 @@ def gpu_profile(gpu: str, shape: ModelShape = STRUCTBERT_LARGE, max_length: int 
     graphs = tuple(b for b in _powers_of_two(min(2 * saturation, max_batch)))
     # 100 us measured best on the H200 for one request; a slower card takes longer per batch anyway, so
     # waiting longer to fill one costs it relatively less
-    queue_delay_us = int(min(4000, QUEUE_DELAY_US * H100_FP16_TFLOPS / card.fp16_tflops))
+    queue_delay_us = int(min(4000, GPU_QUEUE_DELAY_US * H100_FP16_TFLOPS / card.fp16_tflops))
     throughput = (f"throughput measured on this card ({card.measured})" if card.measured
                   else "projected from the H100 measurements by FP16 throughput")
     basis = f"{throughput}; memory from the activation bytes per token measured on an H200"

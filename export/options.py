@@ -9,8 +9,12 @@ from export import agreement
 from export.repository import Runtime
 from export.torch2onnx import Precision
 from zsc_server.admission import AdmissionSettings
-from zsc_server.label_cache import DEFAULT_BUDGET_MIB
-from zsc_server.settings import REPLAY_OVERHEAD_TOKENS
+from zsc_server.batching_policy import (
+    LABEL_CACHE_MIB,
+    MAX_QUEUE_SIZE,
+    PREPROCESS_INSTANCES,
+    REPLAY_OVERHEAD_TOKENS,
+)
 
 MODEL_MAX_LENGTH = "model"  # max_length="model": as long as the model takes (the pipeline's truncation)
 
@@ -33,16 +37,16 @@ class ExportOptions:
     max_labels: int = 256
     max_text_bytes: int = 65536
     max_labels_bytes: int = 65536
-    queue_delay_us: int | None = None  # None: the GPU profile's, else 2000
+    queue_delay_us: int | None = None  # None: the GPU profile's, else CPU_QUEUE_DELAY_US
     replay_overhead_tokens: int = REPLAY_OVERHEAD_TOKENS
-    encoder_instances: int | None = None  # None: the GPU profile's, else 1
-    max_queue_size: int = 0
+    encoder_instances: int | None = None  # None: the GPU profile's, else ENCODER_INSTANCES
+    max_queue_size: int = MAX_QUEUE_SIZE
     queue_timeout_ms: str = "auto"
     admission_target_ms: str = "off"
     admission_interval_ms: float = AdmissionSettings.interval_ms
-    preprocess_instances: int = 2
+    preprocess_instances: int = PREPROCESS_INSTANCES
     cpu_cores: int = 0
-    label_cache_mb: float = DEFAULT_BUDGET_MIB
+    label_cache_mb: float = LABEL_CACHE_MIB
     cache_dir: str | None = None
     texts: Path | None = None  # the INT8 accuracy gate's texts (None: loadtest/data/workload.json)
     labels: tuple[str, ...] | None = None  # its label sets

@@ -37,30 +37,21 @@ from export.tokenizer import write_tokenizer_json
 from export.torch2onnx import Precision
 from export.validate import sample_batches
 from zsc_server.admission import AdmissionSettings
+from zsc_server.batching_policy import (
+    CPU_BUCKETS,
+    CPU_QUEUE_DELAY_US,
+    DEFAULT_BUCKETS,
+    ENCODER_INSTANCES,
+    GPU_QUEUE_BUDGET_MS,
+    QUEUE_BUDGET_BATCHES,
+    QUEUE_BUDGET_MS,
+)
 from zsc_server.gpus import describe, visible_gpus
 from zsc_server.label_cache import LabelCacheSettings
 from zsc_server.onnx_encoder import OnnxEncoder
-from zsc_server.settings import (
-    CPU_BUCKETS,
-    DEFAULT_BUCKETS,
-    ScoringMode,
-    ScoringSettings,
-    sequence_buckets,
-)
+from zsc_server.settings import ScoringMode, ScoringSettings, sequence_buckets
 from zsc_server.tokenization import PairTokenizer
 
-# The encoder queue's wait budget (--queue-timeout-ms auto): under overload, stale requests are turned away
-# instead of answered late; a closed loop (clients that each wait for their answer, whose requests fit in a
-# batch) should never be refused: it cannot overload anything. A request may wait for the batch in flight and
-# then for its own, so the budget is 2x the encoder's time for a full batch (its time per row on a sample
-# request x the most rows one execution takes), within 600 ms-10 s. Never under 600 ms: Triton 2.51's
-# dynamic batcher, once its queue has a policy, sometimes sleeps its full 500 ms while requests wait and the
-# instance is free, until another request arrives. The count is not bounded by default (--max-queue-size 0):
-# a full queue turns arrivals away without waking the batcher, and those sleeps then idle the encoder
-# (docs/limits-failures-security.md, "Overload").
-QUEUE_BUDGET_BATCHES = 2
-QUEUE_BUDGET_MS = (600, 10_000)
-GPU_QUEUE_BUDGET_MS = QUEUE_BUDGET_MS[0]
 CPU_RUNTIMES = (Runtime.PYTHON_ORT, Runtime.ONNXRUNTIME)
 
 
@@ -110,8 +101,8 @@ def export_model(options: ExportOptions) -> Path:
         raise ExportError(str(exc)) from None
     serving = ServingSettings(
         runtime=runtime, precision=precision.value,
-        queue_delay_us=first(options.queue_delay_us, profile and profile.queue_delay_us, 2000),
-        encoder_instances=first(options.encoder_instances, profile and profile.encoder_instances, 1),
+        queue_delay_us=first(options.queue_delay_us, profile and profile.queue_delay_us, CPU_QUEUE_DELAY_US),
+        encoder_instances=first(options.encoder_instances, profile and profile.encoder_instances, ENCODER_INSTANCES),
         preprocess_instances=options.preprocess_instances,
         preferred_batch_sizes=profile.preferred_batch_sizes if profile else (),
         max_batch=profile.max_batch if profile else 0,

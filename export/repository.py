@@ -19,17 +19,23 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
 from zsc_server.admission import AdmissionSettings
+from zsc_server.batching_policy import (
+    CPU_QUEUE_DELAY_US,
+    ENCODER_INSTANCES,
+    GRAPH_BATCH_SIZES,
+    MAX_QUEUE_SIZE,
+    PREPROCESS_INSTANCES,
+    PREPROCESS_QUEUE_PER_INSTANCE,
+    QUEUE_BUDGET_MS,
+    REPLAY_OVERHEAD_TOKENS,
+)
 from zsc_server.encoder_limits import EncoderLimits
 from zsc_server.label_cache import LabelCacheSettings
-from zsc_server.settings import ENCODER_INPUTS, REPLAY_OVERHEAD_TOKENS, ScoringSettings
+from zsc_server.settings import ENCODER_INPUTS, ScoringSettings
 
 SOURCE_REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 ENSEMBLE, PREPROCESS, ENCODER, POSTPROCESS = "zero_shot", "preprocess", "encoder", "postprocess"
-
-
-# requests that may wait for each preprocess instance while admission control holds them (see preprocess_config)
-PREPROCESS_QUEUE_PER_INSTANCE = 4
 
 
 class Runtime(str, enum.Enum):
@@ -48,23 +54,23 @@ class Runtime(str, enum.Enum):
 @dataclasses.dataclass(frozen=True)
 class ServingSettings:
     runtime: Runtime = Runtime.PYTHON_ORT
-    queue_delay_us: int = 2000
-    encoder_instances: int = 1
-    preprocess_instances: int = 2
+    queue_delay_us: int = CPU_QUEUE_DELAY_US
+    encoder_instances: int = ENCODER_INSTANCES
+    preprocess_instances: int = PREPROCESS_INSTANCES
     intra_op_threads: int = 0  # 0: the cores shared out among the encoder instances (CPU runtimes)
     cpu_cores: int = 0  # onnxruntime on CPU (INT8): the cores its thread count is computed for; 0: this machine's
     preferred_batch_sizes: tuple[int, ...] = ()
     max_batch: int = 0  # encoder batch (pairs) limit; 0: one request's largest (max_labels + 1)
     # Overload: a bounded encoder queue answers "busy" (UNAVAILABLE) at once instead of letting
     # latency grow without limit; a request that waited longer than the timeout is rejected too.
-    max_queue_size: int = 0  # no bound on the count: queue_timeout_us bounds the queue (export/pipeline.py)
-    queue_timeout_us: int = 10_000_000
+    max_queue_size: int = MAX_QUEUE_SIZE  # no bound on the count: queue_timeout_us bounds the queue
+    queue_timeout_us: int = QUEUE_BUDGET_MS[1] * 1000
     precision: str = "fp32"
     # python-torch only: "gpu", or "cpu" to run the same model without CUDA (tests, CPU-only hosts)
     torch_device: str = "gpu"
     # python-torch only: batch sizes a CUDA graph is captured for; a batch is replayed as the sizes that
     # cost least, counting each replay as its padded rows plus this overhead (zsc_server/torch_encoder.py)
-    graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
+    graph_batch_sizes: tuple[int, ...] = GRAPH_BATCH_SIZES
     replay_overhead_tokens: int = REPLAY_OVERHEAD_TOKENS
     tensorrt_profiles: int = 0  # tensorrt only: the engine's optimization profiles, one per bucket
     response_cache: bool = True

@@ -31,7 +31,7 @@ from loadtest import bench, server_cpu
 from loadtest.run import RESULTS, hardware, read_served_export_info, slug
 from loadtest.server_metrics import label_cache_summary, model_deltas, scrape
 from loadtest.workload import DEFAULT_WORKLOAD, ClassifyRequest, Workload
-from zsc_server.label_cache import DEFAULT_BUDGET_MIB
+from zsc_server.batching_policy import LABEL_CACHE_MIB
 
 SETTINGS = ("off", "on")
 
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="offline-minilm", help="an embedding-mode checkpoint (default: %(default)s)")
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--label-cache-mb", type=float, default=DEFAULT_BUDGET_MIB,
+    parser.add_argument("--label-cache-mb", type=float, default=LABEL_CACHE_MIB,
                         help="budget per preprocess instance with the cache on (default: %(default)s, the export's)")
     parser.add_argument("--repository-off", type=Path, default=None,
                         help="an exported repository without the cache (with --repository-on: no export)")

@@ -97,7 +97,8 @@ class LabelCache:
         self.bytes_held += size
 
 
-DEFAULT_BUDGET_MIB = 32.0  # per preprocess instance: ~19,000 MiniLM hypotheses, ~10,000 of a BERT-base
+# LABEL_CACHE_MIB (zsc_server.batching_policy) per preprocess instance: ~19,000 MiniLM hypotheses, ~10,000 of a
+# BERT-base
 
 
 @dataclasses.dataclass(frozen=True)

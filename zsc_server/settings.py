@@ -11,6 +11,8 @@ import dataclasses
 import enum
 import json
 
+from zsc_server.batching_policy import DEFAULT_BUCKETS
+
 
 class ScoringMode(str, enum.Enum):
     """How label scores are computed from the encoder output."""
@@ -22,18 +24,6 @@ class ScoringMode(str, enum.Enum):
 # The encoder inputs BERT takes; other families take a subset (RoBERTa, XLM-R, BART, DeBERTa-v3 and
 # ModernBERT no token_type_ids). Export writes the ones its ONNX graph declares into `encoder_inputs`.
 ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512)
-# On CPU every padded token costs compute and the batcher merges little, so shapes follow the real
-# lengths closely (measured: BERT-base on 2 cores, loadtest/results/compare-*).
-CPU_BUCKETS = (16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 192, 256, 384, 512)
-
-# python-torch on a GPU: one CUDA-graph replay's fixed cost (launch, copies, synchronisation) in units of
-# its work, rows x tokens; a batch is replayed as the captured sizes that cost least (torch_encoder).
-# Measured on an H200, StructBERT-large FP16 (loadtest/results/bench-20261126-h200/memory.md): a replay
-# takes ~0.8 ms plus ~1.4 us per row-token from 16 to 128 tokens, so ~0.8 ms is the work of ~550 row-tokens.
-REPLAY_OVERHEAD_TOKENS = 512
-
 
 def sequence_buckets(max_length: int, candidates: tuple[int, ...] = DEFAULT_BUCKETS) -> tuple[int, ...]:
     """Padded sequence lengths the preprocess may emit: candidates below max_length, then max_length.

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from zsc_server.batching import run_by_sequence_length
-from zsc_server.settings import REPLAY_OVERHEAD_TOKENS
+from zsc_server.batching_policy import REPLAY_OVERHEAD_TOKENS
 from zsc_server.tokenization import ENCODER_INPUTS
 from zsc_server.torch_bert import load_plain_bert
 

@@ -7,8 +7,8 @@ instance, FP32 eager on a CPU instance. Thin adapter over zsc_server.torch_encod
 import json
 from pathlib import Path
 
+from zsc_server.batching_policy import REPLAY_OVERHEAD_TOKENS
 from zsc_server.encoder_model import EncoderRequests, string_parameters
-from zsc_server.settings import REPLAY_OVERHEAD_TOKENS
 from zsc_server.torch_encoder import TorchEncoder
 
 
@@ -20,7 +20,7 @@ class TritonPythonModel:
         self.encoder = TorchEncoder(
             str(Path(args["model_repository"]) / args["model_version"] / "model.pt"),
             device=f"cuda:{args['model_instance_device_id']}" if gpu else "cpu",
-            precision=params.get("precision", "fp16"),
+            precision=params["precision"],  # always written by the export
             graph_batch_sizes=tuple(json.loads(params.get("graph_batch_sizes", "[]"))),
             sequence_buckets=tuple(json.loads(params.get("sequence_buckets", "[]"))),
             capture_all=params.get("capture_graphs_at_start", "true") == "true",

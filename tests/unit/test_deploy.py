@@ -22,7 +22,7 @@ def probe_timeout(command: list[str]) -> float:
 
 def test_health_probes_outwait_the_queue_timeout_so_a_busy_server_passes():
     """A probe that gives up before the encoder's queue refuses it would call an overloaded server dead."""
-    from export.pipeline import QUEUE_BUDGET_MS
+    from zsc_server.batching_policy import QUEUE_BUDGET_MS
     from zsc_server.supervisor import PROBE_TIMEOUT_S
 
     # the longest budget `--queue-timeout-ms auto` can choose

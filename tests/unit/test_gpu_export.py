@@ -28,7 +28,9 @@ from export.onnx2trt import (
 )
 from export.random_checkpoint import write_huggingface_nli, write_modelscope_structbert
 from export.repository import Runtime, ServingSettings, encoder_config, staged_repository, to_pbtxt
-from zsc_server.settings import REPLAY_OVERHEAD_TOKENS, ScoringSettings
+from zsc_server import batching_policy
+from zsc_server.batching_policy import REPLAY_OVERHEAD_TOKENS
+from zsc_server.settings import ScoringSettings
 from zsc_server.tokenization import ENCODER_INPUTS
 from zsc_server.torch_encoder import TorchEncoder, replay_choices, replay_plan
 
@@ -169,8 +171,8 @@ def test_gpu_profile_export_writes_the_profile_into_the_configs(tmp_path):
     assert encoder.parameters["replay_overhead_tokens"].string_value == str(REPLAY_OVERHEAD_TOKENS)
     # Triton 2.51's batcher, with a queue policy, can sleep 500 ms with requests waiting: the budget outlasts it
     queue = encoder.dynamic_batching.default_queue_policy
-    assert queue.default_timeout_microseconds == pipeline.GPU_QUEUE_BUDGET_MS * 1000 > 500_000
-    assert queue.max_queue_size == 0 and pipeline.QUEUE_BUDGET_MS[0] * 1000 > 500_000
+    assert queue.default_timeout_microseconds == batching_policy.GPU_QUEUE_BUDGET_MS * 1000 > 500_000
+    assert queue.max_queue_size == 0 and batching_policy.QUEUE_BUDGET_MS[0] * 1000 > 500_000
     info = json.loads((repository / "encoder" / "export.json").read_text())
     assert (info["runtime"], info["gpu_profile"], info["buckets"]) == ("python-torch", "h100", [16, 32, 64])
 
@@ -329,6 +331,6 @@ def test_the_automatic_queue_budget_covers_two_full_batches_within_its_bounds():
     budget, full_batch_ms = pipeline.queue_budget_from_sample(21.7, 6, 257)
     assert round(full_batch_ms) == 929 and budget == 1858
     # a tiny model: never under the floor that outlasts the dynamic batcher's 500 ms sleep
-    assert pipeline.queue_budget_from_sample(0.6, 5, 257)[0] == pipeline.QUEUE_BUDGET_MS[0] == 600
+    assert pipeline.queue_budget_from_sample(0.6, 5, 257)[0] == batching_policy.QUEUE_BUDGET_MS[0] == 600
     # a large model on a small CPU: capped, so that overload still ends in refusals
-    assert pipeline.queue_budget_from_sample(400.0, 6, 257)[0] == pipeline.QUEUE_BUDGET_MS[1]
+    assert pipeline.queue_budget_from_sample(400.0, 6, 257)[0] == batching_policy.QUEUE_BUDGET_MS[1]

@@ -1,6 +1,7 @@
 import pytest
 
-from zsc_server.settings import CPU_BUCKETS, ScoringMode, ScoringSettings, sequence_buckets
+from zsc_server.batching_policy import CPU_BUCKETS
+from zsc_server.settings import ScoringMode, ScoringSettings, sequence_buckets
 
 
 def test_buckets_end_at_max_length():

@@ -1,0 +1,53 @@
+"""Every batching and queueing default, in one place: what the export writes into the configs unless told
+otherwise (export.options.ExportOptions, export.repository.ServingSettings and export.gpu_profiles read
+them from here), and what the server-side models fall back to.
+"""
+
+from __future__ import annotations
+
+# ---------------------------------------------------------------- sequence buckets (preprocess padding)
+
+# Padded sequence lengths for GPU runtimes: few shapes, each a CUDA graph or TensorRT profile.
+DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512)
+# On CPU every padded token costs compute and the batcher merges little, so shapes follow the real
+# lengths closely (measured: BERT-base on 2 cores, loadtest/results/compare-*).
+CPU_BUCKETS = (16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 192, 256, 384, 512)
+
+# ---------------------------------------------------------------- the encoder's dynamic batcher
+
+# How long the batcher waits to fill a batch on the CPU; GPU profiles scale GPU_QUEUE_DELAY_US by the card.
+CPU_QUEUE_DELAY_US = 2000
+GPU_QUEUE_DELAY_US = 100  # on the H100/H200; slower cards longer (export.gpu_profiles.gpu_profile)
+GPU_MAX_BATCH = 512  # pairs per execution on a GPU profile
+ENCODER_INSTANCES = 1
+PREPROCESS_INSTANCES = 2
+# requests that may wait for each preprocess instance while admission control holds them
+PREPROCESS_QUEUE_PER_INSTANCE = 4
+
+# The encoder queue's wait budget (--queue-timeout-ms auto): under overload, stale requests are turned away
+# instead of answered late; a closed loop (clients that each wait for their answer, whose requests fit in a
+# batch) should never be refused: it cannot overload anything. A request may wait for the batch in flight and
+# then for its own, so the budget is 2x the encoder's time for a full batch (its time per row on a sample
+# request x the most rows one execution takes), within 600 ms-10 s. Never under 600 ms: Triton 2.51's
+# dynamic batcher, once its queue has a policy, sometimes sleeps its full 500 ms while requests wait and the
+# instance is free, until another request arrives. The count is not bounded by default (max_queue_size 0):
+# a full queue turns arrivals away without waking the batcher, and those sleeps then idle the encoder
+# (docs/limits-failures-security.md, "Overload").
+QUEUE_BUDGET_BATCHES = 2
+QUEUE_BUDGET_MS = (600, 10_000)
+GPU_QUEUE_BUDGET_MS = QUEUE_BUDGET_MS[0]
+MAX_QUEUE_SIZE = 0
+
+# ---------------------------------------------------------------- python-torch on a GPU (CUDA graphs)
+
+# batch sizes a CUDA graph is captured for; a batch is replayed as the sizes that cost least
+GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
+# one CUDA-graph replay's fixed cost (launch, copies, synchronisation) in units of its work, rows x tokens
+# (zsc_server.torch_encoder). Measured on an H200, StructBERT-large FP16
+# (loadtest/results/bench-20261126-h200/memory.md): a replay takes ~0.8 ms plus ~1.4 us per row-token from 16
+# to 128 tokens, so ~0.8 ms is the work of ~550 row-tokens.
+REPLAY_OVERHEAD_TOKENS = 512
+
+# ---------------------------------------------------------------- embedding mode's label cache
+
+LABEL_CACHE_MIB = 32.0  # per preprocess instance
