@@ -40,9 +40,7 @@ import asyncio
 import json
 import os
 import random
-import re
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -50,18 +48,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import psutil
 
 from loadtest.bench import closed_loop
 from loadtest.run import RESULTS, hardware, read_served_export_info, slug
 from loadtest.server_cpu import find_tritonserver
 from loadtest.server_metrics import model_deltas, scrape
+from loadtest.soak_report import goals, markdown, summary_line, verdict
+from loadtest.soak_tally import RssSampler, Tally
 from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, Workload, answer_problem
-from zsc_client import AsyncZeroShotClient, ServerUnavailableError, ZeroShotClientError
+from zsc_client import AsyncZeroShotClient, ZeroShotClientError
 from zsc_server.serve import cpu_list
-from zsc_server.triton_errors import refusal_kind
 
-BUCKET_S = 10.0  # timeline resolution
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -109,187 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=RESULTS, help="parent of the results folder")
     parser.add_argument("--name", default="", help="results folder name (default: soak-<date>-<hardware>)")
     return parser
-
-
-# ---------------------------------------------------------------- outcomes
-
-
-def rejection_kind(error: ZeroShotClientError) -> str | None:
-    """The kind of overload refusal `error` is, or None when it is not one."""
-    message = error.message.lower()
-    refused = refusal_kind(message)
-    if refused:
-        return refused
-    if error.status == "StatusCode.DEADLINE_EXCEEDED" or "deadline exceeded" in message:
-        return "client timeout"
-    if isinstance(error, ServerUnavailableError):
-        return f"unavailable: {short(error.message)}"
-    return None
-
-
-def short(message: str) -> str:
-    """An error message as a counting key: ids and numbers blanked, the ensemble prefix dropped, cut short."""
-    message = re.sub(r"^in ensemble '[^']*', ", "", message)
-    message = re.sub(r"\[request id: [^\]]*\] ", "", message)
-    return re.sub(r"\d+", "N", message)[:100]
-
-
-class Tally:
-    """Every request's bucket, latencies of correct answers, and a timeline in BUCKET_S steps."""
-
-    def __init__(self, started: float) -> None:
-        self.started = started
-        self.sent = self.correct = self.mismatched = self.lost = 0
-        self.rejected: dict[str, int] = {}
-        self.failed: dict[str, int] = {}
-        self.latencies_ms: list[float] = []
-        self.examples: list[str] = []  # a few mismatches and failures, for the report
-        self.timeline: dict[int, dict] = {}
-        self.per_second: dict[int, list[float]] = {}  # send second -> latencies of its correct answers
-
-    def _bucket(self, at: float) -> dict:
-        index = int((at - self.started) // BUCKET_S)
-        return self.timeline.setdefault(index, {"sent": 0, "correct": 0, "rejected": 0, "other": 0,
-                                                "latencies_ms": []})
-
-    def on_sent(self, at: float) -> None:
-        self.sent += 1
-        self._bucket(at)["sent"] += 1
-
-    def on_answer(self, at: float, latency_ms: float, problem: str | None) -> None:
-        bucket = self._bucket(at)
-        if problem:
-            self.mismatched += 1
-            bucket["other"] += 1
-            self._example(f"mismatched: {problem}")
-        else:
-            self.correct += 1
-            self.latencies_ms.append(latency_ms)
-            self.per_second.setdefault(int(at - self.started), []).append(latency_ms)
-            bucket["correct"] += 1
-            bucket["latencies_ms"].append(latency_ms)
-
-    def on_error(self, at: float, error: BaseException) -> None:
-        kind = rejection_kind(error) if isinstance(error, ZeroShotClientError) else None
-        if kind:
-            self.rejected[kind] = self.rejected.get(kind, 0) + 1
-            self._bucket(at)["rejected"] += 1
-            return
-        key = short(error.message) if isinstance(error, ZeroShotClientError) else f"{type(error).__name__}: {error}"
-        self.failed[key] = self.failed.get(key, 0) + 1
-        self._bucket(at)["other"] += 1
-        self._example(f"failed: {key}")
-
-    def _example(self, text: str) -> None:
-        if len(self.examples) < 10:
-            self.examples.append(text)
-
-    def summary(self) -> dict:
-        answered = sorted(self.latencies_ms)
-
-        def percentile(q: float) -> float | None:
-            return round(float(np.percentile(answered, q)), 2) if answered else None
-
-        timeline = []
-        for index in sorted(self.timeline):
-            bucket = self.timeline[index]
-            timeline.append({"t_s": index * BUCKET_S, "sent": bucket["sent"], "correct": bucket["correct"],
-                             "rejected": bucket["rejected"], "other": bucket["other"],
-                             "p50_ms": round(float(np.median(bucket["latencies_ms"])), 2)
-                             if bucket["latencies_ms"] else None})
-        return {"sent": self.sent, "correct": self.correct, "rejected": sum(self.rejected.values()),
-                "rejected_by_kind": dict(sorted(self.rejected.items(), key=lambda kv: -kv[1])),
-                "failed": sum(self.failed.values()),
-                "failed_by_message": dict(sorted(self.failed.items(), key=lambda kv: -kv[1])),
-                "mismatched": self.mismatched, "lost": self.lost, "examples": self.examples,
-                "latency_ms": {"p50": percentile(50), "p95": percentile(95), "p99": percentile(99),
-                               "max": round(answered[-1], 2) if answered else None},
-                "timeline": timeline}
-
-
-# ---------------------------------------------------------------- the server's processes
-
-
-class RssSampler:
-    """A thread that sums the RSS of tritonserver and its descendants every `period_s`, and notes when the
-    server process goes away or its children change (a stub that died or was replaced)."""
-
-    def __init__(self, pid: int | None, period_s: float) -> None:
-        self.pid, self.period_s = pid, period_s
-        self.samples: list[tuple[float, float]] = []  # (seconds since start, MiB)
-        self.events: list[str] = []
-        self.server_gone = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._children: set[int] | None = None
-        self._started = time.monotonic()
-
-    def _sample(self) -> None:
-        try:
-            server = psutil.Process(self.pid)
-            processes = [server, *server.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            if not self.server_gone:
-                self.events.append(f"{time.monotonic() - self._started:.0f} s: tritonserver (pid {self.pid}) is gone")
-            self.server_gone = True
-            return
-        total, alive = 0, set()
-        for process in processes:
-            try:
-                if process.status() == psutil.STATUS_ZOMBIE:
-                    continue
-                total += process.memory_info().rss
-                alive.add(process.pid)
-            except psutil.NoSuchProcess:
-                continue
-        at = time.monotonic() - self._started
-        if self._children is not None and alive != self._children:
-            self.events.append(f"{at:.0f} s: child processes changed: gone {sorted(self._children - alive)}, "
-                               f"new {sorted(alive - self._children)}")
-        self._children = alive
-        self.samples.append((at, total / 2**20))
-
-    def _run(self) -> None:
-        while True:
-            self._sample()
-            if self._stop.wait(self.period_s):
-                return
-
-    def __enter__(self) -> RssSampler:
-        if self.pid:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(10)
-        if self.pid:
-            self._sample()
-
-    def summary(self) -> dict:
-        if not self.samples:
-            return {"sampled": False}
-        times = np.array([t for t, _ in self.samples])
-        mib = np.array([m for _, m in self.samples])
-        window = min(60.0, (times[-1] - times[0]) / 3) if len(times) > 2 else 0.0
-        first = mib[times <= times[0] + window]
-        last = mib[times >= times[-1] - window]
-        late = times >= times[0] + np.ptp(times) / 2
-        return {"sampled": True, "samples": len(self.samples), "period_s": self.period_s, "window_s": round(window, 1),
-                "first_window_median_mib": round(float(np.median(first)), 1),
-                "last_window_median_mib": round(float(np.median(last)), 1),
-                "slope_mib_per_min": _slope(times, mib),
-                "slope_second_half_mib_per_min": _slope(times[late], mib[late]),
-                "max_mib": round(float(mib.max()), 1),
-                "events": self.events, "series": [[round(t, 1), round(m, 1)] for t, m in self.samples]}
-
-
-def _slope(times: np.ndarray, mib: np.ndarray) -> float:
-    """Least-squares MiB per minute."""
-    if len(times) < 2 or np.ptp(times) == 0:
-        return 0.0
-    return round(float(np.polyfit(times, mib, 1)[0]) * 60, 3)
 
 
 # ---------------------------------------------------------------- phases
@@ -381,19 +197,6 @@ def rate_at(phases: list[tuple[float, float]], elapsed_s: float) -> float:
     return phases[-1][0]
 
 
-def recovery_s(per_second: dict[int, list[float]], burst_end_s: float, until_s: float, bound_ms: float) -> float | None:
-    """Seconds after the burst's end until the per-second median latency stays at or under `bound_ms` for
-    the rest of the run (None: it never did)."""
-    seconds = [s for s in range(int(burst_end_s), int(until_s)) if per_second.get(s)]
-    recovered = None
-    for second in seconds:
-        if np.median(per_second[second]) <= bound_ms:
-            recovered = second if recovered is None else recovered
-        else:
-            recovered = None
-    return None if recovered is None else max(0.0, recovered - burst_end_s)
-
-
 def http_get(url: str, timeout_s: float = 5.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
@@ -444,99 +247,6 @@ def queue_policy(http: str) -> dict:
     return {key: batching[key] for key in ("max_queue_delay_microseconds", "default_queue_policy") if key in batching}
 
 
-# ---------------------------------------------------------------- report
-
-
-def verdict(report: dict) -> list[str]:
-    """What makes the soak fail (empty: passed)."""
-    soak, server = report["soak"], report["server"]
-    problems = []
-    for key in ("mismatched", "lost", "failed"):
-        if soak[key]:
-            problems.append(f"{soak[key]} {key}")
-    if server["crashed"]:
-        problems.append("the server crashed")
-    elif not server["ready"] or server["answer"] != "correct":
-        problems.append(f"the server was not ready and answering correctly {server['answered_after_s']:.0f} s "
-                        f"after the load ({server['answer']})")
-    return problems
-
-
-def markdown(report: dict) -> str:
-    meta, capacity, soak, memory, server = (report[k] for k in ("meta", "capacity", "soak", "memory", "server"))
-    lines = [f"# Soak {meta['started']}: {'PASSED' if not report['problems'] else 'FAILED'}", "",
-             f"{meta['model']}, {meta['runtime']}, {meta['precision']}, max_length {meta['max_length']}, "
-             f"{meta['mode']} mode; {meta['hardware']}; workload {meta['workload']} ({meta['label_mode']} labels); "
-             f"open-loop Poisson arrivals from one async gRPC client (zsc_client) on the same host; client "
-             f"timeout {meta['timeout_s']:.0f} s; encoder batching: {json.dumps(meta['queue_policy'])}.",
-             "", "| | |", "|---|---|",
-             f"| capacity (closed loop, {capacity['concurrency']} workers, {capacity['seconds']:.0f} s) | "
-             f"{capacity['requests_per_s']:.1f} req/s |",
-             "| unloaded latency (one request at a time) | "
-             + (f"p50 {report['unloaded']['p50_ms']} ms, p95 {report['unloaded']['p95_ms']} ms "
-                f"({report['unloaded']['requests']} requests) |" if report.get("unloaded") else "not measured |"),
-             f"| offered load | {meta['load']:g} x capacity = {soak['rates']['offered_per_s']:.1f} req/s for "
-             f"{meta['duration_s']:.0f} s (sent at {soak['rates']['achieved_send_per_s']:.1f} req/s)"
-             + "".join(f", then {rate:.1f} req/s for {seconds:.0f} s" for rate, seconds in soak["rates"]["phases"][1:])
-             + " |",
-             f"| sent | {soak['sent']} |",
-             f"| correct | {soak['correct']} ({soak['correct'] / max(1, soak['sent']):.1%}), "
-             f"{soak['correct'] / max(1e-9, soak['rates']['sending_s']):.1f} req/s |",
-             f"| rejected | {soak['rejected']} {_counts(soak['rejected_by_kind'])} |",
-             f"| failed | {soak['failed']} {_counts(soak['failed_by_message'])} |",
-             f"| mismatched | {soak['mismatched']} |",
-             f"| lost | {soak['lost']} |",
-             f"| latency of correct answers | p50 {soak['latency_ms']['p50']} ms, p95 {soak['latency_ms']['p95']} ms, "
-             f"p99 {soak['latency_ms']['p99']} ms, max {soak['latency_ms']['max']} ms |",
-             f"| peak requests in flight | {soak['rates']['peak_in_flight']} |"]
-    if memory["sampled"]:
-        lines.append(f"| RSS, tritonserver + children | median {memory['first_window_median_mib']} MiB in the first "
-                     f"{memory['window_s']:.0f} s, {memory['last_window_median_mib']} MiB in the last; slope "
-                     f"{memory['slope_mib_per_min']:+.2f} MiB/min overall, "
-                     f"{memory['slope_second_half_mib_per_min']:+.2f} MiB/min over the second half; max "
-                     f"{memory['max_mib']} MiB ({memory['samples']} samples, every {memory['period_s']:g} s; the "
-                     f"response cache, when on, grows until full) |")
-    else:
-        lines.append("| RSS | not sampled (no local tritonserver found for this port; pass --server-pid) |")
-    lines.append(f"| server after the load | live {server['live']}, ready {server['ready']}, fresh request: "
-                 f"{server['answer']} after {server['answered_after_s']:.1f} s |")
-    for event in memory.get("events", []):
-        lines.append(f"| process event | {event} |")
-    if report["problems"]:
-        lines += ["", "Failed because: " + "; ".join(report["problems"]) + "."]
-    lines += ["", *goal_lines(report["goals"])]
-    if soak["examples"]:
-        lines += ["", "Examples:", *[f"- {example}" for example in soak["examples"]]]
-    lines += ["", "Timeline (per 10 s of send time)", "", "| t (s) | sent | correct | rejected | other | p50 ms |",
-              "|---|---|---|---|---|---|"]
-    for row in soak["timeline"]:
-        lines.append(f"| {row['t_s']:.0f} | {row['sent']} | {row['correct']} | {row['rejected']} | {row['other']} "
-                     f"| {row['p50_ms'] if row['p50_ms'] is not None else '-'} |")
-    return "\n".join(lines) + "\n"
-
-
-def goal_lines(result: dict) -> list[str]:
-    def mark(met: bool) -> str:
-        return "met" if met else "MISSED"
-
-    lines = ["Goals (steady phase):",
-             f"- correct answers/s {result['goodput_share']:.0%} of the lesser of capacity and offered load "
-             f"(goal ≥ 90%): "
-             f"{mark(result['goodput_met'])}",
-             f"- p95 of correct answers {result['accepted_p95_ms']} ms vs unloaded p95 {result['unloaded_p95_ms']} ms "
-             f"(goal ≤ 3x): {mark(result['latency_met'])}"]
-    if "recovered_after_s" in result:
-        after = result["recovered_after_s"]
-        lines.append(f"- after the burst, per-second medians back under the pre-burst p95 "
-                     f"({result['recovery_bound_ms']} ms) in {'never' if after is None else f'{after:.0f} s'} "
-                     f"(goal ≤ 10 s): {mark(result['recovery_met'])}")
-    return lines
-
-
-def _counts(counts: dict[str, int]) -> str:
-    return "(" + ", ".join(f"{key}: {value}" for key, value in counts.items()) + ")" if counts else ""
-
-
 def allowed_cpus(pid: int | None) -> str:
     """The cores a process may run on, as /proc says (e.g. '0-1')."""
     try:
@@ -547,28 +257,6 @@ def allowed_cpus(pid: int | None) -> str:
     except OSError:
         pass
     return "unknown"
-
-
-def goals(report: dict, phases: list[tuple[float, float]], per_second: dict[int, list[float]]) -> dict:
-    """The overload goals over the first phase (the steady load), and the burst's recovery when there was one."""
-    steady_s = phases[0][1]
-    steady = sorted(latency for second, latencies in per_second.items() if second < steady_s for latency in latencies)
-    # what the server could answer: all of it below capacity (--load < 1), its capacity above
-    answerable = min(phases[0][0], report["capacity"]["requests_per_s"])
-    unloaded_p95 = (report.get("unloaded") or {}).get("p95_ms")
-    result = {"goodput_share": round(len(steady) / steady_s / answerable, 3),
-              "accepted_p95_ms": round(float(np.percentile(steady, 95)), 1) if steady else None,
-              "unloaded_p95_ms": unloaded_p95}
-    result["goodput_met"] = result["goodput_share"] >= 0.9
-    result["latency_met"] = bool(unloaded_p95 and steady and result["accepted_p95_ms"] <= 3 * unloaded_p95)
-    if len(phases) == 3 and steady:
-        # back to the latency the same normal load had before the burst (--load, --after-load: run both equal)
-        bound = result["accepted_p95_ms"]
-        burst_end = phases[0][1] + phases[1][1]
-        result["recovery_bound_ms"] = bound
-        result["recovered_after_s"] = recovery_s(per_second, burst_end, burst_end + phases[2][1], bound)
-        result["recovery_met"] = result["recovered_after_s"] is not None and result["recovered_after_s"] <= 10
-    return result
 
 
 def run(args) -> tuple[Path, dict]:
@@ -652,16 +340,6 @@ def _scrape(url: str) -> list:
         return scrape(url)
     except (OSError, ValueError):
         return []
-
-
-def summary_line(report: dict) -> str:
-    soak, memory = report["soak"], report["memory"]
-    rss = (f"RSS {memory['first_window_median_mib']} -> {memory['last_window_median_mib']} MiB "
-           f"({memory['slope_mib_per_min']:+.2f} MiB/min)" if memory["sampled"] else "RSS not sampled")
-    return (f"{soak['sent']} sent: {soak['correct']} correct, {soak['rejected']} rejected, {soak['failed']} failed, "
-            f"{soak['mismatched']} mismatched, {soak['lost']} lost; p95 {soak['latency_ms']['p95']} ms; {rss}; "
-            f"server {'crashed' if report['server']['crashed'] else 'up'}, fresh request {report['server']['answer']} "
-            f"after {report['server']['answered_after_s']:.1f} s")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,144 @@
+"""The soak's verdict and report (loadtest/soak.py): goals met or missed, report.md from report.json."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+# ---------------------------------------------------------------- report
+
+
+def verdict(report: dict) -> list[str]:
+    """What makes the soak fail (empty: passed)."""
+    soak, server = report["soak"], report["server"]
+    problems = []
+    for key in ("mismatched", "lost", "failed"):
+        if soak[key]:
+            problems.append(f"{soak[key]} {key}")
+    if server["crashed"]:
+        problems.append("the server crashed")
+    elif not server["ready"] or server["answer"] != "correct":
+        problems.append(f"the server was not ready and answering correctly {server['answered_after_s']:.0f} s "
+                        f"after the load ({server['answer']})")
+    return problems
+
+
+def markdown(report: dict) -> str:
+    meta, capacity, soak, memory, server = (report[k] for k in ("meta", "capacity", "soak", "memory", "server"))
+    lines = [f"# Soak {meta['started']}: {'PASSED' if not report['problems'] else 'FAILED'}", "",
+             f"{meta['model']}, {meta['runtime']}, {meta['precision']}, max_length {meta['max_length']}, "
+             f"{meta['mode']} mode; {meta['hardware']}; workload {meta['workload']} ({meta['label_mode']} labels); "
+             f"open-loop Poisson arrivals from one async gRPC client (zsc_client) on the same host; client "
+             f"timeout {meta['timeout_s']:.0f} s; encoder batching: {json.dumps(meta['queue_policy'])}.",
+             "", "| | |", "|---|---|",
+             f"| capacity (closed loop, {capacity['concurrency']} workers, {capacity['seconds']:.0f} s) | "
+             f"{capacity['requests_per_s']:.1f} req/s |",
+             "| unloaded latency (one request at a time) | "
+             + (f"p50 {report['unloaded']['p50_ms']} ms, p95 {report['unloaded']['p95_ms']} ms "
+                f"({report['unloaded']['requests']} requests) |" if report.get("unloaded") else "not measured |"),
+             f"| offered load | {meta['load']:g} x capacity = {soak['rates']['offered_per_s']:.1f} req/s for "
+             f"{meta['duration_s']:.0f} s (sent at {soak['rates']['achieved_send_per_s']:.1f} req/s)"
+             + "".join(f", then {rate:.1f} req/s for {seconds:.0f} s" for rate, seconds in soak["rates"]["phases"][1:])
+             + " |",
+             f"| sent | {soak['sent']} |",
+             f"| correct | {soak['correct']} ({soak['correct'] / max(1, soak['sent']):.1%}), "
+             f"{soak['correct'] / max(1e-9, soak['rates']['sending_s']):.1f} req/s |",
+             f"| rejected | {soak['rejected']} {_counts(soak['rejected_by_kind'])} |",
+             f"| failed | {soak['failed']} {_counts(soak['failed_by_message'])} |",
+             f"| mismatched | {soak['mismatched']} |",
+             f"| lost | {soak['lost']} |",
+             f"| latency of correct answers | p50 {soak['latency_ms']['p50']} ms, p95 {soak['latency_ms']['p95']} ms, "
+             f"p99 {soak['latency_ms']['p99']} ms, max {soak['latency_ms']['max']} ms |",
+             f"| peak requests in flight | {soak['rates']['peak_in_flight']} |"]
+    if memory["sampled"]:
+        lines.append(f"| RSS, tritonserver + children | median {memory['first_window_median_mib']} MiB in the first "
+                     f"{memory['window_s']:.0f} s, {memory['last_window_median_mib']} MiB in the last; slope "
+                     f"{memory['slope_mib_per_min']:+.2f} MiB/min overall, "
+                     f"{memory['slope_second_half_mib_per_min']:+.2f} MiB/min over the second half; max "
+                     f"{memory['max_mib']} MiB ({memory['samples']} samples, every {memory['period_s']:g} s; the "
+                     f"response cache, when on, grows until full) |")
+    else:
+        lines.append("| RSS | not sampled (no local tritonserver found for this port; pass --server-pid) |")
+    lines.append(f"| server after the load | live {server['live']}, ready {server['ready']}, fresh request: "
+                 f"{server['answer']} after {server['answered_after_s']:.1f} s |")
+    for event in memory.get("events", []):
+        lines.append(f"| process event | {event} |")
+    if report["problems"]:
+        lines += ["", "Failed because: " + "; ".join(report["problems"]) + "."]
+    lines += ["", *goal_lines(report["goals"])]
+    if soak["examples"]:
+        lines += ["", "Examples:", *[f"- {example}" for example in soak["examples"]]]
+    lines += ["", "Timeline (per 10 s of send time)", "", "| t (s) | sent | correct | rejected | other | p50 ms |",
+              "|---|---|---|---|---|---|"]
+    for row in soak["timeline"]:
+        lines.append(f"| {row['t_s']:.0f} | {row['sent']} | {row['correct']} | {row['rejected']} | {row['other']} "
+                     f"| {row['p50_ms'] if row['p50_ms'] is not None else '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def goal_lines(result: dict) -> list[str]:
+    def mark(met: bool) -> str:
+        return "met" if met else "MISSED"
+
+    lines = ["Goals (steady phase):",
+             f"- correct answers/s {result['goodput_share']:.0%} of the lesser of capacity and offered load "
+             f"(goal ≥ 90%): "
+             f"{mark(result['goodput_met'])}",
+             f"- p95 of correct answers {result['accepted_p95_ms']} ms vs unloaded p95 {result['unloaded_p95_ms']} ms "
+             f"(goal ≤ 3x): {mark(result['latency_met'])}"]
+    if "recovered_after_s" in result:
+        after = result["recovered_after_s"]
+        lines.append(f"- after the burst, per-second medians back under the pre-burst p95 "
+                     f"({result['recovery_bound_ms']} ms) in {'never' if after is None else f'{after:.0f} s'} "
+                     f"(goal ≤ 10 s): {mark(result['recovery_met'])}")
+    return lines
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return "(" + ", ".join(f"{key}: {value}" for key, value in counts.items()) + ")" if counts else ""
+
+
+def recovery_s(per_second: dict[int, list[float]], burst_end_s: float, until_s: float, bound_ms: float) -> float | None:
+    """Seconds after the burst's end until the per-second median latency stays at or under `bound_ms` for
+    the rest of the run (None: it never did)."""
+    seconds = [s for s in range(int(burst_end_s), int(until_s)) if per_second.get(s)]
+    recovered = None
+    for second in seconds:
+        if np.median(per_second[second]) <= bound_ms:
+            recovered = second if recovered is None else recovered
+        else:
+            recovered = None
+    return None if recovered is None else max(0.0, recovered - burst_end_s)
+
+
+def goals(report: dict, phases: list[tuple[float, float]], per_second: dict[int, list[float]]) -> dict:
+    """The overload goals over the first phase (the steady load), and the burst's recovery when there was one."""
+    steady_s = phases[0][1]
+    steady = sorted(latency for second, latencies in per_second.items() if second < steady_s for latency in latencies)
+    # what the server could answer: all of it below capacity (--load < 1), its capacity above
+    answerable = min(phases[0][0], report["capacity"]["requests_per_s"])
+    unloaded_p95 = (report.get("unloaded") or {}).get("p95_ms")
+    result = {"goodput_share": round(len(steady) / steady_s / answerable, 3),
+              "accepted_p95_ms": round(float(np.percentile(steady, 95)), 1) if steady else None,
+              "unloaded_p95_ms": unloaded_p95}
+    result["goodput_met"] = result["goodput_share"] >= 0.9
+    result["latency_met"] = bool(unloaded_p95 and steady and result["accepted_p95_ms"] <= 3 * unloaded_p95)
+    if len(phases) == 3 and steady:
+        # back to the latency the same normal load had before the burst (--load, --after-load: run both equal)
+        bound = result["accepted_p95_ms"]
+        burst_end = phases[0][1] + phases[1][1]
+        result["recovery_bound_ms"] = bound
+        result["recovered_after_s"] = recovery_s(per_second, burst_end, burst_end + phases[2][1], bound)
+        result["recovery_met"] = result["recovered_after_s"] is not None and result["recovered_after_s"] <= 10
+    return result
+
+
+def summary_line(report: dict) -> str:
+    soak, memory = report["soak"], report["memory"]
+    rss = (f"RSS {memory['first_window_median_mib']} -> {memory['last_window_median_mib']} MiB "
+           f"({memory['slope_mib_per_min']:+.2f} MiB/min)" if memory["sampled"] else "RSS not sampled")
+    return (f"{soak['sent']} sent: {soak['correct']} correct, {soak['rejected']} rejected, {soak['failed']} failed, "
+            f"{soak['mismatched']} mismatched, {soak['lost']} lost; p95 {soak['latency_ms']['p95']} ms; {rss}; "
+            f"server {'crashed' if report['server']['crashed'] else 'up'}, fresh request {report['server']['answer']} "
+            f"after {report['server']['answered_after_s']:.1f} s")
