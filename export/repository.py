@@ -18,17 +18,8 @@ from pathlib import Path
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
+from zsc_server import batching_policy as policy
 from zsc_server.admission import AdmissionSettings
-from zsc_server.batching_policy import (
-    CPU_QUEUE_DELAY_US,
-    ENCODER_INSTANCES,
-    GRAPH_BATCH_SIZES,
-    MAX_QUEUE_SIZE,
-    PREPROCESS_INSTANCES,
-    PREPROCESS_QUEUE_PER_INSTANCE,
-    QUEUE_BUDGET_MS,
-    REPLAY_OVERHEAD_TOKENS,
-)
 from zsc_server.encoder_limits import EncoderLimits
 from zsc_server.label_cache import LabelCacheSettings
 from zsc_server.settings import ENCODER_INPUTS, ScoringSettings
@@ -54,24 +45,24 @@ class Runtime(str, enum.Enum):
 @dataclasses.dataclass(frozen=True)
 class ServingSettings:
     runtime: Runtime = Runtime.PYTHON_ORT
-    queue_delay_us: int = CPU_QUEUE_DELAY_US
-    encoder_instances: int = ENCODER_INSTANCES
-    preprocess_instances: int = PREPROCESS_INSTANCES
+    queue_delay_us: int = policy.CPU_QUEUE_DELAY_US
+    encoder_instances: int = policy.ENCODER_INSTANCES
+    preprocess_instances: int = policy.PREPROCESS_INSTANCES
     intra_op_threads: int = 0  # 0: the cores shared out among the encoder instances (CPU runtimes)
     cpu_cores: int = 0  # onnxruntime on CPU (INT8): the cores its thread count is computed for; 0: this machine's
     preferred_batch_sizes: tuple[int, ...] = ()
     max_batch: int = 0  # encoder batch (pairs) limit; 0: one request's largest (max_labels + 1)
     # Overload: a bounded encoder queue answers "busy" (UNAVAILABLE) at once instead of letting
     # latency grow without limit; a request that waited longer than the timeout is rejected too.
-    max_queue_size: int = MAX_QUEUE_SIZE  # no bound on the count: queue_timeout_us bounds the queue
-    queue_timeout_us: int = QUEUE_BUDGET_MS[1] * 1000
+    max_queue_size: int = policy.MAX_QUEUE_SIZE  # no bound on the count: queue_timeout_us bounds the queue
+    queue_timeout_us: int = policy.QUEUE_BUDGET_MS[1] * 1000
     precision: str = "fp32"
     # python-torch only: "gpu", or "cpu" to run the same model without CUDA (tests, CPU-only hosts)
     torch_device: str = "gpu"
     # python-torch only: batch sizes a CUDA graph is captured for; a batch is replayed as the sizes that
     # cost least, counting each replay as its padded rows plus this overhead (zsc_server/torch_encoder.py)
-    graph_batch_sizes: tuple[int, ...] = GRAPH_BATCH_SIZES
-    replay_overhead_tokens: int = REPLAY_OVERHEAD_TOKENS
+    graph_batch_sizes: tuple[int, ...] = policy.GRAPH_BATCH_SIZES
+    replay_overhead_tokens: int = policy.REPLAY_OVERHEAD_TOKENS
     tensorrt_profiles: int = 0  # tensorrt only: the engine's optimization profiles, one per bucket
     response_cache: bool = True
     # refuse new requests, before tokenizing them, while requests wait longer than this (zsc_server/admission.py)
@@ -145,7 +136,7 @@ def preprocess_config(scoring: ScoringSettings, serving: ServingSettings,
         # size", UNAVAILABLE), in C++, before any Python (a refusal by the preprocess costs a round trip to its
         # stub). Without batching (max_batch_size 0), the dynamic batcher only queues.
         config["dynamic_batching"] = {"default_queue_policy": {
-            "max_queue_size": serving.preprocess_instances * PREPROCESS_QUEUE_PER_INSTANCE,
+            "max_queue_size": serving.preprocess_instances * policy.PREPROCESS_QUEUE_PER_INSTANCE,
             "timeout_action": "REJECT", "default_timeout_microseconds": serving.queue_timeout_us}}
     return config
 
