@@ -19,6 +19,7 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
 from zsc_server import batching_policy as policy
+from zsc_server import tensor_names as names
 from zsc_server.admission import AdmissionSettings
 from zsc_server.encoder_limits import EncoderLimits
 from zsc_server.label_cache import LabelCacheSettings
@@ -90,31 +91,31 @@ def _encoded(names: tuple[str, ...]) -> list[dict]:
 
 
 INTERNAL = [
-    _tensor("labels", "TYPE_STRING", [-1]),
-    _tensor("multi_label", "TYPE_BOOL", [1]),
-    _tensor("start_ns", "TYPE_INT64", [1]),
+    _tensor(names.PREPARED_LABELS, "TYPE_STRING", [-1]),
+    _tensor(names.PREPARED_MULTI_LABEL, "TYPE_BOOL", [1]),
+    _tensor(names.START_NS, "TYPE_INT64", [1]),
     # embedding mode with the label cache: the hypotheses' embeddings [labels, hidden]; else [0, 0]
-    _tensor("label_embeddings", "TYPE_FP32", [-1, -1]),
+    _tensor(names.LABEL_EMBEDDINGS, "TYPE_FP32", [-1, -1]),
 ]
 # The launcher's warm-up (--warm-labels): label sets as JSON in, which instance encoded them out. Not ensemble
 # tensors: only requests sent to the preprocess model itself carry them (zsc_server/warm_up.py).
-WARM_UP_INPUT = _tensor("warm_up", "TYPE_STRING", [1], optional=True)
-WARM_UP_OUTPUT = _tensor("warm_up_report", "TYPE_STRING", [1])
+WARM_UP_INPUT = _tensor(names.WARM_UP, "TYPE_STRING", [1], optional=True)
+WARM_UP_OUTPUT = _tensor(names.WARM_UP_REPORT, "TYPE_STRING", [1])
 # The ensemble's inputs and outputs share one tensor namespace, so the candidate labels
 # cannot also be called LABELS (Triton then answers the input back as the output).
 # TEXT and CANDIDATE_LABELS are required, but declared optional: Triton 2.51 only counts a request's
 # inputs, so with one of them missing and an optional one sent it answered "unexpected deadlock";
 # optional, they reach the preprocess, which names the missing one ("TEXT: is required").
 REQUEST_INPUTS = [
-    _tensor("TEXT", "TYPE_STRING", [1], optional=True),
-    _tensor("CANDIDATE_LABELS", "TYPE_STRING", [-1], optional=True),
-    _tensor("HYPOTHESIS_TEMPLATE", "TYPE_STRING", [1], optional=True),
-    _tensor("MULTI_LABEL", "TYPE_BOOL", [1], optional=True),
+    _tensor(names.TEXT, "TYPE_STRING", [1], optional=True),
+    _tensor(names.CANDIDATE_LABELS, "TYPE_STRING", [-1], optional=True),
+    _tensor(names.HYPOTHESIS_TEMPLATE, "TYPE_STRING", [1], optional=True),
+    _tensor(names.MULTI_LABEL, "TYPE_BOOL", [1], optional=True),
 ]
 RESPONSE_OUTPUTS = [
-    _tensor("LABELS", "TYPE_STRING", [-1]),
-    _tensor("SCORES", "TYPE_FP32", [-1]),
-    _tensor("SERVER_LATENCY_MS", "TYPE_FP32", [1]),
+    _tensor(names.LABELS, "TYPE_STRING", [-1]),
+    _tensor(names.SCORES, "TYPE_FP32", [-1]),
+    _tensor(names.SERVER_LATENCY_MS, "TYPE_FP32", [1]),
 ]
 
 
@@ -146,7 +147,7 @@ def postprocess_config(scoring: ScoringSettings, serving: ServingSettings = Serv
         "name": POSTPROCESS,
         "backend": "python",
         "max_batch_size": 0,
-        "input": [_tensor("encoder_output", "TYPE_FP32", [-1, -1])] + INTERNAL,
+        "input": [_tensor(names.ENCODER_OUTPUT, "TYPE_FP32", [-1, -1])] + INTERNAL,
         "output": RESPONSE_OUTPUTS,
         "instance_group": [{"count": 1, "kind": "KIND_CPU"}],
         "parameters": _params(scoring.to_parameters() | serving.admission.to_parameters()),
@@ -287,12 +288,12 @@ def ensemble_config(encoder_output_name: str, export_info: dict[str, str] | None
                     "model_name": ENCODER,
                     "model_version": -1,
                     "input_map": identity(list(encoder_inputs)),
-                    "output_map": {encoder_output_name: "encoder_output"},
+                    "output_map": {encoder_output_name: names.ENCODER_OUTPUT},
                 },
                 {
                     "model_name": POSTPROCESS,
                     "model_version": -1,
-                    "input_map": identity(["encoder_output"] + internal_names),
+                    "input_map": identity([names.ENCODER_OUTPUT] + internal_names),
                     "output_map": identity([t["name"] for t in RESPONSE_OUTPUTS]),
                 },
             ]

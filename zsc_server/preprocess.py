@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from zsc_server import tensor_names as names
 from zsc_server.scoring import (
     InputError,
     check_template,
@@ -46,37 +47,37 @@ class Preprocessor:
         s = self.settings
         if len(text) > s.max_text_bytes:
             raise InputError(
-                "TEXT", f"is {len(text)} bytes; the limit is {s.max_text_bytes} bytes (max_text_bytes)"
+                names.TEXT, f"is {len(text)} bytes; the limit is {s.max_text_bytes} bytes (max_text_bytes)"
             )
-        text_str = decode_utf8(text, "TEXT")
+        text_str = decode_utf8(text, names.TEXT)
         if is_blank(text_str):
-            raise InputError("TEXT", "is empty")  # or only whitespace and zero-width characters
+            raise InputError(names.TEXT, "is empty")  # or only whitespace and zero-width characters
         # Checked before and after splitting: 10,000 elements are refused before decoding them.
         self._check_label_count(len(labels))
         labels_bytes = sum(len(raw) for raw in labels)
         if labels_bytes > s.max_labels_bytes:
             raise InputError(
-                "CANDIDATE_LABELS",
+                names.CANDIDATE_LABELS,
                 f"are {labels_bytes} bytes in all; the limit is {s.max_labels_bytes} bytes (max_labels_bytes)",
             )
-        label_strs = parse_labels([decode_utf8(raw, "CANDIDATE_LABELS") for raw in labels])
+        label_strs = parse_labels([decode_utf8(raw, names.CANDIDATE_LABELS) for raw in labels])
         self._check_label_count(len(label_strs))
         if template is None or template == b"":
             template_str = s.default_template
         else:
             if len(template) > s.max_template_bytes:
                 raise InputError(
-                    "HYPOTHESIS_TEMPLATE",
+                    names.HYPOTHESIS_TEMPLATE,
                     f"is {len(template)} bytes; the limit is {s.max_template_bytes} bytes",
                 )
-            template_str = check_template(decode_utf8(template, "HYPOTHESIS_TEMPLATE"))
+            template_str = check_template(decode_utf8(template, names.HYPOTHESIS_TEMPLATE))
         # Every '{}' takes the label, so a template of 512 '{}' made 33 MB of hypotheses from 64 KB of
         # labels (22 s of tokenizing for one request); one '{}' can never exceed this bound.
         size = hypotheses_bytes(template_str, label_strs)
         bound = s.max_labels_bytes + len(label_strs) * s.max_template_bytes
         if size > bound:
             raise InputError(
-                "HYPOTHESIS_TEMPLATE",
+                names.HYPOTHESIS_TEMPLATE,
                 f"puts each label in {template_str.count('{}')} times: the hypotheses would be {size} bytes, "
                 f"over the limit of {bound} bytes (max_labels_bytes + labels x max_template_bytes)",
             )
@@ -98,6 +99,6 @@ class Preprocessor:
     def _check_label_count(self, count: int) -> None:
         if count > self.settings.max_labels:
             raise InputError(
-                "CANDIDATE_LABELS",
+                names.CANDIDATE_LABELS,
                 f"has {count} labels; the limit is {self.settings.max_labels} (max_labels)",
             )

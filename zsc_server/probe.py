@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 import uuid
 
+from zsc_server import tensor_names as names
 from zsc_server.triton_errors import refusal_kind
 
 LABELS = ["咨询", "投诉"]
@@ -28,8 +29,8 @@ LABELS = ["咨询", "投诉"]
 def probe(url: str, model: str, timeout_s: float) -> str | None:
     """None if the model answered a fresh request correctly or said it is busy, otherwise what went wrong."""
     body = {"inputs": [
-        {"name": "TEXT", "datatype": "BYTES", "shape": [1], "data": [f"health probe {uuid.uuid4().hex}"]},
-        {"name": "CANDIDATE_LABELS", "datatype": "BYTES", "shape": [len(LABELS)], "data": LABELS},
+        {"name": names.TEXT, "datatype": "BYTES", "shape": [1], "data": [f"health probe {uuid.uuid4().hex}"]},
+        {"name": names.CANDIDATE_LABELS, "datatype": "BYTES", "shape": [len(LABELS)], "data": LABELS},
     ]}
     request = urllib.request.Request(f"{url.rstrip('/')}/v2/models/{model}/infer", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
@@ -41,7 +42,7 @@ def probe(url: str, model: str, timeout_s: float) -> str | None:
         return None if is_busy(exc.code, message) else f"HTTP {exc.code}: {message}"
     except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
         return f"no answer: {exc}"
-    if sorted(outputs.get("LABELS", [])) != sorted(LABELS) or len(outputs.get("SCORES", [])) != len(LABELS):
+    if sorted(outputs.get(names.LABELS, [])) != sorted(LABELS) or len(outputs.get(names.SCORES, [])) != len(LABELS):
         return f"wrong answer: {outputs}"
     return None
 

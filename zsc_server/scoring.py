@@ -14,6 +14,8 @@ import unicodedata
 
 import numpy as np
 
+from zsc_server import tensor_names as names
+
 
 class InputError(ValueError):
     """A request input is invalid; ``field`` names the ensemble input at fault."""
@@ -46,19 +48,19 @@ def parse_labels(values: list[str]) -> list[str]:
         labels = list(values)
         for i, label in enumerate(labels):
             if not label.strip():
-                raise InputError("CANDIDATE_LABELS", f"label {i} is empty")
+                raise InputError(names.CANDIDATE_LABELS, f"label {i} is empty")
     if not labels:
-        raise InputError("CANDIDATE_LABELS", "no candidate labels given (send at least one non-empty label)")
+        raise InputError(names.CANDIDATE_LABELS, "no candidate labels given (send at least one non-empty label)")
     for i, label in enumerate(labels):
         if is_blank(label):
-            raise InputError("CANDIDATE_LABELS", f"label {i} ({label!r}) has no visible characters")
+            raise InputError(names.CANDIDATE_LABELS, f"label {i} ({label!r}) has no visible characters")
     return labels
 
 
 def check_template(template: str) -> str:
     if "{}" not in template:
         raise InputError(
-            "HYPOTHESIS_TEMPLATE",
+            names.HYPOTHESIS_TEMPLATE,
             f"must contain '{{}}' where the label goes, e.g. 'This text is about {{}}.'; got {template!r}",
         )
     return template

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
+from zsc_server import tensor_names as names
 from zsc_server.pair_layout import NoRoomForText, PairLayout
 from zsc_server.scoring import InputError
 from zsc_server.settings import ENCODER_INPUTS
@@ -108,7 +109,7 @@ class PairTokenizer:
 
     def _no_room(self, label_index: int, tokens: int, why: str) -> InputError:
         return InputError(
-            "HYPOTHESIS_TEMPLATE",
+            names.HYPOTHESIS_TEMPLATE,
             f"the hypothesis for label {label_index} ({tokens} tokens) leaves no room for the text within "
             f"max_length={self.max_length}: shorten the label or template ({why})",
         )

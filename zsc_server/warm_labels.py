@@ -20,6 +20,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from zsc_server import tensor_names as names
 from zsc_server.scoring import InputError
 
 WARM_UP_TEXT = b"warm-up"  # the text of the requests the label sets are checked as (never encoded)
@@ -87,7 +88,7 @@ def warm_cache(text: bytes, prepare: Callable, cache, embed: Callable[[list[str]
     try:
         sets = parse_warm_labels(text)
     except ValueError as exc:
-        raise InputError("warm_up", str(exc)) from None
+        raise InputError(names.WARM_UP, str(exc)) from None
     misses, errors, hypotheses = cache.counters.misses, [], 0
     for index, warm in enumerate(sets):
         labels, template = warm.as_request()

@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+from zsc_server import tensor_names as names
 from zsc_server.admin_api import ADMIN_PARAMETER
 
 PREPROCESS = "preprocess"
@@ -76,8 +77,8 @@ def warm_label_cache(http_url: str, warm_labels: str, admin_secret: str,
     instances = cache_instances(http_url)
     if not instances:
         return None
-    body = json.dumps({"inputs": [{"name": "warm_up", "shape": [1], "datatype": "BYTES", "data": [warm_labels]}],
-                       "outputs": [{"name": "warm_up_report"}],
+    body = json.dumps({"inputs": [{"name": names.WARM_UP, "shape": [1], "datatype": "BYTES", "data": [warm_labels]}],
+                       "outputs": [{"name": names.WARM_UP_REPORT}],
                        "parameters": {ADMIN_PARAMETER: admin_secret}}).encode()
     url = f"{_base(http_url)}/v2/models/{PREPROCESS}/infer"
     reports: dict[str, dict] = {}
@@ -110,7 +111,7 @@ def _warm_one(url: str, body: bytes, timeout_s: float) -> dict | str:
         if exc.status is None or exc.status < 500:
             raise
         return str(exc)
-    [output] = [o for o in response.get("outputs", []) if o.get("name") == "warm_up_report"]
+    [output] = [o for o in response.get("outputs", []) if o.get("name") == names.WARM_UP_REPORT]
     return json.loads(output["data"][0])
 
 

@@ -8,7 +8,10 @@ from collections.abc import Sequence
 import numpy as np
 
 DEFAULT_MODEL = "zero_shot"
-OUTPUTS = ("LABELS", "SCORES", "SERVER_LATENCY_MS")
+# the ensemble's tensors (the server declares them in zsc_server/tensor_names.py; this package installs alone)
+INPUTS = TEXT, CANDIDATE_LABELS, HYPOTHESIS_TEMPLATE, MULTI_LABEL = (
+    "TEXT", "CANDIDATE_LABELS", "HYPOTHESIS_TEMPLATE", "MULTI_LABEL")
+OUTPUTS = LABELS, SCORES, SERVER_LATENCY_MS = ("LABELS", "SCORES", "SERVER_LATENCY_MS")
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 
 Labels = str | Sequence[str]
@@ -65,10 +68,10 @@ def build_inputs(
     A single string of labels is sent as one element: the server splits it on ',' and '，'.
     """
     labels = [candidate_labels] if isinstance(candidate_labels, (str, bytes)) else list(candidate_labels)
-    inputs = [_bytes_input(module, "TEXT", [text]), _bytes_input(module, "CANDIDATE_LABELS", labels)]
+    inputs = [_bytes_input(module, TEXT, [text]), _bytes_input(module, CANDIDATE_LABELS, labels)]
     if hypothesis_template is not None:
-        inputs.append(_bytes_input(module, "HYPOTHESIS_TEMPLATE", [hypothesis_template]))
-    flag = module.InferInput("MULTI_LABEL", [1], "BOOL")
+        inputs.append(_bytes_input(module, HYPOTHESIS_TEMPLATE, [hypothesis_template]))
+    flag = module.InferInput(MULTI_LABEL, [1], "BOOL")
     flag.set_data_from_numpy(np.array([multi_label], dtype=np.bool_))
     inputs.append(flag)
     return inputs
@@ -79,9 +82,9 @@ def requested_outputs(module) -> list:
 
 
 def parse_result(response, text: str | bytes, latency_ms: float) -> ClassificationResult:
-    labels = [raw.decode("utf-8") for raw in response.as_numpy("LABELS").reshape(-1)]
-    scores = [float(s) for s in response.as_numpy("SCORES").reshape(-1)]
-    server = response.as_numpy("SERVER_LATENCY_MS")
+    labels = [raw.decode("utf-8") for raw in response.as_numpy(LABELS).reshape(-1)]
+    scores = [float(s) for s in response.as_numpy(SCORES).reshape(-1)]
+    server = response.as_numpy(SERVER_LATENCY_MS)
     return ClassificationResult(
         text=text.decode("utf-8", "replace") if isinstance(text, bytes) else text,
         labels=labels,

@@ -195,6 +195,8 @@ def model_imports(path: Path, seen: set[Path]) -> set[str]:
         names = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "zsc_server":
+            names = [f"zsc_server.{alias.name}" for alias in node.names]  # from zsc_server import module
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             names = [node.module]
         for name in names:

@@ -9,16 +9,11 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from zsc_client.request import ClassificationResult
+from zsc_client.request import INPUTS, ClassificationResult
 
 FIELDS = ("text", "labels", "hypothesis_template", "multi_label")
 # Triton's tensor names, as the preprocess model prefixes its messages with them, -> this API's fields
-SERVER_FIELDS = {
-    "TEXT": "text",
-    "CANDIDATE_LABELS": "labels",
-    "HYPOTHESIS_TEMPLATE": "hypothesis_template",
-    "MULTI_LABEL": "multi_label",
-}
+SERVER_FIELDS = dict(zip(INPUTS, FIELDS))
 _SERVER_FIELD = re.compile(r"\b(" + "|".join(SERVER_FIELDS) + r")\b")
 _ENSEMBLE_PREFIX = re.compile(r"^in ensemble '[^']*', ")
 

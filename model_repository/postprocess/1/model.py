@@ -12,6 +12,7 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from zsc_server import tensor_names as names
 from zsc_server.admission import AdmissionGate, AdmissionSettings
 from zsc_server.postprocess import score_labels
 from zsc_server.scoring import InputError, decode_utf8
@@ -39,12 +40,13 @@ class TritonPythonModel:
         try:
             labels, scores = score_labels(
                 self.settings,
-                required_input(request, "encoder_output"),
-                [decode_utf8(raw, "labels") for raw in required_input(request, "labels").reshape(-1)],
-                bool(required_input(request, "multi_label").reshape(-1)[0]),
-                required_input(request, "label_embeddings"),
+                required_input(request, names.ENCODER_OUTPUT),
+                [decode_utf8(raw, names.PREPARED_LABELS)
+                 for raw in required_input(request, names.PREPARED_LABELS).reshape(-1)],
+                bool(required_input(request, names.PREPARED_MULTI_LABEL).reshape(-1)[0]),
+                required_input(request, names.LABEL_EMBEDDINGS),
             )
-            start_ns = int(required_input(request, "start_ns").reshape(-1)[0])
+            start_ns = int(required_input(request, names.START_NS).reshape(-1)[0])
         except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error
             if isinstance(exc, InputError):
                 self.log_refusal(f"postprocess: refused a request: {exc}")
@@ -55,8 +57,8 @@ class TritonPythonModel:
             self.gate.answered(latency_ms, now_ns)
         return pb_utils.InferenceResponse(
             output_tensors=[
-                bytes_tensor("LABELS", labels),
-                pb_utils.Tensor("SCORES", scores.astype(np.float32)),
-                pb_utils.Tensor("SERVER_LATENCY_MS", np.array([latency_ms], dtype=np.float32)),
+                bytes_tensor(names.LABELS, labels),
+                pb_utils.Tensor(names.SCORES, scores.astype(np.float32)),
+                pb_utils.Tensor(names.SERVER_LATENCY_MS, np.array([latency_ms], dtype=np.float32)),
             ]
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from zsc_server import tensor_names as names
 from zsc_server.admin_api import request_is_admin
 from zsc_server.admission import AdmissionGate, AdmissionSettings
 from zsc_server.label_cache import LabelCache, LabelCacheSettings
@@ -57,7 +58,7 @@ class TritonPythonModel:
             self.gate.close()
 
     def _one(self, request):
-        if pb_utils.get_input_tensor_by_name(request, "warm_up") is not None:
+        if pb_utils.get_input_tensor_by_name(request, names.WARM_UP) is not None:
             return self._warm_up(request)
         # before reading a single input: a refused request costs no tokenization (zsc_server/admission.py)
         refusal = self.gate.admit_or_hold(self.gate.hold_s()) if self.gate else None
@@ -65,11 +66,11 @@ class TritonPythonModel:
             return busy_response(refusal)
         start_ns = time.monotonic_ns()  # the hold is the admission's, not the ensemble's time
         try:
-            template = optional_input(request, "HYPOTHESIS_TEMPLATE")
-            multi_label = optional_input(request, "MULTI_LABEL")
+            template = optional_input(request, names.HYPOTHESIS_TEMPLATE)
+            multi_label = optional_input(request, names.MULTI_LABEL)
             prepared = self.preprocessor.prepare(
-                text=required_input(request, "TEXT").reshape(-1)[0],
-                labels=list(required_input(request, "CANDIDATE_LABELS").reshape(-1)),
+                text=required_input(request, names.TEXT).reshape(-1)[0],
+                labels=list(required_input(request, names.CANDIDATE_LABELS).reshape(-1)),
                 template=None if template is None else template.reshape(-1)[0],
                 multi_label=None if multi_label is None else bool(multi_label.reshape(-1)[0]),
             )
@@ -80,10 +81,10 @@ class TritonPythonModel:
         return pb_utils.InferenceResponse(
             output_tensors=[pb_utils.Tensor(name, array) for name, array in encoded.items()]
             + [
-                bytes_tensor("labels", prepared.labels),
-                pb_utils.Tensor("multi_label", np.array([prepared.multi_label], dtype=np.bool_)),
-                pb_utils.Tensor("start_ns", np.array([start_ns], dtype=np.int64)),
-                pb_utils.Tensor("label_embeddings", label_embeddings),
+                bytes_tensor(names.PREPARED_LABELS, prepared.labels),
+                pb_utils.Tensor(names.PREPARED_MULTI_LABEL, np.array([prepared.multi_label], dtype=np.bool_)),
+                pb_utils.Tensor(names.START_NS, np.array([start_ns], dtype=np.int64)),
+                pb_utils.Tensor(names.LABEL_EMBEDDINGS, label_embeddings),
             ]
         )
 
@@ -104,13 +105,13 @@ class TritonPythonModel:
         others are still encoded."""
         try:
             if not request_is_admin(request.parameters()):
-                raise InputError("warm_up", "is the launcher's own input (zsc_server.warm_up), taken only with "
+                raise InputError(names.WARM_UP, "is the launcher's own input (zsc_server.warm_up), taken only with "
                                             "the server's secret")
             if self.cache is None:
-                raise InputError("warm_up", "this model has no label cache (NLI mode, or --label-cache-mb 0)")
-            report = warm_cache(required_input(request, "warm_up").reshape(-1)[0], self.preprocessor.prepare,
+                raise InputError(names.WARM_UP, "this model has no label cache (NLI mode, or --label-cache-mb 0)")
+            report = warm_cache(required_input(request, names.WARM_UP).reshape(-1)[0], self.preprocessor.prepare,
                                 self.cache, self._label_embeddings)
         except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error
             return error_response(exc, self.logger)
         report["instance"] = self.instance_name
-        return pb_utils.InferenceResponse(output_tensors=[bytes_tensor("warm_up_report", [json.dumps(report)])])
+        return pb_utils.InferenceResponse(output_tensors=[bytes_tensor(names.WARM_UP_REPORT, [json.dumps(report)])])
