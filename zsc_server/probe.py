@@ -13,6 +13,7 @@ Exit status 0: answered correctly, or busy; 1: anything else, with the reason on
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -21,13 +22,35 @@ import urllib.request
 import uuid
 
 from zsc_server import tensor_names as names
-from zsc_server.triton_errors import refusal_kind
+from zsc_server.triton_errors import dead_stub_instances, refusal_kind
 
 LABELS = ["咨询", "投诉"]
 
 
-def probe(url: str, model: str, timeout_s: float) -> str | None:
-    """None if the model answered a fresh request correctly or said it is busy, otherwise what went wrong."""
+@dataclasses.dataclass(frozen=True)
+class Health:
+    """What a probe found: ok (answered correctly, or busy), or the problem; with the instances whose stub
+    Triton says died, when it named any (zsc_server.revive reloads their models)."""
+
+    problem: str | None = None
+    dead_stubs: frozenset[str] = frozenset()
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    @classmethod
+    def failed(cls, problem: str) -> Health:
+        return cls(problem, frozenset(dead_stub_instances(problem)))
+
+
+def check_health(url: str, model: str, timeout_s: float) -> Health:
+    """Send `model` a fresh request and judge the answer (module docstring)."""
+    problem = _problem(url, model, timeout_s)
+    return Health() if problem is None else Health.failed(problem)
+
+
+def _problem(url: str, model: str, timeout_s: float) -> str | None:
     body = {"inputs": [
         {"name": names.TEXT, "datatype": "BYTES", "shape": [1], "data": [f"health probe {uuid.uuid4().hex}"]},
         {"name": names.CANDIDATE_LABELS, "datatype": "BYTES", "shape": [len(LABELS)], "data": LABELS},
@@ -62,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout-s", type=float, default=5.0)
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    problem = probe(args.url, args.model, args.timeout_s)
-    if problem:
-        print(f"probe failed: {problem}", file=sys.stderr)
+    health = check_health(args.url, args.model, args.timeout_s)
+    if not health.ok:
+        print(f"probe failed: {health.problem}", file=sys.stderr)
         return 1
     print(f"probe ok: {args.model} answered (or said busy) in {(time.perf_counter() - started) * 1e3:.0f} ms")
     return 0

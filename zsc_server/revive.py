@@ -28,7 +28,6 @@ import urllib.request
 import uuid
 
 from zsc_server.admin_api import ADMIN_HEADER
-from zsc_server.triton_errors import dead_stub_instances
 
 # The config parameter whose new value makes a load a full reload (see the module docstring).
 RELOAD_PARAMETER = "zsc_reload_id"
@@ -41,11 +40,6 @@ class ReviveError(RuntimeError):
 
 # every model loaded at start; the model-repository API is restricted to the secret (zsc_server.admin_api)
 MODEL_CONTROL_FLAGS = ("--model-control-mode=explicit", "--load-model=*")
-
-
-def dead_instances(problem: str) -> set[str]:
-    """Instance names (e.g. encoder_0_0) that Triton says have a dead stub in an error message."""
-    return dead_stub_instances(problem)
 
 
 def owner(instance: str, groups: dict[str, str]) -> str | None:
@@ -63,10 +57,10 @@ class Reviver:
         self.base = f"http://{http_url}" if "://" not in http_url else http_url
         self.secret, self.server_pid, self.ensemble, self.timeout_s = secret, server_pid, ensemble, timeout_s
 
-    def revive(self, problem: str) -> list[str]:
-        """Reload every model with a dead stub named in `problem`; the models reloaded, [] if none is named.
-        Raises ReviveError when a reload fails or a named instance belongs to no composing model."""
-        instances = dead_instances(problem)
+    def revive(self, instances: set[str] | frozenset[str]) -> list[str]:
+        """Reload every model of `instances` (whose stubs Triton said died: probe.Health.dead_stubs); the models
+        reloaded, [] if none. Raises ReviveError when a reload fails or an instance belongs to no composing
+        model."""
         if not instances:
             return []
         groups = self._instance_groups()

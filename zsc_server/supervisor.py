@@ -19,9 +19,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from zsc_server.probe import probe
+from zsc_server.probe import Health, check_health
 from zsc_server.reaper import restrict_regions
-from zsc_server.revive import ReviveError, Reviver, dead_instances, stub_models
+from zsc_server.revive import ReviveError, Reviver, stub_models
 from zsc_server.triton_process import ServerError, TritonServer
 from zsc_server.warm_up import WarmUpError, warm_label_cache
 
@@ -176,13 +176,14 @@ def watch(server: TritonServer, interval_s: float, stopping, on_reload=None) -> 
         problem = None
         if died and reviver is not None:
             problem = reload(reviver.replace, died, f"a stub of {', '.join(died)} died", on_reload)
-        problem = problem or probe(url, "zero_shot", PROBE_TIMEOUT_S)
-        if problem and reviver is not None and dead_instances(problem):
-            problem = reload(reviver.revive, problem, problem, on_reload) or probe(url, "zero_shot", PROBE_TIMEOUT_S)
+        health = Health.failed(problem) if problem else check_health(url, "zero_shot", PROBE_TIMEOUT_S)
+        if health.dead_stubs and reviver is not None:
+            problem = reload(reviver.revive, health.dead_stubs, health.problem, on_reload)
+            health = Health.failed(problem) if problem else check_health(url, "zero_shot", PROBE_TIMEOUT_S)
         next_probe = time.monotonic() + interval_s
-        failures = failures + 1 if problem else 0
-        if problem:
-            print(f"[serve] health probe failed ({failures}/{PROBE_FAILURES}): {problem}", flush=True)
+        failures = 0 if health.ok else failures + 1
+        if not health.ok:
+            print(f"[serve] health probe failed ({failures}/{PROBE_FAILURES}): {health.problem}", flush=True)
         if failures >= PROBE_FAILURES:
             return UNHEALTHY
     return None

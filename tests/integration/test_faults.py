@@ -20,6 +20,7 @@ import pytest
 from tests.conftest import ARTIFACTS
 from tests.faults import TIMEOUT_S, Load, assert_every_answer_fits, stub
 from zsc_client import ServerUnavailableError, ZeroShotClient, ZeroShotClientError
+from zsc_server.probe import Health
 from zsc_server.triton_process import TritonServer, free_ports
 
 # Triton waits this long on SIGTERM for open HTTP connections (keep-alive clients hold theirs) and for models
@@ -96,7 +97,7 @@ def test_the_model_whose_stub_died_is_reloaded_without_a_restart(stub_killed):
     server, load = stub_killed["server"], stub_killed["load"]
     pid = server.process.pid
     [error] = {o.error.message for o in load.outcomes if o.error is not None and "encoder_0_0" in o.error.message}
-    assert Reviver(server.http_url, server.admin_secret, pid).revive(error) == ["encoder"]
+    assert Reviver(server.http_url, server.admin_secret, pid).revive(Health.failed(error).dead_stubs) == ["encoder"]
     # new clients: a tritonclient.http client stays on the thread that first used it, and these are new threads
     clients = [ZeroShotClient(url, protocol, timeout_s=TIMEOUT_S) for protocol, url in
                (("grpc", server.grpc_url), ("http", server.http_url))]
@@ -145,7 +146,8 @@ def test_a_reload_kills_the_replaced_copys_surviving_stubs(stub_killed):
             errors.append(str(exc))
             break
     assert errors and "preprocess_0_0" in errors[0], errors
-    assert Reviver(server.http_url, server.admin_secret, server.process.pid).revive(errors[0]) == ["preprocess"]
+    dead = Health.failed(errors[0]).dead_stubs
+    assert Reviver(server.http_url, server.admin_secret, server.process.pid).revive(dead) == ["preprocess"]
     assert ended(survivor), "the replaced copy's surviving stub is still running"
     new = stub_pids(server.process.pid, "preprocess")
     assert len(new) == 2 and not set(new) & set(old)

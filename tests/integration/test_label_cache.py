@@ -228,7 +228,7 @@ def test_a_refused_label_encoding_is_busy_not_an_internal_error(refusing, protoc
     encoder step: UNAVAILABLE / HTTP 503, "busy, retry", which the client and the health probe take as such
     (the Python backend reports every BLS error as INTERNAL; the preprocess tells busy apart)."""
     from zsc_client import ServerUnavailableError
-    from zsc_server.probe import probe
+    from zsc_server.probe import check_health
 
     url = refusing.grpc_url if protocol == "grpc" else refusing.http_url
     with ZeroShotClient(url, protocol) as client:
@@ -236,4 +236,4 @@ def test_a_refused_label_encoding_is_busy_not_an_internal_error(refusing, protoc
             client.classify("Where is my parcel?", [f"delivery {uuid.uuid4().hex[:6]}", "refund"])
     assert "encoding labels with 'encoder': Request timeout expired" in refused.value.message
     assert refused.value.status in ("StatusCode.UNAVAILABLE", "503")
-    assert probe(f"http://{refusing.http_url}", "zero_shot", 30) is None  # busy, not dead
+    assert check_health(f"http://{refusing.http_url}", "zero_shot", 30).ok  # busy, not dead

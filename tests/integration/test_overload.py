@@ -18,7 +18,7 @@ from tests.answers import assert_matches
 from tests.conftest import STRUCTBERT_MAX_LENGTH, export_repository, start_server
 from tests.reference import NliReference
 from zsc_client import ServerUnavailableError, ZeroShotClient
-from zsc_server.probe import is_busy, probe
+from zsc_server.probe import check_health, is_busy
 
 LABELS = [f"类别{i}" for i in range(48)]  # many pairs per request: each one keeps the encoder busy
 
@@ -106,7 +106,7 @@ def test_the_health_probe_passes_while_the_queue_refuses(structbert, tmp_path):
     try:
         statuses = [post(server) for _ in range(3)]
         assert all(status == 503 and "timeout expired" in text for status, text in statuses), statuses
-        assert probe(f"http://{server.http_url}", "zero_shot", 30) is None
+        assert check_health(f"http://{server.http_url}", "zero_shot", 30).ok
         assert probe_main(["--url", f"http://{server.http_url}"]) == 0
     finally:
         server.stop()
@@ -155,7 +155,7 @@ def test_admission_control_refuses_before_tokenizing_and_recovers(admission_serv
         outcome = post(admission_server, f"风平浪静之后的请求 {time.monotonic()}")
         time.sleep(0.05)
     assert outcome == (200, ""), outcome
-    assert probe(f"http://{admission_server.http_url}", "zero_shot", 30) is None
+    assert check_health(f"http://{admission_server.http_url}", "zero_shot", 30).ok
 
 
 def test_http_refusal_by_admission_is_a_503_the_probe_counts_as_busy(admission_server):

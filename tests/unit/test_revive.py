@@ -9,9 +9,9 @@ import subprocess
 import sys
 import time
 
+from zsc_server.probe import Health
 from zsc_server.revive import (
     MODEL_CONTROL_FLAGS,
-    dead_instances,
     dead_stubs,
     kill,
     owner,
@@ -23,8 +23,9 @@ from zsc_server.revive import (
 def test_dead_instances_are_read_from_tritons_error_messages():
     message = ("in ensemble 'zero_shot', Stub process 'encoder_0_0' is not healthy.; "
                "Stub process 'preprocess_0_1' is not healthy.")
-    assert dead_instances(message) == {"encoder_0_0", "preprocess_0_1"}
-    assert dead_instances("HTTP 503: exceeds maximum queue size") == set()
+    assert Health.failed(message).dead_stubs == {"encoder_0_0", "preprocess_0_1"}
+    assert Health.failed("HTTP 503: exceeds maximum queue size").dead_stubs == set()
+    assert Health().ok and not Health.failed("no answer").ok
 
 
 def test_an_instance_belongs_to_the_model_of_its_longest_matching_group():
