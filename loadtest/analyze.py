@@ -177,7 +177,8 @@ def analyzer_version(executable: Path) -> str:
 
 
 def run(args) -> tuple[Path, int]:
-    from zsc_server.triton_process import check_numpy, free_ports, prepare_backends, server_environment, triton_binary
+    from zsc_server.triton_install import check_numpy, prepare_backends, server_environment, triton_binary
+    from zsc_server.triton_process import free_ports
 
     if not Path(args.model_analyzer).is_file():
         raise ToolError(f"{args.model_analyzer} is missing: run `make setup-model-analyzer`")

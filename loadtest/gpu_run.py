@@ -99,7 +99,7 @@ def plan(rehearse: bool, bundle: Path | None, work: Path, results: Path, ports: 
     http, grpc, metrics = ports
     checkpoint, repository = work / "checkpoint", work / "repository"
     if rehearse:
-        setup = (python, "-c", "from zsc_server.triton_process import triton_binary, prepare_backends; "
+        setup = (python, "-c", "from zsc_server.triton_install import triton_binary, prepare_backends; "
                  "print('rehearsal: the local tritonserver', triton_binary())")
         imports = ("--host-packages", str(DEPLOY_GPU / "host-packages.txt"),
                    "--bundle-requirements", str(DEPLOY_GPU / "bundle-requirements.txt"))

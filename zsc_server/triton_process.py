@@ -1,37 +1,37 @@
-"""One ``tritonserver`` process on a model repository: the nvidia-pytriton wheel's, without Docker.
+"""One ``tritonserver`` process on a model repository: started with the serving flags, waited on until ready,
+stopped cleanly, its shared memory reaped however it ends.
 
 ``python -m zsc_server.serve`` (``make serve``) supervises it (zsc_server.supervisor); the tests and
-benchmarks start the same ``TritonServer`` class directly. What the Python backend needs here:
-- a backends dir holding ``libtriton_python.so`` and the stub built for this
-  Python version (the wheel keeps stubs in ``python_backend_stubs/<X.Y>/``);
-- this venv's ``bin`` first on ``PATH``: the stub finds its site-packages through it;
-- libpython's directory and the wheel's bundled libs on ``LD_LIBRARY_PATH``;
-- numpy < 2 in this venv (with numpy 2 the stub passes corrupted tensors).
+benchmarks start the same ``TritonServer`` class directly. Which tritonserver and what its Python backend
+needs: zsc_server.triton_install.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from zsc_server.admin_api import ADMIN_HEADER, ADMIN_KEY_ENV, restriction_flags
+from zsc_server.admin_api import ADMIN_HEADER, restriction_flags
 from zsc_server.reaper import SHM_PREFIX_FLAG, reap, restrict_regions
 from zsc_server.revive import MODEL_CONTROL_FLAGS, dead_stubs, stub_models
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from zsc_server.triton_install import (
+    PROJECT_ROOT,
+    ServerError,
+    check_numpy,
+    prepare_backends,
+    server_environment,
+    triton_binary,
+)
 
 # How every deployment runs Triton (compose, the image and Kubernetes run this launcher too): configs are
 # exactly the generated ones, and a model that fails to load stops the server instead of serving half an
@@ -53,10 +53,6 @@ RESPONSE_CACHE_FLAG = "--cache-config=local,size=67108864"
 SERVER_UMASK = 0o077
 
 
-class ServerError(RuntimeError):
-    """tritonserver could not be started or did not become ready."""
-
-
 def free_ports(count: int) -> list[int]:
     """`count` distinct TCP ports free on loopback right now (all bound at once, so no repeats)."""
     sockets = [socket.socket() for _ in range(count)]
@@ -67,73 +63,6 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
-
-
-def pytriton_dir() -> Path:
-    spec = importlib.util.find_spec("pytriton")
-    if spec is None or not spec.submodule_search_locations:
-        raise ServerError("nvidia-pytriton is not installed in this environment: run `make setup`")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def check_numpy() -> None:
-    import numpy
-
-    if int(numpy.__version__.split(".")[0]) >= 2:
-        raise ServerError(
-            f"numpy {numpy.__version__} is installed; the Triton Python-backend stub needs numpy < 2 "
-            "(tensors arrive corrupted otherwise): pip install 'numpy<2'"
-        )
-
-
-def external_triton() -> tuple[Path, Path] | None:
-    """A tritonserver installed outside this venv, as `$TRITONSERVER` (the binary) and `$TRITON_BACKENDS`
-    (a backends dir whose python/ already holds this interpreter's stub): what the offline GPU-host
-    bundle's setup script exports. None: use the pytriton wheel's."""
-    binary, backends = os.environ.get("TRITONSERVER"), os.environ.get("TRITON_BACKENDS")
-    if not binary:
-        return None
-    if not backends:
-        raise ServerError("TRITONSERVER is set but TRITON_BACKENDS is not: set both, or neither")
-    return Path(binary), Path(backends)
-
-
-def triton_binary() -> Path:
-    external = external_triton()
-    return external[0] if external else pytriton_dir() / "tritonserver" / "bin" / "tritonserver"
-
-
-def prepare_backends(target: Path) -> Path:
-    """A backends dir with the Python backend and this interpreter's stub side by side."""
-    external = external_triton()
-    if external:
-        return external[1]
-    triton = pytriton_dir() / "tritonserver"
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    stub = triton / "python_backend_stubs" / version / "triton_python_backend_stub"
-    if not stub.is_file():
-        raise ServerError(f"the pytriton wheel has no Python backend stub for Python {version}")
-    python_dir = target / "python"
-    python_dir.mkdir(parents=True, exist_ok=True)
-    for source in (triton / "backends" / "python" / "libtriton_python.so",
-                   triton / "backends" / "python" / "triton_python_backend_utils.py", stub):
-        shutil.copy2(source, python_dir / source.name)
-    return target
-
-
-def server_environment(admin_secret: str = "") -> dict[str, str]:
-    """admin_secret: given to the models (inherited by the stubs) for zsc_server.admin_api's checks."""
-    env = dict(os.environ)
-    if admin_secret:
-        env[ADMIN_KEY_ENV] = admin_secret
-    venv_bin = str(Path(sys.executable).parent)
-    env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
-    wheel_libs = None if external_triton() else str(pytriton_dir().parent / "nvidia_pytriton.libs")
-    libs = [sysconfig.get_config_var("LIBDIR"), wheel_libs]
-    env["LD_LIBRARY_PATH"] = os.pathsep.join([p for p in libs if p] + [env.get("LD_LIBRARY_PATH", "")])
-    # The Python models import zsc_server; make that work from a plain checkout too.
-    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")])
-    return env
 
 
 # How long tritonserver may go on waiting, with no stub alive, for instances whose stub died (see

@@ -100,7 +100,8 @@ def test_plain_kserve_v2_json(structbert):
 def test_server_from_an_external_install(structbert, tmp_path, monkeypatch):
     """$TRITONSERVER + $TRITON_BACKENDS (what the GPU-host bundle's setup exports) replace the wheel's
     server: here they point at a copy of the wheel's own, laid out as the bundle lays it out."""
-    from zsc_server.triton_process import TritonServer, prepare_backends, pytriton_dir
+    from zsc_server.triton_install import prepare_backends, pytriton_dir
+    from zsc_server.triton_process import TritonServer
 
     backends = prepare_backends(tmp_path / "backends")
     monkeypatch.setenv("TRITONSERVER", str(pytriton_dir() / "tritonserver" / "bin" / "tritonserver"))
