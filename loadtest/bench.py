@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from loadtest import server_cpu
-from loadtest.run import RESULTS, hardware, read_served_export_info, slug
+from loadtest.run import RESULTS, hardware, slug
 from loadtest.server_metrics import NvidiaSmiSampler, label_cache_summary, model_deltas, scrape
+from loadtest.target import Target
 from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, Workload, answer_problem
 from zsc_client import AsyncZeroShotClient, ZeroShotClientError
 
@@ -306,16 +307,13 @@ def run(args) -> Path:
         http, grpc, metrics = free_ports(3)
         print(f"[bench] starting tritonserver on {args.repository}", flush=True)
         server = TritonServer(args.repository, http, grpc, metrics).__enter__()
-        args.grpc_url, args.http_url = server.grpc_url, server.http_url
-        args.metrics_url = f"http://127.0.0.1:{metrics}/metrics"
-    host, grpc_port = args.grpc_url.rsplit(":", 1)
+    target = Target.of_server(server) if server else Target.from_urls(args.grpc_url, args.http_url, args.metrics_url)
+    args.grpc_url = target.grpc_url
     # CPU accounting needs the server's processes: ours, or a local one found by its gRPC port
-    server_pid = server.process.pid if server is not None else (
-        server_cpu.find_tritonserver(int(grpc_port)) if host in ("127.0.0.1", "localhost") else None)
-    http = args.http_url or f"{host}:8000"
-    metrics_url = args.metrics_url or f"http://{http.rsplit(':', 1)[0]}:8002/metrics"
+    server_pid = server.process.pid if server is not None else target.local_server_pid()
+    metrics_url = target.metrics_url
     try:
-        served = read_served_export_info(f"http://{http}")
+        served = target.export_info()
         sampler = Workload.load(args.workload).sampler(args.label_mode, "", "", distinct=True)  # no cache hits
         score_kind = "cosine" if served.get("mode") == "embedding" else "probabilities"
         meta = {**served_conditions(served, args.workload, args.label_mode, sampler),

@@ -28,8 +28,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from loadtest import bench, server_cpu
-from loadtest.run import RESULTS, hardware, read_served_export_info, slug
+from loadtest.run import RESULTS, hardware, slug
 from loadtest.server_metrics import label_cache_summary, model_deltas, scrape
+from loadtest.target import Target
 from loadtest.workload import DEFAULT_WORKLOAD, ClassifyRequest, Workload
 from zsc_server.batching_policy import LABEL_CACHE_MIB
 
@@ -139,7 +140,7 @@ def run(args) -> Path:
             http, grpc, metrics = free_ports(3)
             print(f"[label-cache] serving {repositories[setting]} (cache {setting})", flush=True)
             servers[setting] = stack.enter_context(TritonServer(repositories[setting], http, grpc, metrics))
-        served = read_served_export_info(f"http://{servers['on'].http_url}")
+        served = Target.of_server(servers["on"]).export_info()
         on_config = json.loads((Path(repositories["on"]) / "encoder" / "export.json").read_text(encoding="utf-8"))
         results = []
         for labels, fresh in cases(label_counts):

@@ -35,10 +35,10 @@ from pathlib import Path
 
 from loadtest.perf_data import MODEL, check_answers, distinct_requests, input_data, read_csv
 from loadtest.perf_tools import DEFAULT_DIR, PerfAnalyzer, ToolError, locate
-from loadtest.run import RESULTS, read_served_export_info, slug
+from loadtest.run import RESULTS, slug
 from loadtest.server_metrics import model_deltas, scrape
+from loadtest.target import Target
 from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, Workload
-from zsc_server.admin_api import ADMIN_HEADER, GRPC_ADMIN_METADATA
 
 CONCURRENCY = "1,5,10,32,64,128"  # make bench's levels
 # perf_analyzer holds its input data once per in-flight request (about 2 KB per request each, measured
@@ -61,22 +61,6 @@ class Settings:
     def flags(self) -> list[str]:
         return ["-i", self.protocol, "--measurement-interval", str(self.interval_ms),
                 "--stability-percentage", f"{self.stability_pct:g}", "--max-trials", str(self.max_trials)]
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-    grpc_url: str
-    http_url: str
-    metrics_url: str
-    admin_key: str = ""  # the server's secret: perf_analyzer reads the restricted statistics API with it
-
-    def url(self, protocol: str) -> str:
-        return self.grpc_url if protocol == "grpc" else self.http_url
-
-    def header_flags(self, protocol: str) -> list[str]:
-        if not self.admin_key:
-            return []
-        return ["-H", f"{GRPC_ADMIN_METADATA if protocol == 'grpc' else ADMIN_HEADER}:{self.admin_key}"]
 
 
 def parse_levels(spec: str) -> list[int]:
@@ -260,14 +244,11 @@ def start_server(repository: Path):
     http, grpc, metrics = free_ports(3)
     print(f"[perf] starting tritonserver on {repository}", flush=True)
     server = TritonServer(repository, http, grpc, metrics).__enter__()
-    return server, Target(server.grpc_url, server.http_url, f"http://127.0.0.1:{metrics}/metrics",
-                          server.admin_secret)
+    return server, Target.of_server(server)
 
 
 def target_from(args) -> Target:
-    host = args.grpc_url.rsplit(":", 1)[0]
-    http = args.http_url or f"{host}:8000"
-    return Target(args.grpc_url, http, args.metrics_url or f"http://{host}:8002/metrics", args.admin_key)
+    return Target.from_urls(args.grpc_url, args.http_url, args.metrics_url, args.admin_key)
 
 
 def run_meta(args, served: dict, sampler, tool: PerfAnalyzer, settings: Settings, own_server: bool) -> dict:
@@ -341,7 +322,7 @@ def run(args) -> tuple[Path, list[dict], str]:
     server, target = start_server(args.repository) if not args.grpc_url else (None, target_from(args))
     error, levels_done = "", []
     try:
-        served = read_served_export_info(f"http://{target.http_url}")
+        served = target.export_info()
         # tagged (distinct=True): no request of this run repeats one another run sent to the same server
         sampler = Workload.load(args.workload).sampler(args.label_mode, "", "", seed=args.seed, distinct=True)
         settings = settings_from(args, args.protocol)

@@ -27,7 +27,6 @@ from pathlib import Path
 from loadtest import bench, perf
 from loadtest.perf_data import UnrepeatedSampler
 from loadtest.perf_tools import ToolError
-from loadtest.run import read_served_export_info
 from loadtest.server_metrics import model_deltas, scrape
 from loadtest.workload import Workload
 
@@ -126,7 +125,7 @@ def run(args) -> tuple[Path, list[dict]]:
     cores = os.cpu_count() or 1
     bench_levels, perf_levels, error = [], [], ""
     try:
-        served = read_served_export_info(f"http://{target.http_url}")
+        served = target.export_info()
         score_kind = "cosine" if served.get("mode") == "embedding" else "probabilities"
         workload = Workload.load(args.workload)
         perf_sampler = workload.sampler(args.label_mode, "", "", seed=args.seed, distinct=True)

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 from loadtest import report
 from loadtest.server_metrics import NvidiaSmiSampler, gpu_gauges, model_deltas, query_gpus, scrape
+from loadtest.target import Target
 from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, TRITON_INFER, Workload, flask_body, kserve_body
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,17 +118,6 @@ def hardware() -> str:
     return f"CPU {cpu} ({os.cpu_count()} cores)"
 
 
-def read_served_export_info(host: str) -> dict[str, str]:
-    """The export facts the ensemble's config carries (empty for servers that are not ours)."""
-    try:
-        with urllib.request.urlopen(f"{host.rstrip('/')}/v2/models/zero_shot/config", timeout=5) as response:
-            parameters = json.loads(response.read()).get("parameters", {})
-    except (urllib.error.URLError, OSError, ValueError):
-        return {}
-    return {key.removeprefix("export_"): value["string_value"]
-            for key, value in parameters.items() if key.startswith("export_")}
-
-
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()[:40] or "unknown"
 
@@ -176,8 +166,9 @@ def run(args) -> Path:
     deadline_s = parse_duration(args.duration) + STOP_TIMEOUT_S + EXIT_GRACE_S
     is_triton = args.protocol != "flask"
     host = urlsplit(args.host).hostname
-    metrics_url = args.metrics_url or (f"http://{host}:8002/metrics" if is_triton else "none")
-    served = read_served_export_info(args.host) if is_triton else {}
+    target = Target.from_urls(args.grpc_url or f"{host}:8001", args.host, args.metrics_url)
+    metrics_url = target.metrics_url if is_triton else "none"
+    served = target.export_info() if is_triton else {}
     args.served_mode = served.get("mode", "nli")
     sampler = Workload.load(args.workload).sampler(args.label_mode, args.label_mix, args.text_mix)
     meta = {

@@ -50,11 +50,11 @@ from pathlib import Path
 import numpy as np
 
 from loadtest.bench import closed_loop
-from loadtest.run import RESULTS, hardware, read_served_export_info, slug
-from loadtest.server_cpu import find_tritonserver
+from loadtest.run import RESULTS, hardware, slug
 from loadtest.server_metrics import model_deltas, scrape
 from loadtest.soak_report import goals, markdown, summary_line, verdict
 from loadtest.soak_tally import RssSampler, Tally
+from loadtest.target import Target
 from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, Workload, answer_problem
 from zsc_client import AsyncZeroShotClient, ZeroShotClientError
 from zsc_server.serve import cpu_list
@@ -262,10 +262,9 @@ def allowed_cpus(pid: int | None) -> str:
 def run(args) -> tuple[Path, dict]:
     if args.client_cpus:
         os.sched_setaffinity(0, cpu_list(args.client_cpus))
-    host = args.grpc_url.rsplit(":", 1)[0]
-    http = (args.http_url or f"{host}:8000").removeprefix("http://").rstrip("/")
-    metrics_url = args.metrics_url or f"http://{http.rsplit(':', 1)[0]}:8002/metrics"
-    served = read_served_export_info(f"http://{http}")
+    target = Target.from_urls(args.grpc_url, args.http_url, args.metrics_url)
+    http, metrics_url = target.http_url, target.metrics_url
+    served = target.export_info()
     if not served:
         raise ValueError(f"no zero_shot model config at http://{http}: is the server running (`make serve`)?")
     score_kind = "cosine" if served.get("mode") == "embedding" else "probabilities"
@@ -273,7 +272,7 @@ def run(args) -> tuple[Path, dict]:
     # distinct requests (a whitespace tag the tokenizer drops): over minutes the workload's texts and label
     # sets would repeat, and the response cache would answer the repeats
     sampler = workload.sampler(args.label_mode, seed=args.seed, distinct=True)
-    pid = args.server_pid or find_tritonserver(int(args.grpc_url.rsplit(":", 1)[-1]))
+    pid = args.server_pid or target.local_server_pid()
     meta = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "hardware": hardware(),
             "model": served.get("source", "unknown"), "runtime": served.get("runtime", "unknown"),
             "precision": served.get("precision", "unknown"), "max_length": served.get("max_length"),

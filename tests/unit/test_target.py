@@ -1,0 +1,23 @@
+"""loadtest.target: one place that turns what a measurement is pointed at into its URLs."""
+
+from __future__ import annotations
+
+from loadtest.target import Target
+
+
+def test_http_and_metrics_default_to_tritons_ports_on_the_grpc_host():
+    target = Target.from_urls("10.0.0.5:8001")
+    assert (target.http_url, target.metrics_url) == ("10.0.0.5:8000", "http://10.0.0.5:8002/metrics")
+
+
+def test_given_urls_win_and_an_http_scheme_is_dropped():
+    target = Target.from_urls("127.0.0.1:9001", "http://127.0.0.1:9000/", "http://127.0.0.1:9002/metrics", "key")
+    assert target == Target("127.0.0.1:9001", "127.0.0.1:9000", "http://127.0.0.1:9002/metrics", "key")
+    assert target.url("grpc") == "127.0.0.1:9001" and target.url("http") == "127.0.0.1:9000"
+    assert target.header_flags("http") == ["-H", "zsc-admin-key:key"]
+    assert Target.from_urls("127.0.0.1:9001").header_flags("grpc") == []
+
+
+def test_a_remote_server_has_no_local_process_and_a_missing_one_no_export_info():
+    assert Target.from_urls("192.0.2.1:8001").local_server_pid() is None
+    assert Target.from_urls("127.0.0.1:9", "127.0.0.1:9").export_info() == {}
