@@ -163,11 +163,11 @@ def read_texts_and_label_sets(texts_file: Path | None, labels: list[str] | None)
 
 
 def gate_requests(texts: list[str], label_sets: list[list[str]], templates: tuple[str, ...],
-                  count: int = DEFAULT_REQUESTS) -> list[GateRequest]:
+                  count: int = DEFAULT_REQUESTS, seed: int = 0) -> list[GateRequest]:
     """A fixed sample (seeded) of the texts x label sets, each with a template in turn."""
     combinations = [(text, tuple(labels)) for text in texts for labels in label_sets]
     if count < len(combinations):
-        combinations = random.Random(0).sample(combinations, count)
+        combinations = random.Random(seed).sample(combinations, count)
     return [GateRequest(text, labels, templates[i % len(templates)]) for i, (text, labels) in enumerate(combinations)]
 
 

@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "FP32 by the accuracy gate (--texts, --labels, --accuracy-gate)")
     parser.add_argument("--runtime", type=Runtime, choices=[r.value for r in Runtime], default=DEFAULTS.runtime,
                         help="python-ort: ONNX Runtime in a Python-backend model (CPU; runs with the pytriton "
-                        "wheel); onnxruntime: native onnxruntime_onnx backend with TensorRT/CUDA accelerators; "
+                        "wheel); python-ov: OpenVINO in a Python-backend model (CPU; INT8 statically quantized, "
+                        "so it batches and keeps the label cache); onnxruntime: native onnxruntime_onnx backend "
+                        "with TensorRT/CUDA accelerators; "
                         "tensorrt: a TensorRT engine, one profile per sequence bucket (both: NGC container); "
                         "python-torch: plain-torch BERT on the GPU with CUDA graphs, Python backend "
                         "(default: python-torch with --gpu, else python-ort)")

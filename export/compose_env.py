@@ -3,7 +3,7 @@
 `docker compose up` reads `.env` beside docker-compose.yml: COMPOSE_FILE picks the stack, so that
 `make export && docker compose up -d` serves what was exported on either kind of host.
 - CPU: docker-compose.yml alone (Debian images, the nvidia-pytriton wheel's tritonserver), which serves
-  the python-ort runtime on the CPU, FP32 or INT8;
+  the python-ort and python-ov runtimes on the CPU, FP32 or INT8;
 - GPU: docker-compose.yml with deploy/compose.gpu.yml (NGC images, the GPU reserved), for every other
   export: python-torch, the native onnxruntime and tensorrt backends, or python-ort on a GPU.
 The other lines of an existing `.env` (TRITON_BIND, ...) are kept.
@@ -36,7 +36,7 @@ def stack_for(repository: Path) -> tuple[str, str]:
     except (OSError, ValueError, KeyError):
         raise ValueError(f"{repository} has no exported model: run `make export` first") from None
     on_gpu = re.search(r"kind:\s*KIND_GPU", config) is not None
-    if runtime == Runtime.PYTHON_ORT.value and not on_gpu:
+    if runtime in (Runtime.PYTHON_ORT.value, Runtime.PYTHON_OV.value) and not on_gpu:
         return "cpu", f"the encoder runs {runtime} on the CPU"
     return "gpu", f"the encoder runs {runtime} on {'a GPU' if on_gpu else 'an NGC backend'}"
 

@@ -11,6 +11,7 @@ from export import agreement
 from export.errors import ValidationError
 from export.hf2torch import export_plain_torch, plain_torch_runner
 from export.onnx2int8 import quantize_encoder
+from export.onnx2ov import CALIBRATION_BATCHES, quantize_static, to_openvino
 from export.onnx2trt import build_engine, engine_runner, import_tensorrt, sequence_profiles
 from export.options import ExportOptions
 from export.progress import step
@@ -36,14 +37,19 @@ def encoder_artifact(options: ExportOptions, runtime: Runtime, precision: Precis
 
     # TensorRT lowers precision itself from an FP32 graph (and can keep chosen layers in FP32); INT8 is
     # quantized from the FP32 graph
-    onnx_precision = Precision.FP32 if runtime is Runtime.TENSORRT or precision is Precision.INT8 else precision
-    onnx_path = tmp / ("model-fp32.onnx" if precision is Precision.INT8 else "model.onnx")
+    # OpenVINO converts (and quantizes) from the FP32 graph too
+    from_fp32 = runtime in (Runtime.TENSORRT, Runtime.PYTHON_OV) or precision is Precision.INT8
+    onnx_precision = Precision.FP32 if from_fp32 else precision
+    ort_int8 = precision is Precision.INT8 and runtime is not Runtime.PYTHON_OV
+    onnx_path = tmp / ("model-fp32.onnx" if ort_int8 else "model.onnx")
     step(3, f"exporting ONNX ({onnx_precision.value}, opset 17, dynamic batch_size/sequence_length)")
     export_onnx(ckpt.module, ckpt.output_name, onnx_path, onnx_precision)
     step(3, f"wrote {onnx_path.stat().st_size / 1e6:.1f} MB")
     step(4, "validating ONNX Runtime against PyTorch on sample inputs")
     report = validate_onnx(ckpt.module, onnx_path, ckpt.output_name, batches, onnx_precision, entailment)
     step(4, str(report))
+    if runtime is Runtime.PYTHON_OV:
+        return openvino_encoder(options, precision, ckpt, scoring, batches, entailment, onnx_path)
     if precision is Precision.INT8:
         return quantized_encoder(options, onnx_path, scoring, report, ckpt.output_name, tmp / "tokenizer.json")
     if runtime is not Runtime.TENSORRT:
@@ -53,19 +59,57 @@ def encoder_artifact(options: ExportOptions, runtime: Runtime, precision: Precis
 
 def quantized_encoder(options: ExportOptions, fp32_path: Path, scoring: ScoringSettings, report: ValidationReport,
                       output_name: str, tokenizer_path: Path) -> tuple[Path, ValidationReport]:
-    """Step 4 for INT8: quantize the validated FP32 graph, then the accuracy gate against it."""
+    """Step 4 for INT8 on ONNX Runtime: quantize the validated FP32 graph (dynamically), then the accuracy gate
+    against it."""
     int8_path = fp32_path.with_name("model.onnx")
     step(4, f"quantizing to INT8: {quantize_encoder(fp32_path, int8_path)}")
+    gate = accuracy_gate(options, scoring, Preprocessor(scoring, tokenizer_path),
+                         encoder_runner(fp32_path, output_name), encoder_runner(int8_path, output_name))
+    return int8_path, dataclasses.replace(report, int8_agreement=gate)
+
+
+def openvino_encoder(options: ExportOptions, precision: Precision, ckpt, scoring: ScoringSettings, batches,
+                     entailment: int | None, onnx_path: Path) -> tuple[Path, ValidationReport]:
+    """Steps 3-4 for python-ov: the FP32 IR validated against PyTorch; for INT8, quantized statically on
+    calibration requests, then the accuracy gate against the FP32 IR."""
+    int8 = precision is Precision.INT8
+    fp32_xml = to_openvino(onnx_path, onnx_path.with_name("model-fp32.xml" if int8 else "model.xml"))
+    step(3, f"converted to OpenVINO IR ({fp32_xml.with_suffix('.bin').stat().st_size / 1e6:.1f} MB of FP32 weights)")
+    step(4, "validating OpenVINO (FP32) against PyTorch on sample inputs")
+    report = validate_outputs(ckpt.module, ov_runner(fp32_xml, ckpt.output_name), batches, Precision.FP32,
+                              "OpenVINO", entailment)
+    step(4, str(report))
+    if not int8:
+        return fp32_xml, report
+    preprocessor = Preprocessor(scoring, onnx_path.with_name("tokenizer.json"))
     texts, label_sets = agreement.read_texts_and_label_sets(options.texts, options.labels)
-    # the export's default template (the checkpoint family's, or --template) first, then the workload's
-    templates = (scoring.default_template, *(t for t in agreement.TEMPLATES if t != scoring.default_template))
+    # calibration: another sample of the gate's requests, so that the gate does not only judge what was seen
+    calibration = [preprocessor.prepare(request.text.encode(), [label.encode() for label in request.labels],
+                                        request.template.encode()).encoded.as_dict(scoring.encoder_inputs)
+                   for request in agreement.gate_requests(texts, label_sets, gate_templates(scoring),
+                                                          CALIBRATION_BATCHES, seed=1)]
+    int8_xml = onnx_path.with_name("model.xml")
+    step(4, f"quantizing to INT8: {quantize_static(fp32_xml, int8_xml, calibration)}")
+    gate = accuracy_gate(options, scoring, preprocessor, ov_runner(fp32_xml, ckpt.output_name),
+                         ov_runner(int8_xml, ckpt.output_name))
+    return int8_xml, dataclasses.replace(report, int8_agreement=gate)
+
+
+def gate_templates(scoring: ScoringSettings) -> tuple[str, ...]:
+    """The export's default template (the checkpoint family's, or --template) first, then the workload's."""
+    return (scoring.default_template, *(t for t in agreement.TEMPLATES if t != scoring.default_template))
+
+
+def accuracy_gate(options: ExportOptions, scoring: ScoringSettings, preprocessor: Preprocessor, fp32_runner,
+                  int8_runner) -> dict:
+    """INT8 answers against FP32 on the gate's requests; raises (enforce) or reports (report) a failure."""
+    texts, label_sets = agreement.read_texts_and_label_sets(options.texts, options.labels)
+    templates = gate_templates(scoring)
     requests = agreement.gate_requests(texts, label_sets, templates, options.gate_requests)
     step(4, f"accuracy gate: INT8 vs FP32 on {len(requests)} requests from {options.texts or agreement.WORKLOAD.name} "
             f"({len(texts)} texts x {len(label_sets)} label sets, templates {list(templates)})")
-    preprocessor = Preprocessor(scoring, tokenizer_path)
     started = time.perf_counter()
-    fp32, int8 = (agreement.answers(encoder_runner(path, output_name), preprocessor, scoring, requests)
-                  for path in (fp32_path, int8_path))
+    fp32, int8 = (agreement.answers(runner, preprocessor, scoring, requests) for runner in (fp32_runner, int8_runner))
     gate = agreement.compare_answers(fp32, int8)
     step(4, f"{gate} [{time.perf_counter() - started:.0f}s]")
     if options.accuracy_gate == "enforce":
@@ -73,8 +117,20 @@ def quantized_encoder(options: ExportOptions, fp32_path: Path, scoring: ScoringS
         step(4, "accuracy gate passed")
     elif gate.failures():
         step(4, f"accuracy gate NOT passed ({'; '.join(gate.failures())}); exporting anyway (--accuracy-gate report)")
-    return int8_path, dataclasses.replace(report, int8_agreement=dict(gate.as_dict(), gate=options.accuracy_gate,
-                                                                         passed=not gate.failures()))
+    return dict(gate.as_dict(), gate=options.accuracy_gate, passed=not gate.failures())
+
+
+def ov_encoder(xml_path: Path):
+    """The python-ov runtime's encoder (OpenVINO is imported only for it: the GPU host has none)."""
+    from zsc_server.ov_encoder import OvEncoder
+
+    return OvEncoder(str(xml_path))
+
+
+def ov_runner(xml_path: Path, output_name: str):
+    """One request through the encoder as the python-ov runtime runs it."""
+    encoder = ov_encoder(xml_path)
+    return lambda feeds: encoder.run_batch([feeds])[0][output_name]
 
 
 def encoder_runner(onnx_path: Path, output_name: str):

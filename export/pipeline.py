@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from export.checkpoint import load_checkpoint
-from export.encoder_artifact import encoder_artifact, encoder_inputs
+from export.encoder_artifact import encoder_artifact, encoder_inputs, ov_encoder
 from export.errors import ExportError
 from export.gpu_profiles import ModelShape, card_for, gpu_profile
 from export.hf2torch import plain_torch_runner, require_plain_bert
@@ -52,7 +52,7 @@ from zsc_server.onnx_encoder import OnnxEncoder
 from zsc_server.settings import ScoringMode, ScoringSettings, sequence_buckets
 from zsc_server.tokenization import PairTokenizer
 
-CPU_RUNTIMES = (Runtime.PYTHON_ORT, Runtime.ONNXRUNTIME)
+CPU_RUNTIMES = (Runtime.PYTHON_ORT, Runtime.PYTHON_OV, Runtime.ONNXRUNTIME)
 
 
 
@@ -64,8 +64,9 @@ def export_model(options: ExportOptions) -> Path:
                                                             options.precision))
     runtime = options.runtime or (Runtime.PYTHON_TORCH if options.gpu else Runtime.PYTHON_ORT)
     if options.precision is Precision.INT8 and (runtime not in CPU_RUNTIMES or options.gpu):
-        raise ExportError(f"--precision int8 is for the CPU runtimes (python-ort, onnxruntime without --gpu), "
-                          f"not {runtime.value}{' with --gpu' if options.gpu else ''}: use fp16 or fp32 on the GPU")
+        raise ExportError(f"--precision int8 is for the CPU runtimes (python-ort, python-ov, onnxruntime without "
+                          f"--gpu), not {runtime.value}{' with --gpu' if options.gpu else ''}: use fp16 or fp32 on "
+                          "the GPU")
 
     step(1, f"loading {options.model}")
     ckpt = load_checkpoint(options.model, options.cache_dir)
@@ -122,7 +123,7 @@ def export_model(options: ExportOptions) -> Path:
     step(1, f"admission control: {admission.describe()}")
     serving = dataclasses.replace(serving, admission=admission)
     entailment = ckpt.entailment_index if ckpt.mode is ScoringMode.NLI else None
-    label_cache_mib = label_cache_budget(options, ckpt.mode, precision)
+    label_cache_mib = label_cache_budget(options, ckpt.mode, precision, runtime)
 
     # Everything is produced and validated in a scratch dir, the repository assembled in a staging dir
     # beside the target and swapped in at the end: an export that fails or is interrupted half way leaves
@@ -198,7 +199,7 @@ def queue_budget_ms(options: ExportOptions, profile, runtime: Runtime, artifact:
     if runtime is Runtime.PYTHON_TORCH:
         run, feeds = plain_torch_runner(artifact), batch.as_dict()
     else:
-        encoder = OnnxEncoder(str(artifact))
+        encoder = ov_encoder(artifact) if runtime is Runtime.PYTHON_OV else OnnxEncoder(str(artifact))
         feeds = batch.as_dict(tuple(encoder.input_names))
 
         def run(inputs):
@@ -218,18 +219,19 @@ def queue_budget_ms(options: ExportOptions, profile, runtime: Runtime, artifact:
     return budget
 
 
-def label_cache_budget(options: ExportOptions, mode: ScoringMode, precision: Precision) -> float:
+def label_cache_budget(options: ExportOptions, mode: ScoringMode, precision: Precision, runtime: Runtime) -> float:
     """MiB per preprocess instance for the label cache: 0 in NLI mode, which cannot reuse label vectors, and
-    with INT8, whose vectors depend on the run that computed them."""
+    with ONNX Runtime's INT8, whose vectors depend on the run that computed them."""
     if options.label_cache_mb < 0:
         raise ExportError(f"--label-cache-mb must be 0 (off) or more, got {options.label_cache_mb}")
     if mode is ScoringMode.NLI:
         step(1, "label cache: none in NLI mode (each text is encoded together with each hypothesis)")
         return 0.0
-    if precision is Precision.INT8 and options.label_cache_mb:
+    if precision is Precision.INT8 and runtime is not Runtime.PYTHON_OV and options.label_cache_mb:
         # dynamic quantization scales activations per run: a label's vector computed alone (a cache miss) is
         # not the one computed beside the request's text, so cached and uncached answers would differ
-        step(1, "label cache: off with INT8 (a vector's quantization depends on the run that computed it)")
+        step(1, "label cache: off with ONNX Runtime's INT8 (a vector's quantization depends on the run that "
+                "computed it; --runtime python-ov quantizes statically and keeps it)")
         return 0.0
     step(1, f"label cache: {options.label_cache_mb:g} MiB per preprocess instance" if options.label_cache_mb
          else "label cache: off (--label-cache-mb 0)")
@@ -245,8 +247,9 @@ def choose_gpu(requested: str | None, runtime: Runtime | None, torch_device: str
     if not gpus:
         step(1, "no GPU visible (nvidia-smi): exporting for the CPU; --gpu CARD exports for a card elsewhere")
         return None
-    cpu_only = ("--runtime python-ort" if runtime is Runtime.PYTHON_ORT else "--torch-device cpu"
-                if torch_device == "cpu" else "--precision int8" if precision is Precision.INT8 else None)
+    cpu_only = (f"--runtime {runtime.value}" if runtime in (Runtime.PYTHON_ORT, Runtime.PYTHON_OV)
+                else "--torch-device cpu" if torch_device == "cpu"
+                else "--precision int8" if precision is Precision.INT8 else None)
     if cpu_only:
         step(1, f"{describe(gpus)} visible, but the encoder was asked to run on the CPU ({cpu_only}): "
                 "no GPU profile")
@@ -272,7 +275,7 @@ def model_shape(ckpt) -> ModelShape:
 
 def parse_buckets(spec: str, max_length: int, runtime: Runtime) -> tuple[int, ...]:
     if spec == "auto":
-        candidates = CPU_BUCKETS if runtime is Runtime.PYTHON_ORT else DEFAULT_BUCKETS
+        candidates = CPU_BUCKETS if runtime in (Runtime.PYTHON_ORT, Runtime.PYTHON_OV) else DEFAULT_BUCKETS
     else:
         try:
             candidates = tuple(int(part) for part in spec.split(",") if part.strip())

@@ -37,10 +37,11 @@ class Runtime(str, enum.Enum):
     ONNXRUNTIME = "onnxruntime"  # native onnxruntime_onnx backend with TensorRT/CUDA accelerators (NGC)
     TENSORRT = "tensorrt"  # native tensorrt_plan backend, engine built by export/onnx2trt.py (NGC)
     PYTHON_TORCH = "python-torch"  # TorchScript on the GPU in a Python-backend model, CUDA graphs
+    PYTHON_OV = "python-ov"  # OpenVINO inside a Python-backend model (CPU): FP32, or static INT8 that batches
 
     @property
     def python_backend(self) -> bool:
-        return self in (Runtime.PYTHON_ORT, Runtime.PYTHON_TORCH)
+        return self in (Runtime.PYTHON_ORT, Runtime.PYTHON_TORCH, Runtime.PYTHON_OV)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,15 +191,16 @@ def encoder_config(
         # batcher ~1.8 requests per execution at saturation, each execution a round trip to the stub.
         for tensor in config["input"]:
             tensor["allow_ragged_batch"] = True
-    if serving.runtime is Runtime.PYTHON_ORT:
+    if serving.runtime in (Runtime.PYTHON_ORT, Runtime.PYTHON_OV):
         config["backend"] = "python"
         config["instance_group"] = [cpu]
         config["parameters"] = _params({
             "intra_op_threads": str(serving.intra_op_threads),
             "intra_op_threads_rule": THREADS_RULE,
-            # INT8 (dynamic quantization) scales activations per run: merged requests would change each
-            # other's scores, so each request runs alone; on CPU merging saves no compute anyway
-            "one_run_per_request": "true" if serving.int8 else "false",
+            # ONNX Runtime's INT8 (dynamic quantization) scales activations per run: merged requests would
+            # change each other's scores, so each request runs alone. OpenVINO's static INT8 has its scales
+            # fixed at export and merges requests as FP32 does.
+            "one_run_per_request": "true" if serving.int8 and serving.runtime is Runtime.PYTHON_ORT else "false",
         } | (limits.to_parameters() if limits else {}))
     elif serving.runtime is Runtime.ONNXRUNTIME and serving.int8:
         return cpu_onnxruntime_config(config, serving)
@@ -380,6 +382,7 @@ ENCODER_FILES = {
     Runtime.ONNXRUNTIME: ("model.onnx", None),
     Runtime.TENSORRT: ("model.plan", None),
     Runtime.PYTHON_TORCH: ("model.pt", "python_torch_model.py"),
+    Runtime.PYTHON_OV: ("model.xml", "python_ov_model.py"),  # and its weights beside it, model.bin
 }
 
 
@@ -392,6 +395,9 @@ def write_encoder_files(repository: Path, runtime: Runtime, artifact: Path) -> P
         shutil.rmtree(version_dir)
     version_dir.mkdir(parents=True)
     shutil.move(str(artifact), version_dir / filename)
+    weights = artifact.with_suffix(".bin")  # an OpenVINO IR's other half
+    if runtime is Runtime.PYTHON_OV:
+        shutil.move(str(weights), version_dir / Path(filename).with_suffix(".bin"))
     if template:
         shutil.copyfile(TEMPLATES / template, version_dir / "model.py")
     return version_dir

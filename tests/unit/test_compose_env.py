@@ -19,6 +19,7 @@ def exported(repository, runtime: str, kind: str):
 
 @pytest.mark.parametrize(("runtime", "kind", "stack"), [
     ("python-ort", "KIND_CPU", "cpu"),
+    ("python-ov", "KIND_CPU", "cpu"),
     ("python-ort", "KIND_GPU", "gpu"),  # ONNX Runtime's CUDA provider: the GPU image's onnxruntime-gpu
     ("python-torch", "KIND_GPU", "gpu"),
     ("onnxruntime", "KIND_CPU", "gpu"),  # NGC's native backend, which the CPU image does not have

@@ -213,6 +213,7 @@ DISTRIBUTIONS = {
     "onnxruntime": {"onnxruntime", "onnxruntime-gpu"},
     "torch": {"torch"},
     "grpc": {"grpcio"},
+    "openvino": {"openvino"},
 }
 PROVIDED_BY_TRITON = {"triton_python_backend_utils"}
 # the python-torch runtime serves on a GPU only: the CPU image leaves torch out

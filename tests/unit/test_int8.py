@@ -199,7 +199,7 @@ def test_int8_is_refused_off_the_cpu_runtimes_in_one_line(tmp_path, capsys, extr
     code = cli.main(["--model", str(tmp_path / "never-loaded"), "--precision", "int8", *extra])
     assert code == 1
     error = capsys.readouterr().err.strip()
-    assert "--precision int8 is for the CPU runtimes (python-ort, onnxruntime" in error and "\n" not in error
+    assert "--precision int8 is for the CPU runtimes (python-ort, python-ov, onnxruntime" in error and "\n" not in error
 
 
 def test_gate_options_need_int8(tmp_path, capsys):

@@ -1,0 +1,108 @@
+"""`--runtime python-ov` exported and served by a real tritonserver: FP32 answers equal the reference pipeline's;
+static INT8 (NNCF) passes the accuracy gate on the real all-MiniLM-L6-v2, keeps the label cache, and answers
+every request of a dynamic batch exactly as the INT8 IR run alone on it (batch-invariant, unlike ONNX
+Runtime's dynamic INT8)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+from tests.answers import assert_matches
+from tests.conftest import export_repository, serve_structbert, start_server
+from zsc_client import ZeroShotClient
+from zsc_server.ov_encoder import OvEncoder
+from zsc_server.postprocess import score_labels
+from zsc_server.preprocess import Preprocessor
+from zsc_server.settings import ScoringSettings
+
+ENGLISH = Path(__file__).resolve().parents[2] / "loadtest" / "data" / "workload-en.json"
+LABELS = ["delivery", "billing", "praise", "a software bug"]
+
+
+class DirectOv:
+    """The exported repository's encoder outside Triton: preprocess, one OpenVINO run of one request, score."""
+
+    def __init__(self, repository: Path):
+        config = text_format.Parse((repository / "preprocess" / "config.pbtxt").read_text(),
+                                   model_config_pb2.ModelConfig())
+        self.settings = ScoringSettings.from_model_config(
+            json_format.MessageToDict(config, preserving_proto_field_name=True))
+        self.preprocessor = Preprocessor(self.settings, repository / "preprocess" / "1" / "tokenizer.json")
+        self.encoder = OvEncoder(str(repository / "encoder" / "1" / "model.xml"))
+
+    def classify(self, text: str, labels: list[str]):
+        prepared = self.preprocessor.prepare(text.encode(), [label.encode() for label in labels], None, False)
+        [output] = self.encoder.run_batch([prepared.encoded.as_dict(self.settings.encoder_inputs)])[0].values()
+        return score_labels(self.settings, output, prepared.labels, prepared.multi_label)
+
+
+@pytest.fixture(scope="module")
+def ov_structbert(tmp_path_factory):
+    served = serve_structbert(tmp_path_factory.mktemp("ov_structbert"), "structbert-ov", runtime="python-ov")
+    yield served
+    served.server.stop()
+
+
+@pytest.fixture(scope="module")
+def ov_int8_minilm(tmp_path_factory):
+    # a 20 ms batching delay: requests sent together meet in the batcher whatever the timing
+    repository = export_repository("offline-minilm", tmp_path_factory.mktemp("ov_int8") / "repository",
+                                   runtime="python-ov", precision="int8", texts=ENGLISH, gate_requests=48,
+                                   queue_delay_us=20000)
+    server = start_server("minilm-ov-int8", repository)
+    yield server, repository
+    server.stop()
+
+
+@pytest.mark.parametrize("case", [
+    dict(text="这个产品质量太差了，我要投诉！", candidate_labels=["咨询", "投诉", "建议"]),
+    dict(text="我的快递三天了还没到，请帮我查一下物流。", candidate_labels=["物流", "退款", "表扬"], multi_label=True),
+    dict(text="the app crashes every time i open settings", candidate_labels=["bug report", "praise"],
+         hypothesis_template="this text is about {}."),
+])
+def test_fp32_answers_equal_the_reference_pipeline(ov_structbert, protocol, case):
+    with ov_structbert.client(protocol) as client:
+        result = client.classify(**case)
+    assert_matches(result, *ov_structbert.reference(**case))
+    config = (ov_structbert.repository / "encoder" / "config.pbtxt").read_text()
+    assert 'backend: "python"' in config and (ov_structbert.repository / "encoder" / "1" / "model.bin").is_file()
+
+
+def test_int8_passes_the_gate_and_keeps_the_label_cache(ov_int8_minilm):
+    _, repository = ov_int8_minilm
+    info = json.loads((repository / "encoder" / "export.json").read_text())
+    assert info["runtime"] == "python-ov" and info["precision"] == "int8"
+    assert info["int8_agreement"]["gate"] == "enforce" and info["int8_agreement"]["passed"] is True
+    assert info["label_cache_bytes"] > 0  # static scales: a cached label vector is the one a batch computes
+    config = (repository / "encoder" / "config.pbtxt").read_text()
+    assert re.search(r'key: "one_run_per_request"\s*value \{\s*string_value: "false"', config), config
+
+
+def test_int8_answers_do_not_depend_on_the_dynamic_batch(ov_int8_minilm):
+    server, repository = ov_int8_minilm
+    direct = DirectOv(repository)
+    texts = [f"Order {number}: my parcel is three days late, where is it?" for number in range(24)]
+    before = server.model_statistics("encoder")
+
+    def classify(text):
+        with ZeroShotClient(server.grpc_url) as client:
+            return client.classify(text, LABELS)
+
+    with concurrent.futures.ThreadPoolExecutor(len(texts)) as pool:
+        answers = list(pool.map(classify, texts))
+    after = server.model_statistics("encoder")
+    executions = after["execution_count"] - before["execution_count"]
+    inferences = after["inference_count"] - before["inference_count"]
+    assert executions < inferences, "no two requests shared a batch: the test would not show what it is for"
+    for text, answer in zip(texts, answers):
+        labels, scores = direct.classify(text, LABELS)
+        assert list(answer.labels) == list(labels), text
+        np.testing.assert_allclose(answer.scores, scores, atol=1e-6, err_msg=text)
