@@ -35,6 +35,13 @@ def intra_op_threads(requested: int, instances: int, cores: int) -> int:
     return max(1, cores // max(1, instances))
 
 
+def instance_threads(config: dict, requested: str) -> tuple[int, int]:
+    """(threads per instance, instances) for a CPU encoder model's config (its instance groups) and its
+    `intra_op_threads` parameter (`requested`; "0": share the cores out)."""
+    instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
+    return intra_op_threads(int(requested), instances, usable_cores()), instances
+
+
 class OnnxEncoder:
     """`one_run_per_request`: run each request of a dynamic batch on its own. INT8 models need it: ONNX
     Runtime's dynamic quantization scales activations per tensor, so in a merged batch one request's

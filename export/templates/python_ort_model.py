@@ -10,7 +10,7 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from zsc_server.encoder_model import EncoderRequests, string_parameters
-from zsc_server.onnx_encoder import OnnxEncoder, intra_op_threads, usable_cores
+from zsc_server.onnx_encoder import OnnxEncoder, instance_threads, usable_cores
 
 
 class TritonPythonModel:
@@ -18,8 +18,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = string_parameters(config)
         model_path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
-        threads = intra_op_threads(int(params.get("intra_op_threads", "0")), instances, usable_cores())
+        threads, instances = instance_threads(config, params.get("intra_op_threads", "0"))
         self.encoder = OnnxEncoder(str(model_path), threads,
                                    one_run_per_request=params.get("one_run_per_request") == "true")
         pb_utils.Logger.log_info(f"encoder: ONNX Runtime, {threads} intra-op threads per instance "

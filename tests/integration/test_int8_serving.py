@@ -11,37 +11,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from google.protobuf import json_format, text_format
-from tritonclient.grpc import model_config_pb2
 
 from loadtest.workload import DEFAULT_WORKLOAD, Workload
+from tests.answers import DirectRun
 from tests.conftest import export_repository, serve_structbert, start_server
 from zsc_server.onnx_encoder import OnnxEncoder
-from zsc_server.postprocess import score_labels
-from zsc_server.preprocess import Preprocessor
-from zsc_server.settings import ScoringSettings
 
 ENGLISH = Path(__file__).resolve().parents[2] / "loadtest" / "data" / "workload-en.json"
 
 
-class DirectInt8:
-    """The exported repository's INT8 encoder outside Triton: preprocess, one ONNX Runtime run, score."""
-
-    def __init__(self, repository: Path):
-        config = text_format.Parse((repository / "preprocess" / "config.pbtxt").read_text(),
-                                   model_config_pb2.ModelConfig())
-        self.settings = ScoringSettings.from_model_config(
-            json_format.MessageToDict(config, preserving_proto_field_name=True))
-        self.preprocessor = Preprocessor(self.settings, repository / "preprocess" / "1" / "tokenizer.json")
-        self.encoder = OnnxEncoder(str(repository / "encoder" / "1" / "model.onnx"))
-        info = json.loads((repository / "encoder" / "export.json").read_text())
-        assert info["precision"] == "int8"
-
-    def classify(self, text: str, labels: list[str], template: str | None = None, multi_label: bool = False):
-        prepared = self.preprocessor.prepare(text.encode(), [label.encode() for label in labels],
-                                             template.encode() if template else None, multi_label)
-        [output] = self.encoder.run_batch([prepared.encoded.as_dict()])[0].values()
-        return score_labels(self.settings, output, prepared.labels, prepared.multi_label)
+def direct_int8(repository: Path) -> DirectRun:
+    """The exported INT8 ONNX encoder run directly through ONNX Runtime."""
+    direct = DirectRun(repository, OnnxEncoder(str(repository / "encoder" / "1" / "model.onnx")))
+    assert direct.export_info["precision"] == "int8"
+    return direct
 
 
 def requests_from(workload: Path, count: int) -> list[dict]:
@@ -73,7 +56,7 @@ def int8_nli(tmp_path_factory):
     # a 20 ms batching delay: requests sent together meet in the batcher whatever the timing (over HTTP too)
     served = serve_structbert(tmp_path_factory.mktemp("int8_nli"), "structbert-int8", precision="int8",
                               accuracy_gate="report", gate_requests=24, queue_delay_us=20000)
-    yield served, DirectInt8(served.repository)
+    yield served, direct_int8(served.repository)
     served.server.stop()
 
 
@@ -85,7 +68,7 @@ def int8_minilm(tmp_path_factory):
     assert info["int8_agreement"]["gate"] == "enforce" and info["int8_agreement"]["passed"] is True
     assert info["label_cache_bytes"] == 0  # INT8: a label's vector depends on its run, so no label cache
     server = start_server("minilm-int8", repository)
-    yield server, DirectInt8(repository)
+    yield server, direct_int8(repository)
     server.stop()
 
 

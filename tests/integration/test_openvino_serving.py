@@ -12,36 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from google.protobuf import json_format, text_format
-from tritonclient.grpc import model_config_pb2
 
-from tests.answers import assert_matches
+from tests.answers import DirectRun, assert_matches
 from tests.conftest import export_repository, serve_structbert, start_server
 from zsc_client import ZeroShotClient
 from zsc_server.ov_encoder import OvEncoder
-from zsc_server.postprocess import score_labels
-from zsc_server.preprocess import Preprocessor
-from zsc_server.settings import ScoringSettings
 
 ENGLISH = Path(__file__).resolve().parents[2] / "loadtest" / "data" / "workload-en.json"
 LABELS = ["delivery", "billing", "praise", "a software bug"]
-
-
-class DirectOv:
-    """The exported repository's encoder outside Triton: preprocess, one OpenVINO run of one request, score."""
-
-    def __init__(self, repository: Path):
-        config = text_format.Parse((repository / "preprocess" / "config.pbtxt").read_text(),
-                                   model_config_pb2.ModelConfig())
-        self.settings = ScoringSettings.from_model_config(
-            json_format.MessageToDict(config, preserving_proto_field_name=True))
-        self.preprocessor = Preprocessor(self.settings, repository / "preprocess" / "1" / "tokenizer.json")
-        self.encoder = OvEncoder(str(repository / "encoder" / "1" / "model.xml"))
-
-    def classify(self, text: str, labels: list[str]):
-        prepared = self.preprocessor.prepare(text.encode(), [label.encode() for label in labels], None, False)
-        [output] = self.encoder.run_batch([prepared.encoded.as_dict(self.settings.encoder_inputs)])[0].values()
-        return score_labels(self.settings, output, prepared.labels, prepared.multi_label)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +66,7 @@ def test_int8_passes_the_gate_and_keeps_the_label_cache(ov_int8_minilm):
 
 def test_int8_answers_do_not_depend_on_the_dynamic_batch(ov_int8_minilm):
     server, repository = ov_int8_minilm
-    direct = DirectOv(repository)
+    direct = DirectRun(repository, OvEncoder(str(repository / "encoder" / "1" / "model.xml")))
     texts = [f"Order {number}: my parcel is three days late, where is it?" for number in range(24)]
     before = server.model_statistics("encoder")
 
