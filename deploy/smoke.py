@@ -166,9 +166,13 @@ class Smoke:
                                   capture_output=True, env=dict(os.environ, **images.build_env(),
                                                                 ZSC_MODEL_REPOSITORY=empty), timeout=300)
             logs = compose("logs", "check-export")
+            # created, never started: no restart loop on an empty repository
+            triton_state = compose("ps", "-a", "--format", "{{.State}}", "triton").strip()
             compose("down", "-v")
         if done.returncode == 0:
             raise StepFailed("`docker compose up` on an empty repository succeeded")
+        if triton_state not in ("created", ""):
+            raise StepFailed(f"the triton container was started on an empty repository ({triton_state})")
         if "make export" not in logs:
             raise StepFailed(f"check-export's message does not name `make export`: {logs.strip()[-300:]}")
         return "up fails at once; check-export: " + logs.strip().splitlines()[-1].split("|", 1)[-1].strip()
