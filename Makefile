@@ -69,6 +69,7 @@ EXPORT_ARGS = --model $(MODEL) $(if $(PRECISION),--precision $(PRECISION)) $(if 
 	$(if $(GPU),--gpu $(GPU)) $(if $(LABEL_CACHE_MB),--label-cache-mb $(LABEL_CACHE_MB)) --max-length $(MAX_LENGTH) \
 	--repository $(REPOSITORY)
 COMPOSE ?= docker compose
+COMPOSE_GPU = $(COMPOSE) -f docker-compose.yml -f deploy/compose.gpu.yml
 
 # A TensorRT engine must be built by the TensorRT that serves it: without TensorRT here, the export
 # runs in the compose `export` container (NGC 25.07, the Triton image's TensorRT), then hands the
@@ -76,9 +77,8 @@ COMPOSE ?= docker compose
 export: setup ## export MODEL (dir or hub id) into model_repository/, and pick the compose stack that serves it in .env [PRECISION RUNTIME GPU MAX_LENGTH LABEL_CACHE_MB]
 	@if [ "$(RUNTIME)" = tensorrt ] && ! $(PY) -c 'import tensorrt' 2>/dev/null; then \
 		echo "TensorRT is not installed here: exporting in the compose 'export' container (GPU stack)"; \
-		$(COMPOSE) -f docker-compose.yml -f deploy/compose.gpu.yml --profile export run --rm export $(EXPORT_ARGS) && \
-		$(COMPOSE) -f docker-compose.yml -f deploy/compose.gpu.yml --profile export run --rm --entrypoint chown \
-			export -R $$(id -u):$$(id -g) $(REPOSITORY); \
+		$(COMPOSE_GPU) --profile export run --rm export $(EXPORT_ARGS) && \
+		$(COMPOSE_GPU) --profile export run --rm --entrypoint chown export -R $$(id -u):$$(id -g) $(REPOSITORY); \
 	else \
 		$(PY) -m export $(EXPORT_ARGS); \
 	fi

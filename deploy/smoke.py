@@ -62,11 +62,16 @@ class StepFailed(Exception):
     pass
 
 
-def compose(*args: str, check: bool = True, capture: bool = True, timeout: float = 900) -> str:
-    """`docker compose` with every profile, in the checkout, with the offline build variables."""
+def run_compose(*args: str, timeout: float = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`docker compose` with every profile, in the checkout, with the offline build variables (and `env`)."""
     command = ["docker", "compose", *[arg for profile in PROFILES for arg in ("--profile", profile)], *args]
-    done = subprocess.run(command, cwd=ROOT, env=dict(os.environ, **images.build_env()), text=True,
-                          capture_output=capture, timeout=timeout)
+    return subprocess.run(command, cwd=ROOT, env=dict(os.environ, **images.build_env(), **(env or {})), text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def compose(*args: str, check: bool = True, timeout: float = 900) -> str:
+    """run_compose's output; with `check`, a failure raises StepFailed with its end."""
+    done = run_compose(*args, timeout=timeout)
     if check and done.returncode != 0:
         output = (done.stdout or "") + (done.stderr or "")
         raise StepFailed(f"`docker compose {' '.join(args)}` exited {done.returncode}: {output.strip()[-600:]}")
@@ -162,9 +167,7 @@ class Smoke:
     def refuses_without_export(self) -> str:
         with tempfile.TemporaryDirectory(prefix="zsc-empty-repository-") as empty:
             os.chmod(empty, 0o755)
-            done = subprocess.run(["docker", "compose", "up", "-d", "--wait", "triton"], cwd=ROOT, text=True,
-                                  capture_output=True, env=dict(os.environ, **images.build_env(),
-                                                                ZSC_MODEL_REPOSITORY=empty), timeout=300)
+            done = run_compose("up", "-d", "--wait", "triton", timeout=300, env={"ZSC_MODEL_REPOSITORY": empty})
             logs = compose("logs", "check-export")
             # created, never started: no restart loop on an empty repository
             triton_state = compose("ps", "-a", "--format", "{{.State}}", "triton").strip()

@@ -17,9 +17,8 @@ import re
 import sys
 from pathlib import Path
 
-from export.repository import ENCODER, Runtime
+from export.repository import ENCODER, SOURCE_REPOSITORY, Runtime
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 STACKS = {
     "cpu": "docker-compose.yml",
     "gpu": "docker-compose.yml:deploy/compose.gpu.yml",
@@ -75,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m export.compose_env",
         description="Write into compose's .env which stack (CPU or GPU) serves the exported repository, so that "
                     "`docker compose up -d` serves it.")
-    parser.add_argument("--repository", type=Path, default=PROJECT_ROOT / "model_repository")
-    parser.add_argument("--env-file", type=Path, default=PROJECT_ROOT / ".env")
+    parser.add_argument("--repository", type=Path, default=SOURCE_REPOSITORY)
+    parser.add_argument("--env-file", type=Path, default=SOURCE_REPOSITORY.parent / ".env",
+                        help="compose's .env, beside docker-compose.yml (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         said = write_env(args.repository, args.env_file)

@@ -49,7 +49,8 @@ def encoder_artifact(options: ExportOptions, runtime: Runtime, precision: Precis
     report = validate_onnx(ckpt.module, onnx_path, ckpt.output_name, batches, onnx_precision, entailment)
     step(4, str(report))
     if runtime is Runtime.PYTHON_OV:
-        return openvino_encoder(options, precision, ckpt, scoring, batches, entailment, onnx_path)
+        return openvino_encoder(options, precision, ckpt, scoring, batches, entailment, onnx_path,
+                                tmp / "tokenizer.json")
     if precision is Precision.INT8:
         return quantized_encoder(options, onnx_path, scoring, report, ckpt.output_name, tmp / "tokenizer.json")
     if runtime is not Runtime.TENSORRT:
@@ -63,13 +64,15 @@ def quantized_encoder(options: ExportOptions, fp32_path: Path, scoring: ScoringS
     against it."""
     int8_path = fp32_path.with_name("model.onnx")
     step(4, f"quantizing to INT8: {quantize_encoder(fp32_path, int8_path)}")
+    texts, label_sets = agreement.read_texts_and_label_sets(options.texts, options.labels)
     gate = accuracy_gate(options, scoring, Preprocessor(scoring, tokenizer_path),
-                         encoder_runner(fp32_path, output_name), encoder_runner(int8_path, output_name))
+                         encoder_runner(fp32_path, output_name), encoder_runner(int8_path, output_name),
+                         texts, label_sets)
     return int8_path, dataclasses.replace(report, int8_agreement=gate)
 
 
 def openvino_encoder(options: ExportOptions, precision: Precision, ckpt, scoring: ScoringSettings, batches,
-                     entailment: int | None, onnx_path: Path) -> tuple[Path, ValidationReport]:
+                     entailment: int | None, onnx_path: Path, tokenizer_path: Path) -> tuple[Path, ValidationReport]:
     """Steps 3-4 for python-ov: the FP32 IR validated against PyTorch; for INT8, quantized statically on
     calibration requests, then the accuracy gate against the FP32 IR."""
     int8 = precision is Precision.INT8
@@ -81,7 +84,7 @@ def openvino_encoder(options: ExportOptions, precision: Precision, ckpt, scoring
     step(4, str(report))
     if not int8:
         return fp32_xml, report
-    preprocessor = Preprocessor(scoring, onnx_path.with_name("tokenizer.json"))
+    preprocessor = Preprocessor(scoring, tokenizer_path)
     texts, label_sets = agreement.read_texts_and_label_sets(options.texts, options.labels)
     # calibration: another sample of the gate's requests, so that the gate does not only judge what was seen
     calibration = [preprocessor.prepare(request.text.encode(), [label.encode() for label in request.labels],
@@ -91,7 +94,7 @@ def openvino_encoder(options: ExportOptions, precision: Precision, ckpt, scoring
     int8_xml = onnx_path.with_name("model.xml")
     step(4, f"quantizing to INT8: {quantize_static(fp32_xml, int8_xml, calibration)}")
     gate = accuracy_gate(options, scoring, preprocessor, ov_runner(fp32_xml, ckpt.output_name),
-                         ov_runner(int8_xml, ckpt.output_name))
+                         ov_runner(int8_xml, ckpt.output_name), texts, label_sets)
     return int8_xml, dataclasses.replace(report, int8_agreement=gate)
 
 
@@ -101,9 +104,9 @@ def gate_templates(scoring: ScoringSettings) -> tuple[str, ...]:
 
 
 def accuracy_gate(options: ExportOptions, scoring: ScoringSettings, preprocessor: Preprocessor, fp32_runner,
-                  int8_runner) -> dict:
-    """INT8 answers against FP32 on the gate's requests; raises (enforce) or reports (report) a failure."""
-    texts, label_sets = agreement.read_texts_and_label_sets(options.texts, options.labels)
+                  int8_runner, texts: list[str], label_sets: list[list[str]]) -> dict:
+    """INT8 answers against FP32 on the gate's requests (`texts` x `label_sets`, as
+    agreement.read_texts_and_label_sets reads them); raises (enforce) or reports (report) a failure."""
     templates = gate_templates(scoring)
     requests = agreement.gate_requests(texts, label_sets, templates, options.gate_requests)
     step(4, f"accuracy gate: INT8 vs FP32 on {len(requests)} requests from {options.texts or agreement.WORKLOAD.name} "

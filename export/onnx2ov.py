@@ -41,7 +41,3 @@ def quantize_static(fp32_xml: Path, int8_xml: Path, calibration: list[dict[str, 
     return (f"NNCF static INT8 (transformer preset), {fake_quantize} quantized tensors, calibrated on "
             f"{min(len(calibration), CALIBRATION_BATCHES)} requests")
 
-
-def ir_files(xml_path: Path) -> list[Path]:
-    """An IR's two files: the graph (.xml) and its weights (.bin)."""
-    return [xml_path, xml_path.with_suffix(".bin")]
