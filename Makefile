@@ -132,7 +132,7 @@ BENCH_DURATION ?= 20
 bench: setup ## serve REPOSITORY and sweep concurrency through the full ensemble (async gRPC), with the raw encoder ceiling [BENCH_CONCURRENCY BENCH_DURATION]
 	$(PY) -m loadtest.bench --repository $(REPOSITORY) --concurrency $(BENCH_CONCURRENCY) --duration-s $(BENCH_DURATION)
 
-# The GPU measurement (python -m loadtest.gpu_run --help): the bundle is built where pip's index is
+# The GPU measurement (deploy/gpu/bench-on-gpu-host.sh says its steps): the bundle is built where pip's index is
 # reachable, the run happens on a GPU host without network; the rehearsal runs the same steps on this CPU.
 GPU_BUNDLE ?= .gpu
 
@@ -140,7 +140,7 @@ gpu-bundle: ## offline bundle for a GPU host without network or Triton (tritonse
 	bash deploy/gpu/make-bundle.sh $(GPU_BUNDLE)
 
 gpu-rehearsal: setup ## the GPU run's steps on this CPU with a tiny model and short durations (a few minutes)
-	$(PY) -m loadtest.gpu_run --rehearse
+	PATH=$(abspath $(VENV))/bin:$$PATH bash deploy/gpu/bench-on-gpu-host.sh -
 
 gpu-run: ## on a GPU host: export StructBERT-large (random weights), measure memory, bench, Locust; ≤ 8 min
 	bash deploy/gpu/bench-on-gpu-host.sh $(GPU_BUNDLE)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the offline bundle that a GPU host without network and without Triton needs for the GPU
-# measurement (python -m loadtest.gpu_run; `make gpu-bundle` runs this):
+# measurement (deploy/gpu/bench-on-gpu-host.sh; `make gpu-bundle` runs this):
 #   DEST/tritonserver.tar.xz  tritonserver 2.51 from the nvidia-pytriton wheel: binary, bundled libs, the
 #                             Python backend with its Python 3.12 stub, the response-cache library
 #   DEST/wheels/*.whl         deploy/gpu/bundle-requirements.txt with its dependencies, for CPython 3.12,

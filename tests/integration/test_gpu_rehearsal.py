@@ -1,7 +1,8 @@
 """The GPU run rehearsed on this CPU (`make gpu-rehearsal`): the very steps and commands a GPU host runs
-(loadtest.gpu_run), with a tiny model and short durations, so the script cannot rot between GPU runs.
-What only a GPU host has (the bundle's tritonserver, CUDA, nvidia-smi) is replaced by the local tritonserver
-and the CPU; the rehearsal's import step checks that the host image and the bundle hold every package."""
+(deploy/gpu/bench-on-gpu-host.sh, '-' for the bundle), with a tiny model and short durations, so the script
+cannot rot between GPU runs. What only a GPU host has (the bundle's tritonserver, CUDA, nvidia-smi) is replaced
+by the local tritonserver and the CPU; the rehearsal's import step checks that the host image and the bundle
+hold every package."""
 
 from __future__ import annotations
 
@@ -19,11 +20,19 @@ from zsc_server.triton_process import free_ports
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def rehearsal_env(**extra: str) -> dict[str, str]:
+    """This machine's python first on PATH (what the scripts call python3), free ports, no $OUT of the caller's."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               PORTS=",".join(map(str, free_ports(3))), **extra)
+    return env
+
+
 @pytest.mark.slow
 def test_the_gpu_run_rehearsed_on_the_cpu_passes_every_step_and_leaves_its_results(tmp_path):
-    results, archive = tmp_path / "gpu-run", tmp_path / "out" / "gpu-run.tar.gz"
-    done = subprocess.run([sys.executable, "-m", "loadtest.gpu_run", "--rehearse", "--results", str(results),
-                           "--archive", str(archive)], capture_output=True, text=True, timeout=480)
+    results, out = tmp_path / "gpu-run", tmp_path / "out"
+    out.mkdir()
+    done = subprocess.run(["bash", "deploy/gpu/bench-on-gpu-host.sh", "-"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=480, env=rehearsal_env(RESULTS=str(results), OUT=str(out)))
     last = done.stdout.strip().splitlines()[-1]
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert last.startswith("gpu-run: 11/11 steps ok in ") and "0 wrong/failed" in last, last
@@ -45,16 +54,16 @@ def test_the_gpu_run_rehearsed_on_the_cpu_passes_every_step_and_leaves_its_resul
     assert "1 passed" not in (results / "06-gpu-tests.log").read_text()  # collected, skipped without CUDA
     assert "skipped" in (results / "06-gpu-tests.log").read_text()
 
-    with tarfile.open(archive) as tar:
+    with tarfile.open(out / "gpu-run.tar.gz") as tar:
         names = set(tar.getnames())
     expected = {f"gpu-run/{name}" for name in (
         "01-setup.log", "02-imports.log", "03-imports-serving.log", "05-export.log", "08-serve.log",
-        "09-bench.log", "10-loadtest.log",
-        "nvidia-smi-before.txt", "nvidia-smi-after.txt", "memory.md", "summary.md", "summary.json", "plan.json",
+        "09-bench.log", "10-loadtest.log", "steps.tsv",
+        "nvidia-smi-before.txt", "nvidia-smi-after.txt", "memory.md", "summary.md", "summary.json",
         "locust/report.md")}
     assert expected <= names, expected - names
     assert any(name.startswith("gpu-run/bench-") and name.endswith("/results.md") for name in names)
-    assert "## Benchmark" in (results / "summary.md").read_text()
+    assert "## Benchmark" in (out / "summary.md").read_text()
 
 
 @pytest.mark.slow
@@ -62,17 +71,16 @@ def test_the_settings_comparison_rehearsed_on_the_cpu_benches_each_variant(tmp_p
     """deploy/gpu/compare-on-gpu-host.sh with no bundle ('-'): this machine's python and tritonserver, the
     tiny model, two variants of export flags; each variant exported, served and benched in turn."""
     results = tmp_path / "compare"
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", SHAPE="tiny",
-               CONCURRENCY="1,2", DURATION_S="1", PORTS=",".join(map(str, free_ports(3))))
+    env = rehearsal_env(SHAPE="tiny", CONCURRENCY="1,2", DURATION_S="1")
     env.pop("OUT", None)
     cpu = "--gpu h100 --torch-device cpu"
     done = subprocess.run(["bash", "deploy/gpu/compare-on-gpu-host.sh", "-", str(results),
                            f"pad:{cpu} --replay-overhead-tokens 1000000000", f"delay100:{cpu} --queue-delay-us 100"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert (results / "summary.txt").read_text().splitlines() == [
-        "checkpoint: exit 0", "gpu-tests: exit 0", "pad-export: exit 0", "pad-bench: exit 0",
-        "delay100-export: exit 0", "delay100-bench: exit 0"]
+    steps = [line.split("\t")[:2] for line in (results / "steps.tsv").read_text().splitlines()]
+    assert steps == [[name, "ok"] for name in ("checkpoint", "gpu-tests", "pad-export", "pad-serve", "pad-bench",
+                                               "delay100-export", "delay100-serve", "delay100-bench")]
     for name, delay in (("pad", None), ("delay100", 100)):
         [bench] = (results / name).glob("bench-*/results.json")
         data = json.loads(bench.read_text())
@@ -80,7 +88,8 @@ def test_the_settings_comparison_rehearsed_on_the_cpu_benches_each_variant(tmp_p
         assert all(level["wrong"] == 0 and not sum(level["errors"].values()) for level in data["levels"])
         assert f"variant {name}" in data["meta"]["note"]
         if delay:
-            assert f"queue delay {delay} us" in (results / f"{name}-export.log").read_text()
+            [log] = results.glob(f"*-{name}-export.log")
+            assert f"queue delay {delay} us" in log.read_text()
     lines = [line.split() for line in done.stdout.splitlines() if line.strip().startswith(("pad ", "delay100 "))]
     assert [(words[0], words[1]) for words in lines if words[1] != "raw"] == [
         ("delay100", "c1"), ("delay100", "c2"), ("pad", "c1"), ("pad", "c2")]

@@ -2,7 +2,7 @@
 batch limits rest on (export/gpu_profiles.py projects activation memory from the model shape; this
 measures it).
 
-  python -m loadtest.gpu_memory --model model_repository/encoder/1/model.pt --out memory
+  python -m export.gpu_memory --model model_repository/encoder/1/model.pt --out memory
 
 For each shape, on the GPU (FP16 by default): the peak memory a forward pass allocates above the
 weights (torch.cuda.max_memory_allocated), next to the projection, and the time of one forward pass
@@ -153,7 +153,7 @@ def run(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.gpu_memory", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m export.gpu_memory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="a python-torch export's model.pt")
     parser.add_argument("--out", type=Path, required=True, help="folder for memory.json / memory.md")

@@ -1,4 +1,4 @@
-"""Can the GPU run import everything it needs? Two steps of `python -m loadtest.gpu_run`, one per interpreter.
+"""Can the GPU run import everything it needs? Two steps of deploy/gpu/bench-on-gpu-host.sh, one per interpreter.
 
 On the GPU host the run has two: the model side (export, the memory probe, the GPU tests) runs on the
 host's numpy 2, which its transformers needs, and the serving side (the server's models, the launcher,
@@ -22,13 +22,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY_GPU = ROOT / "deploy" / "gpu"
-PROJECT_PACKAGES = {"export", "loadtest", "zsc_server", "zsc_client", "tests"}
+PROJECT_PACKAGES = {"deploy", "export", "loadtest", "zsc_server", "zsc_client", "tests"}
 # What the run executes, by the interpreter that runs it. The model side (the host's own numpy 2, which
 # transformers needs through scipy): export, the memory probe, and the unit tests `pytest -m gpu` collects.
 # The serving side (numpy 1.26, which tritonserver's Python-backend stub needs): the Python-backend
 # models' logic (the stubs import these), the launcher, the benchmark, the Locust load test. Locust
 # last: it monkey-patches the standard library when imported.
-MODEL_MODULES = ("export.cli", "export.random_checkpoint", "zsc_server.torch_encoder", "loadtest.gpu_memory")
+MODEL_MODULES = ("export.cli", "export.random_checkpoint", "zsc_server.torch_encoder", "export.gpu_memory")
 SERVING_MODULES = ("zsc_server.preprocess", "zsc_server.postprocess", "zsc_server.batching",
                    "zsc_server.torch_encoder", "zsc_server.serve", "loadtest.bench", "loadtest.run",
                    "loadtest.report", "zsc_client", "locust")
@@ -150,7 +150,7 @@ def unmet_requirements(distributions: dict[str, str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.gpu_imports", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m deploy.gpu_imports", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host-packages", type=Path, default=None,
                         help=f"distributions the GPU host has (e.g. {DEPLOY_GPU / 'host-packages.txt'})")
