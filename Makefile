@@ -32,7 +32,7 @@ WARM_LABELS ?=
 
 # `make help` lists the targets in these groups (tests/unit/test_docs.py: every documented target in one)
 HELP_EVERYDAY := demo setup export serve webui test lint clean help
-HELP_MEASURE := bench bench-overhead bench-label-cache loadtest loadtest-compare soak perf perf-tools perf-vs-bench \
+HELP_MEASURE := bench bench-overhead bench-label-cache loadtest loadtest-compare soak perf perf-tools \
 	setup-modelscope setup-model-analyzer analyze
 HELP_GPU_DEPLOY := gpu-bundle gpu-rehearsal gpu-run up down compose-smoke wheelhouse base-image
 
@@ -146,10 +146,10 @@ gpu-run: ## on a GPU host: export StructBERT-large (random weights), measure mem
 	bash deploy/gpu/bench-on-gpu-host.sh $(GPU_BUNDLE)
 
 bench-label-cache: setup ## embedding mode (offline MiniLM): req/s and p50 with the label cache off vs on, 5 and 10 fixed labels, and half the requests with a fresh label [BENCH_DURATION]
-	$(PY) -m loadtest.label_cache_bench --duration-s $(BENCH_DURATION)
+	$(PY) -m loadtest.bench --preset label-cache --duration-s $(BENCH_DURATION)
 
-bench-overhead: setup ## the ensemble's own cost on a tiny model: p50 floor at one request, requests/s ceiling and CPU per request
-	$(PY) -m loadtest.overhead
+bench-overhead: setup ## the ensemble's own cost on a tiny model: p50 floor at one request, requests/s ceiling and CPU per request [BENCH_DURATION]
+	$(PY) -m loadtest.bench --preset overhead --duration-s $(BENCH_DURATION)
 
 # loadtest-compare: the random checkpoint's shape (base, or large: the reference deployment's model), our precisions,
 # label-count weights (e.g. 3:1,4:1,5:1), which baselines ('' for none), more flags (--cached-run ...)
@@ -174,7 +174,7 @@ PERF_STABILITY ?= 10
 PERF_URL ?=
 PERF_ARGS = --repository $(REPOSITORY) --tools $(PERF_TOOLS) --concurrency $(CONCURRENCY) \
 	--interval-ms $(PERF_INTERVAL_MS) --stability-pct $(PERF_STABILITY) $(if $(PERF_URL),--grpc-url $(PERF_URL))
-.PHONY: perf-tools perf perf-vs-bench
+.PHONY: perf-tools perf
 
 $(PERF_TOOLS)/.installed: loadtest/perf_tools.py | $(VENV)/.installed
 	$(PY) -m loadtest.perf_tools install --dest $(PERF_TOOLS)
@@ -184,9 +184,6 @@ perf-tools: $(PERF_TOOLS)/.installed ## perf_analyzer 2.51 and its libraries int
 
 perf: setup perf-tools ## perf_analyzer sweep on zero_shot with distinct requests, CSV + report in loadtest/results/perf-*/ [CONCURRENCY PERF_URL PROTOCOL PERF_INTERVAL_MS PERF_STABILITY]
 	$(PY) -m loadtest.perf $(PERF_ARGS) --protocol $(PROTOCOL)
-
-perf-vs-bench: setup perf-tools ## make bench's client and perf_analyzer level by level on one server: agreement within 15%, and why not [CONCURRENCY BENCH_DURATION PERF_URL]
-	$(PY) -m loadtest.perf_vs_bench $(PERF_ARGS) --duration-s $(BENCH_DURATION)
 
 # Triton Model Analyzer in a venv of its own (it pins many packages), on the local tritonserver.
 MA_VENV ?= .venv-model-analyzer

@@ -33,7 +33,7 @@ def summarize(results: Path) -> dict:
         summary["bench"] = {"folder": bench[-1].parent.name, "meta": data["meta"],
                             "levels": [{key: level[key] for key in BENCH_FIELDS}
                                        | {"errors": sum(level["errors"].values())} for level in data["levels"]],
-                            "encoder_ceiling": data["encoder_ceiling"]}
+                            "encoder_ceiling": next(iter(data["encoder_ceilings"].values()), None)}
     memory = results / "memory.json"
     if memory.is_file():
         data = json.loads(memory.read_text(encoding="utf-8"))
@@ -82,7 +82,7 @@ def level_lines(results: Path) -> list[str]:
                          f"{level['p99_ms']:6.1f} ms  {level['pairs_per_s']:7.0f} pairs/s  batch "
                          f"{level['encoder_avg_batch']:5.1f}  wrong {level['wrong']}  "
                          f"errors {sum(level['errors'].values())}")
-        ceiling = data.get("encoder_ceiling") or {}
+        ceiling = next(iter(data["encoder_ceilings"].values()), None) or {}
         lines.append(f"{variant:>12} raw encoder {ceiling.get('pairs_per_s', 0):.0f} pairs/s")
     return lines
 

@@ -34,9 +34,9 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from loadtest.perf_data import MODEL, distinct_requests, input_data
+from loadtest import results
+from loadtest.perf_data import MODEL, input_data
 from loadtest.perf_tools import DEFAULT_DIR, ToolError, locate
-from loadtest.run import RESULTS, hardware, slug
 from loadtest.workload import DEFAULT_WORKLOAD, Workload
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="let the composing models take GPU instances (default: CPU instances only)")
     parser.add_argument("--requests", type=int, default=3000, help="distinct requests in perf_analyzer's input")
     parser.add_argument("--workload", type=Path, default=DEFAULT_WORKLOAD)
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results parent folder (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=results.RESULTS, help="results parent (default: %(default)s)")
     parser.add_argument("--note", default="", help="one line stored with the results (e.g. 'random weights')")
     return parser
 
@@ -185,21 +185,19 @@ def run(args) -> tuple[Path, int]:
     check_numpy()
     facts = export_facts(args.repository)
     floor = encoder_batch_floor(args.repository)
-    meta = {"started": datetime.now().isoformat(timespec="seconds"), "hardware": hardware(),
+    meta = {"started": datetime.now().isoformat(timespec="seconds"), "hardware": results.hardware(),
             "model": facts.get("source", "unknown"), "runtime": facts.get("runtime", "unknown"),
             "precision": facts.get("precision", "unknown"), "max_length": facts.get("max_length"),
             "model_analyzer": analyzer_version(args.model_analyzer), "max_instances": args.max_instances,
             "max_concurrency": args.max_concurrency, "batch_floor": floor, "batch_ceiling": floor * args.batch_steps,
             "latency_budget_ms": args.latency_budget_ms, "note": args.note}
-    folder = args.out / "-".join(["analyze", datetime.now().strftime("%Y%m%d-%H%M%S"), slug(meta["hardware"]),
-                                  slug(meta["runtime"]), slug(meta["precision"])])
-    folder.mkdir(parents=True)
+    folder = results.new_folder(args.out, "analyze", meta["hardware"], meta["runtime"], meta["precision"])
     with tempfile.TemporaryDirectory(prefix="zsc-analyze-") as scratch:
         work = Path(scratch)
-        sampler = Workload.load(args.workload).sampler("fresh")
+        sampler = Workload.load(args.workload).sampler("fresh", distinct=True)
         data = work / "input.json"
-        data.write_text(json.dumps(input_data(distinct_requests(sampler, args.requests, set())),
-                                   ensure_ascii=False), encoding="utf-8")
+        data.write_text(json.dumps(input_data([sampler.next() for _ in range(args.requests)]), ensure_ascii=False),
+                        encoding="utf-8")
         config = analyzer_config(args, work, prepare_backends(work / "backends"), free_ports(3),
                                  server_environment(), triton_binary(), perf_analyzer_wrapper(args.tools, work),
                                  data, folder)

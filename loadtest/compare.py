@@ -41,7 +41,8 @@ from loadtest import report
 from loadtest.run import LoadTestError
 from loadtest.run import build_parser as run_parser
 from loadtest.run import run as run_loadtest
-from zsc_server.triton_process import TritonServer, free_ports
+from loadtest.server import serve
+from zsc_server.triton_process import free_ports
 
 HERE = Path(__file__).resolve().parent
 BASELINES = {"reference-modelscope": "modelscope", "reference-huggingface": "huggingface"}
@@ -185,10 +186,10 @@ def compare(args, precisions: list[str], baselines: list[str],
     ours = []
     for number, precision in enumerate(precisions):
         repository = export_ours(args, modelscope_dir, precision)
-        http, grpc, metrics = free_ports(3)
         print(f"[compare] ours: tritonserver, {precision}", flush=True)
-        with TritonServer(repository, http, grpc, metrics, log_path=folder / f"tritonserver-{precision}.log") as server:
-            served = (f"http://{server.http_url}", "http", ["--metrics-url", f"http://127.0.0.1:{metrics}/metrics"])
+        cached = args.cached_run and number == 0  # the response cache on only where a run measures it
+        with serve(repository, folder / f"tritonserver-{precision}.log", response_cache=cached) as target:
+            served = (f"http://{target.http_url}", "http", ["--metrics-url", target.metrics_url])
             ours.append(measure(args, f"triton-{precision}", *served, folder))
             if args.cached_run and number == 0:
                 print(f"[compare] ours: {precision}, repeating requests, response cache on", flush=True)

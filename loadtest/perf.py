@@ -21,6 +21,7 @@ loadtest/results/perf-.../.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -30,14 +31,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
-from loadtest.perf_data import MODEL, check_answers, distinct_requests, input_data, read_csv
+from loadtest import results
+from loadtest.perf_data import MODEL, check_answers, input_data, read_csv
 from loadtest.perf_tools import DEFAULT_DIR, PerfAnalyzer, ToolError, locate
-from loadtest.run import RESULTS, slug
-from loadtest.server_metrics import model_deltas, scrape
-from loadtest.target import Target
+from loadtest.server import Target, serve
+from loadtest.server_metrics import model_deltas
 from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, Workload
 
 CONCURRENCY = "1,5,10,32,64,128"  # make bench's levels
@@ -88,7 +89,6 @@ class PerfSweep:
                  log_dir: Path):
         self.tool, self.target, self.settings, self.sampler = tool, target, settings, sampler
         self.score_kind, self.log_dir = score_kind, log_dir
-        self.seen: set = set()
         self.rate_per_slot: float | None = None  # requests/s per in-flight request, from the last level
         self.csv_lines: list[str] = []  # perf_analyzer's header, then one row per level
 
@@ -103,7 +103,7 @@ class PerfSweep:
         return min(size, max(DATA_COPIES_CAP // concurrency, 8 * concurrency))
 
     def run_once(self, concurrency: int, size: int, scratch: Path) -> dict:
-        requests = distinct_requests(self.sampler, size, self.seen)
+        requests = [self.sampler.next() for _ in range(size)]  # distinct: each ends in a tag of its own
         data, csv_path, profile = scratch / "input.json", scratch / "level.csv", scratch / "profile.json"
         for earlier in (csv_path, profile):  # an earlier attempt's: perf_analyzer refuses to overwrite them
             earlier.unlink(missing_ok=True)
@@ -113,12 +113,12 @@ class PerfSweep:
                    "--input-data", str(data),
                    "--concurrency-range", f"{concurrency}:{concurrency}", "-f", str(csv_path),
                    "--profile-export-file", str(profile)]
-        before, cpu_before = scrape(self.target.metrics_url), resource.getrusage(resource.RUSAGE_CHILDREN)
+        before, cpu_before = self.target.counters(), resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         done = subprocess.run(command, env=self.tool.env, capture_output=True, text=True)
         elapsed = time.perf_counter() - started
         cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        deltas = model_deltas(before, scrape(self.target.metrics_url))
+        deltas = model_deltas(before, self.target.counters())
         log = self.log_dir / f"perf_analyzer-c{concurrency}.log"
         log.write_text(" ".join(command) + "\n\n" + done.stdout + done.stderr, encoding="utf-8")
         if done.returncode != 0 or not csv_path.is_file():
@@ -238,46 +238,24 @@ def markdown(meta: dict, levels: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def start_server(repository: Path):
-    from zsc_server.triton_process import TritonServer, free_ports
-
-    http, grpc, metrics = free_ports(3)
-    print(f"[perf] starting tritonserver on {repository}", flush=True)
-    server = TritonServer(repository, http, grpc, metrics).__enter__()
-    return server, Target.of_server(server)
-
-
-def target_from(args) -> Target:
-    return Target.from_urls(args.grpc_url, args.http_url, args.metrics_url, args.admin_key)
-
-
-def run_meta(args, served: dict, sampler, tool: PerfAnalyzer, settings: Settings, own_server: bool) -> dict:
-    from loadtest.bench import served_conditions
-
-    return {**served_conditions(served, args.workload, args.label_mode, sampler),
+def run_meta(args, target: Target, sampler, tool: PerfAnalyzer, settings: Settings, own_server: bool) -> dict:
+    served = target.export_info()
+    return {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "hardware": results.hardware(),
+            "model": served.get("source", "unknown"), "runtime": served.get("runtime", "unknown"),
+            "precision": served.get("precision", "unknown"), "max_length": served.get("max_length"),
+            "workload": Path(args.workload).name, "label_mode": args.label_mode, "mean_labels": sampler.mean_labels(),
             "perf_analyzer": tool.version(), "settings": dataclasses.asdict(settings), "seed": args.seed,
             "own_server": own_server, "note": args.note}
 
 
-def results_folder(parent: Path, kind: str, meta: dict) -> Path:
-    folder = parent / "-".join([kind, datetime.now().strftime("%Y%m%d-%H%M%S"), slug(meta["hardware"]),
-                                slug(meta["runtime"]), slug(meta["precision"])])
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
 def write_results(folder: Path, meta: dict, levels: list[dict], csv_lines: list[str], error: str = "") -> None:
     (folder / "perf_analyzer.csv").write_text("\n".join(csv_lines) + "\n", encoding="utf-8")
-    (folder / "results.json").write_text(json.dumps({"meta": meta, "levels": levels, "error": error},
-                                                    indent=2) + "\n", encoding="utf-8")
-    table = markdown(meta, levels) + (f"\n**Stopped: {error}**\n" if error else "")
-    (folder / "results.md").write_text(table, encoding="utf-8")
-    print(table)
-    print(f"[perf] results in {folder}")
+    results.write(folder, {"meta": meta, "levels": levels, "error": error},
+                  markdown(meta, levels) + (f"\n**Stopped: {error}**\n" if error else ""))
 
 
 def add_perf_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options `make perf` and the bench cross-check share."""
+    """make perf's options."""
     parser.add_argument("--repository", type=Path, default=Path("model_repository"),
                         help="exported repository to serve (ignored with --grpc-url)")
     parser.add_argument("--grpc-url", default="", help="measure a running server instead of starting one")
@@ -300,12 +278,8 @@ def add_perf_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fresh (default): random label sets, so that many distinct requests exist")
     parser.add_argument("--seed", type=int, default=None, help="request draw (default: random, recorded)")
     parser.add_argument("--tools", type=Path, default=DEFAULT_DIR, help="perf_analyzer's folder (make perf-tools)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results parent folder (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=results.RESULTS, help="results parent (default: %(default)s)")
     parser.add_argument("--note", default="", help="one line stored with the results (e.g. 'random weights')")
-
-
-def settings_from(args, protocol: str) -> Settings:
-    return Settings(protocol, args.interval_ms, args.stability_pct, args.max_trials, args.min_requests)
 
 
 def prepare(args) -> tuple[PerfAnalyzer, list[int]]:
@@ -319,26 +293,22 @@ def prepare(args) -> tuple[PerfAnalyzer, list[int]]:
 
 def run(args) -> tuple[Path, list[dict], str]:
     tool, levels = prepare(args)
-    server, target = start_server(args.repository) if not args.grpc_url else (None, target_from(args))
     error, levels_done = "", []
-    try:
-        served = target.export_info()
-        # tagged (distinct=True): no request of this run repeats one another run sent to the same server
+    with contextlib.ExitStack() as stack:
+        target = (Target.from_urls(args.grpc_url, args.http_url, args.metrics_url, args.admin_key) if args.grpc_url
+                  else stack.enter_context(serve(args.repository)))
+        # distinct requests: a whitespace tag of their own, which the tokenizers drop (loadtest.workload)
         sampler = Workload.load(args.workload).sampler(args.label_mode, "", "", seed=args.seed, distinct=True)
-        settings = settings_from(args, args.protocol)
-        meta = run_meta(args, served, sampler, tool, settings, server is not None)
-        folder = results_folder(args.out, "perf", meta)
-        sweep = PerfSweep(tool, target, settings, sampler,
-                          "cosine" if served.get("mode") == "embedding" else "probabilities", folder)
+        settings = Settings(args.protocol, args.interval_ms, args.stability_pct, args.max_trials, args.min_requests)
+        meta = run_meta(args, target, sampler, tool, settings, not args.grpc_url)
+        folder = results.new_folder(args.out, "perf", meta["hardware"], meta["runtime"], meta["precision"])
+        sweep = PerfSweep(tool, target, settings, sampler, target.score_kind(), folder)
         for level in levels:
             try:
                 levels_done.append(sweep.measure(level))
             except PerfError as exc:
                 error = str(exc)
                 break
-    finally:
-        if server is not None:
-            server.stop()
     write_results(folder, meta, levels_done, sweep.csv_lines, error)
     return folder, levels_done, error
 

@@ -1,5 +1,5 @@
-"""What `make perf` hands perf_analyzer and reads back from it: `--input-data` JSON made of distinct
-workload requests, its CSV (`-f`), and the answers in its profile export (`--profile-export-file`),
+"""What `make perf` hands perf_analyzer and reads back from it: `--input-data` JSON made of workload
+requests, its CSV (`-f`), and the answers in its profile export (`--profile-export-file`),
 checked like every other load test here checks them (loadtest.workload.answer_problem)."""
 
 from __future__ import annotations
@@ -9,39 +9,9 @@ import dataclasses
 import struct
 from pathlib import Path
 
-from loadtest.workload import ClassifyRequest, RequestSampler, answer_problem
+from loadtest.workload import ClassifyRequest, answer_problem
 
 MODEL = "zero_shot"
-
-
-def distinct_requests(sampler: RequestSampler, count: int, seen: set[ClassifyRequest]) -> list[ClassifyRequest]:
-    """`count` requests drawn from `sampler`, none equal to another or to one in `seen` (which grows): the
-    response cache answers a repeated request without computing it, so repeats would inflate throughput."""
-    drawn: list[ClassifyRequest] = []
-    misses = 0
-    while len(drawn) < count:
-        request = sampler.next()
-        if request in seen:
-            misses += 1
-            if misses > 50 * count + 1000:
-                raise ValueError(f"the workload has no {count} more distinct requests in label mode "
-                                 f"{sampler.label_mode!r} ({len(seen)} drawn so far): use label mode 'fresh'")
-            continue
-        seen.add(request)
-        drawn.append(request)
-    return drawn
-
-
-class UnrepeatedSampler:
-    """A sampler's requests, skipping any already in `seen` (shared with distinct_requests): so that
-    another client on the same server sends nothing the response cache could answer from this run."""
-
-    def __init__(self, sampler: RequestSampler, seen: set[ClassifyRequest]):
-        self.sampler, self.seen = sampler, seen
-
-    def next(self) -> ClassifyRequest:
-        [request] = distinct_requests(self.sampler, 1, self.seen)
-        return request
 
 
 def input_data(requests: list[ClassifyRequest]) -> dict:

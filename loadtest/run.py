@@ -3,7 +3,7 @@
   python -m loadtest.run --host http://127.0.0.1:8000 --users 1,5,10 --duration 60s
   (make loadtest [USERS=1,5,10] [DURATION=60s] [HOST=http://127.0.0.1:8000] [PROTOCOL=grpc|http])
 
-The folder (loadtest/results/<date>-<hardware>-<target>-<runtime>-<precision>-<model>/) holds:
+The folder (loadtest/results/locust-<date>-<hardware>-<target>-<runtime>-<precision>-<model>/) holds:
   meta.json            conditions: hardware, model, precision, runtime, workload, users, duration
   u<N>_stats.csv ...   Locust's CSV statistics for N users
   u<N>_server.json     Triton counters over the run (queue / compute time per model, batch sizes,
@@ -18,9 +18,9 @@ the tokens are the workload's (loadtest/workload.py).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -30,14 +30,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from loadtest import report
-from loadtest.server_metrics import NvidiaSmiSampler, gpu_gauges, model_deltas, query_gpus, scrape
-from loadtest.target import Target
+from loadtest import report, results
+from loadtest.server import NvidiaSmiSampler, Target
+from loadtest.server_metrics import gpu_gauges, model_deltas
 from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, TRITON_INFER, Workload, flask_body, kserve_body
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
-RESULTS = Path(__file__).resolve().parent / "results"
 USER_CLASSES = {"http": "TritonHttpUser", "grpc": "TritonGrpcUser", "flask": "ReferenceFlaskUser"}
 
 
@@ -71,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="", help="model name for the report (default: from the server)")
     parser.add_argument("--precision", default="", help="precision for the report (default: from the server)")
     parser.add_argument("--runtime", default="", help="runtime for the report (default: from the server)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="parent of the results folder")
+    parser.add_argument("--out", type=Path, default=results.RESULTS, help="parent of the results folder")
     parser.add_argument("--name", default="", help="results folder name (default: date and conditions)")
     parser.add_argument("--report", action="store_true", help="write report.md and plots into the folder")
     return parser
@@ -102,24 +101,6 @@ def parse_duration(spec: str) -> int:
     if not parts or "".join(number + unit for number, unit in parts) != text:
         raise LoadTestError(f"--duration must look like 30s, 2m or 1h30m, got {spec!r}")
     return sum(int(number) * {"h": 3600, "m": 60, "s": 1}[unit] for number, unit in parts)
-
-
-def hardware() -> str:
-    gpus = query_gpus()
-    if gpus:
-        names = sorted({gpu["name"] for gpu in gpus})
-        return f"{len(gpus)}x {', '.join(names)}"
-    cpu = platform.processor() or "CPU"
-    try:
-        models = re.findall(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        cpu = models[0].strip() if models else cpu
-    except OSError:
-        pass
-    return f"CPU {cpu} ({os.cpu_count()} cores)"
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()[:40] or "unknown"
 
 
 def locust_command(args, users: int, csv_prefix: Path) -> list[str]:
@@ -167,14 +148,15 @@ def run(args) -> Path:
     is_triton = args.protocol != "flask"
     host = urlsplit(args.host).hostname
     target = Target.from_urls(args.grpc_url or f"{host}:8001", args.host, args.metrics_url)
-    metrics_url = target.metrics_url if is_triton else "none"
+    if not is_triton:
+        target = dataclasses.replace(target, metrics_url="none")
     served = target.export_info() if is_triton else {}
     args.served_mode = served.get("mode", "nli")
     sampler = Workload.load(args.workload).sampler(args.label_mode, args.label_mix, args.text_mix)
     meta = {
         "target": args.target or (f"triton-{args.protocol}" if is_triton else "baseline"),
         "protocol": args.protocol,
-        "hardware": hardware(),
+        "hardware": results.hardware(),
         "model": args.model or served.get("source", "unknown"),
         "precision": args.precision or served.get("precision", "unknown"),
         "runtime": args.runtime or served.get("runtime", "unknown"),
@@ -191,11 +173,8 @@ def run(args) -> Path:
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "load_generator": "Locust, on the same machine as the server",
     }
-    name = args.name or "-".join([datetime.now().strftime("%Y%m%d-%H%M%S"), slug(meta["hardware"]),
-                                  slug(meta["target"]), slug(meta["runtime"]), slug(meta["precision"]),
-                                  slug(Path(meta["model"]).name)])
-    folder = args.out / name
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = results.new_folder(args.out, "locust", meta["hardware"], meta["target"], meta["runtime"],
+                                meta["precision"], Path(meta["model"]).name, name=args.name)
     (folder / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"[loadtest] {meta['target']} ({meta['model']}, {meta['runtime']}, {meta['precision']}) on "
           f"{meta['hardware']}; results in {folder}", flush=True)
@@ -205,13 +184,13 @@ def run(args) -> Path:
                                                                              os.environ.get("PYTHONPATH")])))
     for users in users_list:
         print(f"[loadtest] {users} user(s) for {args.duration} ...", flush=True)
-        before = scrape(metrics_url) if metrics_url != "none" else []
+        before = target.counters()
         with NvidiaSmiSampler() as gpu:
             done = run_locust(locust_command(args, users, folder / f"u{users}"), environment, deadline_s)
         if done.returncode != 0 or not (folder / f"u{users}_stats.csv").is_file():
             raise LoadTestError(f"locust failed ({done.returncode}):\n{done.stderr[-3000:]}")
         (folder / f"u{users}_locust.log").write_text(done.stderr, encoding="utf-8")
-        after = scrape(metrics_url) if metrics_url != "none" else []
+        after = target.counters()
         server = {"models": model_deltas(before, after), "triton_gpu": gpu_gauges(after), "nvidia_smi": gpu.summary()}
         (folder / f"u{users}_server.json").write_text(json.dumps(server, indent=2) + "\n", encoding="utf-8")
         print(f"[loadtest] {users} user(s): {one_line(folder, users)}", flush=True)

@@ -1,12 +1,9 @@
-"""What the server did during a load-test run: Triton's Prometheus counters (before/after deltas per
-model) and, where there is a GPU, nvidia-smi samples."""
+"""What the server did during a measurement, from Triton's Prometheus counters: before/after deltas per model
+(requests, queue and compute time, batch sizes, response-cache hits), the label cache, Triton's GPU gauges."""
 
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import threading
 import urllib.request
 
 # name{label="value",...} value
@@ -100,56 +97,3 @@ def gpu_gauges(samples) -> dict[str, float]:
         elif name == "nv_gpu_utilization":
             gauges["utilization"] = max(gauges.get("utilization", 0.0), value)
     return gauges
-
-
-class NvidiaSmiSampler:
-    """Samples GPU memory and utilization every second while a run lasts (no-op without nvidia-smi)."""
-
-    QUERY = ["nvidia-smi", "--query-gpu=name,memory.used,memory.total,utilization.gpu",
-             "--format=csv,noheader,nounits"]
-
-    def __init__(self, interval_s: float = 1.0):
-        self.available = shutil.which("nvidia-smi") is not None
-        self.interval_s = interval_s
-        self.samples: list[dict] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.samples.extend(query_gpus())
-
-    def __enter__(self) -> NvidiaSmiSampler:
-        if self.available:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        if self.available:
-            self._thread.join()
-
-    def summary(self) -> dict:
-        if not self.samples:
-            return {}
-        return {
-            "memory_used_mb_max": max(s["memory_used_mb"] for s in self.samples),
-            "memory_total_mb": self.samples[0]["memory_total_mb"],
-            "utilization_avg": sum(s["utilization"] for s in self.samples) / len(self.samples),
-        }
-
-
-def query_gpus() -> list[dict]:
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        output = subprocess.run(NvidiaSmiSampler.QUERY, capture_output=True, text=True, check=False,
-                                timeout=10).stdout
-    except subprocess.TimeoutExpired:  # a wedged driver must not stall a load test: no GPU figures then
-        return []
-    gpus = []
-    for line in output.strip().splitlines():
-        name, used, total, utilization = (part.strip() for part in line.split(","))
-        gpus.append({"name": name, "memory_used_mb": float(used), "memory_total_mb": float(total),
-                     "utilization": float(utilization)})
-    return gpus

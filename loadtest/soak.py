@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import random
 import sys
 import time
 import urllib.error
@@ -47,14 +45,11 @@ import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
-from loadtest.bench import closed_loop
-from loadtest.run import RESULTS, hardware, slug
-from loadtest.server_metrics import model_deltas, scrape
+from loadtest import results
+from loadtest.driver import closed_loop, open_loop, percentiles
+from loadtest.server import RssSampler, Target, allowed_cpus
+from loadtest.server_metrics import model_deltas
 from loadtest.soak_report import goals, markdown, summary_line, verdict
-from loadtest.soak_tally import RssSampler, Tally
-from loadtest.target import Target
 from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, Workload, answer_problem
 from zsc_client import AsyncZeroShotClient, ZeroShotClientError
 from zsc_server.serve import cpu_list
@@ -103,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--client-cpus", default="",
                         help="pin this load generator to these cores, e.g. 1 or 2-3 (default: not pinned)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=RESULTS, help="parent of the results folder")
+    parser.add_argument("--out", type=Path, default=results.RESULTS, help="parent of the results folder")
     parser.add_argument("--name", default="", help="results folder name (default: soak-<date>-<hardware>)")
     return parser
 
@@ -138,65 +133,6 @@ def saturating_capacity(args, sampler, score_kind: str) -> dict:
         concurrency //= 2
 
 
-async def open_loop(url: str, sampler, score_kind: str, phases: list[tuple[float, float]], timeout_s: float,
-                    seed: int) -> tuple[Tally, dict]:
-    """Poisson arrivals at each phase's (rate per second, seconds) in turn, each request its own task, none
-    waited for before the next is sent; then every task gets the client timeout plus a grace period to end."""
-    rng = random.Random(seed)
-    tally = Tally(time.monotonic())
-    tasks: set[asyncio.Task] = set()
-    peak_in_flight = first_phase_sent = 0
-    first_phase_end = tally.started + phases[0][1]
-    async with AsyncZeroShotClient(url, "grpc", timeout_s=timeout_s) as client:
-
-        async def one(request) -> None:
-            started = time.monotonic()
-            try:
-                result = await client.classify(request.text, list(request.labels), multi_label=request.multi_label)
-            except Exception as exc:  # noqa: BLE001 - every outcome is counted, whatever it is
-                tally.on_error(started, exc)
-                return
-            problem = answer_problem(request, result.labels, result.scores, score_kind)
-            if result.text != request.text:
-                problem = f"answer for text {result.text!r} to a request for {request.text!r}"
-            tally.on_answer(started, (time.monotonic() - started) * 1e3, problem)
-
-        end = tally.started + sum(seconds for _, seconds in phases)
-        due = tally.started
-        while True:
-            due += rng.expovariate(rate_at(phases, due - tally.started))
-            if due >= end:
-                break
-            # sleep(0) when behind: the answers' tasks must run even while the sender catches up
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-            task = asyncio.create_task(one(sampler.next()))
-            tally.on_sent(time.monotonic())
-            first_phase_sent += due < first_phase_end
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            peak_in_flight = max(peak_in_flight, len(tasks))
-        sending_s = time.monotonic() - tally.started
-        if tasks:
-            _, pending = await asyncio.wait(set(tasks), timeout=timeout_s + 10)
-            tally.lost = len(pending)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-    first_rate, first_s = phases[0]
-    return tally, {"offered_per_s": round(first_rate, 2), "phases": [[round(r, 2), s] for r, s in phases],
-                   "achieved_send_per_s": round(first_phase_sent / first_s, 2), "sending_s": round(sending_s, 2),
-                   "peak_in_flight": peak_in_flight}
-
-
-def rate_at(phases: list[tuple[float, float]], elapsed_s: float) -> float:
-    """The offered rate of the phase `elapsed_s` seconds into the run falls in (the last one's after it)."""
-    for rate, seconds in phases:
-        if elapsed_s < seconds:
-            return rate
-        elapsed_s -= seconds
-    return phases[-1][0]
-
-
 def http_get(url: str, timeout_s: float = 5.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
@@ -229,41 +165,21 @@ async def final_check(url: str, http: str, sampler, score_kind: str, timeout_s: 
             "answered_after_s": round(time.monotonic() - started, 1)}
 
 
-def admission_policy(http: str) -> dict:
-    """Admission control as served (the preprocess config's admission_* parameters)."""
-    status, body = http_get(f"http://{http}/v2/models/preprocess/config")
-    if status != 200:
-        return {}
-    parameters = json.loads(body).get("parameters", {})
-    return {key: value["string_value"] for key, value in parameters.items() if key.startswith("admission_")}
-
-
-def queue_policy(http: str) -> dict:
-    """The encoder's dynamic batching and queue policy as served (what decides 'rejected')."""
-    status, body = http_get(f"http://{http}/v2/models/encoder/config")
-    if status != 200:
-        return {}
-    batching = json.loads(body).get("dynamic_batching", {})
-    return {key: batching[key] for key in ("max_queue_delay_microseconds", "default_queue_policy") if key in batching}
-
-
-def allowed_cpus(pid: int | None) -> str:
-    """The cores a process may run on, as /proc says (e.g. '0-1')."""
-    try:
-        with open(f"/proc/{pid or 'self'}/status") as status:
-            for line in status:
-                if line.startswith("Cpus_allowed_list:"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
+def served_policy(target: Target) -> tuple[dict, dict]:
+    """Admission control (the preprocess config's admission_* parameters) and the encoder's dynamic batching
+    and queue policy (what decides 'rejected'), as served."""
+    parameters = target.model_config("preprocess").get("parameters", {})
+    admission = {key: value["string_value"] for key, value in parameters.items() if key.startswith("admission_")}
+    batching = target.model_config("encoder").get("dynamic_batching", {})
+    queue = {key: batching[key] for key in ("max_queue_delay_microseconds", "default_queue_policy") if key in batching}
+    return admission, queue
 
 
 def run(args) -> tuple[Path, dict]:
     if args.client_cpus:
         os.sched_setaffinity(0, cpu_list(args.client_cpus))
     target = Target.from_urls(args.grpc_url, args.http_url, args.metrics_url)
-    http, metrics_url = target.http_url, target.metrics_url
+    http = target.http_url
     served = target.export_info()
     if not served:
         raise ValueError(f"no zero_shot model config at http://{http}: is the server running (`make serve`)?")
@@ -272,8 +188,9 @@ def run(args) -> tuple[Path, dict]:
     # distinct requests (a whitespace tag the tokenizer drops): over minutes the workload's texts and label
     # sets would repeat, and the response cache would answer the repeats
     sampler = workload.sampler(args.label_mode, seed=args.seed, distinct=True)
-    pid = args.server_pid or target.local_server_pid()
-    meta = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "hardware": hardware(),
+    pid = args.server_pid or target.server_pid()
+    admission, queue = served_policy(target)
+    meta = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "hardware": results.hardware(),
             "model": served.get("source", "unknown"), "runtime": served.get("runtime", "unknown"),
             "precision": served.get("precision", "unknown"), "max_length": served.get("max_length"),
             "mode": served.get("mode", "nli"), "grpc_url": args.grpc_url, "server_pid": pid,
@@ -281,7 +198,7 @@ def run(args) -> tuple[Path, dict]:
                             else args.workload),
             "label_mode": args.label_mode, "mean_labels": round(sampler.mean_labels(), 2), "load": args.load,
             "duration_s": args.duration_s, "timeout_s": args.timeout_s, "seed": args.seed,
-            "queue_policy": queue_policy(http), "admission": admission_policy(http),
+            "queue_policy": queue, "admission": admission,
             "load_generator": f"one asyncio process on the same host, cores {allowed_cpus(None)}; the server's "
                               f"cores: {allowed_cpus(pid)}"}
     print(f"[soak] {meta['model']} ({meta['runtime']}, {meta['precision']}) on {meta['hardware']}; "
@@ -299,10 +216,9 @@ def run(args) -> tuple[Path, dict]:
     unloaded = None
     if args.unloaded_s > 0:
         alone = asyncio.run(closed_loop(args.grpc_url, 1, args.unloaded_s, sampler, score_kind, args.timeout_s))
-        latencies = alone["latencies_ms"]
-        unloaded = {"p50_ms": round(float(np.percentile(latencies, 50)), 1),
-                    "p95_ms": round(float(np.percentile(latencies, 95)), 1), "requests": len(latencies),
-                    "seconds": args.unloaded_s} if latencies else None
+        figures = percentiles(alone["latencies_ms"], digits=1)
+        unloaded = {"p50_ms": figures["p50"], "p95_ms": figures["p95"], "requests": len(alone["latencies_ms"]),
+                    "seconds": args.unloaded_s} if alone["latencies_ms"] else None
     rate = args.load * capacity["requests_per_s"]
     phases = [(rate, args.duration_s)]
     if args.burst_load > 0:
@@ -311,11 +227,11 @@ def run(args) -> tuple[Path, dict]:
     print(f"[soak] capacity {capacity['requests_per_s']:.1f} req/s, unloaded p95 "
           f"{unloaded['p95_ms'] if unloaded else '?'} ms; offering "
           + ", then ".join(f"{r:.1f} req/s for {s:.0f} s" for r, s in phases) + " ...", flush=True)
-    before = _scrape(metrics_url)
+    before = target.counters()
     # memory over the soak itself: its first minute is already under load, warm-up and capacity runs are not in it
     with RssSampler(pid, args.sample_s) as rss:
         tally, rates = asyncio.run(open_loop(args.grpc_url, sampler, score_kind, phases, args.timeout_s, args.seed))
-    after = _scrape(metrics_url)
+    after = target.counters()
     end = asyncio.run(final_check(args.grpc_url, http, sampler, score_kind, args.timeout_s, args.recover_s))
     end["crashed"] = rss.server_gone or not end["live"]
     report = {"meta": meta, "capacity": capacity, "unloaded": unloaded, "soak": {**tally.summary(), "rates": rates},
@@ -324,21 +240,9 @@ def run(args) -> tuple[Path, dict]:
     report["problems"] = verdict(report)
     report["goals"] = goals(report, phases, tally.per_second)
 
-    name = args.name or f"soak-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{slug(meta['hardware'])}"
-    folder = args.out / name
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (folder / "report.md").write_text(markdown(report), encoding="utf-8")
+    folder = results.new_folder(args.out, "soak", meta["hardware"], name=args.name)
+    results.write(folder, report, markdown(report), stem="report", echo=False)
     return folder, report
-
-
-def _scrape(url: str) -> list:
-    if url == "none":
-        return []
-    try:
-        return scrape(url)
-    except (OSError, ValueError):
-        return []
 
 
 def main(argv: list[str] | None = None) -> int:

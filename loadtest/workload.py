@@ -2,7 +2,8 @@
 drawn with weights for text length and label count.
 
 Label modes:
-  fixed  one label set for every request (what a router with fixed categories sends; caching helps)
+  fixed  one label set for every request (what a router with fixed categories sends; caching helps): the
+         workload's first set, or with a label mix of one count N (e.g. "5:1") the pool's first N labels
   sets   the realistic label sets of the workload file, weighted by label count
   fresh  labels drawn from the pool for every request (rarely two alike)
 
@@ -10,7 +11,10 @@ Distinct requests (`distinct=True`): every request's text ends in a tag of white
 differs from request to request, so that no two requests are byte-identical and Triton's response
 cache cannot answer any of them, whatever the label mode. BERT tokenizers (ours, ModelScope's,
 Hugging Face's) drop whitespace, so the tokens, and with them the compute, are exactly the workload's:
-every server does the same work as without the tag.
+every server does the same work as without the tag. This is the only way requests are made distinct here.
+
+Fresh labels (`fresh_label_share`): in that share of the requests (every second one at 0.5) the last label is
+replaced by one never sent before (a pool label with a running suffix): what a label cache cannot answer.
 """
 
 from __future__ import annotations
@@ -70,16 +74,17 @@ class Workload:
         return cls(data["texts"], data["label_sets"], data["label_pool"])
 
     def sampler(self, label_mode: str = "sets", label_mix: str | None = None, text_mix: str | None = None,
-                multi_label_share: float = 0.0, seed: int | None = None, distinct: bool = False) -> RequestSampler:
+                multi_label_share: float = 0.0, seed: int | None = None, distinct: bool = False,
+                fresh_label_share: float = 0.0) -> RequestSampler:
         return RequestSampler(self, label_mode, parse_mix(label_mix, keys_are_ints=True),
                               parse_mix(text_mix, keys_are_ints=False), multi_label_share, random.Random(seed),
-                              distinct)
+                              distinct, fresh_label_share)
 
 
 class RequestSampler:
     def __init__(self, workload: Workload, label_mode: str, label_mix: dict[int, float],
                  text_mix: dict[str, float], multi_label_share: float, rng: random.Random,
-                 distinct: bool = False):
+                 distinct: bool = False, fresh_label_share: float = 0.0):
         if label_mode not in LABEL_MODES:
             raise ValueError(f"label mode {label_mode!r} is not one of {', '.join(LABEL_MODES)}")
         unknown = set(text_mix) - set(TEXT_CLASSES)
@@ -91,8 +96,15 @@ class RequestSampler:
         # (one per user count) replay the same texts and labels, and their tags must still differ.
         self.tags = random.SystemRandom() if distinct else None
         self.label_counts = label_mix or {3: 1.0, 5: 1.0, 10: 1.0}
-        if label_mode == "fresh" and max(self.label_counts) > len(workload.label_pool):
+        if label_mode in ("fresh", "fixed") and max(self.label_counts) > len(workload.label_pool):
             raise ValueError(f"label count {max(self.label_counts)} exceeds the pool of {len(workload.label_pool)}")
+        if label_mode == "fixed" and len(label_mix) > 1:
+            raise ValueError(f"label mode 'fixed' takes one label count, not the mix {label_mix}")
+        self.fixed = tuple(workload.label_pool[:next(iter(label_mix))] if label_mix else workload.label_sets[0])
+        if not 0 <= fresh_label_share <= 1:
+            raise ValueError(f"fresh label share {fresh_label_share} is not between 0 and 1")
+        self.fresh_label_share, self.drawn = fresh_label_share, 0
+        self.run_id = f"{random.SystemRandom().getrandbits(24):06x}"  # fresh labels differ from other runs' too
 
         self.texts, text_weights = [], []
         for text in workload.texts:
@@ -111,7 +123,7 @@ class RequestSampler:
 
     def labels(self) -> tuple[str, ...]:
         if self.label_mode == "fixed":
-            return tuple(self.label_sets[0])
+            return self.fixed
         if self.label_mode == "sets":
             return tuple(self.rng.choices(self.label_sets, self.set_weights)[0])
         [count] = self.rng.choices(list(self.label_counts), list(self.label_counts.values()))
@@ -121,6 +133,10 @@ class RequestSampler:
         [text] = self.rng.choices(self.texts, self.text_weights)
         multi_label = self.rng.random() < self.multi_label_share
         labels = self.labels()
+        self.drawn += 1
+        # exactly `share` of the requests: the n-th gets one where floor(n × share) steps up
+        if int(self.drawn * self.fresh_label_share) > int((self.drawn - 1) * self.fresh_label_share):
+            labels = (*labels[:-1], f"{labels[-1]}{self.run_id}-{self.drawn}")
         if self.tags is not None:
             text += whitespace_tag(self.tags.getrandbits(TAG_BITS))
         return ClassifyRequest(text, labels, multi_label)

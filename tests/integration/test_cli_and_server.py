@@ -49,8 +49,7 @@ def test_cli_health(structbert):
 
 def test_serve_launcher_foreground_and_sigint(structbert):
     """`python -m zsc_server.serve` (what `make serve` runs): ready message, answers, clean Ctrl-C."""
-    from loadtest.server_cpu import find_tritonserver
-    from loadtest.soak import allowed_cpus
+    from loadtest.server import allowed_cpus, find_tritonserver
 
     with serve_launcher(structbert.repository, "--cpus", "0") as (process, line, grpc):
         assert f"127.0.0.1:{grpc}" in line

@@ -1,4 +1,4 @@
-"""`make perf` and `make perf-vs-bench` in miniature: the real perf_analyzer (make perf-tools) against the
+"""`make perf` in miniature: the real perf_analyzer (make perf-tools) against the
 real local server, short windows. Triton's own counters, read here, say whether every request succeeded
 and whether the response cache answered any."""
 
@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from loadtest import perf, perf_vs_bench
+from loadtest import perf
 from loadtest.perf_tools import ToolError, locate
 from loadtest.server_metrics import model_deltas, scrape
 
@@ -88,22 +88,3 @@ def test_a_failing_request_stops_the_sweep_with_the_servers_error(structbert, pe
     [folder] = (tmp_path / "results").iterdir()
     assert "TEXT: is empty" in (folder / "perf_analyzer-c1.log").read_text()
     assert "Stopped: perf_analyzer failed" in (folder / "results.md").read_text()
-
-
-def test_perf_vs_bench_compares_both_clients_level_by_level_on_one_server(structbert, perf_analyzer, tmp_path,
-                                                                         capsys):
-    code = perf_vs_bench.main([*server_args(structbert), *QUICK, "--concurrency", "1,2", "--duration-s", "1.5",
-                               "--warmup-s", "0.3", "--min-requests", "1000", "--out", str(tmp_path)])
-    assert code == 0, capsys.readouterr().err
-    [folder] = tmp_path.iterdir()
-    result = json.loads((folder / "comparison.json").read_text())
-    perf_levels = json.loads((folder / "perf.json").read_text())["levels"]
-    assert [row["concurrency"] for row in result["levels"]] == [1, 2]
-    for row, ours, theirs in zip(result["levels"], result["bench"], perf_levels):
-        assert ours["requests"] > 0 and ours["wrong"] == 0 and theirs["wrong"] == 0 and theirs["failures"] == 0
-        assert row["ratio"] == pytest.approx(theirs["requests_per_s"] / ours["requests_per_s"])
-        assert row["agree"] == (abs(row["ratio"] - 1) <= 0.15)
-        assert row["agree"] or row["differences"]
-    table = (folder / "comparison.md").read_text()
-    assert "levels agree within 15% on requests/s" in table and "| 2 |" in table
-    assert (folder / "bench.md").is_file() and (folder / "perf_analyzer.csv").is_file()

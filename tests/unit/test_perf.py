@@ -1,5 +1,5 @@
 """make perf's parts that need no server: perf_analyzer's input data, its profile export's BYTES tensors,
-the answer check, level sizing, the tools folder, the bench cross-check's verdict, the Makefile lines."""
+the answer check, level sizing, the tools folder, the Makefile lines."""
 
 from __future__ import annotations
 
@@ -13,17 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from loadtest import perf, perf_vs_bench
-from loadtest.perf_data import (
-    UnrepeatedSampler,
-    check_answers,
-    distinct_requests,
-    input_data,
-    read_csv,
-    split_bytes_tensor,
-)
+from loadtest import perf
+from loadtest.perf_data import check_answers, input_data, read_csv, split_bytes_tensor
 from loadtest.perf_tools import ToolError, extract_member, library_env, locate
-from loadtest.workload import ClassifyRequest, Workload
+from loadtest.workload import ClassifyRequest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,20 +50,6 @@ def test_input_data_holds_each_request_as_one_step():
                        "CANDIDATE_LABELS": {"content": ["物流", "投诉"], "shape": [2]},
                        "MULTI_LABEL": {"content": [False], "shape": [1]}}
     assert data[1]["CANDIDATE_LABELS"]["shape"] == [3] and data[1]["MULTI_LABEL"]["content"] == [True]
-
-
-def test_distinct_requests_repeat_neither_each_other_nor_earlier_ones():
-    sampler = Workload.load().sampler("fresh", seed=1)
-    seen: set = set()
-    first = distinct_requests(sampler, 500, seen)
-    second = distinct_requests(sampler, 500, seen)
-    assert len(set(first) | set(second)) == 1000 and len(seen) == 1000
-
-
-def test_a_workload_without_enough_distinct_requests_says_so():
-    sampler = Workload.load().sampler("fixed", seed=1)  # one label set: one request per text
-    with pytest.raises(ValueError, match="no 1000 more distinct requests in label mode 'fixed'"):
-        distinct_requests(sampler, 1000, set())
 
 
 def record(text: str, labels: list[str], answer: list[str] | None, scores: list[float] | None = None) -> dict:
@@ -133,26 +112,6 @@ def test_make_perf_passes_its_variables_to_a_command_that_parses():
     assert (args.concurrency, args.grpc_url, args.protocol, args.interval_ms) == ("1,2", "10.0.0.1:8001", "http", 800)
 
 
-def level(requests_per_s: float, **changes) -> dict:
-    base = {"concurrency": 4, "requests_per_s": requests_per_s, "labels_per_request": 6.0, "server_ms": 10.0,
-            "client_cpu_ms_per_request": 0.5, "p50_ms": 12.0, "cache_hits": 0, "errors": {}, "wrong": 0}
-    return {**base, **changes}
-
-
-def test_clients_within_tolerance_agree():
-    row = perf_vs_bench.compare(level(100.0), level(110.0), cores=2)
-    assert row["agree"] and row["ratio"] == pytest.approx(1.1) and row["differences"] == []
-
-
-def test_where_clients_differ_the_measured_causes_are_named():
-    row = perf_vs_bench.compare(level(100.0, client_cpu_ms_per_request=1.3), level(140.0), cores=2)
-    assert not row["agree"]
-    assert row["differences"] == ["client CPU per request (the client shares the 2 cores with the server): "
-                                  "bench 1.30 ms, perf_analyzer 0.50 ms"]
-    unexplained = perf_vs_bench.compare(level(100.0), level(140.0), cores=2)
-    assert "no measured cause" in unexplained["differences"][0]
-
-
 def fake_wheel(path: Path, members: dict[str, bytes]) -> Path:
     with zipfile.ZipFile(path, "w") as archive:
         for name, data in members.items():
@@ -187,12 +146,3 @@ def test_the_tools_folder_puts_its_libraries_first_on_the_library_path(tmp_path,
     assert tool.env["LD_LIBRARY_PATH"].split(os.pathsep)[0] == str(tmp_path / "lib")
     assert tool.version() == "2.51.0"
     assert library_env(tmp_path, {"LD_LIBRARY_PATH": "/x"})["LD_LIBRARY_PATH"] == f"{tmp_path}{os.pathsep}/x"
-
-
-
-def test_a_second_client_sends_nothing_the_first_sent():
-    seen: set = set()
-    first = distinct_requests(Workload.load().sampler("sets", seed=3), 400, seen)
-    other = UnrepeatedSampler(Workload.load().sampler("sets", seed=3), seen)  # the same draws, skipped
-    second = [other.next() for _ in range(100)]
-    assert not set(first) & set(second) and len(set(second)) == 100

@@ -1,8 +1,8 @@
-"""loadtest.target: one place that turns what a measurement is pointed at into its URLs."""
+"""loadtest.server.Target: one place that turns what a measurement is pointed at into its URLs."""
 
 from __future__ import annotations
 
-from loadtest.target import Target
+from loadtest.server import Target
 
 
 def test_http_and_metrics_default_to_tritons_ports_on_the_grpc_host():
@@ -19,5 +19,6 @@ def test_given_urls_win_and_an_http_scheme_is_dropped():
 
 
 def test_a_remote_server_has_no_local_process_and_a_missing_one_no_export_info():
-    assert Target.from_urls("192.0.2.1:8001").local_server_pid() is None
+    assert Target.from_urls("192.0.2.1:8001").server_pid() is None
     assert Target.from_urls("127.0.0.1:9", "127.0.0.1:9").export_info() == {}
+    assert Target.from_urls("127.0.0.1:9", "127.0.0.1:9", "http://127.0.0.1:9/metrics").counters() == []
