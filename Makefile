@@ -151,16 +151,17 @@ bench-label-cache: setup ## embedding mode (offline MiniLM): req/s and p50 with 
 bench-overhead: setup ## the ensemble's own cost on a tiny model: p50 floor at one request, requests/s ceiling and CPU per request [BENCH_DURATION]
 	$(PY) -m loadtest.bench --preset overhead --duration-s $(BENCH_DURATION)
 
-# loadtest-compare: the random checkpoint's shape (base, or large: the reference deployment's model), our precisions,
+# loadtest-compare: the random checkpoint's shape (base, or large: the reference deployment's model), our setups
+# (fp32, int8: ONNX Runtime; ov-fp32, ov-int8: OpenVINO),
 # label-count weights (e.g. 3:1,4:1,5:1), which baselines ('' for none), more flags (--cached-run ...)
 SHAPE ?= base
-PRECISIONS ?= fp32,int8
+SETUPS ?= fp32,int8,ov-int8
 LABEL_MIX ?=
 BASELINES ?= reference-modelscope,reference-huggingface
 COMPARE_ARGS ?=
 
-loadtest-compare: setup setup-modelscope ## ours (fp32, int8) vs the reference deployment (ModelScope / HF pipelines behind Flask), same model and inputs, distinct requests [USERS DURATION SHAPE PRECISIONS LABEL_MIX BASELINES DISTINCT COMPARE_ARGS]
-	$(PY) -m loadtest.compare --users $(USERS) --duration $(DURATION) --shape $(SHAPE) --precisions $(PRECISIONS) \
+loadtest-compare: setup setup-modelscope ## ours (fp32, int8, OpenVINO int8) vs the reference deployment (ModelScope / HF pipelines behind Flask), same model and inputs, distinct requests [USERS DURATION SHAPE SETUPS LABEL_MIX BASELINES DISTINCT COMPARE_ARGS]
+	$(PY) -m loadtest.compare --users $(USERS) --duration $(DURATION) --shape $(SHAPE) --setups $(SETUPS) \
 		$(if $(LABEL_MIX),--label-mix $(LABEL_MIX)) --baselines "$(BASELINES)" $(DISTINCT_ARG) \
 		--baseline-python $(MS_VENV)/bin/python $(COMPARE_ARGS)
 

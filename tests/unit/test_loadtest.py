@@ -326,8 +326,8 @@ def test_cache_counters_are_collected_per_model():
     assert (ensemble["cache_hits"], ensemble["cache_misses"]) == (10, 4)
 
 
-def compare_results(tmp_path, shape="base") -> tuple[list[report.ResultSet], list[report.ResultSet], object]:
-    """Results folders as loadtest.compare leaves them: ours at fp32 and int8, one baseline, exports."""
+def compare_results(tmp_path, shape="base"):
+    """Results folders as loadtest.compare leaves them: ours at fp32 and int8, one baseline; the exports' facts."""
     import argparse
 
     def setup(name, precision, runs, cache_hits=None):
@@ -346,50 +346,55 @@ def compare_results(tmp_path, shape="base") -> tuple[list[report.ResultSet], lis
     fp32 = setup("triton-fp32", "fp32", {1: (300, 0, 170.0, 270.0, 5.9), 5: (300, 0, 800.0, 1600.0, 5.0)}, 0)
     int8 = setup("triton-int8", "int8", {1: (900, 0, 60.0, 90.0, 17.7), 5: (900, 0, 280.0, 400.0, 15.0)}, 0)
     theirs = setup("reference-modelscope", "fp32", {1: (260, 0, 190.0, 300.0, 5.2), 5: (280, 0, 870.0, 1200.0, 5.0)})
-    work = tmp_path / "work"
-    for precision, gate in (("fp32", None), ("int8", {"max_abs_delta": 0.03, "mean_abs_delta": 0.005,
-                                                      "top1_agreement": 1.0, "top1_strict": 0.9, "requests": 48,
-                                                      "passed": True})):
-        encoder = work / f"repository-{shape}-{precision}" / "encoder"
-        encoder.mkdir(parents=True)
-        info = {"max_length": 128, "runtime": "python-ort", "buckets": [16, 128], "precision": precision}
-        (encoder / "export.json").write_text(json.dumps(dict(info, int8_agreement=gate) if gate else info))
-    args = argparse.Namespace(shape=shape, work=work, label_mode="sets", label_mix="", duration="60s",
+    gate = {"max_abs_delta": 0.03, "mean_abs_delta": 0.005, "top1_agreement": 1.0, "top1_strict": 0.9,
+            "requests": 48, "passed": True}
+    info = {"max_length": 128, "runtime": "python-ort", "buckets": [16, 128]}
+    exports = {"triton-fp32": info, "triton-int8": dict(info, int8_agreement=gate)}
+    args = argparse.Namespace(shape=shape, users="1,5", label_mode="sets", label_mix="", duration="60s",
                               distinct=True)
-    return [fp32, int8], [theirs], args
+    return [fp32, int8], [theirs], exports, args
 
 
-def test_comparison_puts_precisions_cache_counts_and_the_gate_side_by_side(tmp_path):
+def test_comparison_puts_setups_baselines_cache_counts_and_the_gate_side_by_side(tmp_path):
     from loadtest import compare
 
-    ours, theirs, args = compare_results(tmp_path)
-    markdown = compare.render(ours, theirs, args)
-    assert "**Distinct requests**" in markdown and "Ours: python-ort, fp32 and int8" in markdown
-    assert (markdown.index("## Ours (int8) vs the reference deployment")
-            < markdown.index("## Ours (fp32) vs the reference deployment"))
-    assert "| 5 | 15.0 | 400 | 100.0% | 5.0 | 1,200 | 100.0% | 3.00 | 3.00 |" in markdown  # int8 vs ModelScope
-    assert "| 5 | 5.0 | 15.0 | 3.00 | 800 | 280 | 1,600 | 400 | 4.00 |" in markdown  # INT8 vs FP32
-    assert "| triton-int8 | distinct | 5 | 900 | 0 (0.0%) |" in markdown
-    assert "| reference-modelscope | distinct | 1 | 260 | n/a (no cache) |" in markdown
-    assert "top-1 agreement 100.0% (90.0% strict) on 48 requests: within the export's limits" in markdown
-    assert "Random weights cannot show accuracy" in markdown and "reference deployment's own figures" not in markdown
+    ours, theirs, exports, args = compare_results(tmp_path)
+    data = json.loads(json.dumps(compare.summarize(ours, theirs, exports, args)))  # as comparison.json holds it
+    against = {(r["ours"], r["users"]): r for r in data["against_baselines"]}
+    assert set(against) == {(name, users) for name in ("triton-fp32", "triton-int8") for users in (1, 5)}
+    assert against["triton-int8", 5]["throughput_ratio"] == pytest.approx(3.0)  # 15 vs 5 req/s
+    assert against["triton-int8", 5]["p95_ratio"] == pytest.approx(3.0)  # 1,200 vs 400 ms
+    [int8_at_5] = [r for r in data["against_fp32"] if r["setup"] == "triton-int8" and r["users"] == 5]
+    assert (int8_at_5["throughput_ratio"], int8_at_5["p95_ratio"]) == (pytest.approx(3.0), pytest.approx(4.0))
+    assert int8_at_5["mean_ratio"] == pytest.approx(800 / 280)
+    assert {r["setup"] for r in data["against_fp32"]} == {"triton-int8"}
+    int8 = data["setups"]["triton-int8"]
+    assert int8["export"]["int8_agreement"]["top1_strict"] == 0.9 and int8["requests"] == "distinct"
+    assert int8["levels"]["5"]["cache_hits"] == 0 and int8["levels"]["5"]["success_rate"] == 1.0
+    assert data["baselines"]["reference-modelscope"]["levels"]["1"]["cache_hits"] is None  # no cache there
+    markdown = compare.render(compare.summarize(ours, theirs, exports, args), ours, theirs)
+    assert "## Ours vs reference-modelscope" in markdown and "## Against FP32" in markdown
+    assert "| triton-int8 | 5 | 15.0 | 5.0 | 3.00 | 400 | 1,200 | 3.00 |" in markdown
+    assert "reference deployment's own figures" not in markdown
 
 
-def test_large_shape_comparison_shows_the_seeds_figures_and_no_baseline(tmp_path):
+def test_large_shape_comparison_shows_the_reference_figures_and_no_baseline(tmp_path):
     from loadtest import compare
 
-    ours, _, args = compare_results(tmp_path, shape="large")
-    markdown = compare.render(ours[1:], [], args)
-    assert "Baselines: none in this run" in markdown and "## Ours (int8) vs" not in markdown
+    ours, _, exports, args = compare_results(tmp_path, shape="large")
+    data = compare.summarize(ours[1:], [], exports, args)
+    assert data["baselines"] == {} and data["against_baselines"] == [] and data["against_fp32"] == []
+    markdown = compare.render(data, ours[1:], [])
+    assert "Baselines: none in this run" in markdown and "## Ours vs" not in markdown
     assert "| reference deployment on a T4 GPU | 180 ms mean, one user |" in markdown
-    assert "| ours, int8, CPU AMD EPYC (2 cores) | 60 ms mean, P95 90 ms, one user, 100.0% success | this run |" \
+    assert "| ours, triton-int8, CPU AMD EPYC (2 cores) | 60 ms mean, P95 90 ms, one user, 100.0% success |" \
         in markdown
 
 
-def test_compare_refuses_unknown_precisions():
-    from loadtest.compare import parse_precisions
+def test_compare_refuses_unknown_setups():
+    from loadtest.compare import parse_setups
 
-    assert parse_precisions("int8, fp32") == ["int8", "fp32"]
+    assert parse_setups("int8, ov-int8") == ["int8", "ov-int8"]
     for spec in ("fp16", "", "fp32,int4"):
-        with pytest.raises(LoadTestError, match="--precisions"):
-            parse_precisions(spec)
+        with pytest.raises(LoadTestError, match="--setups"):
+            parse_setups(spec)
