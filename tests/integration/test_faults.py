@@ -1,4 +1,4 @@
-"""Faults under load (issue #7): the encoder's Python-backend stub killed mid-flight (and brought back by
+"""Faults under load: the encoder's Python-backend stub killed mid-flight (and brought back by
 reloading the encoder), and the whole server restarted on the same ports. Each test starts its own
 tritonserver on the structbert fixture's repository: these tests break servers, and the session's shared
 one must stay whole.
