@@ -7,8 +7,9 @@ REPOSITORY ?= model_repository
 
 # Export settings (see `python -m export --help`).
 MODEL ?= offline-minilm
-# empty: the export's defaults: where nvidia-smi lists a GPU, that card's profile with python-torch (FP16),
-# else python-ort, fp32 on the CPU. GPU=h100 (or t4, a10g, ...) picks a card, GPU=none forces the CPU.
+# empty: the export's defaults: where nvidia-smi lists a GPU, that card's profile with python-torch (FP16);
+# without one, OpenVINO (python-ov) INT8 where its accuracy gate passes, else OpenVINO FP32 (the fastest CPU setup
+# measured). GPU=h100 (or t4, a10g, ...) picks a card; GPU=none: python-ort FP32 on the CPU (exact, no gate).
 PRECISION ?=
 RUNTIME ?=
 GPU ?=

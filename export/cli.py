@@ -41,21 +41,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repository", type=Path, default=DEFAULTS.repository,
                         help="model repository to write (default: %(default)s)")
     parser.add_argument("--precision", type=Precision, choices=[p.value for p in Precision], default=DEFAULTS.precision,
-                        help="encoder precision (default: the GPU profile's, else fp32). int8: CPU runtimes "
-                             "(python-ort, onnxruntime) only; weights quantized to INT8, answers checked against "
-                             "FP32 by the accuracy gate (--texts, --labels, --accuracy-gate)")
+                        help="encoder precision (default: the GPU profile's; --gpu auto without a GPU: int8 where the "
+                             "gate passes, else fp32; --gpu none: fp32). int8: CPU runtimes "
+                             "(python-ort, python-ov, openvino, onnxruntime) only; weights quantized to INT8, answers "
+                             "checked against FP32 by the accuracy gate (--texts, --labels, --accuracy-gate)")
     parser.add_argument("--runtime", type=Runtime, choices=[r.value for r in Runtime], default=DEFAULTS.runtime,
                         help="python-ort: ONNX Runtime in a Python-backend model (CPU; runs with the pytriton "
                         "wheel); python-ov: OpenVINO in a Python-backend model (CPU; INT8 statically quantized, "
-                        "so it batches and keeps the label cache); onnxruntime: native onnxruntime_onnx backend "
+                        "so it batches and keeps the label cache); openvino: the same on Triton's native openvino "
+                        "backend (NGC container, CPU); onnxruntime: native onnxruntime_onnx backend "
                         "with TensorRT/CUDA accelerators; "
                         "tensorrt: a TensorRT engine, one profile per sequence bucket (both: NGC container); "
                         "python-torch: plain-torch BERT on the GPU with CUDA graphs, Python backend "
-                        "(default: python-torch with --gpu, else python-ort)")
+                        "(default: python-torch with a GPU profile; --gpu auto without a GPU: python-ov, the "
+                        "fastest CPU runtime measured; --gpu none: python-ort)")
     parser.add_argument("--gpu", choices=[*CARDS, "auto", "none"], default=DEFAULTS.gpu,
                         help="GPU profile: precision, batch sizes, queue delay, instances for that card. "
                              "auto (default): the profile of the GPU nvidia-smi lists here, if any, with the "
-                             "python-torch runtime; none: export for the CPU even where a GPU is visible")
+                             "python-torch runtime, and without one the fastest CPU setup measured (python-ov INT8, "
+                             "FP32 where the accuracy gate refuses INT8); none: export for the CPU (python-ort FP32 "
+                             "unless --runtime / --precision say otherwise), even where a GPU is visible")
     parser.add_argument("--torch-device", choices=["gpu", "cpu"], default=DEFAULTS.torch_device,
                         help="python-torch: run on the GPU (KIND_GPU) or the CPU (default: %(default)s)")
     parser.add_argument("--trt-workspace-gib", type=float, default=DEFAULTS.trt_workspace_gib,

@@ -38,9 +38,9 @@ def encoder_artifact(options: ExportOptions, runtime: Runtime, precision: Precis
     # TensorRT lowers precision itself from an FP32 graph (and can keep chosen layers in FP32); INT8 is
     # quantized from the FP32 graph
     # OpenVINO converts (and quantizes) from the FP32 graph too
-    from_fp32 = runtime in (Runtime.TENSORRT, Runtime.PYTHON_OV) or precision is Precision.INT8
+    from_fp32 = runtime is Runtime.TENSORRT or runtime.openvino or precision is Precision.INT8
     onnx_precision = Precision.FP32 if from_fp32 else precision
-    ort_int8 = precision is Precision.INT8 and runtime is not Runtime.PYTHON_OV
+    ort_int8 = precision is Precision.INT8 and not runtime.openvino
     onnx_path = tmp / ("model-fp32.onnx" if ort_int8 else "model.onnx")
     step(3, f"exporting ONNX ({onnx_precision.value}, opset 17, dynamic batch_size/sequence_length)")
     export_onnx(ckpt.module, ckpt.output_name, onnx_path, onnx_precision)
@@ -48,7 +48,7 @@ def encoder_artifact(options: ExportOptions, runtime: Runtime, precision: Precis
     step(4, "validating ONNX Runtime against PyTorch on sample inputs")
     report = validate_onnx(ckpt.module, onnx_path, ckpt.output_name, batches, onnx_precision, entailment)
     step(4, str(report))
-    if runtime is Runtime.PYTHON_OV:
+    if runtime.openvino:
         return openvino_encoder(options, precision, ckpt, scoring, batches, entailment, onnx_path,
                                 tmp / "tokenizer.json")
     if precision is Precision.INT8:

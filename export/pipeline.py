@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from export.agreement import AccuracyGateError
 from export.checkpoint import load_checkpoint
 from export.encoder_artifact import encoder_artifact, encoder_inputs, ov_encoder
 from export.errors import ExportError
@@ -52,21 +53,39 @@ from zsc_server.onnx_encoder import OnnxEncoder
 from zsc_server.settings import ScoringMode, ScoringSettings, sequence_buckets
 from zsc_server.tokenization import PairTokenizer
 
-CPU_RUNTIMES = (Runtime.PYTHON_ORT, Runtime.PYTHON_OV, Runtime.ONNXRUNTIME)
+CPU_RUNTIMES = (Runtime.PYTHON_ORT, Runtime.PYTHON_OV, Runtime.OPENVINO, Runtime.ONNXRUNTIME)
+# What --gpu auto exports on a host without a GPU when neither runtime nor precision is given: the CPU setup
+# that measured fastest (OpenVINO's static INT8: loadtest/results/openvino-20261206-base-2-cores and
+# compare-20261206-164747-base), FP32 on the same runtime where the INT8 accuracy gate refuses the model.
+FASTEST_CPU = (Runtime.PYTHON_OV, Precision.INT8)
 
 
 
 def export_model(options: ExportOptions) -> Path:
     """Export `options.model` into `options.repository` (returned); raises ExportError, naming the problem."""
+    chosen = dataclasses.replace(options, gpu=choose_gpu(options.gpu, options.runtime, options.torch_device,
+                                                         options.precision))
+    if not (options.gpu == "auto" and chosen.gpu is None and options.runtime is None and options.precision is None):
+        return export_chosen(chosen)
+    runtime, precision = FASTEST_CPU
+    step(1, f"no GPU profile: {runtime.value} {precision.value}, the fastest CPU setup measured, where its accuracy "
+            "gate passes (else FP32); --runtime and --precision choose otherwise")
+    try:
+        return export_chosen(dataclasses.replace(chosen, runtime=runtime, precision=precision))
+    except AccuracyGateError as exc:
+        step(1, f"{exc}\n  -> exporting {runtime.value} fp32 instead")
+        return export_chosen(dataclasses.replace(chosen, runtime=runtime, precision=Precision.FP32))
+
+
+def export_chosen(options: ExportOptions) -> Path:
+    """export_model once the GPU profile is chosen (options.gpu: a card or None)."""
     started = time.perf_counter()
     repository: Path = options.repository
-    options = dataclasses.replace(options, gpu=choose_gpu(options.gpu, options.runtime, options.torch_device,
-                                                            options.precision))
     runtime = options.runtime or (Runtime.PYTHON_TORCH if options.gpu else Runtime.PYTHON_ORT)
     if options.precision is Precision.INT8 and (runtime not in CPU_RUNTIMES or options.gpu):
-        raise ExportError(f"--precision int8 is for the CPU runtimes (python-ort, python-ov, onnxruntime without "
-                          f"--gpu), not {runtime.value}{' with --gpu' if options.gpu else ''}: use fp16 or fp32 on "
-                          "the GPU")
+        raise ExportError(f"--precision int8 is for the CPU runtimes (python-ort, python-ov, openvino, onnxruntime "
+                          f"without --gpu), not {runtime.value}{' with --gpu' if options.gpu else ''}: use fp16 or "
+                          "fp32 on the GPU")
 
     step(1, f"loading {options.model}")
     ckpt = load_checkpoint(options.model, options.cache_dir)
@@ -161,6 +180,7 @@ def export_model(options: ExportOptions) -> Path:
                 "validation_max_abs_diff": report.max_abs_diff,
                 "validation_label_order_agreement": report.order_agreement,
                 "export_id": label_cache.export_id, "label_cache_bytes": label_cache.budget_bytes,
+                "shape": dataclasses.asdict(model_shape(ckpt)),
             }
             if report.int8_agreement:
                 info["int8_agreement"] = report.int8_agreement
@@ -199,7 +219,7 @@ def queue_budget_ms(options: ExportOptions, profile, runtime: Runtime, artifact:
     if runtime is Runtime.PYTHON_TORCH:
         run, feeds = plain_torch_runner(artifact), batch.as_dict()
     else:
-        encoder = ov_encoder(artifact) if runtime is Runtime.PYTHON_OV else OnnxEncoder(str(artifact))
+        encoder = ov_encoder(artifact) if runtime.openvino else OnnxEncoder(str(artifact))
         feeds = batch.as_dict(tuple(encoder.input_names))
 
         def run(inputs):
@@ -227,7 +247,7 @@ def label_cache_budget(options: ExportOptions, mode: ScoringMode, precision: Pre
     if mode is ScoringMode.NLI:
         step(1, "label cache: none in NLI mode (each text is encoded together with each hypothesis)")
         return 0.0
-    if precision is Precision.INT8 and runtime is not Runtime.PYTHON_OV and options.label_cache_mb:
+    if precision is Precision.INT8 and not runtime.openvino and options.label_cache_mb:
         # dynamic quantization scales activations per run: a label's vector computed alone (a cache miss) is
         # not the one computed beside the request's text, so cached and uncached answers would differ
         step(1, "label cache: off with ONNX Runtime's INT8 (a vector's quantization depends on the run that "
@@ -247,7 +267,7 @@ def choose_gpu(requested: str | None, runtime: Runtime | None, torch_device: str
     if not gpus:
         step(1, "no GPU visible (nvidia-smi): exporting for the CPU; --gpu CARD exports for a card elsewhere")
         return None
-    cpu_only = (f"--runtime {runtime.value}" if runtime in (Runtime.PYTHON_ORT, Runtime.PYTHON_OV)
+    cpu_only = (f"--runtime {runtime.value}" if runtime in (Runtime.PYTHON_ORT, Runtime.PYTHON_OV, Runtime.OPENVINO)
                 else "--torch-device cpu" if torch_device == "cpu"
                 else "--precision int8" if precision is Precision.INT8 else None)
     if cpu_only:
@@ -288,7 +308,8 @@ def served_export_info(model: str, info: dict) -> dict[str, str]:
     """The export facts the served config carries; a local checkpoint by its folder name only, so
     the server does not publish paths of the machine that exported it."""
     shown = dict(info, source=Path(model).name if Path(model).exists() else model)
-    return {key: str(shown[key]) for key in ("source", "precision", "runtime", "mode", "max_length")}
+    return {key: json.dumps(shown[key]) if isinstance(shown[key], dict) else str(shown[key])
+            for key in ("source", "precision", "runtime", "mode", "max_length", "shape")}
 
 
 def _output_width(ckpt) -> int:

@@ -38,10 +38,16 @@ class Runtime(str, enum.Enum):
     TENSORRT = "tensorrt"  # native tensorrt_plan backend, engine built by export/onnx2trt.py (NGC)
     PYTHON_TORCH = "python-torch"  # TorchScript on the GPU in a Python-backend model, CUDA graphs
     PYTHON_OV = "python-ov"  # OpenVINO inside a Python-backend model (CPU): FP32, or static INT8 that batches
+    OPENVINO = "openvino"  # the same IR on Triton's native openvino backend (NGC images; CPU)
 
     @property
     def python_backend(self) -> bool:
         return self in (Runtime.PYTHON_ORT, Runtime.PYTHON_TORCH, Runtime.PYTHON_OV)
+
+    @property
+    def openvino(self) -> bool:
+        """Serves an OpenVINO IR (model.xml + model.bin), converted and quantized by export/onnx2ov.py."""
+        return self in (Runtime.PYTHON_OV, Runtime.OPENVINO)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,6 +210,10 @@ def encoder_config(
         } | (limits.to_parameters() if limits else {}))
     elif serving.runtime is Runtime.ONNXRUNTIME and serving.int8:
         return cpu_onnxruntime_config(config, serving)
+    elif serving.runtime is Runtime.OPENVINO:
+        config["backend"] = "openvino"
+        config["instance_group"] = [cpu]
+        config["parameters"] = _params(native_openvino_parameters(serving))
     elif serving.runtime is Runtime.PYTHON_TORCH:
         config["backend"] = "python"
         config["instance_group"] = [gpu if serving.torch_device == "gpu" else dict(gpu, kind="KIND_CPU")]
@@ -239,14 +249,28 @@ THREADS_RULE = ("0: the cores the server may use divided by the encoder instance
                 "pools preempt each other")
 
 
+def export_time_threads(serving: ServingSettings) -> tuple[int, int]:
+    """(threads per encoder instance, cores) for a native CPU backend, whose thread count is fixed at export."""
+    from zsc_server.onnx_encoder import intra_op_threads, usable_cores
+
+    cores = serving.cpu_cores or usable_cores()
+    return intra_op_threads(serving.intra_op_threads, serving.encoder_instances, cores), cores
+
+
+def native_openvino_parameters(serving: ServingSettings) -> dict[str, str]:
+    """The openvino backend's parameters: one stream per instance with the latency hint (the dynamic batcher
+    makes the batches), its threads fixed at export as python-ov's are at load."""
+    threads, cores = export_time_threads(serving)
+    return {"NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": str(threads),
+            "intra_op_threads_rule": f"{threads} = {cores} cores (--cpu-cores) / {serving.encoder_instances} "
+                                     "instances, at export: threads x instances <= cores"}
+
+
 def cpu_onnxruntime_config(config: dict, serving: ServingSettings) -> dict:
     """INT8 on the native onnxruntime backend, on the CPU. Without a dynamic batcher: Triton then runs each
     request on its own (dynamic quantization scales activations per run, so merged requests would change
     each other's scores), which also means no bounded queue (that lives in the dynamic batcher)."""
-    from zsc_server.onnx_encoder import intra_op_threads, usable_cores
-
-    cores = serving.cpu_cores or usable_cores()
-    threads = intra_op_threads(serving.intra_op_threads, serving.encoder_instances, cores)
+    threads, cores = export_time_threads(serving)
     config = {key: value for key, value in config.items() if key != "dynamic_batching"}
     config["platform"] = "onnxruntime_onnx"
     config["instance_group"] = [{"count": serving.encoder_instances, "kind": "KIND_CPU"}]
@@ -383,6 +407,7 @@ ENCODER_FILES = {
     Runtime.TENSORRT: ("model.plan", None),
     Runtime.PYTHON_TORCH: ("model.pt", "python_torch_model.py"),
     Runtime.PYTHON_OV: ("model.xml", "python_ov_model.py"),  # and its weights beside it, model.bin
+    Runtime.OPENVINO: ("model.xml", None),
 }
 
 
@@ -396,7 +421,7 @@ def write_encoder_files(repository: Path, runtime: Runtime, artifact: Path) -> P
     version_dir.mkdir(parents=True)
     shutil.move(str(artifact), version_dir / filename)
     weights = artifact.with_suffix(".bin")  # an OpenVINO IR's other half
-    if runtime is Runtime.PYTHON_OV:
+    if runtime.openvino:
         shutil.move(str(weights), version_dir / Path(filename).with_suffix(".bin"))
     if template:
         shutil.copyfile(TEMPLATES / template, version_dir / "model.py")

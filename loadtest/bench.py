@@ -37,7 +37,8 @@ from pathlib import Path
 from loadtest import results
 from loadtest.bench_report import markdown, summarize
 from loadtest.driver import STALL_MS, closed_loop, encoder_ceiling
-from loadtest.server import NvidiaSmiSampler, Target, cpu_per_request_ms, cpu_snapshot, serve
+from loadtest.peak import cpu_int8_peak
+from loadtest.server import NvidiaSmiSampler, Target, cpu_per_request_ms, cpu_snapshot, query_gpus, serve
 from loadtest.server_metrics import label_cache_summary, model_deltas
 from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, Workload
 from zsc_client import ZeroShotClientError
@@ -206,7 +207,8 @@ def conditions(targets: dict[str, Target], sampler, args, preset_name: str, abou
             "model": fact("source"), "runtime": fact("runtime"), "precision": fact("precision"),
             "max_length": fact("max_length"), "workload": Path(args.workload).name, "label_mode": args.label_mode,
             "mean_labels": sampler.mean_labels(), "duration_s": args.duration_s, "warmup_s": args.warmup_s,
-            "note": args.note, "preset": preset_name, "variants": about, "served": served}
+            "note": args.note, "preset": preset_name, "variants": about, "served": served,
+            "cpu_int8_peak": None if query_gpus() else cpu_int8_peak()}
 
 
 def run(args) -> Path:

@@ -3,11 +3,13 @@ counters, and results.md from results.json's rows (the tables state their condit
 
 from __future__ import annotations
 
+import json
 import statistics
 
 import numpy as np
 
 from loadtest.driver import STALL_MS
+from loadtest.peak import against_peak
 from loadtest.results import number, table
 
 STAGES = ("preprocess", "encoder", "postprocess")
@@ -143,6 +145,10 @@ def markdown(meta: dict, rows: list[dict], ceilings: dict[str, dict]) -> str:
                   f"{ceiling['refused']} refused {'; '.join(ceiling['refusals'])}. Full ensemble best: "
                   f"{best['pairs_per_s']:.0f} pairs/s ({best['pairs_per_s'] / ceiling['pairs_per_s']:.0%} of the "
                   f"ceiling) at concurrency {best['concurrency']}."]
+        shape, peak = meta["served"].get(name, {}).get("shape"), meta.get("cpu_int8_peak")
+        if shape and peak:
+            sentence = against_peak(ceiling["pairs_per_s"], json.loads(shape), ceiling["sequence"], peak)
+            lines[-1] += f" The raw encoder {sentence}."
     lines += ["", "tokenize+post share: preprocess + postprocess compute time over all three models' compute "
               "time (Triton's counters); encoder batch: pairs per encoder execution; encoder rows/req: rows the "
               "encoder ran per answered request (embedding mode: 1 + labels without the label cache, the text "

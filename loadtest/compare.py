@@ -47,7 +47,7 @@ from zsc_server.triton_process import free_ports
 HERE = Path(__file__).resolve().parent
 BASELINES = {"reference-modelscope": "modelscope", "reference-huggingface": "huggingface"}
 # ours: python -m export's flags per setup (CPU: the export's default runtime is python-ort)
-SETUPS = {"fp32": "", "int8": "--precision int8", "ov-fp32": "--runtime python-ov",
+SETUPS = {"fp32": "--precision fp32", "int8": "--precision int8", "ov-fp32": "--runtime python-ov",
           "ov-int8": "--runtime python-ov --precision int8"}
 DEFAULT_SETUPS = "fp32,int8,ov-int8"
 # The reference deployment's own figures for its model (StructBERT-large), as its README reports them; not

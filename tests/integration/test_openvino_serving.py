@@ -84,3 +84,48 @@ def test_int8_answers_do_not_depend_on_the_dynamic_batch(ov_int8_minilm):
         labels, scores = direct.classify(text, LABELS)
         assert list(answer.labels) == list(labels), text
         np.testing.assert_allclose(answer.scores, scores, atol=1e-6, err_msg=text)
+
+
+def test_the_native_openvino_backend_gets_the_same_ir_and_a_config_that_matches_it(tmp_path):
+    """--runtime openvino writes the IR for the openvino backend of NGC's tritonserver images. The pytriton
+    tritonserver here has no such backend, so the config is checked statically: parsed as Triton parses it,
+    against the inputs and outputs of the IR it ships with, which runs on the preprocess's own batches."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from export.compose_env import stack_for
+    from export.random_checkpoint import write_modelscope_structbert
+    from zsc_server.preprocess import Preprocessor
+    from zsc_server.settings import ScoringSettings
+
+    checkpoint = write_modelscope_structbert(tmp_path / "checkpoint")
+    repository = export_repository(str(checkpoint), tmp_path / "repository", runtime="openvino", precision="int8",
+                                   accuracy_gate="report", gate_requests=16, max_length=64, cpu_cores=4)
+    version = repository / "encoder" / "1"
+    assert sorted(path.name for path in version.iterdir()) == ["model.bin", "model.xml"]  # no Python model
+    config = text_format.Parse((repository / "encoder" / "config.pbtxt").read_text(),
+                               model_config_pb2.ModelConfig())
+    assert config.backend == "openvino" and not config.platform
+    assert [(group.kind, group.count) for group in config.instance_group] == [
+        (model_config_pb2.ModelInstanceGroup.KIND_CPU, 1)]
+    parameters = {key: value.string_value for key, value in config.parameters.items()}
+    assert parameters["NUM_STREAMS"] == "1" and parameters["PERFORMANCE_HINT"] == "LATENCY"
+    assert parameters["INFERENCE_NUM_THREADS"] == "4"  # --cpu-cores 4, one instance
+    assert config.HasField("dynamic_batching") and config.max_batch_size >= 257  # max_labels + 1
+    assert not any(tensor.allow_ragged_batch for tensor in config.input)  # native batches are equal shapes
+
+    encoder = OvEncoder(str(version / "model.xml"))
+    assert [tensor.name for tensor in config.input] == list(encoder.input_names)
+    assert all(tensor.data_type == model_config_pb2.TYPE_INT64 and list(tensor.dims) == [-1]
+               for tensor in config.input)
+    [output] = config.output
+    assert [output.name] == encoder.output_names
+    preprocess = text_format.Parse((repository / "preprocess" / "config.pbtxt").read_text(),
+                                   model_config_pb2.ModelConfig())
+    scoring = ScoringSettings.from_model_config(
+        {"parameters": {key: {"string_value": value.string_value} for key, value in preprocess.parameters.items()}})
+    batch = Preprocessor(scoring, repository / "preprocess" / "1" / "tokenizer.json").prepare(
+        "我的快递三天了还没到".encode(), ["物流".encode(), "投诉".encode(), "表扬".encode()]).encoded
+    [answer] = encoder.run_batch([batch.as_dict(tuple(encoder.input_names))])
+    assert answer[output.name].shape[0] == 3 and np.isfinite(answer[output.name]).all()
+    assert stack_for(repository)[0] == "gpu"  # the NGC image's stack: the pytriton wheel has no openvino backend

@@ -196,14 +196,16 @@ def test_failed_export_leaves_the_repository_untouched(tmp_path, monkeypatch):
 
     checkpoint = str(write_modelscope_structbert(tmp_path / "ms"))
     repository = tmp_path / "repository"
-    assert cli.main(["--model", checkpoint, "--repository", str(repository), "--max-length", "32"]) == 0
+    assert cli.main(["--model", checkpoint, "--repository", str(repository), "--gpu", "none", "--max-length",
+                     "32"]) == 0
     before = {p: p.read_bytes() for p in repository.rglob("*") if p.is_file()}
 
     def failing_validation(*args, **kwargs):
         raise ValidationError("ONNX disagrees with PyTorch: simulated")
 
     monkeypatch.setattr(encoder_artifact, "validate_onnx", failing_validation)
-    assert cli.main(["--model", checkpoint, "--repository", str(repository), "--max-length", "64"]) == 1
+    assert cli.main(["--model", checkpoint, "--repository", str(repository), "--gpu", "none", "--max-length",
+                     "64"]) == 1
     after = {p: p.read_bytes() for p in repository.rglob("*") if p.is_file()}
     assert after == before
 
@@ -217,7 +219,8 @@ def test_buckets_per_runtime_and_served_export_facts(tmp_path, capsys):
     repository = tmp_path / "repository"
 
     def exported(*extra: str) -> dict:
-        assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--max-length", "64",
+        assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--gpu", "none",
+                         "--max-length", "64",
                          *extra]) == 0
         return json.loads((repository / "encoder" / "export.json").read_text())
 
@@ -228,9 +231,11 @@ def test_buckets_per_runtime_and_served_export_facts(tmp_path, capsys):
     # the served config names the checkpoint by folder, never by the exporting machine's path
     assert 'string_value: "ms"' in ensemble and str(tmp_path) not in ensemble
     capsys.readouterr()
-    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--buckets", "64,32"]) == 1
+    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--gpu", "none", "--buckets",
+                     "64,32"]) == 1
     assert "ascending" in capsys.readouterr().err
-    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--buckets", "x"]) == 1
+    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--gpu", "none", "--buckets",
+                     "x"]) == 1
     assert "--buckets" in capsys.readouterr().err
 
 
@@ -241,7 +246,8 @@ def test_an_nli_export_has_no_label_cache_and_names_its_encoder_file(tmp_path, c
 
     checkpoint = write_modelscope_structbert(tmp_path / "ms")
     repository = tmp_path / "repository"
-    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--max-length", "32"]) == 0
+    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--gpu", "none", "--max-length",
+                     "32"]) == 0
     assert "label cache: none in NLI mode" in capsys.readouterr().out
     info = json.loads((repository / "encoder" / "export.json").read_text())
     assert info["label_cache_bytes"] == 0
@@ -250,7 +256,8 @@ def test_an_nli_export_has_no_label_cache_and_names_its_encoder_file(tmp_path, c
                                    model_config_pb2.ModelConfig())
     assert preprocess.parameters["label_cache_budget_bytes"].string_value == "0"
     assert preprocess.parameters["label_cache_export_id"].string_value == info["export_id"]
-    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--label-cache-mb", "-1"]) == 1
+    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--gpu", "none",
+                     "--label-cache-mb", "-1"]) == 1
     assert "--label-cache-mb must be 0 (off) or more" in capsys.readouterr().err
 
 

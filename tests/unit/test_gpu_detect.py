@@ -93,13 +93,27 @@ def test_gpu_none_and_cpu_runtimes_export_for_the_cpu_on_a_gpu_host(gpu_host, ch
     assert warning and "NVIDIA H100 80GB HBM3" in warning and "python-ort" in warning
 
 
-def test_without_a_gpu_a_plain_export_is_for_the_cpu_and_the_launcher_stays_quiet(checkpoint, tmp_path,
-                                                                                   monkeypatch, capsys):
+def test_without_a_gpu_a_plain_export_takes_the_fastest_cpu_setup_the_gate_allows(checkpoint, tmp_path,
+                                                                                    monkeypatch, capsys):
+    """--gpu auto on a host without a GPU, no runtime or precision asked: OpenVINO INT8 where the accuracy gate
+    passes, else OpenVINO FP32. A tiny random checkpoint fails the gate (rounding is large next to its
+    weights); the pass is then simulated by a gate that accepts anything. The launcher stays quiet."""
+    from export import agreement
+
     monkeypatch.setenv("PATH", str(Path(os.__file__).parent))  # no nvidia-smi on it
-    info = export(checkpoint, tmp_path / "repository")
-    assert (info["runtime"], info["gpu_profile"]) == ("python-ort", "")
-    assert "no GPU visible (nvidia-smi): exporting for the CPU" in capsys.readouterr().out
+    info = export(checkpoint, tmp_path / "repository", "--gate-requests", "16")
+    assert (info["runtime"], info["precision"], info["gpu_profile"]) == ("python-ov", "fp32", "")
+    out = capsys.readouterr().out
+    assert "no GPU visible (nvidia-smi): exporting for the CPU" in out
+    assert "python-ov int8, the fastest CPU setup measured" in out and "exporting python-ov fp32 instead" in out
     assert cpu_encoder_warning(tmp_path / "repository") is None
+
+    monkeypatch.setattr(agreement, "enforce", lambda report: None)
+    info = export(checkpoint, tmp_path / "passed", "--gate-requests", "16")
+    assert (info["runtime"], info["precision"]) == ("python-ov", "int8")
+    # asked for: no policy
+    info = export(checkpoint, tmp_path / "asked", "--precision", "fp32")
+    assert (info["runtime"], info["precision"]) == ("python-ort", "fp32")
 
 
 def test_the_launcher_says_nothing_about_a_gpu_export(gpu_host, checkpoint, tmp_path):

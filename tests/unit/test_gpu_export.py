@@ -272,7 +272,8 @@ def test_tensorrt_export_without_tensorrt_names_the_container_and_keeps_the_repo
         pass
     checkpoint = write_modelscope_structbert(tmp_path / "ckpt")
     repository = tmp_path / "repository"
-    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--max-length", "32"]) == 0
+    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--gpu", "none", "--max-length",
+                     "32"]) == 0
     before = {p: p.read_bytes() for p in repository.rglob("*") if p.is_file()}
     assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--runtime", "tensorrt",
                      "--max-length", "32"]) == 1
@@ -306,11 +307,13 @@ def test_an_export_killed_half_way_leaves_the_served_repository_as_it_was(tmp_pa
 
     checkpoint = write_modelscope_structbert(tmp_path / "ckpt")
     repository = tmp_path / "repository"
-    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--max-length", "32"]) == 0
+    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--gpu", "none", "--max-length",
+                     "32"]) == 0
     before = {p: p.read_bytes() for p in repository.rglob("*") if p.is_file()}
     (tmp_path / ".repository.staging-old").mkdir()  # as a process killed during the swap leaves it
     export = subprocess.Popen([sys.executable, "-m", "export", "--model", str(checkpoint), "--repository",
-                               str(repository), "--max-length", "64"], stdout=subprocess.PIPE, text=True)
+                               str(repository), "--gpu", "none", "--max-length", "64"],
+                              stdout=subprocess.PIPE, text=True)
     try:
         for line in export.stdout:
             if line.startswith("[export 3/5]"):  # the ONNX export is under way: kill it there
@@ -321,7 +324,8 @@ def test_an_export_killed_half_way_leaves_the_served_repository_as_it_was(tmp_pa
         export.wait(timeout=60)
     assert export.returncode == -9
     assert {p: p.read_bytes() for p in repository.rglob("*") if p.is_file()} == before
-    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--max-length", "64"]) == 0
+    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--gpu", "none", "--max-length",
+                     "64"]) == 0
     assert json.loads((repository / "encoder" / "export.json").read_text())["max_length"] == 64
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "repository"]  # leftovers cleared
 

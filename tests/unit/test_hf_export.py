@@ -81,13 +81,15 @@ def test_python_torch_refuses_other_families_before_any_work(checkpoints, tmp_pa
 
 def test_max_length_model_and_its_limit(checkpoints, tmp_path, capsys):
     repository = tmp_path / "repository"
-    assert cli.main(["--model", str(checkpoints["bart"]), "--repository", str(repository), "--max-length",
+    assert cli.main(["--model", str(checkpoints["bart"]), "--repository", str(repository), "--gpu", "none",
+                     "--max-length",
                      "model"]) == 0
     exported = json.loads((repository / "encoder" / "export.json").read_text())
     assert exported["max_length"] == 1024 and exported["encoder_inputs"] == ["input_ids", "attention_mask"]
     assert exported["default_template"] == "This example is {}."
     capsys.readouterr()
-    assert cli.main(["--model", str(checkpoints["roberta"]), "--repository", str(repository), "--max-length",
+    assert cli.main(["--model", str(checkpoints["roberta"]), "--repository", str(repository), "--gpu", "none",
+                     "--max-length",
                      "514"]) == 1
     assert "exceeds what the model takes (512 tokens" in capsys.readouterr().err
 
