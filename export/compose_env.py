@@ -5,7 +5,8 @@
 - CPU: docker-compose.yml alone (Debian images, the nvidia-pytriton wheel's tritonserver), which serves
   the python-ort and python-ov runtimes on the CPU, FP32 or INT8;
 - GPU: docker-compose.yml with deploy/compose.gpu.yml (NGC images, the GPU reserved), for every other
-  export: python-torch, the native onnxruntime and tensorrt backends, or python-ort on a GPU.
+  export: python-torch, the native onnxruntime, tensorrt and openvino backends (the wheel's tritonserver has
+  none of them), or python-ort on a GPU.
 The other lines of an existing `.env` (TRITON_BIND, ...) are kept.
 """
 

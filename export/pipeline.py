@@ -23,13 +23,15 @@ from export.repository import (
     ENCODER,
     Runtime,
     ServingSettings,
-    copy_static_models,
     encoder_batch_rows,
     encoder_config,
     ensemble_config,
-    file_digest,
     postprocess_config,
     preprocess_config,
+)
+from export.repository_files import (
+    copy_static_models,
+    file_digest,
     staged_repository,
     write_config,
     write_encoder_files,

@@ -1,18 +1,12 @@
-"""Write the Triton model repository: the four config.pbtxt files, tokenizer, encoder files.
-
-Configs are built as dicts, parsed into tritonclient's ``ModelConfig`` protobuf
-(which rejects unknown fields and bad enums) and written as text.
-"""
+"""The Triton model repository's four configs: built as dicts from the export's settings, parsed into
+tritonclient's ``ModelConfig`` protobuf (which rejects unknown fields and bad enums) and rendered as text.
+export/repository_files.py writes them, and the files they serve, to disk."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
-import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 from google.protobuf import json_format, text_format
@@ -26,7 +20,6 @@ from zsc_server.label_cache import LabelCacheSettings
 from zsc_server.settings import ENCODER_INPUTS, ScoringSettings
 
 SOURCE_REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
-TEMPLATES = Path(__file__).resolve().parent / "templates"
 ENSEMBLE, PREPROCESS, ENCODER, POSTPROCESS = "zero_shot", "preprocess", "encoder", "postprocess"
 
 
@@ -327,102 +320,6 @@ def ensemble_config(encoder_output_name: str, export_info: dict[str, str] | None
     }
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file, read in chunks (encoder files reach gigabytes): the export's identity."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def to_pbtxt(config: dict) -> str:
     message = json_format.ParseDict(config, model_config_pb2.ModelConfig())
     return text_format.MessageToString(message)
-
-
-def write_config(repository: Path, config: dict) -> Path:
-    path = repository / config["name"] / "config.pbtxt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(to_pbtxt(config), encoding="utf-8")
-    return path
-
-
-@contextlib.contextmanager
-def staged_repository(repository: Path):
-    """Yield an empty staging dir beside `repository`; on success, swap each model it holds into
-    `repository` with renames (same filesystem: fast, nothing half-copied is ever visible). On failure or
-    interruption the staging dir is removed and `repository` is untouched. Models of the repository that
-    the staging dir does not hold are left alone."""
-    repository = repository.resolve()
-    repository.parent.mkdir(parents=True, exist_ok=True)
-    leftovers = (f".{repository.name}.staging-", f".{repository.name}.retired-")  # of a killed export
-    for leftover in repository.parent.iterdir():
-        if leftover.name.startswith(leftovers):
-            shutil.rmtree(leftover, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{repository.name}.staging-", dir=repository.parent))
-    retired = staging.with_name(staging.name.replace(".staging-", ".retired-"))
-    try:
-        yield staging
-        repository.mkdir(exist_ok=True)
-        retired.mkdir()
-        for model in sorted(p for p in staging.iterdir() if p.is_dir()):
-            current = repository / model.name
-            incoming = _same_filesystem_copy(model, repository)
-            if current.exists():
-                current.rename(retired / model.name)
-            incoming.rename(current)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(retired, ignore_errors=True)
-
-
-def _same_filesystem_copy(model: Path, repository: Path) -> Path:
-    """`model` itself when it can be renamed into `repository`; otherwise (the repository is a mount,
-    e.g. a Kubernetes volume) a hidden copy inside it, so that the final step is still one rename."""
-    if model.stat().st_dev == repository.stat().st_dev:
-        return model
-    incoming = repository / f".{model.name}.incoming"
-    shutil.rmtree(incoming, ignore_errors=True)
-    shutil.copytree(model, incoming)
-    return incoming
-
-
-def copy_static_models(repository: Path) -> None:
-    """The committed Python models, when exporting somewhere other than the source repository."""
-    for model in (PREPROCESS, POSTPROCESS):
-        target = repository / model / "1" / "model.py"
-        source = SOURCE_REPOSITORY / model / "1" / "model.py"
-        if target.resolve() != source.resolve():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
-    (repository / ENSEMBLE / "1").mkdir(parents=True, exist_ok=True)
-    # the ensemble's version dir has no files; git keeps it in the source repository through .gitkeep
-    (repository / ENSEMBLE / "1" / ".gitkeep").touch()
-
-
-ENCODER_FILES = {
-    Runtime.PYTHON_ORT: ("model.onnx", "python_ort_model.py"),
-    Runtime.ONNXRUNTIME: ("model.onnx", None),
-    Runtime.TENSORRT: ("model.plan", None),
-    Runtime.PYTHON_TORCH: ("model.pt", "python_torch_model.py"),
-    Runtime.PYTHON_OV: ("model.xml", "python_ov_model.py"),  # and its weights beside it, model.bin
-    Runtime.OPENVINO: ("model.xml", None),
-}
-
-
-def write_encoder_files(repository: Path, runtime: Runtime, artifact: Path) -> Path:
-    """Place the runtime's model file (model.onnx / model.plan / model.pt) in encoder/1/, with the
-    Python-backend wrapper where the runtime is a Python model."""
-    filename, template = ENCODER_FILES[runtime]
-    version_dir = repository / ENCODER / "1"
-    if version_dir.exists():
-        shutil.rmtree(version_dir)
-    version_dir.mkdir(parents=True)
-    shutil.move(str(artifact), version_dir / filename)
-    weights = artifact.with_suffix(".bin")  # an OpenVINO IR's other half
-    if runtime.openvino:
-        shutil.move(str(weights), version_dir / Path(filename).with_suffix(".bin"))
-    if template:
-        shutil.copyfile(TEMPLATES / template, version_dir / "model.py")
-    return version_dir

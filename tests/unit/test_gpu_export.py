@@ -27,7 +27,8 @@ from export.onnx2trt import (
     trtexec_equivalent,
 )
 from export.random_checkpoint import write_huggingface_nli, write_modelscope_structbert
-from export.repository import Runtime, ServingSettings, encoder_config, staged_repository, to_pbtxt
+from export.repository import Runtime, ServingSettings, encoder_config, to_pbtxt
+from export.repository_files import staged_repository
 from zsc_server import batching_policy
 from zsc_server.batching_policy import REPLAY_OVERHEAD_TOKENS
 from zsc_server.settings import ScoringSettings
