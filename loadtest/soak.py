@@ -111,9 +111,10 @@ async def measure_capacity(url: str, sampler, score_kind: str, concurrency: int,
     """Closed loop (loadtest.bench's): `concurrency` workers back to back; correct answers per second."""
     run = await closed_loop(url, concurrency, seconds, sampler, score_kind, timeout_s)
     correct = len(run["latencies_ms"])
+    figures = percentiles(run["latencies_ms"], digits=1)
     return {"requests_per_s": correct / run["elapsed_s"], "correct": correct, "mismatched": run["wrong"],
             "errors": sum(run["errors"].values()), "seconds": round(run["elapsed_s"], 2),
-            "concurrency": concurrency}
+            "concurrency": concurrency, "p50_ms": figures["p50"], "p95_ms": figures["p95"]}
 
 
 def saturating_capacity(args, sampler, score_kind: str) -> dict:

@@ -54,6 +54,10 @@ def test_soak_with_a_burst_reports_the_goals_and_the_recovery(structbert, tmp_pa
     assert report["unloaded"]["requests"] > 0 and report["unloaded"]["p50_ms"] <= report["unloaded"]["p95_ms"]
     goals = report["goals"]
     assert 0 < goals["goodput_share"] and goals["unloaded_p95_ms"] == report["unloaded"]["p95_ms"]
+    # the capacity point's latency beside the unloaded one: the closed loop's p95 at its best level
+    capacity = report["capacity"]
+    assert 0 < capacity["p50_ms"] <= capacity["p95_ms"] == goals["capacity_p95_ms"]
+    assert isinstance(goals["capacity_latency_met"], bool)
     assert "recovered_after_s" in goals and isinstance(goals["recovery_met"], bool)
     assert report["meta"]["load_generator"].startswith("one asyncio process on the same host, cores 0;")
     assert report["meta"]["admission"]["admission_target_ms"]  # as served
