@@ -136,13 +136,14 @@ def markdown(meta: dict, rows: list[dict], ceilings: dict[str, dict]) -> str:
                          [[r["variant"], *([r["case"]] if "case" in keyed else []), r["concurrency"],
                            f"{r['requests_per_s_ratio']:.2f}×", f"{r['p50_ratio']:.2f}×"] for r in compared])]
     for name, ceiling in ceilings.items():
+        refusals = ": " + "; ".join(ceiling["refusals"]) if ceiling["refusals"] else ""
         best = max((row for row in rows if row["variant"] == name), key=lambda row: row["pairs_per_s"])
         lines += ["", f"Raw encoder ceiling{f' ({name})' if name else ''} (same server, same run): "
                   f"{ceiling['pairs_per_s']:.0f} pairs/s with {ceiling['rows']} pre-tokenized pairs of "
                   f"{ceiling['sequence']} tokens per request at concurrency {ceiling['concurrency']}; p50 "
                   f"{number(ceiling['p50_ms'])} ms, max {number(ceiling['max_ms'])} ms, {ceiling['stalls']} answers "
                   f"≥ {STALL_MS} ms (the dynamic batcher's stall, see docs/limits-failures-security.md), "
-                  f"{ceiling['refused']} refused {'; '.join(ceiling['refusals'])}. Full ensemble best: "
+                  f"{ceiling['refused']} refused{refusals}. Full ensemble best: "
                   f"{best['pairs_per_s']:.0f} pairs/s ({best['pairs_per_s'] / ceiling['pairs_per_s']:.0%} of the "
                   f"ceiling) at concurrency {best['concurrency']}."]
         shape, peak = meta["served"].get(name, {}).get("shape"), meta.get("cpu_int8_peak")

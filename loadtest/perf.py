@@ -211,16 +211,13 @@ def conditions(meta: dict) -> str:
 
 
 def markdown(meta: dict, levels: list[dict]) -> str:
-    lines = [f"# perf_analyzer {meta['started']}", "", conditions(meta), "",
-             "| concurrency | req/s | pairs/s | p50 ms | p90 ms | p95 ms | p99 ms | server queue ms "
-             "| server compute ms | sent | distinct | failed | cache hits | checked | wrong |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for level in levels:
-        lines.append(f"| {level['concurrency']} | {level['requests_per_s']:.1f} | {level['pairs_per_s']:.0f} "
-                     f"| {level['p50_ms']:.1f} | {level['p90_ms']:.1f} | {level['p95_ms']:.1f} | {level['p99_ms']:.1f} "
-                     f"| {level['server_queue_ms']:.1f} | {level['server_compute_ms']:.1f} | {level['sent']} "
-                     f"| {level['distinct_requests']} | {level['failures']} | {level['cache_hits']} "
-                     f"| {level['checked']} | {level['wrong']} |")
+    lines = [f"# perf_analyzer {meta['started']}", "", conditions(meta), "", *results.table(
+        ["concurrency", "req/s", "pairs/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "server queue ms",
+         "server compute ms", "sent", "distinct", "failed", "cache hits", "checked", "wrong"],
+        [[level["concurrency"], results.number(level["requests_per_s"]), results.number(level["pairs_per_s"], 0),
+          *(results.number(level[f"p{q}_ms"]) for q in (50, 90, 95, 99)), results.number(level["server_queue_ms"]),
+          results.number(level["server_compute_ms"]), level["sent"], level["distinct_requests"], level["failures"],
+          level["cache_hits"], level["checked"], level["wrong"]] for level in levels])]
     lines += ["", "req/s and latencies: perf_analyzer's, over its stable windows (perf_analyzer.csv holds its CSV, "
               "latencies in µs); server queue/compute: its split of the server's time per request, from "
               "Triton's statistics; pairs/s: req/s × the checked requests' labels per request; "

@@ -19,6 +19,9 @@ import math
 import sys
 from pathlib import Path
 
+from loadtest.results import number
+from loadtest.results import table as table_lines
+
 DEFAULT_PRICES = Path(__file__).resolve().parent / "prices.json"
 TRAFFIC_LEVELS = (1, 10, 50, 100, 500, 1000, 5000)  # requests per second
 MIN_SUCCESS = 0.999
@@ -123,18 +126,12 @@ def read_results(folder: Path) -> ResultSet:
     return ResultSet(folder, meta, rows)
 
 
-def fmt(value: float | None, digits: int = 1) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.{digits}f}"
-
-
 def memory(row: RunRow) -> str:
     return f"{row.gpu_memory_mb / 1024:.1f} GiB" if row.gpu_memory_mb else "n/a (no GPU)"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+    return "\n".join(table_lines(header, rows))
 
 
 def requests_kind(meta: dict) -> str:
@@ -153,14 +150,14 @@ def conditions(results: list[ResultSet]) -> str:
 
 
 def single_request_table(results: list[ResultSet]) -> str:
-    rows = [[r.label, fmt(r.rows[1].avg_ms), fmt(r.rows[1].p95_ms), memory(r.rows[1]),
+    rows = [[r.label, number(r.rows[1].avg_ms), number(r.rows[1].p95_ms), memory(r.rows[1]),
              f"{r.rows[1].success_rate:.2%}"] for r in results if 1 in r.rows]
     return table(["Setup", "Avg latency (ms)", "P95 (ms)", "GPU memory", "Success"], rows)
 
 
 def users_table(results: list[ResultSet], users: int) -> str:
-    rows = [[r.label, fmt(r.rows[users].avg_ms), fmt(r.rows[users].p95_ms), f"{r.rows[users].success_rate:.2%}",
-             fmt(r.rows[users].rps)] for r in results if users in r.rows]
+    rows = [[r.label, number(r.rows[users].avg_ms), number(r.rows[users].p95_ms), f"{r.rows[users].success_rate:.2%}",
+             number(r.rows[users].rps)] for r in results if users in r.rows]
     return table(["Setup", "Avg latency (ms)", "P95 (ms)", "Success rate", "Requests/s"], rows)
 
 
@@ -168,8 +165,9 @@ def throughput_table(results: list[ResultSet]) -> str:
     rows = []
     for r in results:
         for users, row in sorted(r.rows.items()):
-            rows.append([r.label, str(users), fmt(row.rps), fmt(row.pairs_per_s, 0), row.cache_cell(),
-                         fmt(row.encoder_queue_ms, 2), fmt(row.encoder_compute_ms, 2), fmt(row.encoder_batch, 1)])
+            rows.append([r.label, str(users), number(row.rps), number(row.pairs_per_s, 0), row.cache_cell(),
+                         number(row.encoder_queue_ms, 2), number(row.encoder_compute_ms, 2),
+                         number(row.encoder_batch, 1)])
     return table(["Setup", "Users", "Requests/s", "Pairs/s", "Answered from cache", "Encoder queue (ms/req)",
                   "Encoder compute (ms/req)", "Pairs per encoder execution"], rows)
 
@@ -234,27 +232,6 @@ def plot(results: list[ResultSet], out: Path) -> list[Path]:
         plt.close(figure)
         paths.append(out / name)
     return paths
-
-
-def comparison_table(ours: ResultSet, baselines: list[ResultSet]) -> str:
-    """Ours next to each baseline per user count, with throughput and P95 ratios."""
-    header = ["Users", f"{ours.meta['target']} req/s", "P95 (ms)", "Success"]
-    for baseline in baselines:
-        header += [f"{baseline.meta['target']} req/s", "P95 (ms)", "Success", "Throughput ×", "P95 ÷"]
-    rows = []
-    for users in sorted(ours.rows):
-        mine = ours.rows[users]
-        row = [str(users), fmt(mine.rps), fmt(mine.p95_ms, 0), f"{mine.success_rate:.1%}"]
-        for baseline in baselines:
-            theirs = baseline.rows.get(users)
-            if theirs is None:
-                row += ["n/a"] * 5
-                continue
-            row += [fmt(theirs.rps), fmt(theirs.p95_ms, 0), f"{theirs.success_rate:.1%}",
-                    fmt(mine.rps / theirs.rps if theirs.rps else math.nan, 2),
-                    fmt(theirs.p95_ms / mine.p95_ms if mine.p95_ms else math.nan, 2)]
-        rows.append(row)
-    return table(header, rows)
 
 
 def render(results: list[ResultSet], prices: dict[str, float], slo_p95_ms: float) -> str:
