@@ -6,6 +6,11 @@ and no Python branching on data, so a forward pass can be captured in a CUDA gra
 
 Two heads, as the ONNX export has: `classifier` (pooler + linear: NLI logits) and `mean_pool`
 (sentence-transformers mean pooling: embeddings).
+
+`forward_packed` runs the same weights on packed tokens: a batch's sequences concatenated into one
+[tokens, hidden] stream with no padding rows or columns (`pack` makes one from a padded batch), attention per
+sequence through `cu_seqlens` (FlashAttention's variable-length kernel on a GPU, a block-diagonal mask
+elsewhere), so a batch costs its real tokens, not rows x the longest.
 """
 
 from __future__ import annotations
@@ -55,8 +60,11 @@ class _Embeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(shape.type_vocab_size, shape.hidden_size)
         self.LayerNorm = nn.LayerNorm(shape.hidden_size, eps=shape.layer_norm_eps)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-        positions = self.position_embeddings.weight[: input_ids.shape[1]].unsqueeze(0)
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """[batch, seq] padded (positions 0..seq-1), or [tokens] packed with each token's `position_ids`."""
+        positions = (self.position_embeddings.weight[: input_ids.shape[1]].unsqueeze(0) if position_ids is None
+                     else self.position_embeddings(position_ids))
         x = self.word_embeddings(input_ids) + positions + self.token_type_embeddings(token_type_ids)
         return self.LayerNorm(x)
 
@@ -91,6 +99,13 @@ class _SelfAttention(nn.Module):
                                                  attn_mask=additive_mask)
         return context.transpose(1, 2).reshape(batch, seq, hidden)
 
+    def packed(self, x: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+        """Attention within each sequence of a packed [tokens, hidden] stream."""
+        tokens, hidden = x.shape
+        q, k, v = (t.view(tokens, self.heads, hidden // self.heads) for t in (self.query(x), self.key(x),
+                                                                                self.value(x)))
+        return packed_attention(q, k, v, cu_seqlens, max_seqlen).reshape(tokens, hidden)
+
 
 class _Attention(nn.Module):
     def __init__(self, shape: BertShape) -> None:
@@ -114,7 +129,12 @@ class _Layer(nn.Module):
         self.activation = ACTIVATIONS[shape.hidden_act]
 
     def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
-        attended = self.attention.output(self.attention.self(x, additive_mask), x)
+        return self.feed_forward(self.attention.output(self.attention.self(x, additive_mask), x))
+
+    def packed(self, x: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+        return self.feed_forward(self.attention.output(self.attention.self.packed(x, cu_seqlens, max_seqlen), x))
+
+    def feed_forward(self, attended: torch.Tensor) -> torch.Tensor:
         return self.output(self.activation(self.intermediate.dense(attended)), attended)
 
 
@@ -155,6 +175,59 @@ class PlainBert(nn.Module):
         mask = attention_mask.unsqueeze(-1).to(x.dtype)
         summed = (x * mask).sum(dim=1, dtype=torch.float32)
         return summed / mask.sum(dim=1, dtype=torch.float32).clamp(min=1e-9)
+
+    def forward_packed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, position_ids: torch.Tensor,
+                       cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+        """The same outputs as `forward`, one row per sequence, from packed tokens (see `pack`)."""
+        x = self.embeddings(input_ids, token_type_ids, position_ids)
+        for layer in self.encoder.layer:
+            x = layer.packed(x, cu_seqlens, max_seqlen)
+        if self.shape.head == "classifier":
+            pooled = torch.tanh(self.pooler.dense(x[cu_seqlens[:-1].long()]))
+            return self.classifier(pooled).float()
+        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+        sequence = torch.repeat_interleave(torch.arange(len(lengths), device=x.device), lengths)
+        summed = torch.zeros(len(lengths), x.shape[1], dtype=torch.float32, device=x.device)
+        summed.index_add_(0, sequence, x.float())
+        return summed / lengths.clamp(min=1).unsqueeze(1).float()
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedBatch:
+    """A batch's real tokens end to end: sequence i is tokens cu_seqlens[i]:cu_seqlens[i + 1]."""
+
+    input_ids: torch.Tensor  # [tokens]
+    token_type_ids: torch.Tensor  # [tokens]
+    position_ids: torch.Tensor  # [tokens]: 0.. within each sequence
+    cu_seqlens: torch.Tensor  # [sequences + 1], int32
+    max_seqlen: int
+
+
+def pack(input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> PackedBatch:
+    """A padded [batch, seq] batch (right padding, as the preprocess makes it) without its padding."""
+    keep = attention_mask.bool()
+    lengths = keep.sum(dim=1)
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+    cu_seqlens = F.pad(torch.cumsum(lengths, 0), (1, 0)).to(torch.int32)
+    return PackedBatch(input_ids[keep], token_type_ids[keep], positions[keep], cu_seqlens, int(lengths.max()))
+
+
+def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
+                     max_seqlen: int) -> torch.Tensor:
+    """[tokens, heads, head_dim] attention within each sequence: FlashAttention's variable-length kernel on a
+    CUDA GPU; elsewhere one attention over all tokens with a block-diagonal mask (memory tokens², for the CPU
+    tests and rehearsals)."""
+    if q.is_cuda:
+        from torch.nn.attention.varlen import varlen_attn
+
+        return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen)
+    tokens = q.shape[0]
+    sequence = torch.repeat_interleave(torch.arange(len(cu_seqlens) - 1, device=q.device),
+                                       (cu_seqlens[1:] - cu_seqlens[:-1]).long())
+    same = sequence[:, None] == sequence[None, :]
+    context = F.scaled_dot_product_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1),
+                                             attn_mask=same.view(1, tokens, tokens))
+    return context.transpose(0, 1)
 
 
 def save_plain_bert(path, shape: BertShape, state_dict: dict[str, torch.Tensor]) -> None:
