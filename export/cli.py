@@ -119,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="onnxruntime INT8 on CPU: cores the serving machine gives the encoder; its threads "
                              "per instance = cores / --encoder-instances (default: this machine's). python-ort "
                              "counts the cores when the server loads the model")
+    parser.add_argument("--rows-per-call", type=int, default=DEFAULTS.rows_per_call,
+                        help="python-ort / python-ov: the most rows one inference call takes, so that a request "
+                             "with many labels runs in several calls and its activation memory stays bounded "
+                             "(default: %(default)s; 0: a whole batch per call; ONNX Runtime's INT8 keeps a "
+                             "request in one call)")
     parser.add_argument("--label-cache-mb", type=float, default=DEFAULTS.label_cache_mb,
                         help="embedding mode: MiB of hypothesis embeddings each preprocess instance keeps, so "
                              "that a label set is encoded once, not with every request; 0 turns the cache off "

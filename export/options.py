@@ -10,6 +10,7 @@ from export.repository import Runtime
 from export.torch2onnx import Precision
 from zsc_server.admission import AdmissionSettings
 from zsc_server.batching_policy import (
+    CPU_ROWS_PER_CALL,
     LABEL_CACHE_MIB,
     MAX_QUEUE_SIZE,
     PREPROCESS_INSTANCES,
@@ -46,6 +47,7 @@ class ExportOptions:
     admission_interval_ms: float = AdmissionSettings.interval_ms
     preprocess_instances: int = PREPROCESS_INSTANCES
     cpu_cores: int = 0
+    rows_per_call: int = CPU_ROWS_PER_CALL
     label_cache_mb: float = LABEL_CACHE_MIB
     cache_dir: str | None = None
     texts: Path | None = None  # the INT8 accuracy gate's texts (None: loadtest/data/workload.json)

@@ -134,6 +134,7 @@ def export_chosen(options: ExportOptions) -> Path:
         replay_overhead_tokens=options.replay_overhead_tokens,
         tensorrt_profiles=len(scoring.buckets) if runtime is Runtime.TENSORRT else 0,
         cpu_cores=options.cpu_cores,
+        rows_per_call=options.rows_per_call,
     )
     try:
         enabled, target_ms = AdmissionSettings.parse_target(options.admission_target_ms)

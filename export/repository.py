@@ -51,6 +51,7 @@ class ServingSettings:
     preprocess_instances: int = policy.PREPROCESS_INSTANCES
     intra_op_threads: int = 0  # 0: the cores shared out among the encoder instances (CPU runtimes)
     cpu_cores: int = 0  # onnxruntime on CPU (INT8): the cores its thread count is computed for; 0: this machine's
+    rows_per_call: int = policy.CPU_ROWS_PER_CALL  # python-ort / python-ov: rows per inference call (0: all)
     preferred_batch_sizes: tuple[int, ...] = ()
     max_batch: int = 0  # encoder batch (pairs) limit; 0: one request's largest (max_labels + 1)
     # Overload: a bounded encoder queue answers "busy" (UNAVAILABLE) at once instead of letting
@@ -200,6 +201,7 @@ def encoder_config(
             # change each other's scores, so each request runs alone. OpenVINO's static INT8 has its scales
             # fixed at export and merges requests as FP32 does.
             "one_run_per_request": "true" if serving.int8 and serving.runtime is Runtime.PYTHON_ORT else "false",
+            "rows_per_call": str(serving.rows_per_call),
         } | (limits.to_parameters() if limits else {}))
     elif serving.runtime is Runtime.ONNXRUNTIME and serving.int8:
         return cpu_onnxruntime_config(config, serving)

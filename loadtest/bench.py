@@ -38,7 +38,15 @@ from loadtest import results
 from loadtest.bench_report import markdown, summarize
 from loadtest.driver import STALL_MS, closed_loop, encoder_ceiling
 from loadtest.peak import cpu_int8_peak
-from loadtest.server import NvidiaSmiSampler, Target, cpu_per_request_ms, cpu_snapshot, query_gpus, serve
+from loadtest.server import (
+    NvidiaSmiSampler,
+    RssSampler,
+    Target,
+    cpu_per_request_ms,
+    cpu_snapshot,
+    query_gpus,
+    serve,
+)
 from loadtest.server_metrics import label_cache_summary, model_deltas
 from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, Workload
 from zsc_client import ZeroShotClientError
@@ -74,6 +82,7 @@ class Preset:
     ceiling: bool = True
 
 
+MANY_LABELS_CASES = tuple(Case(f"{n} labels", "fixed", f"{n}:1") for n in (8, 64, 128, 256))
 LABEL_CACHE_CASES = tuple(Case(f"{n} labels, {'half with a fresh label' if share else 'fixed set'}", "fixed",
                                f"{n}:1", share) for n in (5, 10) for share in (0.0, 0.5))
 PRESETS = {
@@ -88,6 +97,12 @@ PRESETS = {
         "of 5 and 10 labels, and the same with half the requests carrying a label never sent before",
         "offline-minilm", (Variant("off", "--label-cache-mb 0"), Variant("on")), LABEL_CACHE_CASES,
         concurrency="8", ceiling=False),
+    "many-labels": Preset(
+        "hundreds of labels per request on the StructBERT-large shape (FP32, python-ort), one request at a time: "
+        "the server's peak RSS and latency by labels per request, the encoder in calls of at most 64 rows (the "
+        "default) and in one call per batch (--rows-per-call 0)",
+        "random:large", (Variant("calls-of-64"), Variant("one-call", "--rows-per-call 0")), MANY_LABELS_CASES,
+        export_flags="--gpu none --max-length 128 --max-labels 256", concurrency="1", ceiling=False),
 }
 
 
@@ -165,12 +180,12 @@ def measure_level(target: Target, pid: int | None, level: int, sampler, score_ki
     nvidia-smi and (for a local server) the server's CPU time by process around it."""
     asyncio.run(closed_loop(target.grpc_url, level, args.warmup_s, sampler, score_kind, args.timeout_s))
     before, cpu_before = target.counters(), cpu_snapshot(pid)
-    with NvidiaSmiSampler() as gpu:
+    with NvidiaSmiSampler() as gpu, RssSampler(pid, 0.25) as rss:
         run = asyncio.run(closed_loop(target.grpc_url, level, args.duration_s, sampler, score_kind, args.timeout_s))
     cpu = cpu_per_request_ms(cpu_before, cpu_snapshot(pid), len(run["latencies_ms"]))
     after = target.counters()
     deltas = model_deltas(before, after)
-    row = summarize(level, run, deltas, gpu.summary(), cpu, label_cache_summary(deltas, after))
+    row = summarize(level, run, deltas, gpu.summary(), cpu, label_cache_summary(deltas, after), rss.summary())
     print(f"[bench] concurrency {level}: p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, "
           f"{row['requests_per_s']:.1f} req/s, {row['pairs_per_s']:.0f} pairs/s, "
           f"{sum(row['errors'].values())} errors, {row['wrong']} wrong", flush=True)

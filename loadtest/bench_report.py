@@ -16,7 +16,8 @@ STAGES = ("preprocess", "encoder", "postprocess")
 
 
 def summarize(concurrency: int, run: dict, deltas: dict, gpu: dict, server_cpu: dict | None = None,
-              label_cache: dict | None = None) -> dict:
+              label_cache: dict | None = None, rss: dict | None = None) -> dict:
+    rss = rss or {}
     latencies = sorted(run["latencies_ms"])
 
     def percentile(q: float) -> float:
@@ -45,6 +46,8 @@ def summarize(concurrency: int, run: dict, deltas: dict, gpu: dict, server_cpu: 
         # Triton's time per zero_shot request, arrival to response (all three models and the hops between them)
         "server_ms": ensemble.get("request_us", 0.0) / (ensemble.get("requests") or float("nan")) / 1e3,
         "gpu_memory_mb": gpu.get("memory_used_mb_max"),
+        # the local server's RSS (tritonserver and its stubs) at its highest during the level
+        "server_rss_max_mib": rss.get("max_mib"),
         # CPU milliseconds per answered request, by process (tritonserver, each model's stubs) and for this
         # client: robust to other load on the machine, and what caps requests/s per core
         "server_cpu_ms": server_cpu,
@@ -59,13 +62,14 @@ def key_cells(row: dict, keyed: list[str]) -> list[str]:
 def levels_table(rows: list[dict], keyed: list[str]) -> list[str]:
     header = [*keyed, "concurrency", "p50 ms", "p95 ms", "p99 ms", "req/s", "pairs/s", "errors", "wrong",
               "encoder batch", "encoder rows/req", "tokenize+post share", "cache hits", "label cache hits", "GPU MB",
-              "server CPU ms/req", "client CPU ms/req"]
+              "server RSS max MiB", "server CPU ms/req", "client CPU ms/req"]
     cells = [[*key_cells(row, keyed), row["concurrency"], number(row["p50_ms"]), number(row["p95_ms"]),
               number(row["p99_ms"]), number(row["requests_per_s"]), number(row["pairs_per_s"], 0),
               sum(row["errors"].values()), row["wrong"], number(row["encoder_avg_batch"]),
               number(row["encoder_rows_per_request"], 2), f"{row['host_share']:.0%}", f"{row['cache_hit_share']:.0%}",
               f"{row['label_cache']['hit_share']:.0%}" if row.get("label_cache") else "off",
               number(row["gpu_memory_mb"], 0) if row["gpu_memory_mb"] else "n/a",
+              number(row.get("server_rss_max_mib"), 0),
               number(row["server_cpu_ms"]["total"], 2) if row.get("server_cpu_ms") else "n/a",
               number(row["client_cpu_ms"], 2)] for row in rows]
     return table(header, cells)

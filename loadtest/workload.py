@@ -4,6 +4,7 @@ drawn with weights for text length and label count.
 Label modes:
   fixed  one label set for every request (what a router with fixed categories sends; caching helps): the
          workload's first set, or with a label mix of one count N (e.g. "5:1") the pool's first N labels
+         (past the pool, its labels again, numbered: "256:1" for hundreds of labels)
   sets   the realistic label sets of the workload file, weighted by label count
   fresh  labels drawn from the pool for every request (rarely two alike)
 
@@ -96,11 +97,11 @@ class RequestSampler:
         # (one per user count) replay the same texts and labels, and their tags must still differ.
         self.tags = random.SystemRandom() if distinct else None
         self.label_counts = label_mix or {3: 1.0, 5: 1.0, 10: 1.0}
-        if label_mode in ("fresh", "fixed") and max(self.label_counts) > len(workload.label_pool):
+        if label_mode == "fresh" and max(self.label_counts) > len(workload.label_pool):
             raise ValueError(f"label count {max(self.label_counts)} exceeds the pool of {len(workload.label_pool)}")
         if label_mode == "fixed" and len(label_mix) > 1:
             raise ValueError(f"label mode 'fixed' takes one label count, not the mix {label_mix}")
-        self.fixed = tuple(workload.label_pool[:next(iter(label_mix))] if label_mix else workload.label_sets[0])
+        self.fixed = fixed_labels(workload, next(iter(label_mix))) if label_mix else tuple(workload.label_sets[0])
         if not 0 <= fresh_label_share <= 1:
             raise ValueError(f"fresh label share {fresh_label_share} is not between 0 and 1")
         self.fresh_label_share, self.drawn = fresh_label_share, 0
@@ -147,6 +148,12 @@ class RequestSampler:
         copy = RequestSampler.__new__(RequestSampler)
         copy.__dict__.update(self.__dict__, rng=random.Random(0))
         return sum(len(copy.labels()) for _ in range(draws)) / draws
+
+
+def fixed_labels(workload: Workload, count: int) -> tuple[str, ...]:
+    """The pool's first `count` labels; past the pool, its labels again with a number (hundreds of labels)."""
+    pool = workload.label_pool
+    return tuple(pool[i % len(pool)] + (f" {i // len(pool)}" if i >= len(pool) else "") for i in range(count))
 
 
 def text_class(text: str) -> str:

@@ -38,13 +38,24 @@ def by_sequence_length(feeds: list[dict[str, np.ndarray]], names: list[str]) -> 
     return [(indices, merge_feeds([feeds[i] for i in indices], names)[0]) for indices in groups.values()]
 
 
-def run_by_sequence_length(feeds: list[dict[str, np.ndarray]], names: list[str], run) -> list[list[np.ndarray]]:
-    """`run(inputs) -> [output arrays]` once per sequence length among the requests; returns, per request,
-    its rows of each output, in the requests' order."""
+def run_in_calls(run, inputs: dict[str, np.ndarray], max_rows: int) -> list[np.ndarray]:
+    """`run(inputs)`, as calls of at most `max_rows` rows (0: one call) whose outputs are put back together."""
+    rows = next(iter(inputs.values())).shape[0]
+    if not max_rows or rows <= max_rows:
+        return run(inputs)
+    parts = [run({name: array[start:start + max_rows] for name, array in inputs.items()})
+             for start in range(0, rows, max_rows)]
+    return [np.concatenate([part[index] for part in parts], axis=0) for index in range(len(parts[0]))]
+
+
+def run_by_sequence_length(feeds: list[dict[str, np.ndarray]], names: list[str], run,
+                           max_rows: int = 0) -> list[list[np.ndarray]]:
+    """`run(inputs) -> [output arrays]` once per sequence length among the requests (in calls of at most
+    `max_rows` rows, when set); returns, per request, its rows of each output, in the requests' order."""
     results: list[list[np.ndarray] | None] = [None] * len(feeds)
     for indices, inputs in by_sequence_length(feeds, names):
         sizes = [feeds[i][names[0]].shape[0] for i in indices]
-        per_output = [split_rows(output, sizes) for output in run(inputs)]
+        per_output = [split_rows(output, sizes) for output in run_in_calls(run, inputs, max_rows)]
         for position, index in enumerate(indices):
             results[index] = [parts[position] for parts in per_output]
     return results

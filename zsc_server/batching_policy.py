@@ -38,6 +38,14 @@ QUEUE_BUDGET_MS = (600, 10_000)
 GPU_QUEUE_BUDGET_MS = QUEUE_BUDGET_MS[0]
 MAX_QUEUE_SIZE = 0
 
+# ---------------------------------------------------------------- the CPU encoders' inference calls
+
+# The most rows one inference call takes on the CPU runtimes (python-ort, python-ov): a request of 256 labels
+# runs as four calls of 64 rows, so activation memory stays bounded whatever the labels per request. Rows are
+# independent (padding is masked), so answers do not change; on a CPU a call of 64 rows keeps the matrix
+# products as busy as a larger one. 0: a whole batch per call.
+CPU_ROWS_PER_CALL = 64
+
 # ---------------------------------------------------------------- python-torch on a GPU (CUDA graphs)
 
 # batch sizes a CUDA graph is captured for; a batch is replayed as the sizes that cost least

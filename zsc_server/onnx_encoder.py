@@ -48,7 +48,7 @@ class OnnxEncoder:
     values (and the padding to the longest request) would change another request's scores."""
 
     def __init__(self, model_path: str, intra_op_threads: int = 0, providers: list[str] | None = None,
-                 one_run_per_request: bool = False):
+                 one_run_per_request: bool = False, rows_per_call: int = 0):
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads or usable_cores()
         options.inter_op_num_threads = 1
@@ -64,6 +64,8 @@ class OnnxEncoder:
         )
         self.threads = options.intra_op_num_threads
         self.one_run_per_request = one_run_per_request
+        # a request that runs alone keeps its rows in one call: dynamic INT8 scales them together
+        self.rows_per_call = 0 if one_run_per_request else rows_per_call
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -73,5 +75,5 @@ class OnnxEncoder:
         if self.one_run_per_request and len(feeds) > 1:
             return [result for feed in feeds for result in self.run_batch([feed])]
         per_request = run_by_sequence_length(
-            feeds, self.input_names, lambda inputs: self.session.run(self.output_names, inputs))
+            feeds, self.input_names, lambda inputs: self.session.run(self.output_names, inputs), self.rows_per_call)
         return [dict(zip(self.output_names, outputs)) for outputs in per_request]

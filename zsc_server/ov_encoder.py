@@ -21,7 +21,7 @@ from zsc_server.onnx_encoder import usable_cores
 
 
 class OvEncoder:
-    def __init__(self, model_path: str, threads: int = 0) -> None:
+    def __init__(self, model_path: str, threads: int = 0, rows_per_call: int = 0) -> None:
         core = ov.Core()
         model = core.read_model(model_path)
         self.threads = threads or usable_cores()
@@ -32,6 +32,7 @@ class OvEncoder:
             "INFERENCE_PRECISION_HINT": "f32",
         })
         self.request = self.compiled.create_infer_request()
+        self.rows_per_call = rows_per_call
         self.input_names = [port.get_any_name() for port in model.inputs]
         self.output_names = [port.get_any_name() for port in model.outputs]
 
@@ -41,5 +42,5 @@ class OvEncoder:
 
     def run_batch(self, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """A dynamic batch in one call per sequence length, outputs split back per request."""
-        per_request = run_by_sequence_length(feeds, self.input_names, self._run)
+        per_request = run_by_sequence_length(feeds, self.input_names, self._run, self.rows_per_call)
         return [dict(zip(self.output_names, outputs)) for outputs in per_request]

@@ -20,10 +20,12 @@ class TritonPythonModel:
         model_path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
         threads, instances = instance_threads(config, params.get("intra_op_threads", "0"))
         self.encoder = OnnxEncoder(str(model_path), threads,
-                                   one_run_per_request=params.get("one_run_per_request") == "true")
+                                   one_run_per_request=params.get("one_run_per_request") == "true",
+                                   rows_per_call=int(params.get("rows_per_call", "0")))
         pb_utils.Logger.log_info(f"encoder: ONNX Runtime, {threads} intra-op threads per instance "
                                  f"({usable_cores()} cores, {instances} instances), one run per request: "
-                                 f"{self.encoder.one_run_per_request}")
+                                 f"{self.encoder.one_run_per_request}, rows per call: "
+                                 f"{self.encoder.rows_per_call or 'all'}")
         self.requests = EncoderRequests(config, self.encoder.run_batch)
 
     def execute(self, requests):

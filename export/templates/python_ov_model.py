@@ -20,9 +20,9 @@ class TritonPythonModel:
         params = string_parameters(config)
         model_path = Path(args["model_repository"]) / args["model_version"] / "model.xml"
         threads, instances = instance_threads(config, params.get("intra_op_threads", "0"))
-        self.encoder = OvEncoder(str(model_path), threads)
+        self.encoder = OvEncoder(str(model_path), threads, int(params.get("rows_per_call", "0")))
         pb_utils.Logger.log_info(f"encoder: OpenVINO, {threads} threads per instance ({usable_cores()} cores, "
-                                 f"{instances} instances)")
+                                 f"{instances} instances), rows per call: {self.encoder.rows_per_call or 'all'}")
         self.requests = EncoderRequests(config, self.encoder.run_batch)
 
     def execute(self, requests):

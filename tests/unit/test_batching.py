@@ -33,3 +33,19 @@ def test_requests_are_grouped_by_length_and_answered_in_their_own_order():
         assert rows.shape == (request["input_ids"].shape[0], 2)
         assert (rows[:, 0] == request["input_ids"][:, 0]).all()
         assert (rows[:, 1] == request["input_ids"].shape[1]).all()
+
+
+def test_a_call_takes_at_most_the_rows_per_call_and_the_answers_are_the_same():
+    feeds = [feed(150, 16, 1), feed(100, 16, 2), feed(3, 32, 3)]
+    calls = []
+
+    def run(inputs):
+        calls.append(inputs["input_ids"].shape)
+        return [inputs["input_ids"][:, :1] * 10]
+
+    whole = run_by_sequence_length(feeds, NAMES, run)
+    calls.clear()
+    chunked = run_by_sequence_length(feeds, NAMES, run, max_rows=64)
+    assert calls == [(64, 16), (64, 16), (64, 16), (58, 16), (3, 32)]  # 250 rows of one length: four calls
+    for a, b in zip(whole, chunked):
+        np.testing.assert_array_equal(a[0], b[0])

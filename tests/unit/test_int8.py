@@ -149,7 +149,8 @@ def feeds(rows_and_lengths, seed=1):
 def test_int8_runs_each_request_alone_so_batching_cannot_change_answers(tiny_onnx):
     _, int8, _ = tiny_onnx
     requests = feeds([(3, 16), (1, 32), (5, 16)])
-    separate = OnnxEncoder(str(int8), 1, one_run_per_request=True)
+    separate = OnnxEncoder(str(int8), 1, one_run_per_request=True, rows_per_call=2)
+    assert separate.rows_per_call == 0  # dynamic INT8 scales a request's rows together: one call each
     alone = [separate.run_batch([feed])[0]["logits"] for feed in requests]
     batched = [result["logits"] for result in separate.run_batch(requests)]
     for one, other in zip(alone, batched):
@@ -179,6 +180,8 @@ def test_int8_encoder_configs():
     assert python_ort.dynamic_batching.default_queue_policy.default_timeout_microseconds > 0  # still bounded
     fp32 = parse(encoder_config(scoring, ServingSettings(Runtime.PYTHON_ORT), "logits", 3))
     assert fp32.parameters["one_run_per_request"].string_value == "false"
+    # many labels run in calls of at most 64 rows; the encoder keeps an INT8 request's rows in one call
+    assert fp32.parameters["rows_per_call"].string_value == python_ort.parameters["rows_per_call"].string_value == "64"
 
     native = parse(encoder_config(scoring, ServingSettings(Runtime.ONNXRUNTIME, precision="int8", encoder_instances=2,
                                                            cpu_cores=8), "logits", 3))

@@ -391,3 +391,10 @@ def test_compare_refuses_unknown_setups():
     for spec in ("fp16", "", "fp32,int4"):
         with pytest.raises(LoadTestError, match="--setups"):
             parse_setups(spec)
+
+
+def test_fixed_label_sets_past_the_pool_number_its_labels_again():
+    pool = WORKLOAD.label_pool
+    labels = WORKLOAD.sampler("fixed", f"{len(pool) + 3}:1").next().labels
+    assert labels[:len(pool)] == tuple(pool) and labels[len(pool):] == tuple(f"{label} 1" for label in pool[:3])
+    assert len(set(WORKLOAD.sampler("fixed", "256:1").next().labels)) == 256
