@@ -62,7 +62,6 @@ CPU_RUNTIMES = (Runtime.PYTHON_ORT, Runtime.PYTHON_OV, Runtime.OPENVINO, Runtime
 FASTEST_CPU = (Runtime.PYTHON_OV, Precision.INT8)
 
 
-
 def export_model(options: ExportOptions) -> Path:
     """Export `options.model` into `options.repository` (returned); raises ExportError, naming the problem."""
     chosen = dataclasses.replace(options, gpu=choose_gpu(options.gpu, options.runtime, options.torch_device,
