@@ -71,6 +71,8 @@ EMBEDDING_CASES = {
                      hypothesis_template="This message is a {}."),
     "long text": dict(text="Great service, thank you so much! " * 100,
                       candidate_labels=["praise", "complaint"]),
+    # the most labels a request may carry: the encoder runs the rows in calls of 64 (rows_per_call)
+    "256 labels": dict(text="My parcel is three days late.", candidate_labels=[f"topic {i}" for i in range(256)]),
 }
 
 

@@ -17,7 +17,7 @@ from zsc_server.preprocess import Preprocessor
 from zsc_server.scoring import InputError
 from zsc_server.settings import ScoringSettings
 
-SERVED = ScoringSettings(max_length=64)  # the limits of the integration tests' StructBERT export
+SERVED = ScoringSettings(max_length=64, max_labels=64)  # the limits of the integration tests' StructBERT export
 EXAMPLES = int(os.environ.get("ZSC_FUZZ_EXAMPLES", "0")) or 400
 
 
