@@ -55,7 +55,7 @@ class OnnxEncoder:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # ONNX Runtime's threads spin while they wait for work: at one request at a time they burned 8 ms of
-        # CPU per request of a tiny model (measured: make bench, loadtest/server_cpu.py), CPU that the
+        # CPU per request of a tiny model (measured: make bench, loadtest/server.py), CPU that the
         # tokenizer, Triton and the other instances needed. Asleep between batches, they cost nothing.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
