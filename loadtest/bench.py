@@ -250,8 +250,9 @@ def run(args) -> Path:
         sampler = workload.sampler(cases[0].label_mode, cases[0].label_mix, distinct=True)
         ceilings = {}
         if args.ceiling_s > 0 and (preset is None or preset.ceiling):
+            mean_labels = sampler.mean_labels()
             typical = min((sampler.next() for _ in range(200)),
-                          key=lambda request: abs(len(request.labels) - sampler.mean_labels()))
+                          key=lambda request: abs(len(request.labels) - mean_labels))
             for name, target in targets.items():
                 ceilings[name] = asyncio.run(encoder_ceiling(target.grpc_url, max(levels[name]), args.ceiling_s,
                                                              typical, args.timeout_s))
