@@ -36,7 +36,7 @@ from pathlib import Path
 
 from loadtest import results
 from loadtest.bench_report import markdown, summarize
-from loadtest.driver import STALL_MS, closed_loop, encoder_ceiling
+from loadtest.driver import CONCURRENCY, STALL_MS, closed_loop, encoder_ceiling, parse_levels
 from loadtest.peak import cpu_int8_peak
 from loadtest.server import (
     NvidiaSmiSampler,
@@ -45,13 +45,12 @@ from loadtest.server import (
     cpu_per_request_ms,
     cpu_snapshot,
     query_gpus,
+    score_kind_of,
     serve,
 )
 from loadtest.server_metrics import label_cache_summary, model_deltas
 from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, Workload
 from zsc_client import ZeroShotClientError
-
-CONCURRENCY = "1,5,10,32,64,128"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,16 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_levels(spec: str) -> list[int]:
-    try:
-        levels = [int(part) for part in spec.split(",") if part.strip()]
-    except ValueError:
-        levels = []
-    if not levels or min(levels) < 1:
-        raise ValueError(f"concurrency {spec!r} is not a comma-separated list of counts >= 1")
-    return levels
-
-
 def parse_variant(spec: str) -> Variant:
     name, sep, flags = spec.partition(":")
     if not sep or not name.strip():
@@ -211,9 +200,8 @@ def start_targets(args, preset: Preset | None, variants: list[Variant], stack: c
     return {"": stack.enter_context(serve(args.repository))}
 
 
-def conditions(targets: dict[str, Target], sampler, args, preset_name: str, about: dict[str, str]) -> dict:
-    """What every report states: what is served, on what, with which requests."""
-    served = {name: target.export_info() for name, target in targets.items()}
+def conditions(served: dict[str, dict], sampler, args, preset_name: str, about: dict[str, str]) -> dict:
+    """What every report states: what is served (each target's export facts), on what, with which requests."""
 
     def fact(key: str) -> str:
         return ", ".join(dict.fromkeys(str(info.get(key, "unknown")) for info in served.values()))
@@ -238,7 +226,8 @@ def run(args) -> Path:
         levels = {name: parse_levels(by_name[name].concurrency) if not args.concurrency and name in by_name
                   and by_name[name].concurrency else default_levels for name in targets}
         pids = {name: target.server_pid() for name, target in targets.items()}
-        score_kind = next(iter(targets.values())).score_kind()
+        served = {name: target.export_info() for name, target in targets.items()}
+        score_kind = score_kind_of(next(iter(served.values())))
         rows = []
         for case in cases:
             for name, target in targets.items():
@@ -261,7 +250,7 @@ def run(args) -> Path:
                       "refused", flush=True)
         about = {name: (dict(s.split("=", 1) for s in args.served).get(name) if args.served
                         else by_name[name].export_flags or "the defaults") for name in targets if name}
-        meta = conditions(targets, sampler, args, args.preset, about)
+        meta = conditions(served, sampler, args, args.preset, about)
     folder = results.new_folder(args.out, "bench", args.preset, meta["hardware"], meta["runtime"], meta["precision"])
     results.write(folder, {"meta": meta, "levels": rows, "encoder_ceilings": ceilings}, markdown(meta, rows, ceilings))
     return folder

@@ -22,6 +22,25 @@ BUCKET_S = 10.0  # the open loop's timeline resolution
 # none arrives, so the queue stalls (docs/limits-failures-security.md, "Overload"). Answers this slow are
 # counted as such stalls.
 STALL_MS = 400
+CONCURRENCY = "1,5,10,32,64,128"  # the default sweep of in-flight requests (make bench, make perf)
+
+
+def parse_levels(spec: str) -> list[int]:
+    """'1,5,10' or perf_analyzer's 'START:END:STEP' -> the concurrency levels, in order."""
+    try:
+        if ":" in spec:
+            parts = [int(part) for part in spec.split(":")]
+            start = parts[0]
+            end = parts[1] if len(parts) > 1 else start  # as perf_analyzer reads it: no END, one level
+            step = parts[2] if len(parts) > 2 else 1
+            levels = list(range(start, end + 1, step)) if step > 0 and len(parts) <= 3 else []
+        else:
+            levels = [int(part) for part in spec.split(",") if part.strip()]
+    except ValueError:
+        levels = []
+    if not levels or min(levels) < 1:
+        raise ValueError(f"concurrency {spec!r} is not a list of positive counts ('1,5,10') or START:END:STEP")
+    return levels
 
 
 def rejection_kind(error: ZeroShotClientError) -> str | None:

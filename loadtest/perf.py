@@ -35,13 +35,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from loadtest import results
+from loadtest.driver import CONCURRENCY, parse_levels
 from loadtest.perf_data import MODEL, check_answers, input_data, read_csv
 from loadtest.perf_tools import DEFAULT_DIR, PerfAnalyzer, ToolError, locate
-from loadtest.server import Target, serve
+from loadtest.server import Target, score_kind_of, serve
 from loadtest.server_metrics import model_deltas
 from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, Workload
 
-CONCURRENCY = "1,5,10,32,64,128"  # make bench's levels
 # perf_analyzer holds its input data once per in-flight request (about 2 KB per request each, measured
 # with 2.51): distinct requests x concurrency is capped so that a level at 128 stays near 1 GB.
 DATA_COPIES_CAP = 500_000
@@ -62,24 +62,6 @@ class Settings:
     def flags(self) -> list[str]:
         return ["-i", self.protocol, "--measurement-interval", str(self.interval_ms),
                 "--stability-percentage", f"{self.stability_pct:g}", "--max-trials", str(self.max_trials)]
-
-
-def parse_levels(spec: str) -> list[int]:
-    """'1,5,10' or perf_analyzer's 'START:END:STEP' -> the concurrency levels, in order."""
-    try:
-        if ":" in spec:
-            parts = [int(part) for part in spec.split(":")]
-            start = parts[0]
-            end = parts[1] if len(parts) > 1 else start  # as perf_analyzer reads it: no END, one level
-            step = parts[2] if len(parts) > 2 else 1
-            levels = list(range(start, end + 1, step)) if step > 0 and len(parts) <= 3 else []
-        else:
-            levels = [int(part) for part in spec.split(",") if part.strip()]
-    except ValueError:
-        levels = []
-    if not levels or min(levels) < 1:
-        raise ValueError(f"concurrency {spec!r} is not a list of positive counts ('1,5,10') or START:END:STEP")
-    return levels
 
 
 class PerfSweep:
@@ -235,8 +217,7 @@ def markdown(meta: dict, levels: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_meta(args, target: Target, sampler, tool: PerfAnalyzer, settings: Settings, own_server: bool) -> dict:
-    served = target.export_info()
+def run_meta(args, served: dict, sampler, tool: PerfAnalyzer, settings: Settings, own_server: bool) -> dict:
     return {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "hardware": results.hardware(),
             "model": served.get("source", "unknown"), "runtime": served.get("runtime", "unknown"),
             "precision": served.get("precision", "unknown"), "max_length": served.get("max_length"),
@@ -297,9 +278,10 @@ def run(args) -> tuple[Path, list[dict], str]:
         # distinct requests: a whitespace tag of their own, which the tokenizers drop (loadtest.workload)
         sampler = Workload.load(args.workload).sampler(args.label_mode, "", "", seed=args.seed, distinct=True)
         settings = Settings(args.protocol, args.interval_ms, args.stability_pct, args.max_trials, args.min_requests)
-        meta = run_meta(args, target, sampler, tool, settings, not args.grpc_url)
+        served = target.export_info()
+        meta = run_meta(args, served, sampler, tool, settings, not args.grpc_url)
         folder = results.new_folder(args.out, "perf", meta["hardware"], meta["runtime"], meta["precision"])
-        sweep = PerfSweep(tool, target, settings, sampler, target.score_kind(), folder)
+        sweep = PerfSweep(tool, target, settings, sampler, score_kind_of(served), folder)
         for level in levels:
             try:
                 levels_done.append(sweep.measure(level))

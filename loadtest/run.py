@@ -31,7 +31,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from loadtest import report, results
-from loadtest.server import NvidiaSmiSampler, Target
+from loadtest.server import NvidiaSmiSampler, Target, score_kind_of
 from loadtest.server_metrics import gpu_gauges, model_deltas
 from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, TRITON_INFER, Workload, flask_body, kserve_body
 
@@ -110,7 +110,7 @@ def locust_command(args, users: int, csv_prefix: Path) -> list[str]:
         "--host", args.host, "--csv", str(csv_prefix), "--exit-code-on-error", "0",
         "--workload", str(args.workload), "--label-mode", args.label_mode,
         "--request-timeout-s", str(args.request_timeout_s),
-        "--score-kind", "cosine" if args.served_mode == "embedding" else "probabilities",
+        "--score-kind", score_kind_of(args.served),
     ]
     if args.distinct:
         command.append("--distinct")
@@ -150,8 +150,7 @@ def run(args) -> Path:
     target = Target.from_urls(args.grpc_url or f"{host}:8001", args.host, args.metrics_url)
     if not is_triton:
         target = dataclasses.replace(target, metrics_url="none")
-    served = target.export_info() if is_triton else {}
-    args.served_mode = served.get("mode", "nli")
+    served = args.served = target.export_info() if is_triton else {}
     sampler = Workload.load(args.workload).sampler(args.label_mode, args.label_mix, args.text_mix)
     meta = {
         "target": args.target or (f"triton-{args.protocol}" if is_triton else "baseline"),
@@ -160,7 +159,7 @@ def run(args) -> Path:
         "model": args.model or served.get("source", "unknown"),
         "precision": args.precision or served.get("precision", "unknown"),
         "runtime": args.runtime or served.get("runtime", "unknown"),
-        "mode": args.served_mode,
+        "mode": served.get("mode", "nli"),
         "max_length": served.get("max_length"),
         "users": users_list,
         "duration": args.duration,

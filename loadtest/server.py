@@ -65,10 +65,6 @@ class Target:
         return {key.removeprefix("export_"): value["string_value"]
                 for key, value in parameters.items() if key.startswith("export_")}
 
-    def score_kind(self) -> str:
-        """What the scores are: cosine similarities in embedding mode, else probabilities."""
-        return "cosine" if self.export_info().get("mode") == "embedding" else "probabilities"
-
     def counters(self) -> list:
         """Triton's Prometheus samples now ([] without a metrics endpoint, or when it does not answer)."""
         if self.metrics_url == "none":
@@ -82,6 +78,12 @@ class Target:
         """tritonserver's pid when it runs on this machine (for CPU and memory), else None."""
         host, port = self.grpc_url.rsplit(":", 1)
         return self.pid or (find_tritonserver(int(port)) if host in LOCAL_HOSTS else None)
+
+
+def score_kind_of(served: dict[str, str]) -> str:
+    """What the scores of a served export (Target.export_info) are: cosine similarities in embedding mode, else
+    probabilities (loadtest.workload.answer_problem checks them as such)."""
+    return "cosine" if served.get("mode") == "embedding" else "probabilities"
 
 
 @contextlib.contextmanager

@@ -47,7 +47,7 @@ from pathlib import Path
 
 from loadtest import results
 from loadtest.driver import closed_loop, open_loop, percentiles
-from loadtest.server import RssSampler, Target, allowed_cpus
+from loadtest.server import RssSampler, Target, allowed_cpus, score_kind_of
 from loadtest.server_metrics import model_deltas
 from loadtest.soak_report import goals, markdown, summary_line, verdict
 from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, Workload, answer_problem
@@ -184,7 +184,7 @@ def run(args) -> tuple[Path, dict]:
     served = target.export_info()
     if not served:
         raise ValueError(f"no zero_shot model config at http://{http}: is the server running (`make serve`)?")
-    score_kind = "cosine" if served.get("mode") == "embedding" else "probabilities"
+    score_kind = score_kind_of(served)
     workload = Workload.load(args.workload)
     # distinct requests (a whitespace tag the tokenizer drops): over minutes the workload's texts and label
     # sets would repeat, and the response cache would answer the repeats
