@@ -15,7 +15,13 @@ from export.options import DEFAULTS, MODEL_MAX_LENGTH, ExportOptions
 from export.pipeline import export_model
 from export.repository import Runtime
 from export.torch2onnx import Precision
-from zsc_server.batching_policy import GPU_QUEUE_BUDGET_MS, QUEUE_BUDGET_BATCHES, QUEUE_BUDGET_MS
+from zsc_server.batching_policy import (
+    ADMISSION_BUDGET_MS,
+    ADMISSION_CLOSED_LOOP_REQUESTS,
+    GPU_QUEUE_BUDGET_MS,
+    QUEUE_BUDGET_BATCHES,
+    QUEUE_BUDGET_MS,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,16 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
                              f"pair on a sample request, measured at export), within "
                              f"{QUEUE_BUDGET_MS[0]}-{QUEUE_BUDGET_MS[1]} ms on the CPU; "
                              f"{GPU_QUEUE_BUDGET_MS} ms with a GPU profile")
-    parser.add_argument("--admission-target-ms", default=DEFAULTS.admission_target_ms,
-                        help="admission control (zsc_server/admission.py): while even the quickest answers of an "
-                             "interval spent longer than this in the server, a new request is held in the "
-                             "preprocess, before tokenizing, and those behind it are turned away by Triton's "
-                             "bounded queue. auto: 3x the service time the server measures; a number of ms; "
-                             "off (default: on 2 cores it answered less than the encoder queue's time budget "
-                             "alone, see docs/limits-failures-security.md)")
-    parser.add_argument("--admission-interval-ms", type=float, default=DEFAULTS.admission_interval_ms,
-                        help="admission control's shortest interval; with an automatic target, 10 service times "
-                             "when longer (default: %(default)s)")
+    parser.add_argument("--admission-budget-ms", default=DEFAULTS.admission_budget_ms,
+                        help="admission control (zsc_server/admission.py): a valid request is refused as busy, "
+                             "before it is tokenized, when the wait for the encoder that the server estimates "
+                             "(the work admitted so far x the encoder's measured time per row) exceeds this "
+                             "budget. auto (default, CPU): the time of "
+                             f"{ADMISSION_CLOSED_LOOP_REQUESTS} sample requests, within "
+                             f"{ADMISSION_BUDGET_MS[0]}-{ADMISSION_BUDGET_MS[1]} ms and half the encoder queue's "
+                             "budget; off with a GPU profile; a number of ms; off")
     parser.add_argument("--preprocess-instances", type=int, default=DEFAULTS.preprocess_instances,
                         help="tokenizer model instances (default: %(default)s)")
     parser.add_argument("--cpu-cores", type=int, default=DEFAULTS.cpu_cores,

@@ -8,7 +8,6 @@ from pathlib import Path
 from export import agreement
 from export.repository import Runtime
 from export.torch2onnx import Precision
-from zsc_server.admission import AdmissionSettings
 from zsc_server.batching_policy import (
     CPU_ROWS_PER_CALL,
     LABEL_CACHE_MIB,
@@ -43,8 +42,7 @@ class ExportOptions:
     encoder_instances: int | None = None  # None: the GPU profile's, else ENCODER_INSTANCES
     max_queue_size: int = MAX_QUEUE_SIZE
     queue_timeout_ms: str = "auto"
-    admission_target_ms: str = "off"
-    admission_interval_ms: float = AdmissionSettings.interval_ms
+    admission_budget_ms: str = "auto"
     preprocess_instances: int = PREPROCESS_INSTANCES
     cpu_cores: int = 0
     rows_per_call: int = CPU_ROWS_PER_CALL

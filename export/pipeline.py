@@ -39,8 +39,12 @@ from export.repository_files import (
 from export.tokenizer import write_tokenizer_json
 from export.torch2onnx import Precision
 from export.validate import sample_batches
-from zsc_server.admission import AdmissionSettings
+from zsc_server.admission import AdmissionSettings, parse_budget
 from zsc_server.batching_policy import (
+    ADMISSION_BUDGET_MS,
+    ADMISSION_CLOSED_LOOP_REQUESTS,
+    ADMISSION_HOLD_MS,
+    ADMISSION_HOLD_SHARE,
     CPU_BUCKETS,
     CPU_QUEUE_DELAY_US,
     DEFAULT_BUCKETS,
@@ -136,13 +140,10 @@ def export_chosen(options: ExportOptions) -> Path:
         rows_per_call=options.rows_per_call,
     )
     try:
-        enabled, target_ms = AdmissionSettings.parse_target(options.admission_target_ms)
+        admission_budget = parse_budget(options.admission_budget_ms)
     except ValueError:
-        raise ExportError(f"--admission-target-ms must be auto, off or a positive number, "
-                          f"got {options.admission_target_ms!r}") from None
-    admission = AdmissionSettings(enabled, target_ms, interval_ms=options.admission_interval_ms)
-    step(1, f"admission control: {admission.describe()}")
-    serving = dataclasses.replace(serving, admission=admission)
+        raise ExportError(f"--admission-budget-ms must be auto, off or a positive number, "
+                          f"got {options.admission_budget_ms!r}") from None
     entailment = ckpt.entailment_index if ckpt.mode is ScoringMode.NLI else None
     label_cache_mib = label_cache_budget(options, ckpt.mode, precision, runtime)
 
@@ -157,9 +158,11 @@ def export_chosen(options: ExportOptions) -> Path:
 
         artifact, report = encoder_artifact(options, runtime, precision, ckpt, scoring, profile, batches, entailment,
                                             Path(tmp))
-        budget_ms = queue_budget_ms(options, profile, runtime, artifact, batches[0],
-                                    encoder_batch_rows(scoring, serving))
-        serving = dataclasses.replace(serving, queue_timeout_us=budget_ms * 1000)
+        sample = measure_sample(options, profile, runtime, artifact, batches[0])
+        budget_ms = queue_budget_ms(options, sample, encoder_batch_rows(scoring, serving))
+        admission = admission_settings(admission_budget, sample, budget_ms, serving.encoder_instances)
+        step(4, f"admission control: {admission.describe()}")
+        serving = dataclasses.replace(serving, queue_timeout_us=budget_ms * 1000, admission=admission)
         # The preprocess sends, and the ensemble passes, exactly the inputs the exported encoder declares.
         scoring = dataclasses.replace(scoring, encoder_inputs=encoder_inputs(artifact, runtime, ckpt))
         # the cached label vectors belong to this encoder file: its hash names them
@@ -206,18 +209,22 @@ def queue_budget_from_sample(service_ms: float, rows: int, batch_rows: int) -> t
     return int(min(QUEUE_BUDGET_MS[1], max(QUEUE_BUDGET_MS[0], QUEUE_BUDGET_BATCHES * full_batch_ms))), full_batch_ms
 
 
-def queue_budget_ms(options: ExportOptions, profile, runtime: Runtime, artifact: Path, batch, batch_rows: int) -> int:
-    """--queue-timeout-ms: as given, or `auto`: QUEUE_BUDGET_BATCHES full batches of `batch_rows` pairs at the
-    encoder's measured time per pair on one sample request (CPU time grows with the pairs)."""
-    if options.queue_timeout_ms != "auto":
-        try:
-            return int(options.queue_timeout_ms)
-        except ValueError:
-            raise ExportError(f"--queue-timeout-ms must be auto or a number of ms, "
-                              f"got {options.queue_timeout_ms!r}") from None
+@dataclasses.dataclass(frozen=True)
+class SampleTiming:
+    """The encoder's time for one sample request on the exporting machine (the median of 5 runs)."""
+    ms: float
+    rows: int
+
+    @property
+    def row_ms(self) -> float:
+        return self.ms / self.rows
+
+
+def measure_sample(options: ExportOptions, profile, runtime: Runtime, artifact: Path, batch) -> SampleTiming | None:
+    """Time the exported encoder on one sample request, on the CPU runtimes; None on a GPU, where the time of a
+    request says little about a batch's (and the measurement would need the GPU at export)."""
     if profile or runtime is Runtime.TENSORRT or (runtime is Runtime.PYTHON_TORCH and options.torch_device == "gpu"):
-        step(4, f"encoder queue budget: {GPU_QUEUE_BUDGET_MS} ms (GPU)")
-        return GPU_QUEUE_BUDGET_MS
+        return None
     if runtime is Runtime.PYTHON_TORCH:
         run, feeds = plain_torch_runner(artifact), batch.as_dict()
     else:
@@ -232,13 +239,41 @@ def queue_budget_ms(options: ExportOptions, profile, runtime: Runtime, artifact:
         started = time.perf_counter()
         run(feeds)
         times.append((time.perf_counter() - started) * 1e3)
-    service_ms = sorted(times)[2]
-    rows = feeds["input_ids"].shape[0]
-    budget, full_batch_ms = queue_budget_from_sample(service_ms, rows, batch_rows)
+    return SampleTiming(sorted(times)[2], feeds["input_ids"].shape[0])
+
+
+def queue_budget_ms(options: ExportOptions, sample: SampleTiming | None, batch_rows: int) -> int:
+    """--queue-timeout-ms: as given, or `auto`: QUEUE_BUDGET_BATCHES full batches of `batch_rows` pairs at the
+    encoder's measured time per pair on one sample request (CPU time grows with the pairs)."""
+    if options.queue_timeout_ms != "auto":
+        try:
+            return int(options.queue_timeout_ms)
+        except ValueError:
+            raise ExportError(f"--queue-timeout-ms must be auto or a number of ms, "
+                              f"got {options.queue_timeout_ms!r}") from None
+    if sample is None:
+        step(4, f"encoder queue budget: {GPU_QUEUE_BUDGET_MS} ms (GPU)")
+        return GPU_QUEUE_BUDGET_MS
+    budget, full_batch_ms = queue_budget_from_sample(sample.ms, sample.rows, batch_rows)
     step(4, f"encoder queue budget: {budget} ms ({QUEUE_BUDGET_BATCHES} x {full_batch_ms:.0f} ms for a full batch of "
-            f"{batch_rows} pairs: {service_ms:.1f} ms for the {rows} pairs of a sample request here, within "
+            f"{batch_rows} pairs: {sample.ms:.1f} ms for the {sample.rows} pairs of a sample request here, within "
             f"{QUEUE_BUDGET_MS[0]}-{QUEUE_BUDGET_MS[1]} ms)")
     return budget
+
+
+def admission_settings(budget: float | str | None, sample: SampleTiming | None, queue_budget_ms: int,
+                       encoder_instances: int) -> AdmissionSettings:
+    """--admission-budget-ms resolved: `auto` is ADMISSION_CLOSED_LOOP_REQUESTS sample requests' time within
+    ADMISSION_BUDGET_MS and half the encoder queue's budget, and off without a CPU measurement (GPU)."""
+    if budget is None or (budget == "auto" and sample is None):
+        return AdmissionSettings()
+    if budget == "auto":
+        low, high = ADMISSION_BUDGET_MS
+        budget = max(1, round(min(queue_budget_ms / 2, max(low, min(high, ADMISSION_CLOSED_LOOP_REQUESTS * sample.ms)))))
+    # without a measurement (a number given for a GPU export), the estimate starts small and follows the encoder
+    return AdmissionSettings(float(budget), sample.row_ms if sample else 0.01, encoder_instances,
+                             forget_ms=queue_budget_ms + float(budget),
+                             hold_ms=min(ADMISSION_HOLD_MS, ADMISSION_HOLD_SHARE * float(budget)))
 
 
 def label_cache_budget(options: ExportOptions, mode: ScoringMode, precision: Precision, runtime: Runtime) -> float:

@@ -67,8 +67,8 @@ class ServingSettings:
     replay_overhead_tokens: int = policy.REPLAY_OVERHEAD_TOKENS
     tensorrt_profiles: int = 0  # tensorrt only: the engine's optimization profiles, one per bucket
     response_cache: bool = True
-    # refuse new requests, before tokenizing them, while requests wait longer than this (zsc_server/admission.py)
-    admission: AdmissionSettings = AdmissionSettings(enabled=False)
+    # refuse a request, before tokenizing it, when its estimated wait exceeds a budget (zsc_server/admission.py)
+    admission: AdmissionSettings = AdmissionSettings()
 
     @property
     def int8(self) -> bool:
@@ -133,13 +133,11 @@ def preprocess_config(scoring: ScoringSettings, serving: ServingSettings,
                               | (label_cache or LabelCacheSettings()).to_parameters()),
     }
     if serving.admission.enabled:
-        # Admission control holds a request in the preprocess while the encoder's queue stands; the requests
+        # Admission control holds a request over its budget in the preprocess, waiting for room; the requests
         # behind it wait in this bounded queue, and Triton turns the excess away at once ("exceeds maximum queue
-        # size", UNAVAILABLE), in C++, before any Python (a refusal by the preprocess costs a round trip to its
-        # stub). Without batching (max_batch_size 0), the dynamic batcher only queues.
+        # size", UNAVAILABLE), in C++, before any Python. No time bound: only the count is bounded.
         config["dynamic_batching"] = {"default_queue_policy": {
-            "max_queue_size": serving.preprocess_instances * policy.PREPROCESS_QUEUE_PER_INSTANCE,
-            "timeout_action": "REJECT", "default_timeout_microseconds": serving.queue_timeout_us}}
+            "max_queue_size": serving.preprocess_instances * policy.PREPROCESS_QUEUE_PER_INSTANCE}}
     return config
 
 
@@ -151,7 +149,7 @@ def postprocess_config(scoring: ScoringSettings, serving: ServingSettings = Serv
         "input": [_tensor(names.ENCODER_OUTPUT, "TYPE_FP32", [-1, -1])] + INTERNAL,
         "output": RESPONSE_OUTPUTS,
         "instance_group": [{"count": 1, "kind": "KIND_CPU"}],
-        "parameters": _params(scoring.to_parameters() | serving.admission.to_parameters()),
+        "parameters": _params(scoring.to_parameters()),
     }
 
 
@@ -202,7 +200,7 @@ def encoder_config(
             # fixed at export and merges requests as FP32 does.
             "one_run_per_request": "true" if serving.int8 and serving.runtime is Runtime.PYTHON_ORT else "false",
             "rows_per_call": str(serving.rows_per_call),
-        } | (limits.to_parameters() if limits else {}))
+        } | serving.admission.to_parameters() | (limits.to_parameters() if limits else {}))
     elif serving.runtime is Runtime.ONNXRUNTIME and serving.int8:
         return cpu_onnxruntime_config(config, serving)
     elif serving.runtime is Runtime.OPENVINO:
@@ -217,7 +215,7 @@ def encoder_config(
             "graph_batch_sizes": json.dumps(list(serving.graph_batch_sizes)),
             "replay_overhead_tokens": str(serving.replay_overhead_tokens),
             "sequence_buckets": json.dumps(list(scoring.buckets)),
-        } | (limits.to_parameters() if limits else {}))
+        } | serving.admission.to_parameters() | (limits.to_parameters() if limits else {}))
     elif serving.runtime is Runtime.ONNXRUNTIME:
         config["platform"] = "onnxruntime_onnx"
         config["instance_group"] = [gpu]

@@ -81,6 +81,7 @@ class Tally:
         self.rejected: dict[str, int] = {}
         self.failed: dict[str, int] = {}
         self.latencies_ms: list[float] = []
+        self.refusal_latencies_ms: list[float] = []  # how long a refusal took to come back
         self.examples: list[str] = []  # a few mismatches and failures, for the report
         self.timeline: dict[int, dict] = {}
         self.per_second: dict[int, list[float]] = {}  # send second -> latencies of its correct answers
@@ -108,10 +109,12 @@ class Tally:
         bucket["correct"] += 1
         bucket["latencies_ms"].append(latency_ms)
 
-    def on_error(self, at: float, error: BaseException) -> None:
+    def on_error(self, at: float, error: BaseException, latency_ms: float | None = None) -> None:
         kind = rejection_kind(error) if isinstance(error, ZeroShotClientError) else None
         if kind:
             self.rejected[kind] = self.rejected.get(kind, 0) + 1
+            if latency_ms is not None:
+                self.refusal_latencies_ms.append(latency_ms)
             self._bucket(at)["rejected"] += 1
             return
         key = short(error.message) if isinstance(error, ZeroShotClientError) else f"{type(error).__name__}: {error}"
@@ -136,7 +139,8 @@ class Tally:
                 "failed": sum(self.failed.values()),
                 "failed_by_message": dict(sorted(self.failed.items(), key=lambda kv: -kv[1])),
                 "mismatched": self.mismatched, "lost": self.lost, "examples": self.examples,
-                "latency_ms": percentiles(self.latencies_ms), "timeline": timeline}
+                "latency_ms": percentiles(self.latencies_ms),
+                "refusal_latency_ms": percentiles(self.refusal_latencies_ms), "timeline": timeline}
 
 
 async def classify_into(tally: Tally, client, request, score_kind: str) -> None:
@@ -145,7 +149,7 @@ async def classify_into(tally: Tally, client, request, score_kind: str) -> None:
     try:
         result = await client.classify(request.text, list(request.labels), multi_label=request.multi_label)
     except Exception as exc:  # noqa: BLE001 - every outcome is counted, whatever it is
-        tally.on_error(started, exc)
+        tally.on_error(started, exc, (time.monotonic() - started) * 1e3)
         return
     problem = answer_problem(request, result.labels, result.scores, score_kind)
     if result.text != request.text:

@@ -9,7 +9,7 @@
    zsc_client.AsyncZeroShotClient requests for --duration-s seconds, drawn from loadtest/data/workload.json.
    Every request ends up in exactly one bucket:
      correct     answered, and the answer fits the request (loadtest.workload.answer_problem)
-     rejected    refused as overload: admission control ("busy: requests have waited ..."), the encoder's
+     rejected    refused as overload: admission control ("busy: requests would wait ..."), the encoder's
                  bounded queue ("exceeds maximum queue size"), its queue timeout, UNAVAILABLE, or the
                  client's own timeout; counted by kind
      failed      any other error (an internal error under load is a bug)
@@ -24,8 +24,8 @@
    a fresh request correctly within --recover-s.
 
 The goals (reported, met or missed): correct answers/s at least 90% of the capacity (of the offered load,
-when that is less), p95 of the correct answers at most 3x the unloaded p95, and, with a burst, back to the
-pre-burst latency within 10 s. --client-cpus pins this load generator to some cores (the server's own, from
+when that is less), p95 of the correct answers at most 3x the p95 at capacity and at most 1 s, refusals
+answered in p95 50 ms, and, with a burst, back to the pre-burst latency within 5 s. --client-cpus pins this load generator to some cores (the server's own, from
 /proc, are reported beside them).
 
 Writes report.json and report.md under loadtest/results/soak-<date>-<hardware>/. Exit code 1 when any

@@ -7,6 +7,8 @@ import json
 import numpy as np
 
 ACCEPTED_P95_CEILING_MS = 1000.0  # under overload, accepted answers within a second, whatever the capacity
+REFUSAL_P95_MS = 50.0  # a refusal is worth having only if it comes at once: the caller retries elsewhere
+RECOVERY_S = 5.0  # after a burst, back to the latency of the same load before it within this
 
 # ---------------------------------------------------------------- report
 
@@ -52,6 +54,7 @@ def markdown(report: dict) -> str:
              f"| failed | {soak['failed']} {_counts(soak['failed_by_message'])} |",
              f"| mismatched | {soak['mismatched']} |",
              f"| lost | {soak['lost']} |",
+             f"| latency of refusals | {_latency(soak.get('refusal_latency_ms'))} |",
              f"| latency of correct answers | p50 {soak['latency_ms']['p50']} ms, p95 {soak['latency_ms']['p95']} ms, "
              f"p99 {soak['latency_ms']['p99']} ms, max {soak['latency_ms']['max']} ms |",
              f"| peak requests in flight | {soak['rates']['peak_in_flight']} |"]
@@ -89,16 +92,23 @@ def goal_lines(result: dict) -> list[str]:
              f"- correct answers/s {result['goodput_share']:.0%} of the lesser of capacity and offered load "
              f"(goal ≥ 90%): "
              f"{mark(result['goodput_met'])}",
-             f"- p95 of correct answers {result['accepted_p95_ms']} ms vs unloaded p95 {result['unloaded_p95_ms']} ms "
-             f"(goal ≤ 3x): {mark(result['latency_met'])}",
-             f"- the same vs the p95 at capacity {result['capacity_p95_ms']} ms (goal ≤ 3x and ≤ "
-             f"{ACCEPTED_P95_CEILING_MS:.0f} ms): {mark(result['capacity_latency_met'])}"]
+             f"- p95 of correct answers {result['accepted_p95_ms']} ms vs the p95 at capacity "
+             f"{result['capacity_p95_ms']} ms (goal ≤ 3x and ≤ {ACCEPTED_P95_CEILING_MS:.0f} ms): "
+             f"{mark(result['capacity_latency_met'])} (unloaded p95: {result['unloaded_p95_ms']} ms)",
+             f"- refusals (whole run) answered in p95 {result['refusal_p95_ms']} ms (goal ≤ {REFUSAL_P95_MS:.0f} ms): "
+             f"{mark(result['refusal_met'])}"]
     if "recovered_after_s" in result:
         after = result["recovered_after_s"]
         lines.append(f"- after the burst, per-second medians back under the pre-burst p95 "
                      f"({result['recovery_bound_ms']} ms) in {'never' if after is None else f'{after:.0f} s'} "
-                     f"(goal ≤ 10 s): {mark(result['recovery_met'])}")
+                     f"(goal ≤ {RECOVERY_S:.0f} s): {mark(result['recovery_met'])}")
     return lines
+
+
+def _latency(latency: dict | None) -> str:
+    if not latency or latency.get("p50") is None:
+        return "none refused"
+    return f"p50 {latency['p50']} ms, p95 {latency['p95']} ms, max {latency['max']} ms"
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -129,18 +139,19 @@ def goals(report: dict, phases: list[tuple[float, float]], per_second: dict[int,
               "accepted_p95_ms": round(float(np.percentile(steady, 95)), 1) if steady else None,
               "unloaded_p95_ms": unloaded_p95, "capacity_p95_ms": report["capacity"].get("p95_ms")}
     result["goodput_met"] = result["goodput_share"] >= 0.9
-    result["latency_met"] = bool(unloaded_p95 and steady and result["accepted_p95_ms"] <= 3 * unloaded_p95)
     # a caller would rather be refused fast than wait: accepted answers near what a saturated server gives
     capacity_p95 = result["capacity_p95_ms"]
     result["capacity_latency_met"] = bool(capacity_p95 and steady and result["accepted_p95_ms"] <= min(
         3 * capacity_p95, ACCEPTED_P95_CEILING_MS))
+    result["refusal_p95_ms"] = report["soak"].get("refusal_latency_ms", {}).get("p95")
+    result["refusal_met"] = result["refusal_p95_ms"] is None or result["refusal_p95_ms"] <= REFUSAL_P95_MS
     if len(phases) == 3 and steady:
         # back to the latency the same normal load had before the burst (--load, --after-load: run both equal)
         bound = result["accepted_p95_ms"]
         burst_end = phases[0][1] + phases[1][1]
         result["recovery_bound_ms"] = bound
         result["recovered_after_s"] = recovery_s(per_second, burst_end, burst_end + phases[2][1], bound)
-        result["recovery_met"] = result["recovered_after_s"] is not None and result["recovered_after_s"] <= 10
+        result["recovery_met"] = result["recovered_after_s"] is not None and result["recovered_after_s"] <= RECOVERY_S
     return result
 
 

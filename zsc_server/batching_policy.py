@@ -21,8 +21,6 @@ GPU_QUEUE_DELAY_US = 100  # on the H100/H200; slower cards longer (export.gpu_pr
 GPU_MAX_BATCH = 512  # pairs per execution on a GPU profile
 ENCODER_INSTANCES = 1
 PREPROCESS_INSTANCES = 2
-# requests that may wait for each preprocess instance while admission control holds them
-PREPROCESS_QUEUE_PER_INSTANCE = 4
 
 # The encoder queue's wait budget (--queue-timeout-ms auto): under overload, stale requests are turned away
 # instead of answered late; a closed loop (clients that each wait for their answer, whose requests fit in a
@@ -37,6 +35,23 @@ QUEUE_BUDGET_BATCHES = 2
 QUEUE_BUDGET_MS = (600, 10_000)
 GPU_QUEUE_BUDGET_MS = QUEUE_BUDGET_MS[0]
 MAX_QUEUE_SIZE = 0
+
+# ---------------------------------------------------------------- admission control (zsc_server/admission.py)
+
+# --admission-budget-ms auto: the longest estimated wait for the encoder a request is admitted to is the time
+# of this many sample requests (measured at export), so that a closed loop of that many clients is never
+# refused, within these bounds (ms) and at most half the encoder queue's budget (which would otherwise refuse
+# first, after tokenizing). Under overload an accepted answer waits at most the budget plus its own execution.
+ADMISSION_CLOSED_LOOP_REQUESTS = 32
+ADMISSION_BUDGET_MS = (150, 5_000)
+# Over the budget, the preprocess holds a request up to this share of the budget (at most ADMISSION_HOLD_MS ms)
+# for room, while Triton's queue in front of it, of this many requests per instance, turns the excess away in
+# C++: a refusal by the Python model costs a round trip to its stub, CPU the encoder needs. The queue takes a
+# closed loop's burst (a batch's answers come back together, and their clients send again at once): with 2 per
+# instance, 16 clients on one core saw 'exceeds maximum queue size' while the budget had room.
+ADMISSION_HOLD_SHARE = 0.25
+ADMISSION_HOLD_MS = 50
+PREPROCESS_QUEUE_PER_INSTANCE = 16
 
 # ---------------------------------------------------------------- the CPU encoders' inference calls
 

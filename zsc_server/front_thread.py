@@ -26,6 +26,9 @@ class FrontThread:
     thread_name = "front"
 
     def __init__(self) -> None:
+        # admission control's verdict, asked before an inference request goes on to tritonserver: None to
+        # forward it, else the reason to refuse it as busy (zsc_server.admission.FrontGate)
+        self.busy: Callable[[], str | None] = lambda: None
         self.stop_report: StopReport | None = None
         self._counts: collections.Counter[str] = collections.Counter()
         self._counts_lock = threading.Lock()

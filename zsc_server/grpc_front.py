@@ -34,6 +34,7 @@ from zsc_server.front_thread import RESTARTING, FrontThread, StopReport
 
 SERVICE = "/inference.GRPCInferenceService/"
 STREAM_METHOD = SERVICE + "ModelStreamInfer"
+INFER_METHOD = SERVICE + "ModelInfer"
 # Metadata that gRPC writes itself on each hop: the front's own goes upstream, not the caller's
 HOP_METADATA = ("user-agent", "te", "content-type")
 UPSTREAM_OPTIONS = (
@@ -154,6 +155,12 @@ class GrpcFront(FrontThread):
         return self._channel
 
     async def forward_unary(self, method: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        if method == INFER_METHOD:
+            reason = self.busy()
+            if reason:  # refused here, it costs tritonserver nothing
+                self._count("received")
+                self._count("busy")
+                await context.abort(grpc.StatusCode.UNAVAILABLE, reason)
         channel, call = self._call(lambda upstream: upstream.unary_unary(method), request, context)
         with self._in_flight(call):
             try:

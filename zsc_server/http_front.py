@@ -215,6 +215,10 @@ class HttpFront(FrontThread):
             connection.writer.write(error_response(refusal.status, refusal.message, close, refusal.headers))
             await connection.writer.drain()
             return not close
+        if request.method == b"POST" and request.target.split(b"?")[0].endswith(b"/infer"):
+            reason = self.busy()
+            if reason:  # refused here, it costs tritonserver nothing
+                return await self._answer(connection, request, 503, "busy", reason, b"Retry-After: 1\r\n")
         return await self._forward(connection, request, body)
 
     async def _read_body(self, connection: _Connection, request: Request) -> bytes | None:

@@ -20,6 +20,15 @@ from zsc_server.tokenization import EncodedBatch, PairTokenizer
 
 
 @dataclasses.dataclass
+class CheckedRequest:
+    """A valid request, templated, not tokenized yet."""
+    text: str
+    labels: list[str]
+    multi_label: bool  # resolved: one label always scores as multi-label
+    hypotheses: list[str]
+
+
+@dataclasses.dataclass
 class PreparedRequest:
     encoded: EncodedBatch  # NLI: one pair per label; embedding: the text, then each hypothesis unless cached
     labels: list[str]
@@ -44,6 +53,17 @@ class Preprocessor:
         template: bytes | None = None,
         multi_label: bool | None = None,
     ) -> PreparedRequest:
+        return self.encode(self.check(text, labels, template, multi_label))
+
+    def check(
+        self,
+        text: bytes,
+        labels: list[bytes],
+        template: bytes | None = None,
+        multi_label: bool | None = None,
+    ) -> CheckedRequest:
+        """Validate and template a request: everything but the tokenization (cheap, so that admission control
+        can refuse a valid request before its costly part)."""
         s = self.settings
         if len(text) > s.max_text_bytes:
             raise InputError(
@@ -82,15 +102,22 @@ class Preprocessor:
                 f"over the limit of {bound} bytes (max_labels_bytes + labels x max_template_bytes)",
             )
         hypotheses = make_hypotheses(template_str, label_strs)
+        return CheckedRequest(text_str, label_strs, bool(multi_label) or len(label_strs) == 1, hypotheses)
 
-        if s.mode is ScoringMode.NLI:
-            encoded = self.tokenizer.encode_pairs(text_str, hypotheses)
+    def encoder_rows(self, request: CheckedRequest) -> int:
+        """The rows the request puts through the encoder step (label-cache misses come on top)."""
+        if self.settings.mode is ScoringMode.NLI:
+            return len(request.hypotheses)
+        return 1 if self.cached_hypotheses else 1 + len(request.hypotheses)
+
+    def encode(self, request: CheckedRequest) -> PreparedRequest:
+        if self.settings.mode is ScoringMode.NLI:
+            encoded = self.tokenizer.encode_pairs(request.text, request.hypotheses)
         elif self.cached_hypotheses:
-            encoded = self.tokenizer.encode_sentences([text_str])
+            encoded = self.tokenizer.encode_sentences([request.text])
         else:
-            encoded = self.tokenizer.encode_sentences([text_str, *hypotheses])
-        resolved_multi_label = bool(multi_label) or len(label_strs) == 1
-        return PreparedRequest(encoded, label_strs, resolved_multi_label, hypotheses)
+            encoded = self.tokenizer.encode_sentences([request.text, *request.hypotheses])
+        return PreparedRequest(encoded, request.labels, request.multi_label, request.hypotheses)
 
     def encode_hypotheses(self, hypotheses: list[str]) -> EncodedBatch:
         """Encoder inputs for hypotheses alone (embedding mode): what the label cache asks for its misses."""

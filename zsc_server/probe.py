@@ -71,7 +71,7 @@ def _problem(url: str, model: str, timeout_s: float) -> str | None:
 
 
 def is_busy(status: int, message: str) -> bool:
-    """The server refusing a request for load: admission control ("busy: requests have waited ..."), or
+    """The server refusing a request for load: admission control ("busy: requests would wait ..."), or
     Triton's bounded queue, full ("exceeds maximum queue size") or waited past its timeout ("Request
     timeout expired"); all HTTP 503 (gRPC UNAVAILABLE)."""
     return status == 503 and refusal_kind(message) is not None

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from zsc_server.admin_api import RESTRICTABLE
+from zsc_server.admission import FrontGate
 from zsc_server.gpus import describe, visible_gpus
 from zsc_server.grpc_front import GrpcFront, GrpcLimits
 from zsc_server.http_front import FrontLimits, HttpFront
@@ -213,7 +214,14 @@ def main(argv: list[str] | None = None) -> int:
         stopping = True
         print(f"\n[serve] {signal.Signals(signum).name}: stopping ...", flush=True)
 
+    admission = FrontGate.for_repository(args.repository)
+    if admission:
+        for front in fronts.values():
+            front.busy = admission
+
     def on_ready(server: TritonServer, first: bool) -> None:
+        if admission:
+            admission.follow(server.process.pid)
         if "HTTP" in fronts:
             fronts["HTTP"].upstream_port = server.http_port
         if "gRPC" in fronts:

@@ -14,8 +14,8 @@ import re
 # Triton's dynamic batcher, refusing for load (HTTP 503 / gRPC UNAVAILABLE)
 QUEUE_FULL = "exceeds maximum queue size"
 QUEUE_TIMEOUT = "request timeout expired"
-# zsc_server.admission, refusing before the preprocess tokenizes ("busy: requests have waited over ...")
-ADMISSION_BUSY = "busy: requests have waited"
+# zsc_server.admission, refusing before the preprocess tokenizes ("busy: requests would wait about ...")
+ADMISSION_BUSY = "busy: requests would wait"
 # a Python-backend model whose stub process died: every request to it fails so until it is reloaded
 DEAD_STUB = re.compile(r"Stub process '([^']+)' is not healthy")
 

@@ -2,7 +2,7 @@
 UNAVAILABLE / HTTP 503) instead of waiting without limit, and every request that is accepted gets its own
 correct answer. Two bounds, each on a dedicated server that this 2-core machine overloads quickly: the
 encoder's bounded queue (2 waiting requests, admission control off), and admission control, which refuses
-before tokenizing while answers wait longer than its target."""
+before tokenizing when the work booked for the encoder would make a request wait longer than its budget."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ LABELS = [f"类别{i}" for i in range(48)]  # many pairs per request: each one k
 def small_queue(structbert, tmp_path_factory):
     repository = export_repository(str(structbert.checkpoint), tmp_path_factory.mktemp("overload") / "repository",
                                    max_length=STRUCTBERT_MAX_LENGTH, max_queue_size=2, preprocess_instances=4,
-                                   admission_target_ms="0")
+                                   admission_budget_ms="off")
     server = start_server("overload", repository)
     yield server
     server.stop()
@@ -114,11 +114,11 @@ def test_the_health_probe_passes_while_the_queue_refuses(structbert, tmp_path):
 
 @pytest.fixture(scope="module")
 def admission_server(structbert, tmp_path_factory):
-    """Admission control with a 5 ms target over 50 ms intervals: a flood of 48-label requests keeps every
-    answer above it, so new requests are refused; the encoder queue's budget is long (10 s)."""
+    """Admission control with a 5 ms budget: a flood of 48-label requests books more encoder work than that,
+    so new requests are refused; the encoder queue's budget is long (10 s)."""
     repository = export_repository(str(structbert.checkpoint), tmp_path_factory.mktemp("admission") / "repository",
                                    max_length=STRUCTBERT_MAX_LENGTH, preprocess_instances=4,
-                                   admission_target_ms="5", admission_interval_ms=50.0,
+                                   admission_budget_ms="5",
                                    # so long that any refusal is admission control's, never the encoder queue's
                                    queue_timeout_ms="10000")
     server = start_server("admission", repository)
@@ -149,7 +149,7 @@ def test_admission_control_refuses_before_tokenizing_and_recovers(admission_serv
     for _, text, result, _ in accepted[:4]:
         assert result.text == text
         assert_matches(result, *reference(text=text, candidate_labels=LABELS))
-    # once the flood is gone, requests are admitted again: the refusal lapses when answers stop coming
+    # once the flood is gone, requests are admitted again: the encoder struck off what it ran
     started, outcome = time.monotonic(), None
     while outcome != (200, "") and time.monotonic() - started < 5:
         outcome = post(admission_server, f"风平浪静之后的请求 {time.monotonic()}")

@@ -59,7 +59,11 @@ def test_soak_with_a_burst_reports_the_goals_and_the_recovery(structbert, tmp_pa
     assert 0 < capacity["p50_ms"] <= capacity["p95_ms"] == goals["capacity_p95_ms"]
     assert isinstance(goals["capacity_latency_met"], bool)
     assert "recovered_after_s" in goals and isinstance(goals["recovery_met"], bool)
+    # how fast refusals came back, when there were any (a burst of 4x usually has some)
+    refusals = report["soak"]["refusal_latency_ms"]
+    assert (refusals["p95"] is None) == (report["soak"]["rejected"] == 0)
+    assert goals["refusal_p95_ms"] == refusals["p95"] and isinstance(goals["refusal_met"], bool)
     assert report["meta"]["load_generator"].startswith("one asyncio process on the same host, cores 0;")
-    assert report["meta"]["admission"]["admission_target_ms"]  # as served
+    assert report["meta"]["admission"]["admission_budget_ms"]  # as served
     table = (tmp_path / "burst" / "report.md").read_text()
     assert "Goals (steady phase):" in table and "after the burst, per-second medians back under" in table

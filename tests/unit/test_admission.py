@@ -1,75 +1,102 @@
-"""Admission control's rule (zsc_server.admission) on a clock the test drives; the served behaviour under a
+"""Admission control's ledger (zsc_server.admission) on a clock the test drives; the served behaviour under a
 flood is in tests/integration/test_overload.py."""
 
 from __future__ import annotations
 
 import multiprocessing
+import threading
+import time
 
 import pytest
 
-from zsc_server.admission import AdmissionGate, AdmissionSettings
+from export.repository import ServingSettings, preprocess_config, to_pbtxt
+from zsc_server.admission import AdmissionGate, AdmissionSettings, FrontGate, parse_budget
+from zsc_server.settings import ScoringSettings
 
 MS = 1_000_000  # ns
+SETTINGS = AdmissionSettings(budget_ms=100, row_ms=2.0, encoder_instances=1, forget_ms=1000)
 
 
 @pytest.fixture
 def gate(tmp_path):
-    gate = AdmissionGate(AdmissionSettings(target_ms=50, interval_ms=100, min_answers=4), tmp_path / "state")
+    gate = AdmissionGate(SETTINGS, tmp_path / "state")
     yield gate
     gate.close()
 
 
-def answer_interval(gate: AdmissionGate, start_ms: int, sojourns_ms: list[float]) -> None:
-    """Answers spread over one 100 ms interval starting at start_ms."""
-    for i, sojourn in enumerate(sojourns_ms):
-        gate.answered(sojourn, (start_ms + i * 100 // len(sojourns_ms)) * MS)
+def test_an_idle_server_admits_any_request_however_large(gate):
+    assert gate.admit(10_000, now_ns=0) is None  # 20 s of work, but nothing waits before it
+    assert gate.wait_ms(0) == pytest.approx(20_000)
 
 
-def test_a_standing_queue_refuses_new_requests_until_the_next_verdict(gate):
-    answer_interval(gate, 0, [60, 80, 70, 90, 65])  # even the best waited 60 > 50 ms
-    assert gate.admit(99 * MS) is None  # the interval is not over yet
-    gate.answered(70, 100 * MS)  # closes it: standing queue
-    reason = gate.admit(101 * MS)
-    assert reason and reason.startswith("busy: requests have waited over 50 ms")
-    gate.answered(75, 180 * MS)  # answers keep coming, within the interval: still refusing
-    assert gate.admit(250 * MS) is not None  # 70 ms since the last answer
-    assert gate.counts() == (1, 2)
+def test_a_request_is_refused_when_the_booked_work_exceeds_the_budget(gate):
+    for _ in range(5):
+        assert gate.admit(10, now_ns=0) is None  # 5 x 10 rows x 2 ms: 100 ms booked, within the budget
+    assert gate.admit(1, now_ns=0) is None  # 100 ms is not over it: admitted, 102 ms booked
+    reason = gate.admit(1, now_ns=0)
+    assert reason and reason.startswith("busy: requests would wait about 102 ms for the encoder")
+    assert "latency budget of 100 ms" in reason
+    assert gate.counts() == (6, 1)
 
 
-def test_refusal_outlasts_the_gaps_of_clumped_answers_but_lapses_when_answers_stop(gate):
-    answer_interval(gate, 0, [400] * 5)  # big batches: answers come in clumps, each waited 400 ms
-    gate.answered(400, 100 * MS)  # standing, with a shortest sojourn of 400 ms
-    assert gate.admit(850 * MS) is not None  # 750 ms without an answer: a gap between clumps, still refusing
-    assert gate.admit(901 * MS) is None  # 801 ms > twice the standing sojourn: it lapsed, no lock-out
+def test_executions_strike_off_the_oldest_rows_and_make_room(gate):
+    gate.admit(30, now_ns=0)  # bucket 0
+    gate.admit(30, now_ns=150 * MS)  # bucket 1: 120 ms booked
+    assert gate.admit(1, now_ns=150 * MS) is not None
+    gate.executed(40, 0.080, now_ns=200 * MS)  # 40 rows at 2 ms: the first 30, then 10 of the second
+    assert gate.wait_ms(200 * MS) == pytest.approx(40)  # 20 rows left at 2 ms
+    assert gate.admit(1, now_ns=200 * MS) is None
 
 
-def test_one_short_wait_in_the_interval_means_no_standing_queue(gate):
-    answer_interval(gate, 0, [60, 80, 10, 90, 65])  # one request went straight through
-    gate.answered(70, 100 * MS)
-    assert gate.admit(101 * MS) is None
+def test_the_time_per_row_follows_the_executions_weighted_by_rows(gate):
+    assert gate.row_ms() == pytest.approx(2.0)  # the export's measurement, until executions outweigh it
+    for _ in range(30):
+        gate.executed(64, 64 * 0.008)  # the encoder runs at 8 ms per row here (a busy shared core)
+    assert gate.row_ms() == pytest.approx(8.0, rel=0.01)
+    gate.admit(10, now_ns=0)
+    assert gate.wait_ms(0) == pytest.approx(80, rel=0.01)
 
 
-def test_a_few_long_requests_at_low_load_refuse_nobody(gate):
-    answer_interval(gate, 0, [300, 400])  # two long texts with many labels: slow, but no queue
-    gate.answered(350, 100 * MS)
-    assert gate.admit(101 * MS) is None
+def test_rows_that_never_reach_the_encoder_are_forgotten(gate):
+    gate.admit(100, now_ns=0)  # refused by the encoder's queue later, say: nobody strikes them off
+    assert gate.admit(1, now_ns=900 * MS) is not None
+    assert gate.admit(1, now_ns=1100 * MS) is None  # older than forget_ms: no longer waiting for anything
 
 
-def test_refusal_lasts_while_the_queue_stands_and_ends_when_it_drains(gate):
-    answer_interval(gate, 0, [60] * 5)
-    answer_interval(gate, 100, [70] * 5)  # closes the first interval: refuse until 200
-    assert gate.admit(150 * MS) is not None
-    answer_interval(gate, 200, [55] * 5)  # closes the second (min 70): refuse until 300
-    assert gate.admit(250 * MS) is not None
-    answer_interval(gate, 300, [20] * 5)  # closes the third (min 55): refuse until 400
-    gate.answered(20, 400 * MS)  # closes the fourth (min 20): drained
-    assert gate.admit(401 * MS) is None
+def test_instances_share_the_work(tmp_path):
+    gate = AdmissionGate(AdmissionSettings(budget_ms=100, row_ms=2.0, encoder_instances=2), tmp_path / "two")
+    gate.admit(50, now_ns=0)
+    assert gate.wait_ms(0) == pytest.approx(50)  # 50 rows x 2 ms over two instances
+    gate.close()
+
+
+def test_a_held_request_is_admitted_when_an_execution_makes_room(gate):
+    gate.admit(60)  # 120 ms booked: over the budget
+    threading.Timer(0.05, lambda: gate.executed(60, 0.12)).start()
+    started = time.monotonic()
+    assert gate.admit(1, hold_s=2.0) is None
+    assert 0.04 < time.monotonic() - started < 1.0
+    assert gate.counts() == (2, 0)
+
+
+def test_a_held_request_without_room_is_refused_once_the_hold_is_over(gate):
+    gate.admit(60)
+    started = time.monotonic()
+    assert gate.admit(1, hold_s=0.05) is not None
+    assert 0.05 <= time.monotonic() - started < 1.0
+
+
+def test_charged_rows_count_without_a_decision(gate):
+    gate.admit(55, now_ns=0)  # 110 ms: the next request is refused
+    gate.executed(55, 0.11, now_ns=0)
+    gate.charge(200, now_ns=0)  # the label cache's misses, found after admission
+    assert gate.over_budget(0) is not None and gate.counts() == (1, 0)  # the fronts' check books nothing
 
 
 def _admit_many(path: str, count: int) -> None:
-    gate = AdmissionGate(AdmissionSettings(target_ms=50), path)
+    gate = AdmissionGate(AdmissionSettings(budget_ms=1e9), path)
     for _ in range(count):
-        gate.admit()
+        gate.admit(1, now_ns=0)
     gate.close()
 
 
@@ -80,48 +107,41 @@ def test_processes_share_one_state(tmp_path):
         worker.start()
     for worker in workers:
         worker.join(30)
-    gate = AdmissionGate(AdmissionSettings(target_ms=50), path)
+    gate = AdmissionGate(AdmissionSettings(budget_ms=1e9), path)
     assert gate.counts() == (1500, 0)  # no update lost between processes
+    assert gate.wait_ms(0) == pytest.approx(1500)  # 1,500 rows booked at 1 ms
     gate.close()
 
 
 def test_settings_round_trip_and_off_by_default():
-    settings = AdmissionSettings(target_ms=120, interval_ms=250, min_answers=3)
-    assert AdmissionSettings.from_parameters(settings.to_parameters()) == settings
+    assert AdmissionSettings.from_parameters(SETTINGS.to_parameters()) == SETTINGS
     assert not AdmissionSettings.from_parameters({}).enabled
+    assert not AdmissionSettings.from_parameters(AdmissionSettings().to_parameters()).enabled
 
 
-def test_the_automatic_target_is_three_times_the_quickest_recent_answer(tmp_path):
-    gate = AdmissionGate(AdmissionSettings(), tmp_path / "auto")  # target auto, interval at least 100 ms
-    assert gate.admit(0) is None and gate.service_ms() is None
-    answer_interval(gate, 0, [12, 10, 14, 11, 13])  # unloaded: the quickest answer took 10 ms
-    gate.answered(36, 100 * MS)  # closes the first interval (its quickest: 10 < 30 ms, no queue)
-    assert gate.service_ms() == 10 and gate.admit(101 * MS) is None
-    answer_interval(gate, 100, [35, 40, 45, 50, 38])  # a queue: even the quickest waited 35 > 3 x 10 ms
-    gate.answered(40, 200 * MS)
-    reason = gate.admit(201 * MS)
-    assert reason and reason.startswith("busy: requests have waited over 30 ms")
-    gate.close()
-
-
-def test_a_slow_model_gets_intervals_of_ten_service_times(tmp_path):
-    gate = AdmissionGate(AdmissionSettings(), tmp_path / "slow")
-    gate.answered(300, 0)  # a CPU model whose quickest answer takes 300 ms
-    gate.answered(1000, 3000 * MS)  # closes the first 3 s interval (10 x 300 ms): its quickest was 300 ms
-    for t in (3400, 3800, 4200, 4600, 5000, 5400):  # answers waiting 1 s: a queue of a few requests
-        gate.answered(1000, t * MS)
-    assert gate.admit(5500 * MS) is None  # within the second 3 s interval: no verdict yet
-    gate.answered(1000, 6000 * MS)  # closes it: 1 s > 900 ms, with 7 answers
-    assert gate.admit(6001 * MS) is not None
-    gate.close()
-
-
-def test_off_and_fixed_targets_parse():
-    assert AdmissionSettings.parse_target("auto") == (True, None)
-    assert AdmissionSettings.parse_target("off") == AdmissionSettings.parse_target("0") == (False, None)
-    assert AdmissionSettings.parse_target("250") == (True, 250.0)
+def test_budgets_parse():
+    assert parse_budget("auto") == "auto"
+    assert parse_budget("off") is None and parse_budget("0") is None
+    assert parse_budget("250") == 250.0
     with pytest.raises(ValueError):
-        AdmissionSettings.parse_target("-5")
-    auto = AdmissionSettings()
-    assert AdmissionSettings.from_parameters(auto.to_parameters()) == auto
-    assert AdmissionSettings.from_parameters(AdmissionSettings(enabled=False).to_parameters()).enabled is False
+        parse_budget("-5")
+    with pytest.raises(ValueError):
+        parse_budget("soon")
+
+
+def test_the_fronts_read_the_settings_the_export_wrote(tmp_path, monkeypatch):
+    (tmp_path / "preprocess").mkdir()
+    config = preprocess_config(ScoringSettings(), ServingSettings(admission=SETTINGS))
+    (tmp_path / "preprocess" / "config.pbtxt").write_text(to_pbtxt(config))
+    front = FrontGate.for_repository(tmp_path)
+    assert front is not None and front.settings == SETTINGS
+    assert front() is None  # no tritonserver followed yet: nothing to refuse
+    monkeypatch.setattr("zsc_server.admission.SHM", tmp_path)
+    front.follow(4242)
+    server_side = AdmissionGate(SETTINGS, tmp_path / "zsc-admission-4242")
+    server_side.admit(60)
+    assert front().startswith("busy: requests would wait")
+    server_side.close()
+    off = preprocess_config(ScoringSettings(), ServingSettings())
+    (tmp_path / "preprocess" / "config.pbtxt").write_text(to_pbtxt(off))
+    assert FrontGate.for_repository(tmp_path) is None

@@ -12,7 +12,8 @@ from zsc_server.triton_errors import dead_stub_instances, queue_refused, refusal
 # as Triton 2.51 words them (tests/integration/test_overload.py and test_faults.py see them for real)
 QUEUE_FULL = "in ensemble 'zero_shot', inference request to model 'encoder' exceeds maximum queue size"
 QUEUE_TIMEOUT = "in ensemble 'zero_shot', Request timeout expired"
-ADMISSION = "busy: requests have waited over 15 ms (admission target 5 ms): retry later"
+ADMISSION = ("busy: requests would wait about 150 ms for the encoder, over the latency budget of 100 ms "
+             "(admission control); retry later")
 DEAD_STUB = ("in ensemble 'zero_shot', Failed to process the request(s) for model 'encoder_0_0', message: "
              "Stub process 'encoder_0_0' is not healthy.")
 
@@ -30,7 +31,7 @@ def test_admission_control_words_its_refusal_as_the_marker_says():
 
     from zsc_server import admission
 
-    assert "busy: requests have waited over" in inspect.getsource(admission)
+    assert "busy: requests would wait about" in inspect.getsource(admission)
 
 
 def test_a_dead_stub_is_named_by_its_instance():

@@ -60,20 +60,22 @@ class TritonPythonModel:
     def _one(self, request):
         if pb_utils.get_input_tensor_by_name(request, names.WARM_UP) is not None:
             return self._warm_up(request)
-        # before reading a single input: a refused request costs no tokenization (zsc_server/admission.py)
-        refusal = self.gate.admit_or_hold(self.gate.hold_s()) if self.gate else None
-        if refusal:
-            return busy_response(refusal)
-        start_ns = time.monotonic_ns()  # the hold is the admission's, not the ensemble's time
+        start_ns = time.monotonic_ns()
         try:
             template = optional_input(request, names.HYPOTHESIS_TEMPLATE)
             multi_label = optional_input(request, names.MULTI_LABEL)
-            prepared = self.preprocessor.prepare(
+            checked = self.preprocessor.check(
                 text=required_input(request, names.TEXT).reshape(-1)[0],
                 labels=list(required_input(request, names.CANDIDATE_LABELS).reshape(-1)),
                 template=None if template is None else template.reshape(-1)[0],
                 multi_label=None if multi_label is None else bool(multi_label.reshape(-1)[0]),
             )
+            # valid, not tokenized yet: a refused request costs no tokenization (zsc_server/admission.py)
+            refusal = (self.gate.admit(self.preprocessor.encoder_rows(checked), self.gate.settings.hold_ms / 1e3)
+                       if self.gate else None)
+            if refusal:
+                return busy_response(refusal)
+            prepared = self.preprocessor.encode(checked)
             label_embeddings = self._label_embeddings(prepared.hypotheses)
         except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error
             return error_response(exc, self.logger)
@@ -97,6 +99,8 @@ class TritonPythonModel:
             self.metrics.publish(self.cache)
 
     def _encode(self, hypotheses: list[str]) -> np.ndarray:
+        if self.gate:
+            self.gate.charge(len(hypotheses))  # the cache's misses: encoder work admission did not count
         return self.encoder(self.preprocessor.encode_hypotheses(hypotheses))
 
     def _warm_up(self, request):
