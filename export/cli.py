@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="TEXT size limit in UTF-8 bytes (default: %(default)s)")
     parser.add_argument("--max-labels-bytes", type=int, default=DEFAULTS.max_labels_bytes,
                         help="all candidate labels together, in UTF-8 bytes (default: %(default)s)")
+    parser.add_argument("--max-windows", type=int, default=DEFAULTS.max_windows,
+                        help="a text longer than --max-length: 1 (default) truncates it, as the reference pipelines "
+                             "do; N scores it as up to N overlapping windows (a quarter shared between neighbours), "
+                             "each label by its best window (NLI: the highest entailment logit; embedding: the "
+                             "highest cosine); a longer text is refused, naming TEXT. Each window costs one more "
+                             "encoder row per label (NLI) or per text (embedding)")
     parser.add_argument("--queue-delay-us", type=int, default=DEFAULTS.queue_delay_us,
                         help="encoder dynamic batcher max queue delay in microseconds "
                              "(default: the GPU profile's, else 2000)")

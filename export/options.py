@@ -37,6 +37,7 @@ class ExportOptions:
     max_labels: int = 256
     max_text_bytes: int = 65536
     max_labels_bytes: int = 65536
+    max_windows: int = 1  # texts over max_length: 1 truncates them, more scores them as overlapping windows
     queue_delay_us: int | None = None  # None: the GPU profile's, else CPU_QUEUE_DELAY_US
     replay_overhead_tokens: int = REPLAY_OVERHEAD_TOKENS
     encoder_instances: int | None = None  # None: the GPU profile's, else ENCODER_INSTANCES

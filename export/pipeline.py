@@ -120,7 +120,7 @@ def export_chosen(options: ExportOptions) -> Path:
             default_template=ckpt.default_template if options.template is None else options.template,
             entailment_index=ckpt.entailment_index, contradiction_index=ckpt.contradiction_index,
             max_labels=max_labels, max_text_bytes=options.max_text_bytes, max_labels_bytes=options.max_labels_bytes,
-            encoder_inputs=ckpt.input_names,
+            max_windows=options.max_windows, encoder_inputs=ckpt.input_names,
         )
     except ValueError as exc:
         raise ExportError(str(exc)) from None
@@ -153,14 +153,17 @@ def export_chosen(options: ExportOptions) -> Path:
     with tempfile.TemporaryDirectory(prefix="zsc-export-") as tmp:
         tokenizer_path = Path(tmp) / "tokenizer.json"
         step(2, f"tokenizer: {write_tokenizer_json(ckpt.directory, ckpt.tokenizer, tokenizer_path)}")
-        tokenizer = PairTokenizer(tokenizer_path, scoring.max_length, scoring.buckets)
+        try:
+            tokenizer = PairTokenizer(tokenizer_path, scoring.max_length, scoring.buckets, scoring.max_windows)
+        except ValueError as exc:  # windows with a tokenizer layout the preprocess cannot cut
+            raise ExportError(f"--max-windows {scoring.max_windows}: {exc}") from None
         batches = sample_batches(tokenizer, pairs=ckpt.mode is ScoringMode.NLI)
 
         artifact, report = encoder_artifact(options, runtime, precision, ckpt, scoring, profile, batches, entailment,
                                             Path(tmp))
         sample = measure_sample(options, profile, runtime, artifact, batches[0])
         budget_ms = queue_budget_ms(options, sample, encoder_batch_rows(scoring, serving))
-        admission = admission_settings(admission_budget, sample, budget_ms, serving.encoder_instances)
+        admission = admission_settings(admission_budget, sample, budget_ms, serving.encoder_instances, runtime)
         step(4, f"admission control: {admission.describe()}")
         serving = dataclasses.replace(serving, queue_timeout_us=budget_ms * 1000, admission=admission)
         # The preprocess sends, and the ensemble passes, exactly the inputs the exported encoder declares.
@@ -262,14 +265,22 @@ def queue_budget_ms(options: ExportOptions, sample: SampleTiming | None, batch_r
 
 
 def admission_settings(budget: float | str | None, sample: SampleTiming | None, queue_budget_ms: int,
-                       encoder_instances: int) -> AdmissionSettings:
+                       encoder_instances: int, runtime: Runtime) -> AdmissionSettings:
     """--admission-budget-ms resolved: `auto` is ADMISSION_CLOSED_LOOP_REQUESTS sample requests' time within
-    ADMISSION_BUDGET_MS and half the encoder queue's budget, and off without a CPU measurement (GPU)."""
+    ADMISSION_BUDGET_MS and at most half the encoder queue's budget; off without a CPU measurement (GPU). Only the
+    Python-backend encoders report their executions, which the admission ledger needs to strike rows off."""
+    if budget is not None and not runtime.python_backend:
+        if budget == "auto":
+            return AdmissionSettings()
+        raise ExportError(f"--admission-budget-ms needs an encoder that reports its executions (python-ort, "
+                          f"python-ov, python-torch); --runtime {runtime.value} has none: use "
+                          "--admission-budget-ms off")
     if budget is None or (budget == "auto" and sample is None):
         return AdmissionSettings()
     if budget == "auto":
         low, high = ADMISSION_BUDGET_MS
-        budget = max(1, round(min(queue_budget_ms / 2, max(low, min(high, ADMISSION_CLOSED_LOOP_REQUESTS * sample.ms)))))
+        closed_loop_ms = ADMISSION_CLOSED_LOOP_REQUESTS * sample.ms
+        budget = max(1, round(min(queue_budget_ms / 2, max(low, min(high, closed_loop_ms)))))
     # without a measurement (a number given for a GPU export), the estimate starts small and follows the encoder
     return AdmissionSettings(float(budget), sample.row_ms if sample else 0.01, encoder_instances,
                              forget_ms=queue_budget_ms + float(budget),

@@ -25,8 +25,8 @@
 
 The goals (reported, met or missed): correct answers/s at least 90% of the capacity (of the offered load,
 when that is less), p95 of the correct answers at most 3x the p95 at capacity and at most 1 s, refusals
-answered in p95 50 ms, and, with a burst, back to the pre-burst latency within 5 s. --client-cpus pins this load generator to some cores (the server's own, from
-/proc, are reported beside them).
+answered in p95 50 ms, and, with a burst, back to the pre-burst latency within 5 s. --client-cpus pins this
+load generator to some cores (the server's own, from /proc, are reported beside them).
 
 Writes report.json and report.md under loadtest/results/soak-<date>-<hardware>/. Exit code 1 when any
 response was mismatched, lost or failed, or the server crashed or did not answer again afterwards; 2 when

@@ -51,14 +51,21 @@ class NliReference:
         self.max_length, self.entailment, self.contradiction = max_length, entailment, contradiction
         self.default_template = default_template
 
-    def __call__(self, text, candidate_labels, hypothesis_template=None, multi_label=False):
+    def logits(self, text, labels, hypothesis_template=None) -> np.ndarray:
+        """[labels, classes]: the model's logits for each (text, hypothesis) pair."""
         hypothesis_template = hypothesis_template or self.default_template
-        labels = parse_labels(candidate_labels)
         pairs = [[text, hypothesis_template.format(label)] for label in labels]
         features = self.tokenizer(pairs, padding=True, truncation="only_first",
                                   max_length=self.max_length, return_tensors="pt")
         with torch.no_grad():
-            logits = self.model(**features).logits.double().numpy()
+            return self.model(**features).logits.double().numpy()
+
+    def __call__(self, text, candidate_labels, hypothesis_template=None, multi_label=False):
+        labels = parse_labels(candidate_labels)
+        return self.scores(labels, self.logits(text, labels, hypothesis_template), multi_label)
+
+    def scores(self, labels, logits, multi_label=False):
+        """Ranked (labels, scores) from each label's logits, as the pipeline scores them."""
         if multi_label or len(logits) == 1:
             scores = _softmax(logits[..., [self.contradiction, self.entailment]])[..., 1]
         else:

@@ -27,25 +27,31 @@ def score_labels(
     if cached and settings.mode is ScoringMode.NLI:
         raise InputError(names.LABEL_EMBEDDINGS, "were sent in NLI mode, which scores (text, hypothesis) pairs")
     check_shapes(settings, encoder_output, labels, label_embeddings)
-    if cached:
-        if label_embeddings.shape[0] != len(labels) or encoder_output.shape[0] != 1:
-            raise InputError(names.LABEL_EMBEDDINGS, f"{label_embeddings.shape[0]} cached label embeddings and "
-                             f"{encoder_output.shape[0]} encoder rows for {len(labels)} labels (expected "
-                             f"{len(labels)} and 1, the text)")
-        return rank(labels, cosine_scores(np.concatenate([encoder_output, label_embeddings])))
+    rows, count = encoder_output.shape[0], len(labels)
     if settings.mode is ScoringMode.NLI:
-        expected_rows = len(labels)
+        windows = rows // count if rows % count == 0 else 0
+        expected = f"{count}, or a multiple of it up to {settings.max_windows} windows"
     else:
-        expected_rows = len(labels) + 1  # the text's embedding comes first
-    if encoder_output.shape[0] != expected_rows:
-        raise InputError(names.ENCODER_OUTPUT, f"has {encoder_output.shape[0]} rows for {len(labels)} labels "
-                                           f"(expected {expected_rows} in {settings.mode.value} mode)")
+        windows = rows if cached else rows - count  # the text's rows come first
+        expected = (f"{f'{count} embeddings and ' if cached else f'{count} + '}1 for the text"
+                    + (f", up to {settings.max_windows} windows" if settings.max_windows > 1 else ""))
+    if cached and label_embeddings.shape[0] != count:
+        windows = 0  # as many cached embeddings as labels, or the request is not one the preprocess made
+    if not 1 <= windows <= settings.max_windows:
+        field = names.LABEL_EMBEDDINGS if cached else names.ENCODER_OUTPUT
+        cached_rows = f"{label_embeddings.shape[0]} cached label embeddings and " if cached else ""
+        raise InputError(field, f"{cached_rows}{rows} encoder rows for {count} labels (expected {expected}, "
+                         f"in {settings.mode.value} mode)")
     if settings.mode is ScoringMode.NLI:
-        scores = nli_scores(
-            encoder_output, settings.entailment_index, settings.contradiction_index, multi_label
-        )
-    else:
-        scores = cosine_scores(encoder_output)
+        logits = encoder_output.reshape(windows, count, -1)
+        # each label's pairs, by window: the window with the highest entailment logit speaks for the label
+        best = logits[:, :, settings.entailment_index].argmax(axis=0)
+        chosen = logits[best, np.arange(count)]
+        return rank(labels, nli_scores(chosen, settings.entailment_index, settings.contradiction_index, multi_label))
+    hypotheses = label_embeddings if cached else encoder_output[windows:]
+    # each label's cosine with the window closest to it
+    scores = np.max([cosine_scores(np.concatenate([encoder_output[w:w + 1], hypotheses])) for w in range(windows)],
+                    axis=0)
     return rank(labels, scores)
 
 

@@ -44,15 +44,11 @@ class Preprocessor:
             raise ValueError("only embedding mode can reuse hypothesis embeddings: NLI encodes text and "
                              "hypothesis together")
         self.settings, self.cached_hypotheses = settings, cached_hypotheses
-        self.tokenizer = PairTokenizer(tokenizer_json, settings.max_length, settings.buckets)
+        self.tokenizer = PairTokenizer(tokenizer_json, settings.max_length, settings.buckets, settings.max_windows)
 
-    def prepare(
-        self,
-        text: bytes,
-        labels: list[bytes],
-        template: bytes | None = None,
-        multi_label: bool | None = None,
-    ) -> PreparedRequest:
+    def prepare(self, text: bytes, labels: list[bytes], template: bytes | None = None,
+                multi_label: bool | None = None) -> PreparedRequest:
+        """`check`, then `encode`: a request with nothing (admission control) between the two."""
         return self.encode(self.check(text, labels, template, multi_label))
 
     def check(
@@ -111,12 +107,17 @@ class Preprocessor:
         return 1 if self.cached_hypotheses else 1 + len(request.hypotheses)
 
     def encode(self, request: CheckedRequest) -> PreparedRequest:
+        """Tokenized; the rows may be more than `encoder_rows` said when the text is cut into windows."""
         if self.settings.mode is ScoringMode.NLI:
             encoded = self.tokenizer.encode_pairs(request.text, request.hypotheses)
-        elif self.cached_hypotheses:
-            encoded = self.tokenizer.encode_sentences([request.text])
         else:
-            encoded = self.tokenizer.encode_sentences([request.text, *request.hypotheses])
+            encoded = self.tokenizer.encode_text_and_sentences(
+                request.text, [] if self.cached_hypotheses else request.hypotheses)
+        rows, limit = encoded.input_ids.shape[0], self.settings.max_labels + 1
+        if rows > limit:  # windows x labels: more than the encoder takes in one request
+            raise InputError(names.TEXT, f"takes {rows} encoder rows in windows of max_length "
+                             f"{self.settings.max_length} x {len(request.labels)} labels, over the {limit} one "
+                             "request may use: send a shorter text or fewer labels")
         return PreparedRequest(encoded, request.labels, request.multi_label, request.hypotheses)
 
     def encode_hypotheses(self, hypotheses: list[str]) -> EncodedBatch:

@@ -50,6 +50,9 @@ class ScoringSettings:
     # instance busy for 20 s tokenizing a hypothesis that could never fit max_length.
     max_labels_bytes: int = 65536
     max_template_bytes: int = 1024
+    # A text longer than max_length: 1 truncates it (as the reference pipelines do); more scores it as up to this
+    # many overlapping windows, each label by its best window (zsc_server.postprocess).
+    max_windows: int = 1
     encoder_inputs: tuple[str, ...] = ENCODER_INPUTS  # what the preprocess sends the encoder, in order
 
     def __post_init__(self) -> None:
@@ -66,6 +69,8 @@ class ScoringSettings:
             raise ValueError("entailment_index and contradiction_index must differ")
         if self.max_labels < 1:
             raise ValueError("max_labels must be at least 1")
+        if self.max_windows < 1:
+            raise ValueError("max_windows must be at least 1 (1: truncate long texts)")
         if "input_ids" not in self.encoder_inputs or not set(self.encoder_inputs) <= set(ENCODER_INPUTS):
             raise ValueError(f"encoder_inputs must include input_ids and be among {ENCODER_INPUTS}: "
                              f"{self.encoder_inputs}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -99,13 +100,15 @@ class TritonServer:
         grpc_host: str | None = None,
         open_apis: tuple[str, ...] = (),
         response_cache: bool = True,
+        nice: int = 0,
     ) -> None:
         """Every API that inference does not need is open only to holders of `admin_secret`, made here for
         this server (zsc_server.admin_api), but `open_apis`. revivable: model control on, so that
         zsc_server.revive can reload a model whose stub died; otherwise no model-control API at all.
         gpu_metrics: Triton's nv_gpu_* gauges (the NGC image's Triton). http_host, grpc_host: where those
         APIs bind, when not at `host` (behind the launcher's fronts: loopback). response_cache: Triton's
-        response cache for the models that opt in."""
+        response cache for the models that opt in. nice: run tritonserver and its stubs this much below the
+        calling process's CPU priority (the launcher's fronts, which refuse excess load, come first)."""
         self.repository = Path(repository).resolve()
         self.admin_secret = secrets.token_hex(16)
         self.revivable, self.open_apis, self.response_cache = revivable, tuple(open_apis), response_cache
@@ -113,7 +116,7 @@ class TritonServer:
         self.host, self.http_port, self.grpc_port, self.metrics_port = host, http_port, grpc_port, metrics_port
         self.http_host, self.grpc_host = http_host or host, grpc_host or host
         self.log_path = Path(log_path) if log_path else None
-        self.extra_args, self.gpu_metrics = extra_args, gpu_metrics
+        self.extra_args, self.gpu_metrics, self.nice = extra_args, gpu_metrics, nice
         # Names this server's stubs and shared memory, for zsc_server.reaper (random: several servers may run)
         self.shm_prefix = f"zsc_{secrets.token_hex(8)}_"
         self.process: subprocess.Popen | None = None
@@ -169,8 +172,9 @@ class TritonServer:
         output = open(self.log_path, "wb") if self.log_path else None  # noqa: SIM115 - closed in stop()
         self._log_file = output
         try:
+            niced = ["nice", "-n", str(self.nice)] if self.nice and shutil.which("nice") else []
             self.process = subprocess.Popen(
-                self.command(backends), env=server_environment(self.admin_secret), stdout=output,
+                niced + self.command(backends), env=server_environment(self.admin_secret), stdout=output,
                 stderr=subprocess.STDOUT if output else None, start_new_session=output is not None, umask=SERVER_UMASK,
             )
         except OSError:

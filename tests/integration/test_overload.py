@@ -101,7 +101,7 @@ def test_the_health_probe_passes_while_the_queue_refuses(structbert, tmp_path):
     from zsc_server.probe import main as probe_main
 
     repository = export_repository(str(structbert.checkpoint), tmp_path / "repository",
-                                   max_length=STRUCTBERT_MAX_LENGTH, queue_timeout_ms="1")
+                                   max_length=STRUCTBERT_MAX_LENGTH, queue_timeout_ms="1", admission_budget_ms="off")
     server = start_server("overload-timeout", repository)
     try:
         statuses = [post(server) for _ in range(3)]
@@ -159,11 +159,12 @@ def test_admission_control_refuses_before_tokenizing_and_recovers(admission_serv
 
 
 def test_http_refusal_by_admission_is_a_503_the_probe_counts_as_busy(admission_server):
-    statuses = []
-    with ThreadPoolExecutor(max_workers=25) as pool:
-        flood = [pool.submit(classify, admission_server, i) for i in range(120)]
-        while not all(future.done() for future in flood):  # HTTP requests, one after another, meanwhile
-            statuses.append(post(admission_server, f"HTTP 请求 {len(statuses)}"))
+    with ThreadPoolExecutor(max_workers=25) as pool:  # gRPC and HTTP requests interleaved, all at once
+        flood = [pool.submit(classify, admission_server, i) for i in range(60)]
+        posts = [pool.submit(post, admission_server, f"HTTP 请求 {i}") for i in range(40)]
+        statuses = [future.result() for future in posts]
+        for future in flood:
+            future.result()
     refused = [text for code, text in statuses if code == 503]
     # the gate's refusals, or Triton's queue's, and the probe counts each as busy, not dead
     assert refused and all(is_busy(503, text) for text in refused), statuses

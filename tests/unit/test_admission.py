@@ -145,3 +145,22 @@ def test_the_fronts_read_the_settings_the_export_wrote(tmp_path, monkeypatch):
     off = preprocess_config(ScoringSettings(), ServingSettings())
     (tmp_path / "preprocess" / "config.pbtxt").write_text(to_pbtxt(off))
     assert FrontGate.for_repository(tmp_path) is None
+
+
+def test_the_export_resolves_the_budget():
+    from export.pipeline import ExportError, SampleTiming, admission_settings
+    from export.repository import Runtime
+
+    sample = SampleTiming(ms=6.0, rows=6)  # MiniLM INT8 on 2 cores, about
+    auto = admission_settings("auto", sample, 600, 1, Runtime.PYTHON_OV)
+    assert (auto.budget_ms, auto.row_ms, auto.hold_ms, auto.forget_ms) == (192, 1.0, 48, 792)  # 32 x 6 ms
+    assert admission_settings("auto", SampleTiming(1.0, 6), 600, 1, Runtime.PYTHON_ORT).budget_ms == 150  # floor
+    assert admission_settings("auto", SampleTiming(100.0, 6), 10_000, 1, Runtime.PYTHON_ORT).budget_ms == 3200
+    assert admission_settings("auto", sample, 1, 1, Runtime.PYTHON_ORT).budget_ms == 1  # half the queue's
+    assert admission_settings(250.0, sample, 600, 2, Runtime.PYTHON_ORT).budget_ms == 250
+    assert not admission_settings("auto", None, 600, 1, Runtime.PYTHON_TORCH).enabled  # a GPU: nothing measured
+    assert not admission_settings(None, sample, 600, 1, Runtime.PYTHON_ORT).enabled
+    # the native backends report no executions, so nothing would strike booked rows off
+    assert not admission_settings("auto", sample, 600, 1, Runtime.OPENVINO).enabled
+    with pytest.raises(ExportError, match="--runtime onnxruntime has none"):
+        admission_settings(200.0, sample, 600, 1, Runtime.ONNXRUNTIME)

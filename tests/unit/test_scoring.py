@@ -86,3 +86,28 @@ def test_cosine_scores():
 def test_rank_sorts_descending():
     labels, scores = rank(["a", "b", "c"], np.array([0.2, 0.5, 0.3]))
     assert labels == ["b", "c", "a"] and list(scores) == [0.5, 0.3, 0.2]
+
+
+def test_windows_score_each_label_by_its_best_window():
+    from zsc_server.postprocess import score_labels
+    from zsc_server.settings import ScoringMode, ScoringSettings
+
+    nli = ScoringSettings(max_windows=3)  # entailment 0, contradiction 2
+    logits = np.array([[[1.0, 0, 0], [0.2, 0, 0]],  # window 0: label a, label b
+                       [[0.5, 0, 0], [2.0, 0, 0]]])  # window 1
+    labels, scores = score_labels(nli, logits.reshape(4, 3), ["a", "b"], multi_label=True)
+    # a from window 0 (1.0 > 0.5), b from window 1 (2.0 > 0.2): softmax over [contradiction, entailment]
+    assert labels == ["b", "a"] and np.allclose(scores, [1 / (1 + np.exp(-2.0)), 1 / (1 + np.exp(-1.0))])
+    one = score_labels(nli, logits[0], ["a", "b"], multi_label=True)  # one window: as without windows
+    assert one[0] == ["a", "b"]
+    with pytest.raises(InputError, match="encoder_output: 8 encoder rows .*up to 3 windows"):
+        score_labels(nli, np.zeros((8, 3)), ["a", "b"], multi_label=False)  # 4 windows
+    embedding = ScoringSettings(mode=ScoringMode.EMBEDDING, max_windows=2)
+    windows, hypotheses = np.array([[1.0, 0], [0, 1.0]]), np.array([[0.0, 1], [1, 0.1]])
+    labels, scores = score_labels(embedding, np.concatenate([windows, hypotheses]), ["x", "y"], False)
+    assert np.allclose(sorted(scores), [1 / np.hypot(1, 0.1), 1.0])  # each its closest window
+    cached = score_labels(embedding, windows, ["x", "y"], False, label_embeddings=hypotheses)
+    assert cached[0] == labels and np.allclose(cached[1], scores)
+    with pytest.raises(InputError, match="encoder_output: 4 encoder rows"):
+        score_labels(ScoringSettings(mode=ScoringMode.EMBEDDING), np.concatenate([windows, hypotheses]), ["x", "y"],
+                     False)  # two text rows without windows

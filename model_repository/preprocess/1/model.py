@@ -71,11 +71,13 @@ class TritonPythonModel:
                 multi_label=None if multi_label is None else bool(multi_label.reshape(-1)[0]),
             )
             # valid, not tokenized yet: a refused request costs no tokenization (zsc_server/admission.py)
-            refusal = (self.gate.admit(self.preprocessor.encoder_rows(checked), self.gate.settings.hold_ms / 1e3)
-                       if self.gate else None)
+            booked = self.preprocessor.encoder_rows(checked)
+            refusal = self.gate.admit(booked, self.gate.settings.hold_ms / 1e3) if self.gate else None
             if refusal:
                 return busy_response(refusal)
             prepared = self.preprocessor.encode(checked)
+            if self.gate and prepared.encoded.input_ids.shape[0] > booked:  # a long text's windows
+                self.gate.charge(prepared.encoded.input_ids.shape[0] - booked)
             label_embeddings = self._label_embeddings(prepared.hypotheses)
         except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error
             return error_response(exc, self.logger)
