@@ -33,9 +33,11 @@ from zsc_server.warm_labels import read_warm_labels
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 FRONTS = ("on", "http", "off")
-# Measured on one core at 5x MiniLM's capacity: at the same priority the gRPC front fell behind, and refusals
-# waited 1.6 s (p95) in its queue.
-SERVER_NICE = 10
+# Off by default: on one core at 5x MiniLM's capacity, nice 10 kept the fronts' refusals at 25 ms (p95; 1.6 s at
+# equal priority), but at a sustained 2x the starved tritonserver let requests wait in front of the preprocess,
+# outside admission control's ledger (accepted p95 0.9 s against 0.3 s at equal priority)
+# (loadtest/results/overload-trials-20261206-minilm-int8-1-core).
+SERVER_NICE = 0
 DRAIN_TIMEOUT_S = 10.0  # requests in flight through the front at a stop: finished within this, then cut
 
 
@@ -109,9 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "turns it on only when --host is loopback")
     parser.add_argument("--server-nice", type=int, default=SERVER_NICE,
                         help="with the fronts on: run tritonserver and its models this much below the launcher's "
-                             "CPU priority, so that under overload the fronts, which refuse the excess at about "
-                             "0.3 ms of CPU each, never wait behind the work they shed (default: %(default)s; "
-                             "0: the same priority)")
+                             "CPU priority, so that under a burst of overload the fronts, which refuse the excess at "
+                             "about 0.3 ms of CPU each, never wait behind the work they shed; under sustained "
+                             "overload it starves tritonserver (measured: docs/limits-failures-security.md, "
+                             "Overload). Default: %(default)s, the same priority")
     parser.add_argument("--front", choices=FRONTS, default="on",
                         help="on (default): HTTP and gRPC through the launcher's fronts, which refuse requests over "
                              f"{FrontLimits.max_body_bytes} bytes (HTTP bodies; gRPC messages, once inflated: "
