@@ -39,7 +39,8 @@ class Upstream(grpc.GenericRpcHandler):
         name = details.method.rsplit("/", 1)[1]
         if name == "ModelStreamInfer":
             return grpc.stream_stream_rpc_method_handler(self.stream_echo)
-        answer = {"Echo": self.echo, "Slow": self.slow, "Fail": self.fail, "Unavailable": self.unavailable}[name]
+        answer = {"Echo": self.echo, "ModelInfer": self.echo, "Slow": self.slow, "Fail": self.fail,
+                  "Unavailable": self.unavailable}[name]
         return grpc.unary_unary_rpc_method_handler(lambda request, context: self._record(name, request, context)
                                                    or answer(request, context))
 
@@ -329,3 +330,16 @@ def test_a_busy_port_is_an_oserror_naming_the_address(upstream):
             GrpcFront("127.0.0.1", first.port, "127.0.0.1", upstream.port).start()
     finally:
         first.stop()
+
+
+def test_inference_is_refused_at_the_front_while_admission_control_says_busy(front, channel, upstream):
+    busy = "busy: requests would wait about 300 ms for the encoder, over the latency budget of 200 ms"
+    front.busy = lambda: busy
+    error = refusal(call, channel, "ModelInfer")
+    assert error.code() == grpc.StatusCode.UNAVAILABLE and error.details() == busy
+    assert call(channel, "Echo") == b"hello"  # everything else (health, metadata) goes on as before
+    assert [name for name, *_ in upstream.received] == ["Echo"]  # tritonserver never saw the refused call
+    front.busy = lambda: None
+    call(channel, "ModelInfer")
+    assert [name for name, *_ in upstream.received] == ["Echo", "ModelInfer"]
+    assert front.counters["busy"] == 1

@@ -399,3 +399,17 @@ def test_slow_or_idle_clients_are_cut(upstream, sent, reason):
         started = time.perf_counter()
         assert sock.recv(100) == b"" and time.perf_counter() - started < 2
     assert front.counters == {reason: 1}
+
+
+def test_inference_is_refused_with_retry_after_while_admission_control_says_busy(front, upstream):
+    busy = "busy: requests would wait about 300 ms for the encoder, over the latency budget of 200 ms"
+    front.busy = lambda: busy
+    client = http.client.HTTPConnection("127.0.0.1", front.port, timeout=5)
+    client.request("POST", "/v2/models/zero_shot/infer", body=KSERVE, headers={"Content-Type": "application/json"})
+    response = client.getresponse()
+    assert response.status == 503 and response.getheader("Retry-After") == "1"
+    assert error_of(response.read()) == busy
+    client.request("GET", "/v2/health/ready")  # the same connection serves on, and health is not inference
+    assert client.getresponse().status == 200
+    assert [(method, path) for method, path, *_ in upstream.received] == [("GET", "/v2/health/ready")]
+    assert front.counters["busy"] == 1
