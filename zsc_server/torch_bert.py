@@ -186,9 +186,8 @@ class PlainBert(nn.Module):
             pooled = torch.tanh(self.pooler.dense(x[cu_seqlens[:-1].long()]))
             return self.classifier(pooled).float()
         lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
-        sequence = torch.repeat_interleave(torch.arange(len(lengths), device=x.device), lengths)
         summed = torch.zeros(len(lengths), x.shape[1], dtype=torch.float32, device=x.device)
-        summed.index_add_(0, sequence, x.float())
+        summed.index_add_(0, token_sequences(cu_seqlens), x.float())
         return summed / lengths.clamp(min=1).unsqueeze(1).float()
 
 
@@ -212,6 +211,12 @@ def pack(input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: 
     return PackedBatch(input_ids[keep], token_type_ids[keep], positions[keep], cu_seqlens, int(lengths.max()))
 
 
+def token_sequences(cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """[tokens]: the index of the sequence each packed token belongs to."""
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+    return torch.repeat_interleave(torch.arange(len(lengths), device=cu_seqlens.device), lengths)
+
+
 def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
                      max_seqlen: int) -> torch.Tensor:
     """[tokens, heads, head_dim] attention within each sequence: FlashAttention's variable-length kernel on a
@@ -222,8 +227,7 @@ def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
 
         return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen)
     tokens = q.shape[0]
-    sequence = torch.repeat_interleave(torch.arange(len(cu_seqlens) - 1, device=q.device),
-                                       (cu_seqlens[1:] - cu_seqlens[:-1]).long())
+    sequence = token_sequences(cu_seqlens)
     same = sequence[:, None] == sequence[None, :]
     context = F.scaled_dot_product_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1),
                                              attn_mask=same.view(1, tokens, tokens))
