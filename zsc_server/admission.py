@@ -150,13 +150,15 @@ class AdmissionGate:
         header[field] += 1
         _HEADER.pack_into(self._map, 0, *header)
 
-    def admit(self, rows: int, hold_s: float = 0.0, poll_s: float = 0.002, now_ns: int | None = None) -> str | None:
+    def admit(self, rows: int, hold_s: float | None = None, poll_s: float = 0.002,
+              now_ns: int | None = None) -> str | None:
         """None: go ahead, and the request's rows are booked. While the wait is over the budget, hold the request
-        up to `hold_s`, looking every `poll_s` for room (an execution that ends strikes its rows off): the
-        caller's instance is held meanwhile, so the requests behind it fill Triton's bounded queue in front of
-        the preprocess, which turns the excess away at once, in C++, with no round trip to a Python model.
+        up to `hold_s` (None: the settings' hold_ms), looking every `poll_s` for room (an execution that ends
+        strikes its rows off): the caller's instance is held meanwhile, so the requests behind it fill Triton's
+        bounded queue in front of the preprocess, which turns the excess away at once, in C++, with no round
+        trip to a Python model.
         Still over the budget then: the reason to refuse, for the caller's UNAVAILABLE answer."""
-        deadline = time.monotonic() + hold_s
+        deadline = time.monotonic() + (self.settings.hold_ms / 1e3 if hold_s is None else hold_s)
         while True:
             epoch = _epoch(now_ns)
             with _locked(self._lock_fd):

@@ -72,7 +72,7 @@ class TritonPythonModel:
             )
             # valid, not tokenized yet: a refused request costs no tokenization (zsc_server/admission.py)
             booked = self.preprocessor.encoder_rows(checked)
-            refusal = self.gate.admit(booked, self.gate.settings.hold_ms / 1e3) if self.gate else None
+            refusal = self.gate.admit(booked) if self.gate else None
             if refusal:
                 return busy_response(refusal)
             prepared = self.preprocessor.encode(checked)
