@@ -23,6 +23,7 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from export.errors import CheckpointError, DownloadError
+from export.gliclass import is_gliclass, load_gliclass_module
 from export.tokenizer import TokenizerFacts, bert_vocab_facts, tokenizer_facts
 from zsc_server.encoder_limits import EncoderLimits
 from zsc_server.settings import ENCODER_INPUTS, ScoringMode
@@ -60,6 +61,8 @@ class LoadedCheckpoint:
     default_template: str = MODELSCOPE_TEMPLATE
     # the longest pair the model takes: its positions, and the tokenizer's model_max_length
     max_length_limit: int = 512
+    labels_per_row: int = 0  # GLiClass: the label slots of one encoder row
+    prompt_first: bool = False  # GLiClass: the labels before the text
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -175,12 +178,19 @@ def download(model_id: str, cache_dir: str | None) -> Path:
         ) from None
 
 
-def load_checkpoint(model: str, cache_dir: str | None = None) -> LoadedCheckpoint:
+def load_checkpoint(model: str, cache_dir: str | None = None, labels_per_row: int | None = None) -> LoadedCheckpoint:
+    """labels_per_row: GLiClass only, the labels one encoder row holds (default: the checkpoint's
+    max_num_classes)."""
     directory = resolve_directory(model, cache_dir)
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{directory}: no config.json (not a ModelScope or Hugging Face checkpoint)")
     config = json.loads(config_path.read_text(encoding="utf-8"))
+    if is_gliclass(config):
+        return _load_gliclass(model, directory, config, labels_per_row)
+    if labels_per_row is not None:
+        raise CheckpointError(f"{directory}: labels per row are for GLiClass checkpoints; this one is "
+                              f"{config.get('model_type')!r}, which scores one label per row")
     model_type = config.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise CheckpointError(
@@ -306,6 +316,19 @@ def _load_huggingface(source: str, directory: Path, config: dict) -> LoadedCheck
         module=wrapper(model, inputs).eval(), output_name="logits", config=config, tokenizer=tokenizer,
         entailment_index=entailment, contradiction_index=contradiction_index(entailment, num_labels),
         default_template=HF_TEMPLATE, max_length_limit=_max_length_limit(model.config, tokenizer),
+    )
+
+
+def _load_gliclass(source: str, directory: Path, config: dict, labels_per_row: int | None) -> LoadedCheckpoint:
+    if labels_per_row is not None and labels_per_row < 1:
+        raise CheckpointError(f"labels per row must be at least 1, got {labels_per_row}")
+    module, served = load_gliclass_module(directory, config, labels_per_row)
+    tokenizer = tokenizer_facts(directory)
+    return LoadedCheckpoint(
+        source=source, directory=directory, layout="gliclass", mode=ScoringMode.GLICLASS, module=module,
+        output_name="logits", config=served, tokenizer=tokenizer, default_template=MODELSCOPE_TEMPLATE,
+        max_length_limit=_max_length_limit(module.model.config, tokenizer), labels_per_row=module.labels_per_row,
+        prompt_first=bool(served["prompt_first"]),
     )
 
 

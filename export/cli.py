@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="TEXT size limit in UTF-8 bytes (default: %(default)s)")
     parser.add_argument("--max-labels-bytes", type=int, default=DEFAULTS.max_labels_bytes,
                         help="all candidate labels together, in UTF-8 bytes (default: %(default)s)")
+    parser.add_argument("--labels-per-row", type=int, default=DEFAULTS.labels_per_row,
+                        help="GLiClass checkpoints: the labels one encoder row holds beside the text (default: the "
+                             "checkpoint's max_num_classes, what it was trained with); a request with more labels "
+                             "takes more rows, its scores as the gliclass package's chunking pipeline gives them")
     parser.add_argument("--max-windows", type=int, default=DEFAULTS.max_windows,
                         help="a text longer than --max-length: 1 (default) truncates it, as the reference pipelines "
                              "do; N scores it as up to N overlapping windows (a quarter shared between neighbours), "

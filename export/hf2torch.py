@@ -18,6 +18,9 @@ SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention
 
 def require_plain_bert(ckpt: LoadedCheckpoint) -> None:
     """python-torch runs BERT only: refuse other families in one line, before any work is done."""
+    if ckpt.mode is ScoringMode.GLICLASS:
+        raise ExportError("the python-torch runtime runs BERT NLI and embedding encoders, not GLiClass's head: use "
+                          "--runtime python-ort, python-ov, onnxruntime or tensorrt")
     model_type = getattr(ckpt.module.model.config, "model_type", "bert")
     if model_type not in ("bert", "structbert"):
         raise ExportError(f"the python-torch runtime runs BERT-architecture encoders (bert, structbert); this "

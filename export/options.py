@@ -38,6 +38,7 @@ class ExportOptions:
     max_text_bytes: int = 65536
     max_labels_bytes: int = 65536
     max_windows: int = 1  # texts over max_length: 1 truncates them, more scores them as overlapping windows
+    labels_per_row: int | None = None  # GLiClass: labels in one encoder row; None: the checkpoint's max_num_classes
     queue_delay_us: int | None = None  # None: the GPU profile's, else CPU_QUEUE_DELAY_US
     replay_overhead_tokens: int = REPLAY_OVERHEAD_TOKENS
     encoder_instances: int | None = None  # None: the GPU profile's, else ENCODER_INSTANCES

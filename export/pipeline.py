@@ -38,7 +38,7 @@ from export.repository_files import (
 )
 from export.tokenizer import write_tokenizer_json
 from export.torch2onnx import Precision
-from export.validate import sample_batches
+from export.validate import LABEL_LOGITS, sample_batches
 from zsc_server.admission import AdmissionSettings, parse_budget
 from zsc_server.batching_policy import (
     ADMISSION_BUDGET_MS,
@@ -56,6 +56,7 @@ from zsc_server.batching_policy import (
 from zsc_server.gpus import describe, visible_gpus
 from zsc_server.label_cache import LabelCacheSettings
 from zsc_server.onnx_encoder import OnnxEncoder
+from zsc_server.preprocess import Preprocessor
 from zsc_server.settings import ScoringMode, ScoringSettings, sequence_buckets
 from zsc_server.tokenization import PairTokenizer
 
@@ -93,7 +94,7 @@ def export_chosen(options: ExportOptions) -> Path:
                           "fp32 on the GPU")
 
     step(1, f"loading {options.model}")
-    ckpt = load_checkpoint(options.model, options.cache_dir)
+    ckpt = load_checkpoint(options.model, options.cache_dir, options.labels_per_row)
     if runtime is Runtime.PYTHON_TORCH:
         require_plain_bert(ckpt)
     max_length = ckpt.max_length_limit if options.max_length == MODEL_MAX_LENGTH else options.max_length
@@ -120,7 +121,8 @@ def export_chosen(options: ExportOptions) -> Path:
             default_template=ckpt.default_template if options.template is None else options.template,
             entailment_index=ckpt.entailment_index, contradiction_index=ckpt.contradiction_index,
             max_labels=max_labels, max_text_bytes=options.max_text_bytes, max_labels_bytes=options.max_labels_bytes,
-            max_windows=options.max_windows, encoder_inputs=ckpt.input_names,
+            max_windows=options.max_windows, encoder_inputs=ckpt.input_names, labels_per_row=ckpt.labels_per_row,
+            prompt_first=ckpt.prompt_first,
         )
     except ValueError as exc:
         raise ExportError(str(exc)) from None
@@ -144,7 +146,8 @@ def export_chosen(options: ExportOptions) -> Path:
     except ValueError:
         raise ExportError(f"--admission-budget-ms must be auto, off or a positive number, "
                           f"got {options.admission_budget_ms!r}") from None
-    entailment = ckpt.entailment_index if ckpt.mode is ScoringMode.NLI else None
+    entailment = (ckpt.entailment_index if ckpt.mode is ScoringMode.NLI
+                  else LABEL_LOGITS if ckpt.mode is ScoringMode.GLICLASS else None)
     label_cache_mib = label_cache_budget(options, ckpt.mode, precision, runtime)
 
     # Everything is produced and validated in a scratch dir, the repository assembled in a staging dir
@@ -157,7 +160,8 @@ def export_chosen(options: ExportOptions) -> Path:
             tokenizer = PairTokenizer(tokenizer_path, scoring.max_length, scoring.buckets, scoring.max_windows)
         except ValueError as exc:  # windows with a tokenizer layout the preprocess cannot cut
             raise ExportError(f"--max-windows {scoring.max_windows}: {exc}") from None
-        batches = sample_batches(tokenizer, pairs=ckpt.mode is ScoringMode.NLI)
+        batches = sample_batches(Preprocessor(scoring, tokenizer_path) if ckpt.mode is ScoringMode.GLICLASS
+                                 else tokenizer, pairs=ckpt.mode is ScoringMode.NLI)
 
         artifact, report = encoder_artifact(options, runtime, precision, ckpt, scoring, profile, batches, entailment,
                                             Path(tmp))
@@ -292,8 +296,9 @@ def label_cache_budget(options: ExportOptions, mode: ScoringMode, precision: Pre
     with ONNX Runtime's INT8, whose vectors depend on the run that computed them."""
     if options.label_cache_mb < 0:
         raise ExportError(f"--label-cache-mb must be 0 (off) or more, got {options.label_cache_mb}")
-    if mode is ScoringMode.NLI:
-        step(1, "label cache: none in NLI mode (each text is encoded together with each hypothesis)")
+    if mode is not ScoringMode.EMBEDDING:
+        step(1, f"label cache: none in {'NLI' if mode is ScoringMode.NLI else 'GLiClass'} mode (each text is "
+                "encoded together with its labels)")
         return 0.0
     if precision is Precision.INT8 and not runtime.openvino and options.label_cache_mb:
         # dynamic quantization scales activations per run: a label's vector computed alone (a cache miss) is
@@ -361,6 +366,8 @@ def served_export_info(model: str, info: dict) -> dict[str, str]:
 
 
 def _output_width(ckpt) -> int:
+    if ckpt.mode is ScoringMode.GLICLASS:
+        return ckpt.labels_per_row
     if ckpt.mode is ScoringMode.NLI:
         return int(ckpt.module.model.config.num_labels)
     return int(ckpt.module.model.config.hidden_size)

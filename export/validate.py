@@ -12,6 +12,7 @@ import torch
 from export.errors import ValidationError
 from export.torch2onnx import Precision
 from zsc_server.onnx_encoder import OnnxEncoder
+from zsc_server.preprocess import Preprocessor
 from zsc_server.settings import ENCODER_INPUTS
 from zsc_server.tokenization import EncodedBatch, PairTokenizer
 
@@ -42,18 +43,27 @@ class ValidationReport:
         )
 
 
-def sample_batches(tokenizer: PairTokenizer, pairs: bool) -> list[EncodedBatch]:
+def sample_batches(tokenizer: PairTokenizer | Preprocessor, pairs: bool) -> list[EncodedBatch]:
+    """The sample requests' encoder inputs: NLI pairs, or sentences; a Preprocessor's own rows (GLiClass)."""
+    if isinstance(tokenizer, Preprocessor):
+        return [tokenizer.prepare(text.encode(), [label.encode() for label in SAMPLE_HYPOTHESES]).encoded
+                for text in SAMPLE_TEXTS]
     if pairs:
         return [tokenizer.encode_pairs(text, SAMPLE_HYPOTHESES) for text in SAMPLE_TEXTS]
     return [tokenizer.encode_sentences([text, *SAMPLE_HYPOTHESES]) for text in SAMPLE_TEXTS]
 
 
+# label_order's entailment_index for an output of one logit per label slot (GLiClass)
+LABEL_LOGITS = -1
 Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
 def label_order(output: np.ndarray, entailment_index: int | None) -> list[int]:
-    """The order the server would rank the batch's hypotheses in: by entailment logit (NLI), or by
-    cosine to the text in row 0 (embedding mode, entailment_index None)."""
+    """The order the server would rank the batch's hypotheses in: by entailment logit (NLI), by each label's
+    own logit (GLiClass, entailment_index LABEL_LOGITS), or by cosine to the text in row 0 (embedding mode,
+    entailment_index None)."""
+    if entailment_index == LABEL_LOGITS:
+        return list(np.argsort(-output.reshape(-1), kind="stable"))
     if entailment_index is not None:
         return list(np.argsort(-output[:, entailment_index], kind="stable"))
     unit = output / np.linalg.norm(output, axis=1, keepdims=True).clip(1e-12)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from zsc_server import tensor_names as names
-from zsc_server.scoring import InputError, cosine_scores, nli_scores, rank
+from zsc_server.label_prompt import row_count
+from zsc_server.scoring import InputError, cosine_scores, label_logit_scores, nli_scores, rank
 from zsc_server.settings import ScoringMode, ScoringSettings
 
 
@@ -18,15 +19,19 @@ def score_labels(
     settings: ScoringSettings, encoder_output: np.ndarray, labels: list[str], multi_label: bool,
     label_embeddings: np.ndarray | None = None,
 ) -> tuple[list[str], np.ndarray]:
-    """NLI: entailment probabilities; embedding: cosine similarities. Sorted, highest first.
+    """NLI: entailment probabilities; embedding: cosine similarities; GLiClass: the labels' logits as
+    probabilities. Sorted, highest first.
 
     label_embeddings (embedding mode, label cache on): the hypotheses' embeddings from the preprocess's
     cache, one row per label, and `encoder_output` holds the text's embedding alone. With none (or 0 rows),
     `encoder_output` holds the text's and then each hypothesis's, as without a cache."""
     cached = label_embeddings is not None and label_embeddings.shape[0] > 0
-    if cached and settings.mode is ScoringMode.NLI:
-        raise InputError(names.LABEL_EMBEDDINGS, "were sent in NLI mode, which scores (text, hypothesis) pairs")
+    if cached and settings.mode is not ScoringMode.EMBEDDING:
+        raise InputError(names.LABEL_EMBEDDINGS, f"were sent in {settings.mode.value.upper()} mode, which encodes "
+                         "the labels with the text")
     check_shapes(settings, encoder_output, labels, label_embeddings)
+    if settings.mode is ScoringMode.GLICLASS:
+        return rank(labels, label_logit_scores(label_logits(settings, encoder_output, len(labels)), multi_label))
     rows, count = encoder_output.shape[0], len(labels)
     if settings.mode is ScoringMode.NLI:
         windows = rows // count if rows % count == 0 else 0
@@ -53,6 +58,16 @@ def score_labels(
     scores = np.max([cosine_scores(np.concatenate([encoder_output[w:w + 1], hypotheses])) for w in range(windows)],
                     axis=0)
     return rank(labels, scores)
+
+
+def label_logits(settings: ScoringSettings, encoder_output: np.ndarray, count: int) -> np.ndarray:
+    """GLiClass: each row's logits for the labels it holds (zsc_server.label_prompt), in label order."""
+    per_row = settings.labels_per_row
+    rows = row_count(count, per_row)
+    if encoder_output.shape != (rows, per_row):
+        raise InputError(names.ENCODER_OUTPUT, f"has shape {list(encoder_output.shape)}; {count} labels take "
+                         f"[{rows}, {per_row}] ({per_row} labels per row)")
+    return encoder_output.reshape(-1)[:count]
 
 
 def check_shapes(settings: ScoringSettings, encoder_output: np.ndarray, labels: list[str],

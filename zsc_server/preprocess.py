@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from zsc_server import tensor_names as names
+from zsc_server.label_prompt import LabelPromptTokenizer, row_count
 from zsc_server.scoring import (
     InputError,
     check_template,
@@ -30,7 +31,9 @@ class CheckedRequest:
 
 @dataclasses.dataclass
 class PreparedRequest:
-    encoded: EncodedBatch  # NLI: one pair per label; embedding: the text, then each hypothesis unless cached
+    # NLI: one pair per label; embedding: the text, then each hypothesis unless cached; GLiClass: the text with
+    # labels_per_row labels in each row
+    encoded: EncodedBatch
     labels: list[str]
     multi_label: bool  # resolved: one label always scores as multi-label
     hypotheses: list[str]
@@ -45,6 +48,9 @@ class Preprocessor:
                              "hypothesis together")
         self.settings, self.cached_hypotheses = settings, cached_hypotheses
         self.tokenizer = PairTokenizer(tokenizer_json, settings.max_length, settings.buckets, settings.max_windows)
+        self.prompts = (LabelPromptTokenizer(tokenizer_json, settings.max_length, settings.buckets,
+                                             settings.labels_per_row, settings.prompt_first)
+                        if settings.mode is ScoringMode.GLICLASS else None)
 
     def prepare(self, text: bytes, labels: list[bytes], template: bytes | None = None,
                 multi_label: bool | None = None) -> PreparedRequest:
@@ -104,12 +110,16 @@ class Preprocessor:
         """The rows the request puts through the encoder step (label-cache misses come on top)."""
         if self.settings.mode is ScoringMode.NLI:
             return len(request.hypotheses)
+        if self.prompts:
+            return row_count(len(request.hypotheses), self.settings.labels_per_row)
         return 1 if self.cached_hypotheses else 1 + len(request.hypotheses)
 
     def encode(self, request: CheckedRequest) -> PreparedRequest:
         """Tokenized; the rows may be more than `encoder_rows` said when the text is cut into windows."""
         if self.settings.mode is ScoringMode.NLI:
             encoded = self.tokenizer.encode_pairs(request.text, request.hypotheses)
+        elif self.prompts:  # the hypotheses are the labels as the template writes them
+            encoded = self.prompts.encode(request.text, request.hypotheses)
         else:
             encoded = self.tokenizer.encode_text_and_sentences(
                 request.text, [] if self.cached_hypotheses else request.hypotheses)

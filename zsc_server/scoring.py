@@ -96,6 +96,14 @@ def nli_scores(
     return softmax(logits[:, entailment_index], axis=-1).astype(np.float32)
 
 
+def label_logit_scores(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    """GLiClass: a sigmoid of each label's logit (multi-label), or a softmax across the labels."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if multi_label:
+        return (0.5 * (1.0 + np.tanh(logits / 2))).astype(np.float32)  # the sigmoid, without exp's overflow
+    return softmax(logits).astype(np.float32)
+
+
 def cosine_scores(embeddings: np.ndarray) -> np.ndarray:
     """Cosine similarity of row 0 (the text) to each following row (the hypotheses)."""
     emb = np.asarray(embeddings, dtype=np.float64)

@@ -19,6 +19,8 @@ class ScoringMode(str, enum.Enum):
 
     NLI = "nli"  # cross-encoder: (text, hypothesis) pairs -> entailment logits
     EMBEDDING = "embedding"  # bi-encoder: cosine(text embedding, hypothesis embedding)
+    # GLiClass uni-encoder: the labels and the text in one sequence, one logit per label (zsc_server.label_prompt)
+    GLICLASS = "gliclass"
 
 
 # The encoder inputs BERT takes; other families take a subset (RoBERTa, XLM-R, BART, DeBERTa-v3 and
@@ -54,6 +56,10 @@ class ScoringSettings:
     # many overlapping windows, each label by its best window (zsc_server.postprocess).
     max_windows: int = 1
     encoder_inputs: tuple[str, ...] = ENCODER_INPUTS  # what the preprocess sends the encoder, in order
+    # GLiClass: the labels one encoder row holds (more labels take more rows), and whether they come before
+    # the text (the checkpoint's prompt_first)
+    labels_per_row: int = 0
+    prompt_first: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", ScoringMode(self.mode))
@@ -71,6 +77,9 @@ class ScoringSettings:
             raise ValueError("max_labels must be at least 1")
         if self.max_windows < 1:
             raise ValueError("max_windows must be at least 1 (1: truncate long texts)")
+        if self.mode is ScoringMode.GLICLASS and (self.labels_per_row < 1 or self.max_windows != 1):
+            raise ValueError(f"GLiClass scoring needs labels_per_row >= 1 and max_windows 1 (labels_per_row "
+                             f"{self.labels_per_row}, max_windows {self.max_windows})")
         if "input_ids" not in self.encoder_inputs or not set(self.encoder_inputs) <= set(ENCODER_INPUTS):
             raise ValueError(f"encoder_inputs must include input_ids and be among {ENCODER_INPUTS}: "
                              f"{self.encoder_inputs}")
@@ -100,6 +109,8 @@ class ScoringSettings:
                 kwargs[field.name] = tuple(json.loads(raw))
             elif field.type in ("int", int):
                 kwargs[field.name] = int(raw)
+            elif field.type in ("bool", bool):
+                kwargs[field.name] = raw == "True"
             else:
                 kwargs[field.name] = raw
         return cls(**kwargs)

@@ -203,15 +203,19 @@ class PairTokenizer:
         return self._pad_rows([(e.ids, e.type_ids) for e in encodings])
 
     def _pad_rows(self, rows: list[tuple]) -> EncodedBatch:
-        """(ids, type ids) rows -> int64 arrays padded to the smallest bucket that holds the longest row."""
-        bucket = pick_bucket(max(len(ids) for ids, _ in rows), self.buckets)
-        shape = (len(rows), bucket)
-        input_ids = np.full(shape, self.pad_id, dtype=np.int64)
-        attention_mask = np.zeros(shape, dtype=np.int64)
-        token_type_ids = np.zeros(shape, dtype=np.int64)
-        for row, (ids, types) in enumerate(rows):
-            n = len(ids)
-            input_ids[row, :n] = ids
-            attention_mask[row, :n] = 1
-            token_type_ids[row, :n] = types
-        return EncodedBatch(input_ids, attention_mask, token_type_ids)
+        return pad_rows(rows, self.buckets, self.pad_id)
+
+
+def pad_rows(rows: list[tuple], buckets: tuple[int, ...], pad: int) -> EncodedBatch:
+    """(ids, type ids) rows -> int64 arrays padded to the smallest bucket that holds the longest row."""
+    bucket = pick_bucket(max(len(ids) for ids, _ in rows), buckets)
+    shape = (len(rows), bucket)
+    input_ids = np.full(shape, pad, dtype=np.int64)
+    attention_mask = np.zeros(shape, dtype=np.int64)
+    token_type_ids = np.zeros(shape, dtype=np.int64)
+    for row, (ids, types) in enumerate(rows):
+        n = len(ids)
+        input_ids[row, :n] = ids
+        attention_mask[row, :n] = 1
+        token_type_ids[row, :n] = types
+    return EncodedBatch(input_ids, attention_mask, token_type_ids)
