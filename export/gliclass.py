@@ -39,6 +39,7 @@ DEFAULTS = {"architecture_type": "uni-encoder", "scorer_type": "simple", "poolin
             "class_token_pooling": "first", "embed_class_token": True, "normalize_features": False,
             "prompt_first": False, "projector_hidden_act": "gelu", "max_num_classes": 25, **PLAIN}
 EPSILON = 1e-8  # gliclass's, added to the norms of normalized features
+MLP_WIDTH = 256  # gliclass's MLPScorer never receives the config's scorer_mlp_hidden_size
 
 
 def is_gliclass(config: dict) -> bool:
@@ -113,16 +114,18 @@ class GliclassLogits(nn.Module):
     """(input_ids, attention_mask) -> logits [rows, labels_per_row]: slot k holds the k-th label of the row
     (slots past the row's labels hold what an empty slot scores, which the postprocess never reads)."""
 
-    def __init__(self, backbone: nn.Module, config: dict, labels_per_row: int, state: dict) -> None:
+    def __init__(self, backbone: nn.Module, config: dict, labels_per_row: int, inner: int,
+                 mlp_width: int = MLP_WIDTH) -> None:
+        """inner: the projectors' width (config.hidden_size); mlp_width: the mlp scorer's."""
         super().__init__()
         self.model, self.input_names = backbone, ("input_ids", "attention_mask")
         self.labels_per_row, self.config = labels_per_row, config
-        hidden, inner = state["text_projector.linear_1.weight"].shape[::-1]
+        hidden = backbone.config.hidden_size
         self.text_projector = Projector(hidden, inner, config["projector_hidden_act"])
         self.classes_projector = Projector(hidden, inner, config["projector_hidden_act"])
         scorer = config["scorer_type"]
         self.scorer = (DotScorer() if scorer == "simple" else WeightedDotScorer(hidden) if scorer == "weighted-dot"
-                       else MlpScorer(hidden, state["scorer.mlp.0.weight"].shape[0]))
+                       else MlpScorer(hidden, mlp_width))
         self.logit_scale = nn.Parameter(torch.tensor(float(config.get("logit_scale_init_value", 2.6592))))
 
     def forward(self, input_ids, attention_mask):
@@ -157,6 +160,12 @@ class GliclassLogits(nn.Module):
             span = span & ~markers.unsqueeze(1)
         span = span.to(hidden.dtype)
         return torch.einsum("bks,bsd->bkd", span, hidden) / span.sum(dim=-1, keepdim=True).clamp(min=1)
+
+
+def checkpoint_state(module: GliclassLogits) -> dict[str, torch.Tensor]:
+    """The module's weights under the names GLiClassModel.save_pretrained gives them."""
+    return {(BACKBONE_PREFIX + key.removeprefix("model.") if key.startswith("model.") else HEAD_PREFIX + key): value
+            for key, value in module.state_dict().items()}
 
 
 def read_state(directory: Path) -> dict[str, torch.Tensor]:
@@ -195,7 +204,12 @@ def load_gliclass_module(directory: Path, config: dict, labels_per_row: int | No
     if missing or not backbone_state:
         raise CheckpointError(f"{directory}: {len(missing)} backbone weights missing ({BACKBONE_PREFIX}...), "
                               f"e.g. {missing[:3]}")
-    module = GliclassLogits(backbone, config, labels_per_row or int(config["max_num_classes"]), head_state)
+    if "text_projector.linear_1.weight" not in head_state:
+        raise CheckpointError(f"{directory}: no GLiClass head weights ({HEAD_PREFIX}text_projector...)")
+    mlp = head_state.get("scorer.mlp.0.weight")
+    module = GliclassLogits(backbone, config, labels_per_row or int(config["max_num_classes"]),
+                            inner=head_state["text_projector.linear_1.weight"].shape[0],
+                            mlp_width=MLP_WIDTH if mlp is None else mlp.shape[0])
     loaded = module.load_state_dict({**{f"model.{k}": v for k, v in backbone_state.items()}, **head_state},
                                     strict=False)
     missing = [key for key in loaded.missing_keys if not key.endswith("position_ids")]

@@ -119,6 +119,42 @@ def write_huggingface_nli(directory: Path, seed: int = 1, shape: str = "tiny",
     return directory
 
 
+def write_gliclass(directory: Path, seed: int = 2, shape: str = "tiny") -> Path:
+    """A random GLiClass uni-encoder (BERT backbone, dot scorer, gliclass's defaults) in the layout
+    GLiClassModel.save_pretrained writes, for benchmarks; the package's own checkpoints are tested against
+    its pipeline in tests/integration/test_gliclass.py."""
+    from safetensors.torch import save_file
+    from tokenizers import AddedToken
+    from tokenizers.implementations import BertWordPieceTokenizer
+    from transformers import BertModel
+
+    from export.gliclass import DEFAULTS, GLICLASS_MODEL_TYPE, GliclassLogits, checkpoint_state
+    from zsc_server.label_prompt import MARKERS
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = write_vocab(directory / "vocab.txt", None if shape == "tiny" else STRUCTBERT_VOCAB_SIZE)
+    tokenizer = BertWordPieceTokenizer(str(directory / "vocab.txt"), lowercase=True)
+    tokenizer.add_special_tokens([AddedToken(marker, special=True) for marker in MARKERS])
+    tokenizer.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer", "model_max_length": 512}),
+        encoding="utf-8")
+    encoder = bert_config(len(vocab) + len(MARKERS), shape)
+    encoder.pop("num_labels")
+    marker_ids = {name: tokenizer.token_to_id(marker) for name, marker in
+                  zip(("class_token_index", "text_token_index", "example_token_index"), MARKERS)}
+    config = {**DEFAULTS, "model_type": GLICLASS_MODEL_TYPE, "architectures": ["GLiClassModel"],
+              "encoder_config": {**encoder, "model_type": "bert"}, "encoder_model_name": "random-bert",
+              "hidden_size": encoder["hidden_size"], "vocab_size": encoder["vocab_size"], **marker_ids}
+    torch.manual_seed(seed)
+    backbone = BertModel(BertConfig(**encoder))
+    module = GliclassLogits(backbone, config, int(config["max_num_classes"]), inner=encoder["hidden_size"])
+    save_file({key: value.contiguous() for key, value in checkpoint_state(module).items()},
+              str(directory / "model.safetensors"))
+    (directory / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return directory
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m export.random_checkpoint",
@@ -126,11 +162,13 @@ def main(argv: list[str] | None = None) -> int:
                     "layout with the same label order) for benchmarks and load tests without a download.")
     parser.add_argument("directory", type=Path)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="base")
-    parser.add_argument("--layout", choices=["modelscope", "huggingface"], default="modelscope")
+    parser.add_argument("--layout", choices=["modelscope", "huggingface", "gliclass"], default="modelscope")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.layout == "modelscope":
         write_modelscope_structbert(args.directory, args.seed, args.shape)
+    elif args.layout == "gliclass":
+        write_gliclass(args.directory, args.seed, args.shape)
     else:
         # StructBERT's label order, so both layouts of one seed score identically
         write_huggingface_nli(args.directory, args.seed, args.shape,

@@ -100,7 +100,8 @@ def label_logit_scores(logits: np.ndarray, multi_label: bool) -> np.ndarray:
     """GLiClass: a sigmoid of each label's logit (multi-label), or a softmax across the labels."""
     logits = np.asarray(logits, dtype=np.float64)
     if multi_label:
-        return (0.5 * (1.0 + np.tanh(logits / 2))).astype(np.float32)  # the sigmoid, without exp's overflow
+        small = np.exp(-np.abs(logits))  # the sigmoid without exp's overflow, small scores kept apart
+        return np.where(logits >= 0, 1 / (1 + small), small / (1 + small)).astype(np.float32)
     return softmax(logits).astype(np.float32)
 
 
