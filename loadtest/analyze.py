@@ -31,13 +31,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from datetime import datetime
 from pathlib import Path
 
 from loadtest import results
 from loadtest.perf_data import MODEL, input_data
 from loadtest.perf_tools import DEFAULT_DIR, ToolError, locate
-from loadtest.workload import DEFAULT_WORKLOAD, Workload
+from loadtest.workload import Workload
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODEL_ANALYZER = PROJECT_ROOT / ".venv-model-analyzer" / "bin" / "model-analyzer"
@@ -120,25 +119,22 @@ def read_measurements(export: Path) -> list[dict[str, str]]:
 
 def summary(meta: dict, rows: list[dict[str, str]]) -> str:
     budget = f", p99 budget {meta['latency_budget_ms']:g} ms" if meta["latency_budget_ms"] else ""
+    cells = [[f"{float(row['Throughput (infer/sec)']):.1f}", f"{float(row['p99 Latency (ms)']):.1f}",
+              *(row[key] for key in ("Concurrency", "Model Config Path", "Instance Group", "Max Batch Size",
+                                     "Satisfies Constraints"))] for row in rows]
     lines = [f"# Model Analyzer {meta['started']}", "",
-             f"{meta['model']} ({meta['note'] or 'weights as exported'}), {meta['runtime']}, {meta['precision']}, "
-             f"max_length {meta['max_length']}, {meta['hardware']}; {meta['model_analyzer']}, quick search on "
+             f"{results.served_line(meta)}; {meta['model_analyzer']}, quick search on "
              f"`zero_shot`: instances per composing model up to {meta['max_instances']}, encoder max_batch_size "
              f"{meta['batch_floor']}-{meta['batch_ceiling']} with dynamic batching, concurrency up to "
              f"{meta['max_concurrency']}{budget}; tritonserver launched by Model Analyzer (local mode) without the "
              "response cache; its perf_analyzer runs (count windows, gRPC) replay the same distinct workload "
              "requests for every configuration; answers unchecked.", "",
-             "| throughput (infer/s) | p99 ms | concurrency | configuration | instances (pre, enc, post) "
-             "| max_batch_size (pre, enc, post) | within constraints |", "|---|---|---|---|---|---|---|"]
-    for row in rows:
-        lines.append(f"| {float(row['Throughput (infer/sec)']):.1f} | {float(row['p99 Latency (ms)']):.1f} "
-                     f"| {row['Concurrency']} | {row['Model Config Path']} | {row['Instance Group']} "
-                     f"| {row['Max Batch Size']} | {row['Satisfies Constraints']} |")
-    if not rows:
-        lines.append("| no measurement: see model-analyzer.log | | | | | | |")
-    lines += ["", "Model Analyzer's own reports: reports/summaries/zero_shot/result_summary.html, "
-              "reports/detailed/*/detailed_report.html; every measurement: results/metrics-model-inference.csv; "
-              "the configurations it measured: configs/<name>/config.pbtxt."]
+             *results.table(["throughput (infer/s)", "p99 ms", "concurrency", "configuration",
+                             "instances (pre, enc, post)", "max_batch_size (pre, enc, post)", "within constraints"],
+                            cells or [["no measurement: see model-analyzer.log", *[""] * 6]]),
+             "", "Model Analyzer's own reports: reports/summaries/zero_shot/result_summary.html, "
+             "reports/detailed/*/detailed_report.html; every measurement: results/metrics-model-inference.csv; "
+             "the configurations it measured: configs/<name>/config.pbtxt."]
     return "\n".join(lines) + "\n"
 
 
@@ -150,8 +146,8 @@ def keep_configs(repository: Path, target: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.analyze", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = results.parser("analyze", __doc__, label_help="perf_analyzer's input: fresh (default), sets or fixed "
+                            "labels (the requests are distinct either way)")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--model-analyzer", type=Path, default=MODEL_ANALYZER,
                         help="its executable (make setup-model-analyzer; default: %(default)s)")
@@ -164,9 +160,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpu", dest="cpu_only", action="store_false",
                         help="let the composing models take GPU instances (default: CPU instances only)")
     parser.add_argument("--requests", type=int, default=3000, help="distinct requests in perf_analyzer's input")
-    parser.add_argument("--workload", type=Path, default=DEFAULT_WORKLOAD)
-    parser.add_argument("--out", type=Path, default=results.RESULTS, help="results parent (default: %(default)s)")
-    parser.add_argument("--note", default="", help="one line stored with the results (e.g. 'random weights')")
     return parser
 
 
@@ -185,16 +178,14 @@ def run(args) -> tuple[Path, int]:
     check_numpy()
     facts = export_facts(args.repository)
     floor = encoder_batch_floor(args.repository)
-    meta = {"started": datetime.now().isoformat(timespec="seconds"), "hardware": results.hardware(),
-            "model": facts.get("source", "unknown"), "runtime": facts.get("runtime", "unknown"),
-            "precision": facts.get("precision", "unknown"), "max_length": facts.get("max_length"),
-            "model_analyzer": analyzer_version(args.model_analyzer), "max_instances": args.max_instances,
-            "max_concurrency": args.max_concurrency, "batch_floor": floor, "batch_ceiling": floor * args.batch_steps,
-            "latency_budget_ms": args.latency_budget_ms, "note": args.note}
+    meta = results.served_meta(facts, model_analyzer=analyzer_version(args.model_analyzer),
+                               max_instances=args.max_instances, max_concurrency=args.max_concurrency,
+                               batch_floor=floor, batch_ceiling=floor * args.batch_steps,
+                               latency_budget_ms=args.latency_budget_ms, note=args.note)
     folder = results.new_folder(args.out, "analyze", meta["hardware"], meta["runtime"], meta["precision"])
     with tempfile.TemporaryDirectory(prefix="zsc-analyze-") as scratch:
         work = Path(scratch)
-        sampler = Workload.load(args.workload).sampler("fresh", distinct=True)
+        sampler = Workload.load(args.workload).sampler(args.label_mode, distinct=True)
         data = work / "input.json"
         data.write_text(json.dumps(input_data([sampler.next() for _ in range(args.requests)]), ensure_ascii=False),
                         encoding="utf-8")

@@ -31,7 +31,6 @@ import dataclasses
 import shlex
 import sys
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 from loadtest import results
@@ -49,7 +48,7 @@ from loadtest.server import (
     serve,
 )
 from loadtest.server_metrics import label_cache_summary, model_deltas
-from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, Workload
+from loadtest.workload import Workload
 from zsc_client import ZeroShotClientError
 
 
@@ -106,13 +105,10 @@ PRESETS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = results.parser("bench", __doc__, server="", label_help="fresh (default): random label sets; sets / "
+                            "fixed: the workload's (requests stay distinct either way; a preset has its own)")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"),
                         help="exported repository to serve (without --grpc-url, --variant, --preset)")
-    parser.add_argument("--grpc-url", default="", help="benchmark a running server instead of starting one")
-    parser.add_argument("--http-url", default="", help="its HTTP endpoint (configs, statistics); with --grpc-url")
-    parser.add_argument("--metrics-url", default="", help="its Prometheus endpoint (default: HTTP host, port 8002)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="",
                         help="; ".join(f"{name}: {preset.about}" for name, preset in PRESETS.items()))
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:EXPORT-FLAGS",
@@ -128,21 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration-s", type=float, default=20.0, help="per concurrency level (default: 20)")
     parser.add_argument("--warmup-s", type=float, default=3.0, help="before each level, not measured (default: 3)")
     parser.add_argument("--ceiling-s", type=float, default=10.0, help="raw encoder run (0: skip; default: 10)")
-    parser.add_argument("--workload", type=Path, default=DEFAULT_WORKLOAD)
-    parser.add_argument("--label-mode", choices=LABEL_MODES, default="fresh",
-                        help="fresh (default): random label sets; sets / fixed: the workload's (requests stay "
-                             "distinct either way; a preset has its own)")
     parser.add_argument("--timeout-s", type=float, default=60.0, help="per request (default: 60)")
-    parser.add_argument("--out", type=Path, default=results.RESULTS, help="results parent (default: %(default)s)")
-    parser.add_argument("--note", default="", help="one line stored with the results (e.g. 'random weights')")
     return parser
-
-
-def parse_variant(spec: str) -> Variant:
-    name, sep, flags = spec.partition(":")
-    if not sep or not name.strip():
-        raise ValueError(f"--variant {spec!r} is not NAME:EXPORT-FLAGS (e.g. 'int8:--precision int8')")
-    return Variant(name.strip(), flags.strip())
 
 
 def checkpoint_of(model: str, work: Path) -> str:
@@ -185,10 +168,7 @@ def start_targets(args, preset: Preset | None, variants: list[Variant], stack: c
                   ) -> dict[str, Target]:
     """The servers to measure, by variant name ("" for a single server)."""
     if args.served:
-        pairs = [spec.split("=", 1) for spec in args.served]
-        if any(len(pair) != 2 for pair in pairs):
-            raise ValueError(f"--served takes NAME=REPOSITORY, got {args.served}")
-        return {name: stack.enter_context(serve(Path(path))) for name, path in pairs}
+        return {name: stack.enter_context(serve(Path(path))) for name, path in args.served}
     if variants:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zsc-bench-")))
         model = checkpoint_of(args.model or (preset.model if preset else "model_repository"), work)
@@ -200,23 +180,21 @@ def start_targets(args, preset: Preset | None, variants: list[Variant], stack: c
     return {"": stack.enter_context(serve(args.repository))}
 
 
-def conditions(served: dict[str, dict], sampler, args, preset_name: str, about: dict[str, str]) -> dict:
-    """What every report states: what is served (each target's export facts), on what, with which requests."""
-
-    def fact(key: str) -> str:
-        return ", ".join(dict.fromkeys(str(info.get(key, "unknown")) for info in served.values()))
-
-    return {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "hardware": results.hardware(),
-            "model": fact("source"), "runtime": fact("runtime"), "precision": fact("precision"),
-            "max_length": fact("max_length"), "workload": Path(args.workload).name, "label_mode": args.label_mode,
-            "mean_labels": sampler.mean_labels(), "duration_s": args.duration_s, "warmup_s": args.warmup_s,
-            "note": args.note, "preset": preset_name, "variants": about, "served": served,
-            "cpu_int8_peak": None if query_gpus() else cpu_int8_peak()}
+def split_specs(specs: list[str], separator: str, form: str) -> list[tuple[str, str]]:
+    """--variant NAME:EXPORT-FLAGS and --served NAME=REPOSITORY as (name, rest) pairs."""
+    pairs = [tuple(part.strip() for part in spec.partition(separator)[::2]) for spec in specs]
+    wrong = [spec for spec, (name, _) in zip(specs, pairs) if separator not in spec or not name]
+    if wrong:
+        raise ValueError(f"{wrong[0]!r} is not {form}")
+    return pairs
 
 
-def run(args) -> Path:
+def run(args) -> tuple[Path, list[dict]]:
     preset = PRESETS[args.preset] if args.preset else None
-    variants = [parse_variant(spec) for spec in args.variant] or list(preset.variants if preset else ())
+    variants = [Variant(name, flags) for name, flags in split_specs(args.variant, ":", "NAME:EXPORT-FLAGS (e.g. "
+                                                                    "'int8:--precision int8')")]
+    variants = variants or list(preset.variants if preset else ())
+    args.served = split_specs(args.served, "=", "NAME=REPOSITORY")
     cases = list(preset.cases) if preset else [Case(label_mode=args.label_mode)]
     default_levels = parse_levels(args.concurrency or (preset and preset.concurrency) or CONCURRENCY)
     workload = Workload.load(args.workload)
@@ -248,22 +226,26 @@ def run(args) -> Path:
                 print(f"[bench] raw encoder{f' ({name})' if name else ''}: {ceilings[name]['pairs_per_s']:.0f} "
                       f"pairs/s, {ceilings[name]['stalls']} answers ≥ {STALL_MS} ms, {ceilings[name]['refused']} "
                       "refused", flush=True)
-        about = {name: (dict(s.split("=", 1) for s in args.served).get(name) if args.served
-                        else by_name[name].export_flags or "the defaults") for name in targets if name}
-        meta = conditions(served, sampler, args, args.preset, about)
+    about = dict(args.served) if args.served else {v.name: v.export_flags or "the defaults" for v in variants}
+    # what is served, each target's export facts together ("a, b" where the variants differ)
+    facts = {key: ", ".join(dict.fromkeys(str(info.get(key, "unknown")) for info in served.values()))
+             for key in ("source", "runtime", "precision", "max_length")}
+    meta = results.served_meta(facts, workload=Path(args.workload).name, label_mode=args.label_mode,
+                               mean_labels=sampler.mean_labels(), duration_s=args.duration_s, warmup_s=args.warmup_s,
+                               note=args.note, preset=args.preset, variants=about, served=served,
+                               cpu_int8_peak=None if query_gpus() else cpu_int8_peak())
     folder = results.new_folder(args.out, "bench", args.preset, meta["hardware"], meta["runtime"], meta["precision"])
     results.write(folder, {"meta": meta, "levels": rows, "encoder_ceilings": ceilings}, markdown(meta, rows, ceilings))
-    return folder
+    return folder, rows
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        folder = run(args)
+        _folder, rows = run(args)
     except (OSError, ValueError, ZeroShotClientError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
-    rows = results.read(folder)["levels"]
     return 1 if any(row["wrong"] for row in rows) else 0
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from loadtest.driver import STALL_MS
 from loadtest.peak import against_peak
-from loadtest.results import number, table
+from loadtest.results import number, served_line, table
 
 STAGES = ("preprocess", "encoder", "postprocess")
 
@@ -55,15 +55,11 @@ def summarize(concurrency: int, run: dict, deltas: dict, gpu: dict, server_cpu: 
     }
 
 
-def key_cells(row: dict, keyed: list[str]) -> list[str]:
-    return [str(row[key]) for key in keyed]
-
-
 def levels_table(rows: list[dict], keyed: list[str]) -> list[str]:
     header = [*keyed, "concurrency", "p50 ms", "p95 ms", "p99 ms", "req/s", "pairs/s", "errors", "wrong",
               "encoder batch", "encoder rows/req", "tokenize+post share", "cache hits", "label cache hits", "GPU MB",
               "server RSS max MiB", "server CPU ms/req", "client CPU ms/req"]
-    cells = [[*key_cells(row, keyed), row["concurrency"], number(row["p50_ms"]), number(row["p95_ms"]),
+    cells = [[*(row[key] for key in keyed), row["concurrency"], number(row["p50_ms"]), number(row["p95_ms"]),
               number(row["p99_ms"]), number(row["requests_per_s"]), number(row["pairs_per_s"], 0),
               sum(row["errors"].values()), row["wrong"], number(row["encoder_avg_batch"]),
               number(row["encoder_rows_per_request"], 2), f"{row['host_share']:.0%}", f"{row['cache_hit_share']:.0%}",
@@ -81,7 +77,7 @@ def cpu_table(rows: list[dict], keyed: list[str]) -> list[str]:
     if not rows:
         return []
     names = ["tritonserver", *STAGES] + (["fronts"] if any("fronts" in row["server_cpu_ms"] for row in rows) else [])
-    cells = [[*key_cells(row, keyed), row["concurrency"],
+    cells = [[*(row[key] for key in keyed), row["concurrency"],
               *(number(row["server_cpu_ms"].get(name, 0.0), 2) for name in names),
               number(row["server_cpu_ms"]["total"], 2),
               number(1e3 / row["server_cpu_ms"]["total"] if row["server_cpu_ms"]["total"] else None, 0)]
@@ -96,7 +92,7 @@ def label_cache_table(rows: list[dict], keyed: list[str]) -> list[str]:
     rows = [row for row in rows if row.get("label_cache")]
     if not rows:
         return []
-    cells = [[*key_cells(row, keyed), row["concurrency"], number(c["hits"], 0), number(c["misses"], 0),
+    cells = [[*(row[key] for key in keyed), row["concurrency"], number(c["hits"], 0), number(c["misses"], 0),
               f"{c['hit_share']:.1%}", number(c["evictions"], 0), number(c["entries"], 0),
               number(c["bytes"] / 2**20, 2), number(c["budget_bytes"] / 2**20, 0)]
              for row in rows for c in [row["label_cache"]]]
@@ -125,8 +121,7 @@ def markdown(meta: dict, rows: list[dict], ceilings: dict[str, dict]) -> str:
     variants = "; ".join(f"{name}: {about}" for name, about in meta["variants"].items())
     title = f"# Benchmark {meta['started']}" + (f", preset {meta['preset']}" if meta.get("preset") else "")
     lines = [title, "",
-             f"{meta['model']} ({meta['note'] or 'weights as exported'}), {meta['runtime']}, {meta['precision']}, "
-             f"max_length {meta['max_length']}, {meta['hardware']}; workload {meta['workload']} "
+             f"{served_line(meta)}; workload {meta['workload']} "
              f"({meta['mean_labels']:.1f} labels/request on average), distinct requests, {meta['duration_s']:g} s per "
              f"level after {meta['warmup_s']:g} s warm-up, closed-loop async gRPC client on the same host, full "
              f"ensemble (tokenization included)" + (f"; variants (all served at once, measured in turn): {variants}"

@@ -59,8 +59,7 @@ REFERENCE_FIGURES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.compare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = results.parser("compare", __doc__, label_mode="sets")
     parser.add_argument("--users", default="1,5,10", help="comma-separated user counts (default: %(default)s)")
     parser.add_argument("--duration", default="60s", help="per user count and setup (Locust syntax)")
     parser.add_argument("--shape", choices=["tiny", "base", "large"], default="base",
@@ -72,7 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"ours, each exported and measured: {described} (default: %(default)s); INT8's accuracy "
                              "gate only reports here: random weights cannot show accuracy")
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--label-mode", default="sets")
     parser.add_argument("--label-mix", default="",
                         help="label-count weights, e.g. 3:1,4:1,5:1 for 3-5 labels (default: the workload's sets)")
     parser.add_argument("--distinct", action=argparse.BooleanOptionalAction, default=True,
@@ -89,7 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--baselines", default=",".join(BASELINES),
                         help="which baselines to run, comma-separated, or '' for none (default: %(default)s)")
     parser.add_argument("--work", type=Path, default=HERE / ".work", help="checkpoints and exports (reused)")
-    parser.add_argument("--out", type=Path, default=results.RESULTS)
     return parser
 
 
@@ -99,17 +96,6 @@ def parse_setups(spec: str) -> list[str]:
     if not setups or unknown:
         raise LoadTestError(f"--setups takes {', '.join(SETUPS)}, got {spec!r}")
     return setups
-
-
-def prepare_checkpoints(work: Path, shape: str, huggingface: bool = True) -> tuple[Path, Path]:
-    """The ModelScope-layout checkpoint, and its Hugging Face-layout twin when the HF baseline runs."""
-    modelscope_dir, huggingface_dir = work / f"structbert-{shape}-modelscope", work / f"structbert-{shape}-hf"
-    for directory, layout in ((modelscope_dir, "modelscope"), (huggingface_dir, "huggingface")):
-        if layout == "huggingface" and not huggingface:
-            continue
-        if not (directory / "config.json").is_file():
-            write_checkpoint([str(directory), "--shape", shape, "--layout", layout, "--seed", "0"])
-    return modelscope_dir, huggingface_dir
 
 
 def wait_for(url: str, process: subprocess.Popen, timeout_s: float = 600.0) -> None:
@@ -127,33 +113,35 @@ def wait_for(url: str, process: subprocess.Popen, timeout_s: float = 600.0) -> N
 
 def measure(args, name: str, host: str, protocol: str, extra: list[str], folder: Path,
             distinct: bool | None = None) -> report.ResultSet:
+    """One setup through loadtest.run (Locust, every user count), read back."""
     distinct = args.distinct if distinct is None else distinct
     run_args = run_parser().parse_args([
         "--host", host, "--protocol", protocol, "--users", args.users, "--duration", args.duration,
-        "--label-mode", args.label_mode, "--target", name, "--out", str(folder), "--name", name,
-        "--distinct" if distinct else "--no-distinct", *(["--label-mix", args.label_mix] if args.label_mix else []),
-        *extra,
+        "--label-mode", args.label_mode, "--workload", str(args.workload), "--target", name, "--out", str(folder),
+        "--name", name, "--distinct" if distinct else "--no-distinct", "--note", args.note,
+        *(["--label-mix", args.label_mix] if args.label_mix else []), *extra,
     ])
     return report.read_results(run_loadtest(run_args))
-
-
-def export_ours(args, checkpoint: Path, setup: str) -> Path:
-    # random weights: the INT8 gate's figures are printed and recorded, not enforced (see export/agreement.py)
-    gate = f" --accuracy-gate report --gate-requests {args.gate_requests}" if "int8" in setup else ""
-    try:
-        return export_variant(str(checkpoint), args.work / f"repository-{args.shape}-{setup}",
-                              f"{SETUPS[setup]} --max-length {args.max_length}{gate}")
-    except ExportError as exc:
-        raise LoadTestError(f"export ({setup}) failed: {exc}") from None
 
 
 def run(args, setups: list[str], baselines: list[str], folder: Path) -> tuple[list, list, dict]:
     """Ours per setup, then each baseline, one after the other: their results and our exports' facts."""
     print(f"[compare] {args.shape}-shape random checkpoint in {args.work}", flush=True)
-    modelscope_dir, huggingface_dir = prepare_checkpoints(args.work, args.shape, "reference-huggingface" in baselines)
+    checkpoints = {layout: args.work / f"structbert-{args.shape}-{suffix}" for layout, suffix in
+                   (("modelscope", "modelscope"), ("huggingface", "hf"))}
+    for layout, directory in checkpoints.items():  # the Hugging Face layout only for its baseline
+        wanted = layout == "modelscope" or "reference-huggingface" in baselines
+        if wanted and not (directory / "config.json").is_file():
+            write_checkpoint([str(directory), "--shape", args.shape, "--layout", layout, "--seed", "0"])
     ours, exports = [], {}
     for number, setup in enumerate(setups):
-        repository = export_ours(args, modelscope_dir, setup)
+        # random weights: the INT8 gate's figures are printed and recorded, not enforced (see export/agreement.py)
+        gate = f" --accuracy-gate report --gate-requests {args.gate_requests}" if "int8" in setup else ""
+        try:
+            repository = export_variant(str(checkpoints["modelscope"]), args.work / f"repository-{args.shape}-{setup}",
+                                        f"{SETUPS[setup]} --max-length {args.max_length}{gate}")
+        except ExportError as exc:
+            raise LoadTestError(f"export ({setup}) failed: {exc}") from None
         exports[f"triton-{setup}"] = json.loads((repository / "encoder" / "export.json").read_text(encoding="utf-8"))
         print(f"[compare] ours: tritonserver, {setup}", flush=True)
         cached = args.cached_run and number == 0  # the response cache on only where a run measures it
@@ -167,7 +155,7 @@ def run(args, setups: list[str], baselines: list[str], folder: Path) -> tuple[li
     theirs = []
     for name in baselines:
         pipeline = BASELINES[name]
-        model = modelscope_dir if pipeline == "modelscope" else huggingface_dir
+        model = checkpoints[pipeline]
         [port] = free_ports(1)
         print(f"[compare] baseline: {pipeline} pipeline behind Flask", flush=True)
         with open(folder / f"{name}.log", "wb") as log:
@@ -195,6 +183,9 @@ def summarize(ours: list[report.ResultSet], theirs: list[report.ResultSet], expo
         return {users: dataclasses.asdict(row) | {"success_rate": row.success_rate}
                 for users, row in sorted(result.rows.items())}
 
+    def export(name: str) -> dict:
+        return {key: exports.get(name, {}).get(key) for key in ("max_length", "buckets", "int8_agreement")}
+
     measured = [r for r in ours if not r.meta["target"].endswith("-cache-on")]
     fp32 = next((r for r in measured if r.meta["target"] == "triton-fp32"), None)
     return {
@@ -203,7 +194,7 @@ def summarize(ours: list[report.ResultSet], theirs: list[report.ResultSet], expo
                  "mean_labels": ours[0].meta["mean_labels"], "started": ours[0].meta["started"]},
         "setups": {r.meta["target"]: {"runtime": r.meta["runtime"], "precision": r.meta["precision"],
                                       "requests": report.requests_kind(r.meta), "levels": levels(r),
-                                      "export": export_facts(exports, r.meta["target"].removesuffix("-cache-on"))}
+                                      "export": export(r.meta["target"].removesuffix("-cache-on"))}
                    for r in ours},
         "baselines": {r.meta["target"]: {"runtime": r.meta["runtime"], "levels": levels(r)} for r in theirs},
         "against_baselines": [
@@ -219,18 +210,6 @@ def summarize(ours: list[report.ResultSet], theirs: list[report.ResultSet], expo
             for mine in measured if fp32 and mine is not fp32 for users, row in sorted(mine.rows.items())
             if users in fp32.rows],
     }
-
-
-def export_facts(exports: dict, name: str) -> dict:
-    return {key: exports.get(name, {}).get(key) for key in ("max_length", "buckets", "int8_agreement")}
-
-
-def gate_sentence(gate: dict | None) -> str:
-    if not gate:
-        return "not recorded"
-    return (f"max |Δ score| {gate['max_abs_delta']:.4f}, mean |Δ score| {gate['mean_abs_delta']:.4f}, top-1 agreement "
-            f"{gate['top1_agreement']:.1%} ({gate['top1_strict']:.1%} strict) on {gate['requests']} requests: "
-            f"{'within' if gate['passed'] else 'outside'} the export's limits")
 
 
 def render(data: dict, ours: list[report.ResultSet], theirs: list[report.ResultSet]) -> str:
@@ -272,7 +251,10 @@ def render(data: dict, ours: list[report.ResultSet], theirs: list[report.ResultS
     gates = {name: s["export"]["int8_agreement"] for name, s in setups.items() if s["export"]["int8_agreement"]}
     if gates:
         lines += ["", "## INT8 accuracy gate at export", "",
-                  *(f"- {name}, on this random-weight checkpoint: {gate_sentence(gate)}."
+                  *(f"- {name}, on this random-weight checkpoint: max |Δ score| {gate['max_abs_delta']:.4f}, mean "
+                    f"|Δ score| {gate['mean_abs_delta']:.4f}, top-1 agreement {gate['top1_agreement']:.1%} "
+                    f"({gate['top1_strict']:.1%} strict) on {gate['requests']} requests: "
+                    f"{'within' if gate['passed'] else 'outside'} the export's limits."
                     for name, gate in gates.items()),
                   "", "Random weights cannot show accuracy (their scores are near-ties that any rounding reorders): "
                   "these figures say nothing about a real model; see docs/models-and-export.md, INT8 on CPU."]

@@ -25,8 +25,8 @@ STALL_MS = 400
 CONCURRENCY = "1,5,10,32,64,128"  # the default sweep of in-flight requests (make bench, make perf)
 
 
-def parse_levels(spec: str) -> list[int]:
-    """'1,5,10' or perf_analyzer's 'START:END:STEP' -> the concurrency levels, in order."""
+def parse_levels(spec: str, what: str = "concurrency") -> list[int]:
+    """'1,5,10' or perf_analyzer's 'START:END:STEP' -> the concurrency levels (or user counts), in order."""
     try:
         if ":" in spec:
             parts = [int(part) for part in spec.split(":")]
@@ -39,7 +39,7 @@ def parse_levels(spec: str) -> list[int]:
     except ValueError:
         levels = []
     if not levels or min(levels) < 1:
-        raise ValueError(f"concurrency {spec!r} is not a list of positive counts ('1,5,10') or START:END:STEP")
+        raise ValueError(f"{what} {spec!r} is not a list of positive counts ('1,5,10') or START:END:STEP")
     return levels
 
 

@@ -81,18 +81,10 @@ class WorkloadUser(User):
 
 
 class JsonEndpointUser(WorkloadUser, FastHttpUser):
-    """POSTs each request as JSON and checks the answer; subclasses say where, in which format, and
-    where the labels and scores are in the reply."""
+    """POSTs each request as JSON and checks the answer; subclasses say where (path), in which format (body)
+    and where the labels and scores are in the reply (labels_and_scores)."""
 
     abstract = True
-    path = ""
-    name = ""
-
-    def body(self, request) -> dict:
-        raise NotImplementedError
-
-    def labels_and_scores(self, answer: dict) -> tuple[list, list]:
-        raise NotImplementedError
 
     @task
     def classify(self) -> None:
@@ -108,12 +100,10 @@ class JsonEndpointUser(WorkloadUser, FastHttpUser):
 
 
 class TritonHttpUser(JsonEndpointUser):
-    path, name = TRITON_INFER, f"{MODEL} [http]"
+    path, name, body = TRITON_INFER, f"{MODEL} [http]", staticmethod(kserve_body)
 
-    def body(self, request) -> dict:
-        return kserve_body(request)
-
-    def labels_and_scores(self, answer: dict) -> tuple[list, list]:
+    @staticmethod
+    def labels_and_scores(answer: dict) -> tuple[list, list]:
         outputs = {output["name"]: output["data"] for output in answer["outputs"]}
         return outputs["LABELS"], outputs["SCORES"]
 
@@ -160,10 +150,8 @@ class TritonGrpcUser(WorkloadUser):
 class ReferenceFlaskUser(JsonEndpointUser):
     """The reference deployment's stack: one pipeline behind Flask, `POST /classify` with JSON."""
 
-    path, name = "/classify", "classify [flask]"
+    path, name, body = "/classify", "classify [flask]", staticmethod(flask_body)
 
-    def body(self, request) -> dict:
-        return flask_body(request)
-
-    def labels_and_scores(self, answer: dict) -> tuple[list, list]:
+    @staticmethod
+    def labels_and_scores(answer: dict) -> tuple[list, list]:
         return answer["labels"], answer["scores"]

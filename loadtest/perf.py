@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from loadtest import results
@@ -40,7 +39,7 @@ from loadtest.perf_data import MODEL, check_answers, input_data, read_csv
 from loadtest.perf_tools import DEFAULT_DIR, PerfAnalyzer, ToolError, locate
 from loadtest.server import Target, score_kind_of, serve
 from loadtest.server_metrics import model_deltas
-from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, Workload
+from loadtest.workload import Workload
 
 # perf_analyzer holds its input data once per in-flight request (about 2 KB per request each, measured
 # with 2.51): distinct requests x concurrency is capped so that a level at 128 stays near 1 GB.
@@ -84,7 +83,8 @@ class PerfSweep:
         size = max(self.settings.min_requests, math.ceil(expected) + 2 * concurrency)
         return min(size, max(DATA_COPIES_CAP // concurrency, 8 * concurrency))
 
-    def run_once(self, concurrency: int, size: int, scratch: Path) -> dict:
+    def run_once(self, concurrency: int, size: int, scratch: Path) -> tuple[dict, list[str]]:
+        """One perf_analyzer run at `concurrency` on `size` distinct requests: the level, its CSV's lines."""
         requests = [self.sampler.next() for _ in range(size)]  # distinct: each ends in a tag of its own
         data, csv_path, profile = scratch / "input.json", scratch / "level.csv", scratch / "profile.json"
         for earlier in (csv_path, profile):  # an earlier attempt's: perf_analyzer refuses to overwrite them
@@ -111,17 +111,26 @@ class PerfSweep:
                     if "stable measurement" in tail else "")
             raise PerfError(f"perf_analyzer failed at concurrency {concurrency} (exit {done.returncode}; "
                             f"log: {log}{hint}):\n{tail}")
-        ensemble = deltas.get(MODEL, {})
+        ensemble, [row] = deltas.get(MODEL, {}), read_csv(csv_path)
         sent = int(ensemble.get("requests", 0) + ensemble.get("failures", 0))
         check = check_answers(json.loads(profile.read_text(encoding="utf-8", errors="surrogateescape")),
                               self.score_kind)
-        lines = csv_path.read_text(encoding="utf-8").strip().splitlines()
-        [row] = read_csv(csv_path)
-        return {"row": row, "csv_lines": lines, "check": check, "size": size, "sent": sent,
-                "failures": int(ensemble.get("failures", 0)), "cache_hits": int(ensemble.get("cache_hits", 0)),
-                "server_ms": ensemble.get("request_us", 0.0) / max(1.0, ensemble.get("requests", 0.0)) / 1e3,
-                "client_cpu_s": (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime),
-                "elapsed_s": elapsed}
+        labels_per_request = check.labels / check.checked if check.checked else float("nan")
+        server_compute_us = sum(row.get(f"Server Compute {part}", 0.0) for part in ("Input", "Infer", "Output"))
+        client_cpu_s = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
+        return {
+            "concurrency": concurrency, "distinct_requests": size, "sent": sent, "ran_out_of_data": sent > size,
+            "failures": int(ensemble.get("failures", 0)), "cache_hits": int(ensemble.get("cache_hits", 0)),
+            "requests_per_s": row["Inferences/Second"], "pairs_per_s": row["Inferences/Second"] * labels_per_request,
+            "labels_per_request": labels_per_request,
+            **{f"p{q}_ms": row[f"p{q} latency"] / 1e3 for q in (50, 90, 95, 99)},
+            "server_queue_ms": row.get("Server Queue", float("nan")) / 1e3,
+            "server_compute_ms": server_compute_us / 1e3,
+            "server_ms": ensemble.get("request_us", 0.0) / max(1.0, ensemble.get("requests", 0.0)) / 1e3,
+            "client_cpu_ms_per_request": client_cpu_s * 1e3 / max(1, sent), "checked": check.checked,
+            "wrong": check.wrong, "unanswered": check.unanswered, "repeated": check.repeated,
+            "problems": check.problems, "elapsed_s": elapsed, "csv": row,
+        }, csv_path.read_text(encoding="utf-8").strip().splitlines()
 
     def measure(self, concurrency: int) -> dict:
         """One level; rerun once with more input data if perf_analyzer ran out of it."""
@@ -129,41 +138,19 @@ class PerfSweep:
         with tempfile.TemporaryDirectory(prefix="zsc-perf-") as scratch:
             while True:
                 attempts += 1
-                run = self.run_once(concurrency, self.input_size(concurrency, windows), Path(scratch))
-                rate = run["row"]["Inferences/Second"]
-                self.rate_per_slot = rate / concurrency
-                if run["sent"] <= run["size"] or attempts == 2:
+                level, lines = self.run_once(concurrency, self.input_size(concurrency, windows), Path(scratch))
+                self.rate_per_slot = level["requests_per_s"] / concurrency
+                if not level["ran_out_of_data"] or attempts == 2:
                     break
-                print(f"[perf] concurrency {concurrency}: sent {run['sent']} requests, more than its "
-                      f"{run['size']} distinct ones; again with more", flush=True)
+                print(f"[perf] concurrency {concurrency}: sent {level['sent']} requests, more than its "
+                      f"{level['distinct_requests']} distinct ones; again with more", flush=True)
                 windows = self.settings.max_trials + 1
-        level = summarize(concurrency, run, attempts)
-        if not self.csv_lines:
-            self.csv_lines.append(run["csv_lines"][0])
-        self.csv_lines.extend(run["csv_lines"][1:])
+        level["attempts"] = attempts
+        self.csv_lines += lines if not self.csv_lines else lines[1:]  # perf_analyzer's header once
         print(f"[perf] concurrency {concurrency}: {level['requests_per_s']:.1f} req/s, p50 {level['p50_ms']:.1f} ms, "
               f"p99 {level['p99_ms']:.1f} ms; {level['sent']} sent, {level['failures']} failed, "
               f"{level['cache_hits']} cache hits, {level['wrong']} wrong of {level['checked']} checked", flush=True)
         return level
-
-
-def summarize(concurrency: int, run: dict, attempts: int) -> dict:
-    row, check = run["row"], run["check"]
-    labels_per_request = check.labels / check.checked if check.checked else float("nan")
-    server_queue_us = row.get("Server Queue", float("nan"))
-    server_compute_us = sum(row.get(key, 0.0) for key in
-                            ("Server Compute Input", "Server Compute Infer", "Server Compute Output"))
-    return {
-        "concurrency": concurrency, "attempts": attempts, "distinct_requests": run["size"], "sent": run["sent"],
-        "ran_out_of_data": run["sent"] > run["size"], "failures": run["failures"], "cache_hits": run["cache_hits"],
-        "requests_per_s": row["Inferences/Second"], "pairs_per_s": row["Inferences/Second"] * labels_per_request,
-        "labels_per_request": labels_per_request,
-        **{f"p{q}_ms": row[f"p{q} latency"] / 1e3 for q in (50, 90, 95, 99)},
-        "server_queue_ms": server_queue_us / 1e3, "server_compute_ms": server_compute_us / 1e3,
-        "server_ms": run["server_ms"], "client_cpu_ms_per_request": run["client_cpu_s"] * 1e3 / max(1, run["sent"]),
-        "checked": check.checked, "wrong": check.wrong, "unanswered": check.unanswered, "repeated": check.repeated,
-        "problems": check.problems, "elapsed_s": run["elapsed_s"], "csv": row,
-    }
 
 
 def level_problems(level: dict) -> list[str]:
@@ -180,20 +167,16 @@ def level_problems(level: dict) -> list[str]:
     return problems
 
 
-def conditions(meta: dict) -> str:
+def markdown(meta: dict, levels: list[dict]) -> str:
     settings = meta["settings"]
     where = "started for this run" if meta["own_server"] else "already running"
-    return (f"{meta['model']} ({meta['note'] or 'weights as exported'}), {meta['runtime']}, {meta['precision']}, "
-            f"max_length {meta['max_length']}, {meta['hardware']}; perf_analyzer {meta['perf_analyzer']} on the "
-            f"same host against `zero_shot` over {settings['protocol']} (server {where}), synchronous client (one "
-            f"thread per in-flight request), one run per level, time windows of {settings['interval_ms']} ms until "
-            f"3 agree within {settings['stability_pct']:g}% (at most {settings['max_trials']}); workload "
-            f"{meta['workload']} ({meta['label_mode']} labels, {meta['mean_labels']:.1f} labels/request on average), "
-            f"every request distinct within the run (seed {meta['seed']})")
-
-
-def markdown(meta: dict, levels: list[dict]) -> str:
-    lines = [f"# perf_analyzer {meta['started']}", "", conditions(meta), "", *results.table(
+    conditions = (f"{results.served_line(meta)}; perf_analyzer {meta['perf_analyzer']} on the same host against "
+                  f"`zero_shot` over {settings['protocol']} (server {where}), synchronous client (one thread per "
+                  f"in-flight request), one run per level, time windows of {settings['interval_ms']} ms until 3 agree "
+                  f"within {settings['stability_pct']:g}% (at most {settings['max_trials']}); workload "
+                  f"{meta['workload']} ({meta['label_mode']} labels, {meta['mean_labels']:.1f} labels/request on "
+                  f"average), every request distinct within the run (seed {meta['seed']})")
+    lines = [f"# perf_analyzer {meta['started']}", "", conditions, "", *results.table(
         ["concurrency", "req/s", "pairs/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "server queue ms",
          "server compute ms", "sent", "distinct", "failed", "cache hits", "checked", "wrong"],
         [[level["concurrency"], results.number(level["requests_per_s"]), results.number(level["pairs_per_s"], 0),
@@ -217,32 +200,16 @@ def markdown(meta: dict, levels: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_meta(args, served: dict, sampler, tool: PerfAnalyzer, settings: Settings, own_server: bool) -> dict:
-    return {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "hardware": results.hardware(),
-            "model": served.get("source", "unknown"), "runtime": served.get("runtime", "unknown"),
-            "precision": served.get("precision", "unknown"), "max_length": served.get("max_length"),
-            "workload": Path(args.workload).name, "label_mode": args.label_mode, "mean_labels": sampler.mean_labels(),
-            "perf_analyzer": tool.version(), "settings": dataclasses.asdict(settings), "seed": args.seed,
-            "own_server": own_server, "note": args.note}
-
-
-def write_results(folder: Path, meta: dict, levels: list[dict], csv_lines: list[str], error: str = "") -> None:
-    (folder / "perf_analyzer.csv").write_text("\n".join(csv_lines) + "\n", encoding="utf-8")
-    results.write(folder, {"meta": meta, "levels": levels, "error": error},
-                  markdown(meta, levels) + (f"\n**Stopped: {error}**\n" if error else ""))
-
-
-def add_perf_arguments(parser: argparse.ArgumentParser) -> None:
-    """make perf's options."""
+def build_parser() -> argparse.ArgumentParser:
+    parser = results.parser("perf", __doc__, server="", label_help="fresh (default): random label sets, so that "
+                            "many distinct requests exist")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"),
                         help="exported repository to serve (ignored with --grpc-url)")
-    parser.add_argument("--grpc-url", default="", help="measure a running server instead of starting one")
-    parser.add_argument("--http-url", default="", help="its HTTP endpoint (default: the gRPC host, port 8000)")
-    parser.add_argument("--metrics-url", default="", help="its Prometheus endpoint (default: that host, port 8002)")
     parser.add_argument("--admin-key", default="",
                         help="a running server's secret: perf_analyzer reads the server's side of each request "
                              "through Triton's statistics API, which the launcher restricts to it; or start that "
                              "server with `make serve SERVE_ARGS='--open-api statistics'`")
+    parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
     parser.add_argument("--concurrency", default=CONCURRENCY,
                         help="in-flight requests per level: a list or START:END:STEP (default: %(default)s)")
     parser.add_argument("--interval-ms", type=int, default=5000, help="perf_analyzer's measurement window")
@@ -251,26 +218,16 @@ def add_perf_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-trials", type=int, default=10, help="windows before perf_analyzer gives up")
     parser.add_argument("--min-requests", type=int, default=2000,
                         help="distinct requests of the first level, and the least any level gets")
-    parser.add_argument("--workload", type=Path, default=DEFAULT_WORKLOAD)
-    parser.add_argument("--label-mode", choices=LABEL_MODES, default="fresh",
-                        help="fresh (default): random label sets, so that many distinct requests exist")
     parser.add_argument("--seed", type=int, default=None, help="request draw (default: random, recorded)")
     parser.add_argument("--tools", type=Path, default=DEFAULT_DIR, help="perf_analyzer's folder (make perf-tools)")
-    parser.add_argument("--out", type=Path, default=results.RESULTS, help="results parent (default: %(default)s)")
-    parser.add_argument("--note", default="", help="one line stored with the results (e.g. 'random weights')")
-
-
-def prepare(args) -> tuple[PerfAnalyzer, list[int]]:
-    """Checks that need no server: the tool, the levels, the seed."""
-    tool = locate(args.tools)
-    levels = parse_levels(args.concurrency)
-    if args.seed is None:
-        args.seed = random.SystemRandom().randrange(2**32)
-    return tool, levels
+    return parser
 
 
 def run(args) -> tuple[Path, list[dict], str]:
-    tool, levels = prepare(args)
+    # checks that need no server first: the tool, the levels
+    tool, levels = locate(args.tools), parse_levels(args.concurrency)
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(2**32)
     error, levels_done = "", []
     with contextlib.ExitStack() as stack:
         target = (Target.from_urls(args.grpc_url, args.http_url, args.metrics_url, args.admin_key) if args.grpc_url
@@ -279,7 +236,10 @@ def run(args) -> tuple[Path, list[dict], str]:
         sampler = Workload.load(args.workload).sampler(args.label_mode, "", "", seed=args.seed, distinct=True)
         settings = Settings(args.protocol, args.interval_ms, args.stability_pct, args.max_trials, args.min_requests)
         served = target.export_info()
-        meta = run_meta(args, served, sampler, tool, settings, not args.grpc_url)
+        meta = results.served_meta(served, workload=Path(args.workload).name, label_mode=args.label_mode,
+                                   mean_labels=sampler.mean_labels(), perf_analyzer=tool.version(),
+                                   settings=dataclasses.asdict(settings), seed=args.seed,
+                                   own_server=not args.grpc_url, note=args.note)
         folder = results.new_folder(args.out, "perf", meta["hardware"], meta["runtime"], meta["precision"])
         sweep = PerfSweep(tool, target, settings, sampler, score_kind_of(served), folder)
         for level in levels:
@@ -288,16 +248,10 @@ def run(args) -> tuple[Path, list[dict], str]:
             except PerfError as exc:
                 error = str(exc)
                 break
-    write_results(folder, meta, levels_done, sweep.csv_lines, error)
+    (folder / "perf_analyzer.csv").write_text("\n".join(sweep.csv_lines) + "\n", encoding="utf-8")
+    results.write(folder, {"meta": meta, "levels": levels_done, "error": error},
+                  markdown(meta, levels_done) + (f"\n**Stopped: {error}**\n" if error else ""))
     return folder, levels_done, error
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.perf", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_perf_arguments(parser)
-    parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

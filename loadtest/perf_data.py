@@ -51,21 +51,15 @@ def split_bytes_tensor(value: str) -> list[str]:
     tensor without the first element's length prefix (`a` + len(b) + `b` + …), as a JSON string. A
     complete serialization (with the first prefix) is accepted too. ValueError when it is neither."""
     raw = value.encode("utf-8", "surrogateescape")
-    full = _chain(raw)
-    if full is not None and raw:
-        candidates = [full]
-    else:
-        candidates = []
-        for first in range(1, len(raw) + 1):
-            rest = _chain(raw[first:])
-            if rest is not None:
-                candidates.append([raw[:first], *rest])
-                break
-    for items in candidates:
-        try:
+    items = _chain(raw) if raw else None
+    if items is None:  # without the first prefix: the shortest first element after which the rest chains
+        first = next((size for size in range(1, len(raw) + 1) if _chain(raw[size:]) is not None), None)
+        items = None if first is None else [raw[:first], *_chain(raw[first:])]
+    try:
+        if items:
             return [item.decode("utf-8") for item in items]
-        except UnicodeDecodeError:
-            continue
+    except UnicodeDecodeError:
+        pass
     raise ValueError(f"not a serialized BYTES tensor: {value[:80]!r}")
 
 

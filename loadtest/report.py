@@ -68,12 +68,8 @@ class ResultSet:
 
     @property
     def label(self) -> str:
-        return f"{self.meta['target']} · {self.meta['runtime']}/{self.meta['precision']} · {short_hardware(self.meta)}"
-
-
-def short_hardware(meta: dict) -> str:
-    hardware = meta["hardware"]
-    return hardware if len(hardware) <= 32 else hardware[:31] + "…"
+        hardware = self.meta["hardware"] if len(self.meta["hardware"]) <= 32 else self.meta["hardware"][:31] + "…"
+        return f"{self.meta['target']} · {self.meta['runtime']}/{self.meta['precision']} · {hardware}"
 
 
 def _number(value: str) -> float:
@@ -81,6 +77,7 @@ def _number(value: str) -> float:
 
 
 def read_run(folder: Path, users: int, mean_labels: float | None = None) -> RunRow:
+    """One user count's run: Locust's Aggregated row, with Triton's counters and GPU memory beside it."""
     with open(folder / f"u{users}_stats.csv", newline="", encoding="utf-8") as handle:
         rows = [row for row in csv.DictReader(handle) if row["Name"] == "Aggregated"]
     if not rows:
@@ -88,29 +85,23 @@ def read_run(folder: Path, users: int, mean_labels: float | None = None) -> RunR
     stats = rows[0]
     if mean_labels is None:
         mean_labels = json.loads((folder / "meta.json").read_text(encoding="utf-8"))["mean_labels"]
-    rps = _number(stats["Requests/s"])
-    answered = 1 - int(stats["Failure Count"]) / max(int(stats["Request Count"]), 1)
-    row = RunRow(
-        users=users, requests=int(stats["Request Count"]), failures=int(stats["Failure Count"]),
-        avg_ms=_number(stats["Average Response Time"]), p50_ms=_number(stats["50%"]),
-        p95_ms=_number(stats["95%"]), p99_ms=_number(stats["99%"]),
-        # a failed request scored nothing: pairs/s counts answered requests only
-        rps=rps, pairs_per_s=rps * mean_labels * answered,
-    )
+    requests, failures = int(stats["Request Count"]), int(stats["Failure Count"])
+    figures = {key: _number(stats[column]) for key, column in (("avg_ms", "Average Response Time"), ("p50_ms", "50%"),
+                                                               ("p95_ms", "95%"), ("p99_ms", "99%"),
+                                                               ("rps", "Requests/s"))}
+    # a failed request scored nothing: pairs/s counts answered requests only
+    row = RunRow(users=users, requests=requests, failures=failures, **figures,
+                 pairs_per_s=figures["rps"] * mean_labels * (1 - failures / max(requests, 1)))
     server_file = folder / f"u{users}_server.json"
-    if server_file.is_file():
-        server = json.loads(server_file.read_text(encoding="utf-8"))
-        ensemble = server.get("models", {}).get("zero_shot")
-        if ensemble:
-            row.cache_hits, row.server_requests = ensemble.get("cache_hits", 0.0), ensemble.get("requests", 0.0)
-        encoder = server.get("models", {}).get("encoder")
-        if encoder and encoder.get("requests"):
-            row.encoder_queue_ms = encoder["avg_queue_ms"]
-            row.encoder_compute_ms = encoder["avg_compute_ms"]
-            row.encoder_batch = encoder["avg_batch"]
-        memory = server.get("nvidia_smi", {}).get("memory_used_mb_max") or server.get("triton_gpu", {}).get(
-            "memory_used_mb")
-        row.gpu_memory_mb = memory or None
+    server = json.loads(server_file.read_text(encoding="utf-8")) if server_file.is_file() else {}
+    ensemble, encoder = (server.get("models", {}).get(model) for model in ("zero_shot", "encoder"))
+    if ensemble:
+        row.cache_hits, row.server_requests = ensemble.get("cache_hits", 0.0), ensemble.get("requests", 0.0)
+    if encoder and encoder.get("requests"):
+        row.encoder_queue_ms, row.encoder_compute_ms = encoder["avg_queue_ms"], encoder["avg_compute_ms"]
+        row.encoder_batch = encoder["avg_batch"]
+    row.gpu_memory_mb = (server.get("nvidia_smi", {}).get("memory_used_mb_max")
+                         or server.get("triton_gpu", {}).get("memory_used_mb") or None)
     return row
 
 
@@ -124,10 +115,6 @@ def read_results(folder: Path) -> ResultSet:
     if not rows:
         raise ValueError(f"{folder} has no u<N>_stats.csv")
     return ResultSet(folder, meta, rows)
-
-
-def memory(row: RunRow) -> str:
-    return f"{row.gpu_memory_mb / 1024:.1f} GiB" if row.gpu_memory_mb else "n/a (no GPU)"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -149,60 +136,45 @@ def conditions(results: list[ResultSet]) -> str:
                   "Started"], rows)
 
 
-def single_request_table(results: list[ResultSet]) -> str:
-    rows = [[r.label, number(r.rows[1].avg_ms), number(r.rows[1].p95_ms), memory(r.rows[1]),
-             f"{r.rows[1].success_rate:.2%}"] for r in results if 1 in r.rows]
-    return table(["Setup", "Avg latency (ms)", "P95 (ms)", "GPU memory", "Success"], rows)
-
-
 def users_table(results: list[ResultSet], users: int) -> str:
-    rows = [[r.label, number(r.rows[users].avg_ms), number(r.rows[users].p95_ms), f"{r.rows[users].success_rate:.2%}",
-             number(r.rows[users].rps)] for r in results if users in r.rows]
-    return table(["Setup", "Avg latency (ms)", "P95 (ms)", "Success rate", "Requests/s"], rows)
+    """The reference deployment's tables: one user with the GPU memory, N users with requests/s."""
+    single = users == 1
+    rows = [[r.label, number(row.avg_ms), number(row.p95_ms),
+             *([f"{row.gpu_memory_mb / 1024:.1f} GiB" if row.gpu_memory_mb else "n/a (no GPU)"] if single else []),
+             f"{row.success_rate:.2%}", *([] if single else [number(row.rps)])]
+            for r in results for row in [r.rows.get(users)] if row]
+    return table(["Setup", "Avg latency (ms)", "P95 (ms)",
+                  *(["GPU memory", "Success"] if single else ["Success rate", "Requests/s"])], rows)
 
 
 def throughput_table(results: list[ResultSet]) -> str:
-    rows = []
-    for r in results:
-        for users, row in sorted(r.rows.items()):
-            rows.append([r.label, str(users), number(row.rps), number(row.pairs_per_s, 0), row.cache_cell(),
-                         number(row.encoder_queue_ms, 2), number(row.encoder_compute_ms, 2),
-                         number(row.encoder_batch, 1)])
+    rows = [[r.label, str(users), number(row.rps), number(row.pairs_per_s, 0), row.cache_cell(),
+             number(row.encoder_queue_ms, 2), number(row.encoder_compute_ms, 2), number(row.encoder_batch, 1)]
+            for r in results for users, row in sorted(r.rows.items())]
     return table(["Setup", "Users", "Requests/s", "Pairs/s", "Answered from cache", "Encoder queue (ms/req)",
                   "Encoder compute (ms/req)", "Pairs per encoder execution"], rows)
 
 
-def capacity(result: ResultSet, slo_p95_ms: float) -> float:
-    """Highest measured requests/s with P95 within the objective and success >= 99.9% (0 if none)."""
-    good = [row.rps for row in result.rows.values() if row.p95_ms <= slo_p95_ms and row.success_rate >= MIN_SUCCESS]
-    return max(good, default=0.0)
-
-
-def price_of(result: ResultSet, prices: dict[str, float]) -> float | None:
-    hardware = result.meta["hardware"].lower()
-    matches = [(len(key), price) for key, price in prices.items() if key.lower() in hardware]
-    return max(matches)[1] if matches else None
-
-
 def recommendation_matrix(results: list[ResultSet], prices: dict[str, float], slo_p95_ms: float) -> str:
-    header = ["Traffic (req/s)"] + [r.label for r in results] + ["Recommended"]
+    """Per traffic level, what each setup costs: instances at its capacity (its highest measured requests/s with
+    P95 within the objective and success >= 99.9%) times its hardware's price (the longest key it contains)."""
+    capacities = [max((row.rps for row in r.rows.values() if row.p95_ms <= slo_p95_ms
+                       and row.success_rate >= MIN_SUCCESS), default=0.0) for r in results]
+    priced = [max(((len(key), price) for key, price in prices.items() if key.lower() in r.meta["hardware"].lower()),
+                  default=(0, None))[1] for r in results]
     rows = []
     for traffic in TRAFFIC_LEVELS:
         cells, costs = [], []
-        for result in results:
-            rate, price = capacity(result, slo_p95_ms), price_of(result, prices)
+        for result, rate, price in zip(results, capacities, priced):
             if rate <= 0:
                 cells.append(f"misses P95 ≤ {slo_p95_ms:.0f} ms")
-                continue
-            instances = math.ceil(traffic / rate)
-            if price is None:
-                cells.append(f"{instances}× (no price)")
-                continue
-            cost = instances * price
-            costs.append((cost, result.label))
-            cells.append(f"{instances}× = ${cost:,.2f}/h")
+            elif price is None:
+                cells.append(f"{math.ceil(traffic / rate)}× (no price)")
+            else:
+                costs.append((math.ceil(traffic / rate) * price, result.label))
+                cells.append(f"{math.ceil(traffic / rate)}× = ${costs[-1][0]:,.2f}/h")
         rows.append([str(traffic)] + cells + [min(costs)[1] if costs else "n/a"])
-    return table(header, rows)
+    return table(["Traffic (req/s)"] + [r.label for r in results] + ["Recommended"], rows)
 
 
 def plot(results: list[ResultSet], out: Path) -> list[Path]:
@@ -237,7 +209,7 @@ def plot(results: list[ResultSet], out: Path) -> list[Path]:
 def render(results: list[ResultSet], prices: dict[str, float], slo_p95_ms: float) -> str:
     user_counts = sorted({users for r in results for users in r.rows} - {1})
     sections = ["# Load-test report", "## Conditions", conditions(results),
-                "## Single request (1 user)", single_request_table(results)]
+                "## Single request (1 user)", users_table(results, 1)]
     for users in user_counts:
         sections += [f"## {users} concurrent users", users_table(results, users)]
     sections += ["## Throughput and where the time goes", throughput_table(results),

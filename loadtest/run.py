@@ -26,18 +26,21 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from loadtest import report, results
+from loadtest.driver import parse_levels
 from loadtest.server import NvidiaSmiSampler, Target, score_kind_of
 from loadtest.server_metrics import gpu_gauges, model_deltas
-from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, TRITON_INFER, Workload, flask_body, kserve_body
+from loadtest.workload import TRITON_INFER, Workload, flask_body, kserve_body
 
-ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 USER_CLASSES = {"http": "TritonHttpUser", "grpc": "TritonGrpcUser", "flask": "ReferenceFlaskUser"}
+DURATION_PART = re.compile(r"(\d+)([hms])")
+STOP_TIMEOUT_S = 10
+# what Locust may take beyond the run itself: start-up, --stop-timeout, writing its CSVs
+EXIT_GRACE_S = 60
 
 
 class LoadTestError(RuntimeError):
@@ -45,8 +48,7 @@ class LoadTestError(RuntimeError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = results.parser("run", __doc__, label_mode="sets")
     parser.add_argument("--host", default="http://127.0.0.1:8000",
                         help="Triton's HTTP endpoint (or a baseline's, with --protocol flask)")
     parser.add_argument("--protocol", choices=sorted(USER_CLASSES), default="grpc",
@@ -56,40 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Triton's Prometheus endpoint (default: --host's host, port 8002; 'none' to skip)")
     parser.add_argument("--users", default="1,5,10", help="comma-separated user counts, one run each")
     parser.add_argument("--duration", default="60s", help="per user count, Locust syntax (30s, 2m)")
-    parser.add_argument("--label-mode", choices=LABEL_MODES, default="sets")
     parser.add_argument("--label-mix", default="", help="label-count weights, e.g. 3:4,5:2,10:1")
     parser.add_argument("--text-mix", default="", help="text-length weights, e.g. short:1,long:1")
     parser.add_argument("--distinct", action=argparse.BooleanOptionalAction, default=True,
                         help="end each text in a unique whitespace tag the tokenizers drop, so that no request "
                              "repeats and the response cache answers none: the figures are compute (default); "
                              "--no-distinct: the workload's repeats, which the cache may answer")
-    parser.add_argument("--workload", type=Path, default=DEFAULT_WORKLOAD)
     parser.add_argument("--request-timeout-s", type=float, default=30.0)
     parser.add_argument("--target", default="",
                         help="name of what is measured (default: triton, or the baseline's name)")
     parser.add_argument("--model", default="", help="model name for the report (default: from the server)")
     parser.add_argument("--precision", default="", help="precision for the report (default: from the server)")
     parser.add_argument("--runtime", default="", help="runtime for the report (default: from the server)")
-    parser.add_argument("--out", type=Path, default=results.RESULTS, help="parent of the results folder")
     parser.add_argument("--name", default="", help="results folder name (default: date and conditions)")
     parser.add_argument("--report", action="store_true", help="write report.md and plots into the folder")
     return parser
-
-
-def parse_users(spec: str) -> list[int]:
-    try:
-        users = [int(part) for part in spec.split(",") if part.strip()]
-    except ValueError:
-        raise LoadTestError(f"--users must be comma-separated integers, got {spec!r}") from None
-    if not users or min(users) < 1:
-        raise LoadTestError(f"--users needs at least one count >= 1, got {spec!r}")
-    return users
-
-
-DURATION_PART = re.compile(r"(\d+)([hms])")
-STOP_TIMEOUT_S = 10
-# what Locust may take beyond the run itself: start-up, --stop-timeout, writing its CSVs
-EXIT_GRACE_S = 60
 
 
 def parse_duration(spec: str) -> int:
@@ -109,8 +92,7 @@ def locust_command(args, users: int, csv_prefix: Path) -> list[str]:
         "-u", str(users), "-r", str(users), "-t", args.duration, "--stop-timeout", str(STOP_TIMEOUT_S),
         "--host", args.host, "--csv", str(csv_prefix), "--exit-code-on-error", "0",
         "--workload", str(args.workload), "--label-mode", args.label_mode,
-        "--request-timeout-s", str(args.request_timeout_s),
-        "--score-kind", score_kind_of(args.served),
+        "--request-timeout-s", str(args.request_timeout_s), "--score-kind", score_kind_of(args.served),
     ]
     if args.distinct:
         command.append("--distinct")
@@ -126,13 +108,9 @@ def warm_up(args, count: int = 5) -> None:
     numbers; fails early with a clear message when nothing answers at --host."""
     sampler = Workload.load(args.workload).sampler(args.label_mode, args.label_mix, args.text_mix, seed=99,
                                                    distinct=args.distinct)
+    url, body = ("/classify", flask_body) if args.protocol == "flask" else (TRITON_INFER, kserve_body)
     for _ in range(count):
-        request = sampler.next()
-        if args.protocol == "flask":
-            url, body = "/classify", flask_body(request)
-        else:
-            url, body = TRITON_INFER, kserve_body(request)
-        http = urllib.request.Request(args.host.rstrip("/") + url, data=json.dumps(body).encode(),
+        http = urllib.request.Request(args.host.rstrip("/") + url, data=json.dumps(body(sampler.next())).encode(),
                                       headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(http, timeout=max(args.request_timeout_s, 60)) as response:
@@ -143,43 +121,30 @@ def warm_up(args, count: int = 5) -> None:
 
 
 def run(args) -> Path:
-    users_list = parse_users(args.users)
+    users_list = parse_levels(args.users, "--users")
     deadline_s = parse_duration(args.duration) + STOP_TIMEOUT_S + EXIT_GRACE_S
     is_triton = args.protocol != "flask"
-    host = urlsplit(args.host).hostname
-    target = Target.from_urls(args.grpc_url or f"{host}:8001", args.host, args.metrics_url)
+    target = Target.from_urls(args.grpc_url or f"{urlsplit(args.host).hostname}:8001", args.host, args.metrics_url)
     if not is_triton:
         target = dataclasses.replace(target, metrics_url="none")
     served = args.served = target.export_info() if is_triton else {}
     sampler = Workload.load(args.workload).sampler(args.label_mode, args.label_mix, args.text_mix)
-    meta = {
-        "target": args.target or (f"triton-{args.protocol}" if is_triton else "baseline"),
-        "protocol": args.protocol,
-        "hardware": results.hardware(),
-        "model": args.model or served.get("source", "unknown"),
-        "precision": args.precision or served.get("precision", "unknown"),
-        "runtime": args.runtime or served.get("runtime", "unknown"),
-        "mode": served.get("mode", "nli"),
-        "max_length": served.get("max_length"),
-        "users": users_list,
-        "duration": args.duration,
-        "label_mode": args.label_mode, "label_mix": args.label_mix, "text_mix": args.text_mix,
-        "distinct": args.distinct,
-        "mean_labels": round(sampler.mean_labels(), 3),
-        "workload": str(args.workload.resolve().relative_to(ROOT) if args.workload.resolve().is_relative_to(ROOT)
-                        else args.workload),
-        "host": args.host,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "load_generator": "Locust, on the same machine as the server",
-    }
+    given = {"source": args.model, "precision": args.precision, "runtime": args.runtime}
+    meta = results.served_meta(
+        served | {key: value for key, value in given.items() if value},
+        target=args.target or (f"triton-{args.protocol}" if is_triton else "baseline"), protocol=args.protocol,
+        mode=served.get("mode", "nli"), users=users_list, duration=args.duration, label_mode=args.label_mode,
+        label_mix=args.label_mix, text_mix=args.text_mix, distinct=args.distinct,
+        mean_labels=round(sampler.mean_labels(), 3), workload=results.shown(args.workload), host=args.host,
+        note=args.note, load_generator="Locust, on the same machine as the server")
     folder = results.new_folder(args.out, "locust", meta["hardware"], meta["target"], meta["runtime"],
                                 meta["precision"], Path(meta["model"]).name, name=args.name)
-    (folder / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    results.write_json(folder / "meta.json", meta)
     print(f"[loadtest] {meta['target']} ({meta['model']}, {meta['runtime']}, {meta['precision']}) on "
           f"{meta['hardware']}; results in {folder}", flush=True)
 
     warm_up(args)
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(results.ROOT),
                                                                              os.environ.get("PYTHONPATH")])))
     for users in users_list:
         print(f"[loadtest] {users} user(s) for {args.duration} ...", flush=True)
@@ -190,9 +155,13 @@ def run(args) -> Path:
             raise LoadTestError(f"locust failed ({done.returncode}):\n{done.stderr[-3000:]}")
         (folder / f"u{users}_locust.log").write_text(done.stderr, encoding="utf-8")
         after = target.counters()
-        server = {"models": model_deltas(before, after), "triton_gpu": gpu_gauges(after), "nvidia_smi": gpu.summary()}
-        (folder / f"u{users}_server.json").write_text(json.dumps(server, indent=2) + "\n", encoding="utf-8")
-        print(f"[loadtest] {users} user(s): {one_line(folder, users)}", flush=True)
+        results.write_json(folder / f"u{users}_server.json", {"models": model_deltas(before, after),
+                                                               "triton_gpu": gpu_gauges(after),
+                                                               "nvidia_smi": gpu.summary()})
+        row = report.read_run(folder, users)
+        print(f"[loadtest] {users} user(s): {row.requests} requests, {row.success_rate:.2%} ok, avg "
+              f"{row.avg_ms:.0f} ms, p95 {row.p95_ms:.0f} ms, {row.rps:.1f} req/s, answered from cache: "
+              f"{row.cache_cell()}", flush=True)
     return folder
 
 
@@ -209,12 +178,6 @@ def run_locust(command: list[str], environment: dict, deadline_s: float) -> subp
                             f"stop timeout + {EXIT_GRACE_S} s grace) and was killed; last output:\n"
                             f"{stderr[-3000:]}") from None
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
-
-
-def one_line(folder: Path, users: int) -> str:
-    row = report.read_run(folder, users)
-    return (f"{row.requests} requests, {row.success_rate:.2%} ok, avg {row.avg_ms:.0f} ms, "
-            f"p95 {row.p95_ms:.0f} ms, {row.rps:.1f} req/s, answered from cache: {row.cache_cell()}")
 
 
 def main(argv: list[str] | None = None) -> int:

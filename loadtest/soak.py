@@ -42,7 +42,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
 from pathlib import Path
 
 from loadtest import results
@@ -50,21 +49,14 @@ from loadtest.driver import closed_loop, open_loop, percentiles
 from loadtest.server import RssSampler, Target, allowed_cpus, score_kind_of
 from loadtest.server_metrics import model_deltas
 from loadtest.soak_report import goals, markdown, summary_line, verdict
-from loadtest.workload import DEFAULT_WORKLOAD, LABEL_MODES, Workload, answer_problem
+from loadtest.workload import Workload, answer_problem
 from zsc_client import AsyncZeroShotClient, ZeroShotClientError
 from zsc_server.serve import cpu_list
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.soak", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--grpc-url", default="127.0.0.1:8001", help="Triton gRPC host:port (default: %(default)s)")
-    parser.add_argument("--http-url", default="", help="Triton HTTP host:port for config and health "
-                        "(default: the gRPC host, port 8000)")
-    parser.add_argument("--metrics-url", default="", help="Triton's Prometheus endpoint (default: the HTTP host, "
-                        "port 8002; 'none' to skip)")
+    parser = results.parser("soak", __doc__, server="127.0.0.1:8001", label_help="fresh (default): labels drawn "
+                            "per request, so the response cache rarely answers")
     parser.add_argument("--duration-s", type=float, default=600.0, help="open-loop phase (default: %(default)s)")
     parser.add_argument("--load", type=float, default=2.0, help="offered rate as a multiple of the measured "
                         "capacity (default: %(default)s)")
@@ -74,9 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup-s", type=float, default=5.0, help="before the capacity measurement, not counted")
     parser.add_argument("--capacity", type=float, default=0.0,
                         help="requests/s to take as the capacity instead of measuring it")
-    parser.add_argument("--workload", type=Path, default=DEFAULT_WORKLOAD)
-    parser.add_argument("--label-mode", choices=LABEL_MODES, default="fresh",
-                        help="fresh (default): labels drawn per request, so the response cache rarely answers")
     parser.add_argument("--timeout-s", type=float, default=30.0,
                         help="client timeout per request; above the encoder's queue timeout (default: %(default)s)")
     parser.add_argument("--recover-s", type=float, default=60.0,
@@ -98,7 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--client-cpus", default="",
                         help="pin this load generator to these cores, e.g. 1 or 2-3 (default: not pinned)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=results.RESULTS, help="parent of the results folder")
     parser.add_argument("--name", default="", help="results folder name (default: soak-<date>-<hardware>)")
     return parser
 
@@ -191,17 +179,12 @@ def run(args) -> tuple[Path, dict]:
     sampler = workload.sampler(args.label_mode, seed=args.seed, distinct=True)
     pid = args.server_pid or target.server_pid()
     admission, queue = served_policy(target)
-    meta = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "hardware": results.hardware(),
-            "model": served.get("source", "unknown"), "runtime": served.get("runtime", "unknown"),
-            "precision": served.get("precision", "unknown"), "max_length": served.get("max_length"),
-            "mode": served.get("mode", "nli"), "grpc_url": args.grpc_url, "server_pid": pid,
-            "workload": str(args.workload.resolve().relative_to(ROOT) if args.workload.resolve().is_relative_to(ROOT)
-                            else args.workload),
-            "label_mode": args.label_mode, "mean_labels": round(sampler.mean_labels(), 2), "load": args.load,
-            "duration_s": args.duration_s, "timeout_s": args.timeout_s, "seed": args.seed,
-            "queue_policy": queue, "admission": admission,
-            "load_generator": f"one asyncio process on the same host, cores {allowed_cpus(None)}; the server's "
-                              f"cores: {allowed_cpus(pid)}"}
+    meta = results.served_meta(
+        served, mode=served.get("mode", "nli"), grpc_url=args.grpc_url, server_pid=pid,
+        workload=results.shown(args.workload), label_mode=args.label_mode, mean_labels=round(sampler.mean_labels(), 2),
+        load=args.load, duration_s=args.duration_s, timeout_s=args.timeout_s, seed=args.seed, note=args.note,
+        queue_policy=queue, admission=admission, load_generator=f"one asyncio process on the same host, cores "
+        f"{allowed_cpus(None)}; the server's cores: {allowed_cpus(pid)}")
     print(f"[soak] {meta['model']} ({meta['runtime']}, {meta['precision']}) on {meta['hardware']}; "
           f"tritonserver pid {pid or 'not found: memory not sampled'}", flush=True)
 
@@ -216,10 +199,9 @@ def run(args) -> tuple[Path, dict]:
             raise ValueError(f"no correct answer while measuring capacity: {capacity}")
     unloaded = None
     if args.unloaded_s > 0:
-        alone = asyncio.run(closed_loop(args.grpc_url, 1, args.unloaded_s, sampler, score_kind, args.timeout_s))
-        figures = percentiles(alone["latencies_ms"], digits=1)
-        unloaded = {"p50_ms": figures["p50"], "p95_ms": figures["p95"], "requests": len(alone["latencies_ms"]),
-                    "seconds": args.unloaded_s} if alone["latencies_ms"] else None
+        alone = asyncio.run(measure_capacity(args.grpc_url, sampler, score_kind, 1, args.unloaded_s, args.timeout_s))
+        unloaded = {"p50_ms": alone["p50_ms"], "p95_ms": alone["p95_ms"], "requests": alone["correct"],
+                    "seconds": args.unloaded_s} if alone["correct"] else None
     rate = args.load * capacity["requests_per_s"]
     phases = [(rate, args.duration_s)]
     if args.burst_load > 0:

@@ -6,12 +6,11 @@ import json
 
 import numpy as np
 
+from loadtest.results import table
+
 ACCEPTED_P95_CEILING_MS = 1000.0  # under overload, accepted answers within a second, whatever the capacity
 REFUSAL_P95_MS = 50.0  # a refusal is worth having only if it comes at once: the caller retries elsewhere
 RECOVERY_S = 5.0  # after a burst, back to the latency of the same load before it within this
-
-# ---------------------------------------------------------------- report
-
 
 def verdict(report: dict) -> list[str]:
     """What makes the soak fail (empty: passed)."""
@@ -30,57 +29,49 @@ def verdict(report: dict) -> list[str]:
 
 def markdown(report: dict) -> str:
     meta, capacity, soak, memory, server = (report[k] for k in ("meta", "capacity", "soak", "memory", "server"))
+    unloaded, rates, latency = report.get("unloaded"), soak["rates"], soak["latency_ms"]
+    rows = [[f"capacity (closed loop, {capacity['concurrency']} workers, {capacity['seconds']:.0f} s)",
+             f"{capacity['requests_per_s']:.1f} req/s" + (f", p50 {capacity['p50_ms']} ms, p95 {capacity['p95_ms']} ms"
+                                                          if capacity.get("p95_ms") else "")],
+            ["unloaded latency (one request at a time)", f"p50 {unloaded['p50_ms']} ms, p95 {unloaded['p95_ms']} ms "
+             f"({unloaded['requests']} requests)" if unloaded else "not measured"],
+            ["offered load", f"{meta['load']:g} x capacity = {rates['offered_per_s']:.1f} req/s for "
+             f"{meta['duration_s']:.0f} s (sent at {rates['achieved_send_per_s']:.1f} req/s)"
+             + "".join(f", then {rate:.1f} req/s for {seconds:.0f} s" for rate, seconds in rates["phases"][1:])],
+            ["sent", soak["sent"]],
+            ["correct", f"{soak['correct']} ({soak['correct'] / max(1, soak['sent']):.1%}), "
+             f"{soak['correct'] / max(1e-9, rates['sending_s']):.1f} req/s"],
+            ["rejected", f"{soak['rejected']} {_counts(soak['rejected_by_kind'])}"],
+            ["failed", f"{soak['failed']} {_counts(soak['failed_by_message'])}"],
+            ["mismatched", soak["mismatched"]], ["lost", soak["lost"]],
+            ["latency of refusals", _latency(soak.get("refusal_latency_ms"))],
+            ["latency of correct answers", f"p50 {latency['p50']} ms, p95 {latency['p95']} ms, p99 {latency['p99']} "
+             f"ms, max {latency['max']} ms"],
+            ["peak requests in flight", rates["peak_in_flight"]],
+            ["RSS, tritonserver + children", f"median {memory['first_window_median_mib']} MiB in the first "
+             f"{memory['window_s']:.0f} s, {memory['last_window_median_mib']} MiB in the last; slope "
+             f"{memory['slope_mib_per_min']:+.2f} MiB/min overall, {memory['slope_second_half_mib_per_min']:+.2f} "
+             f"MiB/min over the second half; max {memory['max_mib']} MiB ({memory['samples']} samples, every "
+             f"{memory['period_s']:g} s; the response cache, when on, grows until full)"] if memory["sampled"] else
+            ["RSS", "not sampled (no local tritonserver found for this port; pass --server-pid)"],
+            ["server after the load", f"live {server['live']}, ready {server['ready']}, fresh request: "
+             f"{server['answer']} after {server['answered_after_s']:.1f} s"],
+            *(["process event", event] for event in memory.get("events", []))]
     lines = [f"# Soak {meta['started']}: {'PASSED' if not report['problems'] else 'FAILED'}", "",
              f"{meta['model']}, {meta['runtime']}, {meta['precision']}, max_length {meta['max_length']}, "
              f"{meta['mode']} mode; {meta['hardware']}; workload {meta['workload']} ({meta['label_mode']} labels); "
              f"open-loop Poisson arrivals from one async gRPC client (zsc_client) on the same host; client "
-             f"timeout {meta['timeout_s']:.0f} s; encoder batching: {json.dumps(meta['queue_policy'])}.",
-             "", "| | |", "|---|---|",
-             f"| capacity (closed loop, {capacity['concurrency']} workers, {capacity['seconds']:.0f} s) | "
-             f"{capacity['requests_per_s']:.1f} req/s"
-             + (f", p50 {capacity['p50_ms']} ms, p95 {capacity['p95_ms']} ms" if capacity.get("p95_ms") else "")
-             + " |",
-             "| unloaded latency (one request at a time) | "
-             + (f"p50 {report['unloaded']['p50_ms']} ms, p95 {report['unloaded']['p95_ms']} ms "
-                f"({report['unloaded']['requests']} requests) |" if report.get("unloaded") else "not measured |"),
-             f"| offered load | {meta['load']:g} x capacity = {soak['rates']['offered_per_s']:.1f} req/s for "
-             f"{meta['duration_s']:.0f} s (sent at {soak['rates']['achieved_send_per_s']:.1f} req/s)"
-             + "".join(f", then {rate:.1f} req/s for {seconds:.0f} s" for rate, seconds in soak["rates"]["phases"][1:])
-             + " |",
-             f"| sent | {soak['sent']} |",
-             f"| correct | {soak['correct']} ({soak['correct'] / max(1, soak['sent']):.1%}), "
-             f"{soak['correct'] / max(1e-9, soak['rates']['sending_s']):.1f} req/s |",
-             f"| rejected | {soak['rejected']} {_counts(soak['rejected_by_kind'])} |",
-             f"| failed | {soak['failed']} {_counts(soak['failed_by_message'])} |",
-             f"| mismatched | {soak['mismatched']} |",
-             f"| lost | {soak['lost']} |",
-             f"| latency of refusals | {_latency(soak.get('refusal_latency_ms'))} |",
-             f"| latency of correct answers | p50 {soak['latency_ms']['p50']} ms, p95 {soak['latency_ms']['p95']} ms, "
-             f"p99 {soak['latency_ms']['p99']} ms, max {soak['latency_ms']['max']} ms |",
-             f"| peak requests in flight | {soak['rates']['peak_in_flight']} |"]
-    if memory["sampled"]:
-        lines.append(f"| RSS, tritonserver + children | median {memory['first_window_median_mib']} MiB in the first "
-                     f"{memory['window_s']:.0f} s, {memory['last_window_median_mib']} MiB in the last; slope "
-                     f"{memory['slope_mib_per_min']:+.2f} MiB/min overall, "
-                     f"{memory['slope_second_half_mib_per_min']:+.2f} MiB/min over the second half; max "
-                     f"{memory['max_mib']} MiB ({memory['samples']} samples, every {memory['period_s']:g} s; the "
-                     f"response cache, when on, grows until full) |")
-    else:
-        lines.append("| RSS | not sampled (no local tritonserver found for this port; pass --server-pid) |")
-    lines.append(f"| server after the load | live {server['live']}, ready {server['ready']}, fresh request: "
-                 f"{server['answer']} after {server['answered_after_s']:.1f} s |")
-    for event in memory.get("events", []):
-        lines.append(f"| process event | {event} |")
+             f"timeout {meta['timeout_s']:.0f} s; encoder batching: {json.dumps(meta['queue_policy'])}.", "",
+             *table(["", ""], rows)]
     if report["problems"]:
         lines += ["", "Failed because: " + "; ".join(report["problems"]) + "."]
     lines += ["", *goal_lines(report["goals"])]
     if soak["examples"]:
         lines += ["", "Examples:", *[f"- {example}" for example in soak["examples"]]]
-    lines += ["", "Timeline (per 10 s of send time)", "", "| t (s) | sent | correct | rejected | other | p50 ms |",
-              "|---|---|---|---|---|---|"]
-    for row in soak["timeline"]:
-        lines.append(f"| {row['t_s']:.0f} | {row['sent']} | {row['correct']} | {row['rejected']} | {row['other']} "
-                     f"| {row['p50_ms'] if row['p50_ms'] is not None else '-'} |")
+    lines += ["", "Timeline (per 10 s of send time)", "", *table(
+        ["t (s)", "sent", "correct", "rejected", "other", "p50 ms"],
+        [[f"{row['t_s']:.0f}", row["sent"], row["correct"], row["rejected"], row["other"],
+          "-" if row["p50_ms"] is None else row["p50_ms"]] for row in soak["timeline"]])]
     return "\n".join(lines) + "\n"
 
 

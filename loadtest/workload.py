@@ -107,15 +107,10 @@ class RequestSampler:
         self.fresh_label_share, self.drawn = fresh_label_share, 0
         self.run_id = f"{random.SystemRandom().getrandbits(24):06x}"  # fresh labels differ from other runs' too
 
-        self.texts, text_weights = [], []
-        for text in workload.texts:
-            weight = text_mix.get(text_class(text), 0.0) if text_mix else 1.0
-            if weight:
-                self.texts.append(text)
-                text_weights.append(weight)
+        weighted = [(text, text_mix.get(text_class(text), 0.0) if text_mix else 1.0) for text in workload.texts]
+        self.texts, self.text_weights = [text for text, w in weighted if w], [w for _, w in weighted if w]
         if not self.texts:
             raise ValueError(f"no workload text falls in the text mix {text_mix}")
-        self.text_weights = text_weights
 
         self.label_sets = workload.label_sets
         self.set_weights = [label_mix.get(len(s), 0.0) if label_mix else 1.0 for s in self.label_sets]

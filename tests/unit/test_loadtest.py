@@ -398,3 +398,17 @@ def test_fixed_label_sets_past_the_pool_number_its_labels_again():
     labels = WORKLOAD.sampler("fixed", f"{len(pool) + 3}:1").next().labels
     assert labels[:len(pool)] == tuple(pool) and labels[len(pool):] == tuple(f"{label} 1" for label in pool[:3])
     assert len(set(WORKLOAD.sampler("fixed", "256:1").next().labels)) == 256
+
+
+def test_every_program_shares_the_conditions_and_options_of_loadtest_results():
+    from loadtest import analyze, bench, compare, perf, results, run, soak
+
+    meta = results.served_meta({"source": "m", "runtime": "python-ort"}, served={"a": {}}, note="n")
+    assert (meta["model"], meta["runtime"], meta["precision"], meta["max_length"]) == ("m", "python-ort", "unknown",
+                                                                                       None)
+    assert meta["served"] == {"a": {}} and meta["note"] == "n" and meta["hardware"] and meta["started"]
+    for program in (analyze, bench, compare, perf, run, soak):
+        args = program.build_parser().parse_args(["--out", "x", "--note", "y", "--label-mode", "sets"])
+        assert (args.out, args.note, args.label_mode, args.workload.name) == (Path("x"), "y", "sets", "workload.json")
+    assert soak.build_parser().parse_args([]).grpc_url == "127.0.0.1:8001"
+    assert bench.build_parser().parse_args(["--http-url", "h:1"]).http_url == "h:1"
