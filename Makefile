@@ -28,13 +28,13 @@ SERVE_ARGS ?=
 WARM_LABELS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-modelscope export serve demo test lint clean up down compose-smoke wheelhouse base-image loadtest loadtest-compare webui bench soak \
-	bench-overhead bench-label-cache gpu-bundle gpu-rehearsal gpu-run
+.PHONY: help setup setup-modelscope setup-gliclass export serve demo test lint clean up down compose-smoke wheelhouse base-image loadtest loadtest-compare webui bench soak \
+	bench-overhead bench-label-cache bench-gliclass gpu-bundle gpu-rehearsal gpu-run
 
 # `make help` lists the targets in these groups (tests/unit/test_docs.py: every documented target in one)
 HELP_EVERYDAY := demo setup export serve webui test lint clean help
-HELP_MEASURE := bench bench-overhead bench-label-cache loadtest loadtest-compare soak perf perf-tools \
-	setup-modelscope setup-model-analyzer analyze
+HELP_MEASURE := bench bench-overhead bench-label-cache bench-gliclass loadtest loadtest-compare soak perf perf-tools \
+	setup-modelscope setup-gliclass setup-model-analyzer analyze
 HELP_GPU_DEPLOY := gpu-bundle gpu-rehearsal gpu-run up down compose-smoke wheelhouse base-image
 
 help: ## list the targets
@@ -65,6 +65,15 @@ $(MS_VENV)/.installed: requirements-modelscope.txt
 	touch $@
 
 setup-modelscope: $(MS_VENV)/.installed ## create .venv-modelscope with ModelScope's pipeline (test reference)
+
+GLC_VENV ?= .venv-gliclass
+$(GLC_VENV)/.installed: requirements-gliclass.txt
+	$(PYTHON_BOOT) -m venv $(GLC_VENV)
+	$(GLC_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(GLC_VENV)/bin/python -m pip install --quiet -r requirements-gliclass.txt
+	touch $@
+
+setup-gliclass: $(GLC_VENV)/.installed ## create .venv-gliclass with Knowledgator's gliclass pipeline (test reference)
 
 EXPORT_ARGS = --model $(MODEL) $(if $(PRECISION),--precision $(PRECISION)) $(if $(RUNTIME),--runtime $(RUNTIME)) \
 	$(if $(GPU),--gpu $(GPU)) $(if $(LABEL_CACHE_MB),--label-cache-mb $(LABEL_CACHE_MB)) --max-length $(MAX_LENGTH) \
@@ -98,9 +107,9 @@ webui: setup ## browser UI + JSON API for the server at HOST:GRPC_PORT (make ser
 demo: setup ## export MODEL (offline MiniLM by default), serve it, classify sample texts, stop
 	$(PY) -m deploy.demo --model $(MODEL) --repository $(REPOSITORY) --max-length $(MAX_LENGTH)
 
-test: setup setup-modelscope perf-tools ## lint, then the test suite (unit + real tritonserver integration tests)
+test: setup setup-modelscope setup-gliclass perf-tools ## lint, then the test suite (unit + real tritonserver integration tests)
 	$(VENV)/bin/ruff check .
-	ZSC_MODELSCOPE_PYTHON=$(MS_VENV)/bin/python $(PY) -m pytest -q
+	ZSC_MODELSCOPE_PYTHON=$(MS_VENV)/bin/python ZSC_GLICLASS_PYTHON=$(GLC_VENV)/bin/python $(PY) -m pytest -q
 
 # Load tests (Locust, headless) against a running server (`make serve` or `make up`) at HOST.
 USERS ?= 1,5,10
@@ -148,6 +157,9 @@ gpu-run: ## on a GPU host: export StructBERT-large (random weights), measure mem
 
 bench-label-cache: setup ## embedding mode (offline MiniLM): req/s and p50 with the label cache off vs on, 5 and 10 fixed labels, and half the requests with a fresh label [BENCH_DURATION]
 	$(PY) -m loadtest.bench --preset label-cache --duration-s $(BENCH_DURATION)
+
+bench-gliclass: setup ## GLiClass vs an NLI cross-encoder of the same backbone (BERT-base shape, random weights): req/s and p50 at 5, 20 and 50 labels [BENCH_DURATION]
+	$(PY) -m loadtest.bench --preset gliclass --duration-s $(BENCH_DURATION)
 
 bench-overhead: setup ## the ensemble's own cost on a tiny model: p50 floor at one request, requests/s ceiling and CPU per request [BENCH_DURATION]
 	$(PY) -m loadtest.bench --preset overhead --duration-s $(BENCH_DURATION)

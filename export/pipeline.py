@@ -155,7 +155,11 @@ def export_chosen(options: ExportOptions) -> Path:
     # the served repository as it was.
     with tempfile.TemporaryDirectory(prefix="zsc-export-") as tmp:
         tokenizer_path = Path(tmp) / "tokenizer.json"
-        step(2, f"tokenizer: {write_tokenizer_json(ckpt.directory, ckpt.tokenizer, tokenizer_path)}")
+        # GLiClass's reference needs transformers 5, which rebuilds some tokenizers its own way: the server
+        # tokenizes as it does
+        source = write_tokenizer_json(ckpt.directory, ckpt.tokenizer, tokenizer_path,
+                                      as_loaded=ckpt.mode is ScoringMode.GLICLASS)
+        step(2, f"tokenizer: {source}")
         try:
             tokenizer = PairTokenizer(tokenizer_path, scoring.max_length, scoring.buckets, scoring.max_windows)
         except ValueError as exc:  # windows with a tokenizer layout the preprocess cannot cut

@@ -82,12 +82,20 @@ def tokenizer_facts(directory: Path) -> TokenizerFacts:
     )
 
 
-def write_tokenizer_json(checkpoint_dir: Path, facts: TokenizerFacts, destination: Path) -> str:
-    """Write tokenizer.json for the server; returns a short description of where it came from."""
+def write_tokenizer_json(checkpoint_dir: Path, facts: TokenizerFacts, destination: Path,
+                         as_loaded: bool = False) -> str:
+    """Write tokenizer.json for the server; returns a short description of where it came from.
+
+    as_loaded: the tokenizer exactly as transformers (this venv's, 5.x) loads it, for models whose reference
+    pipeline needs transformers 5 (GLiClass): it rebuilds some tokenizers' normalizers (DeBERTa-v2: NFC)
+    whatever the checkpoint's tokenizer.json says."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     existing = checkpoint_dir / "tokenizer.json"
     vocab = checkpoint_dir / "vocab.txt"
-    if existing.is_file():
+    if as_loaded and facts.loaded is not None and getattr(facts.loaded, "backend_tokenizer", None) is not None:
+        tokenizer = Tokenizer.from_str(facts.loaded.backend_tokenizer.to_str())
+        how = "the tokenizer as transformers loads it"
+    elif existing.is_file():
         tokenizer, how = Tokenizer.from_file(str(existing)), f"the checkpoint's {existing.name}"
     elif vocab.is_file():
         # matches BertTokenizer(vocab.txt, do_lower_case): cleanup, CJK split, accents stripped when

@@ -5,6 +5,7 @@ ceiling measured in the same run for comparison; or several variants of one expo
   python -m loadtest.bench --grpc-url HOST:8001 --http-url HOST:8000   # a server that already runs
   python -m loadtest.bench --preset overhead                 # the ensemble's own cost (make bench-overhead)
   python -m loadtest.bench --preset label-cache              # label cache off vs on (make bench-label-cache)
+  python -m loadtest.bench --preset gliclass                 # GLiClass vs an NLI cross-encoder, 5/20/50 labels
   python -m loadtest.bench --model random:base --variant 'ort:' \
       --variant 'ov-int8:--runtime python-ov --precision int8'     # export variants, served side by side
 
@@ -67,6 +68,7 @@ class Variant:
     name: str
     export_flags: str = ""  # python -m export's flags, on top of the preset's
     concurrency: str = ""  # empty: the run's
+    model: str = ""  # empty: the run's --model (or the preset's)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +82,7 @@ class Preset:
     ceiling: bool = True
 
 
+GLICLASS_CASES = tuple(Case(f"{n} labels", "fixed", f"{n}:1") for n in (5, 20, 50))
 MANY_LABELS_CASES = tuple(Case(f"{n} labels", "fixed", f"{n}:1") for n in (8, 64, 128, 256))
 LABEL_CACHE_CASES = tuple(Case(f"{n} labels, {'half with a fresh label' if share else 'fixed set'}", "fixed",
                                f"{n}:1", share) for n in (5, 10) for share in (0.0, 0.5))
@@ -101,6 +104,13 @@ PRESETS = {
         "default) and in one call per batch (--rows-per-call 0)",
         "random:large", (Variant("calls-of-64"), Variant("one-call", "--rows-per-call 0")), MANY_LABELS_CASES,
         export_flags="--gpu none --max-length 128 --max-labels 256", concurrency="1", ceiling=False),
+    "gliclass": Preset(
+        "a GLiClass uni-encoder (every label in one sequence beside the text, 25 per encoder row) against an NLI "
+        "cross-encoder (one (text, label) pair per label) of the same backbone: the BERT-base shape, random "
+        "weights, FP32 python-ort, max_length 256; 5, 20 and 50 labels per request",
+        "random:base", (Variant("nli"), Variant("gliclass", model="random-gliclass:base")), GLICLASS_CASES,
+        export_flags="--gpu none --runtime python-ort --precision fp32 --max-length 256", concurrency="1,4",
+        ceiling=False),
 }
 
 
@@ -115,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="export --model with these flags, serve and bench it beside the other variants "
                              "(repeat; replaces a preset's variants)")
     parser.add_argument("--model", default="", help="what the variants export: a checkpoint, an offline alias "
-                        "(offline-minilm) or random:SHAPE (a random StructBERT: tiny, base, large; default: the "
-                        "preset's)")
+                        "(offline-minilm), random:SHAPE (a random StructBERT: tiny, base, large) or "
+                        "random-gliclass:SHAPE (a random GLiClass, BERT backbone); default: the preset's")
     parser.add_argument("--served", action="append", default=[], metavar="NAME=REPOSITORY",
                         help="variants already exported: serve these repositories instead of exporting (repeat)")
     parser.add_argument("--concurrency", default="",
@@ -129,12 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def checkpoint_of(model: str, work: Path) -> str:
-    """random:SHAPE made into a random StructBERT checkpoint under `work`; anything else as given."""
-    if not model.startswith("random:"):
+    """random:SHAPE made into a random StructBERT checkpoint under `work`, random-gliclass:SHAPE into a random
+    GLiClass one (BERT backbone); anything else as given."""
+    kind, _, shape = model.partition(":")
+    if kind not in ("random", "random-gliclass") or not shape:
         return model
-    from export.random_checkpoint import write_modelscope_structbert
+    from export.random_checkpoint import write_gliclass, write_modelscope_structbert
 
-    return str(write_modelscope_structbert(work / "checkpoint", shape=model.removeprefix("random:")))
+    directory = work / results.slug(model)
+    write = write_gliclass if kind == "random-gliclass" else write_modelscope_structbert
+    return str(directory if directory.is_dir() else write(directory, shape=shape))
 
 
 def export_variant(model: str, repository: Path, flags: str) -> Path:
@@ -171,9 +185,10 @@ def start_targets(args, preset: Preset | None, variants: list[Variant], stack: c
         return {name: stack.enter_context(serve(Path(path))) for name, path in args.served}
     if variants:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zsc-bench-")))
-        model = checkpoint_of(args.model or (preset.model if preset else "model_repository"), work)
+        model = args.model or (preset.model if preset else "model_repository")
         common = preset.export_flags if preset else ""
-        repositories = {v.name: export_variant(model, work / v.name, f"{common} {v.export_flags}") for v in variants}
+        repositories = {v.name: export_variant(checkpoint_of(v.model or model, work), work / v.name,
+                                               f"{common} {v.export_flags}") for v in variants}
         return {name: stack.enter_context(serve(path)) for name, path in repositories.items()}
     if args.grpc_url:
         return {"": Target.from_urls(args.grpc_url, args.http_url, args.metrics_url)}

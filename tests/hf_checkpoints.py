@@ -93,14 +93,20 @@ def write_random_classifier(config, directory: Path, seed: int) -> None:
 
 
 def _config(family: Family, ids: dict):
+    labels = dict(label2id=family.label2id, id2label={i: label for label, i in family.label2id.items()})
+    return backbone_config(family.model_type, ids, **labels)
+
+
+def backbone_config(model_type: str, ids: dict, **fields):
+    """transformers' config of a tiny `model_type` model for the ids a TOKENIZERS entry returned, with `fields`
+    (e.g. the NLI labels) added; also the backbone of the GLiClass checkpoints (tests/gliclass_pipeline.py)."""
     from transformers import AutoConfig
 
-    labels = dict(label2id=family.label2id, id2label={i: label for label, i in family.label2id.items()})
     tokens = dict(vocab_size=ids["vocab_size"], pad_token_id=ids["pad"])
-    if family.model_type == "bart":
+    if model_type == "bart":
         sizes = dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
                      decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, init_std=0.3)
-        return AutoConfig.for_model("bart", **sizes, **labels, **tokens, max_position_embeddings=1024,
+        return AutoConfig.for_model("bart", **sizes, **fields, **tokens, max_position_embeddings=1024,
                                     bos_token_id=ids["cls"], eos_token_id=ids["sep"],
                                     decoder_start_token_id=ids["sep"], forced_eos_token_id=ids["sep"])
     extra = {
@@ -116,8 +122,8 @@ def _config(family: Family, ids: dict):
         "modernbert": dict(max_position_embeddings=8192, local_attention=128, global_attn_every_n_layers=2,
                            cls_token_id=ids["cls"], sep_token_id=ids["sep"], bos_token_id=ids["cls"],
                            eos_token_id=ids["sep"], classifier_pooling="mean"),
-    }[family.model_type]
-    return AutoConfig.for_model(family.model_type, **TINY, **labels, **tokens, **extra)
+    }[model_type]
+    return AutoConfig.for_model(model_type, **TINY, **fields, **tokens, **extra)
 
 
 # tokenizer_config.json as transformers 4 wrote it for these checkpoints (transformers 5's save_pretrained

@@ -12,8 +12,6 @@ full-width punctuation tokenizes differently there (test_transformers_5_deberta_
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from tritonclient.grpc import model_config_pb2
 from tests.conftest import export_repository, start_server
 from tests.hf_checkpoints import FAMILIES, write_family
 from tests.hf_pipeline import run_pipeline
+from tests.reference_venv import run_json, venv_python
 from zsc_client import ZeroShotClient
 
 TOLERANCE = 2e-4
@@ -55,16 +54,13 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def transformers4_results(checkpoints) -> dict | None:
     """transformers 4.57's pipeline on every family and case, in one run of .venv-modelscope."""
-    python = os.environ.get("ZSC_MODELSCOPE_PYTHON")
-    if not python or not Path(python).exists():
+    python = venv_python("ZSC_MODELSCOPE_PYTHON")
+    if python is None:
         return None
     runner = Path(__file__).resolve().parents[1] / "hf_pipeline.py"
     request = {"models": {name: {"model": str(path), "cases": list(CASES.values())}
                           for name, path in checkpoints.items()}}
-    done = subprocess.run([python, str(runner)], input=json.dumps(request), capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
+    return run_json(python, runner, request)
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))

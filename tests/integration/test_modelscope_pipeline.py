@@ -10,14 +10,12 @@ against the PyTorch reference in test_parity.py.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.answers import TOLERANCE, assert_matches
+from tests.reference_venv import require_venv_python, run_json
 
 CASES = [
     dict(text="这个产品质量太差了，我要投诉！", candidate_labels="咨询,投诉，建议"),
@@ -31,15 +29,11 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def modelscope_results(structbert):
-    python = os.environ.get("ZSC_MODELSCOPE_PYTHON")
-    if not python or not Path(python).exists():
-        pytest.skip("ModelScope pipeline venv not found: run `make setup-modelscope` or use `make test`")
+    python = require_venv_python("ZSC_MODELSCOPE_PYTHON",
+                                 "ModelScope pipeline venv not found: run `make setup-modelscope` or use `make test`")
     runner = Path(__file__).resolve().parents[1] / "modelscope_pipeline.py"
     request = {"model": str(structbert.checkpoint), "cases": [dict(case) for case in CASES]}
-    done = subprocess.run([python, str(runner)], input=json.dumps(request), capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
+    return run_json(python, runner, request)
 
 
 @pytest.mark.parametrize("index", range(len(CASES)))
