@@ -175,7 +175,8 @@ def export_chosen(options: ExportOptions) -> Path:
         step(4, f"admission control: {admission.describe()}")
         serving = dataclasses.replace(serving, queue_timeout_us=budget_ms * 1000, admission=admission)
         # The preprocess sends, and the ensemble passes, exactly the inputs the exported encoder declares.
-        scoring = dataclasses.replace(scoring, encoder_inputs=encoder_inputs(artifact, runtime, ckpt))
+        scoring = dataclasses.replace(scoring, encoder_inputs=encoder_inputs(artifact, runtime, ckpt),
+                                      max_rows=encoder_batch_rows(scoring, serving))
         # the cached label vectors belong to this encoder file: its hash names them
         label_cache = LabelCacheSettings.from_mib(label_cache_mib, export_id=file_digest(artifact),
                                                   encoder_model=ENCODER, encoder_output=ckpt.output_name)

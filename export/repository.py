@@ -155,7 +155,7 @@ def postprocess_config(scoring: ScoringSettings, serving: ServingSettings = Serv
 
 def encoder_batch_rows(scoring: ScoringSettings, serving: ServingSettings) -> int:
     """The most pairs (rows) one encoder execution takes: the profile's batch, or one request's largest."""
-    return max(serving.max_batch, scoring.max_labels + 1)
+    return max(serving.max_batch, scoring.rows_per_request)
 
 
 def encoder_config(

@@ -123,7 +123,7 @@ class Preprocessor:
         else:
             encoded = self.tokenizer.encode_text_and_sentences(
                 request.text, [] if self.cached_hypotheses else request.hypotheses)
-        rows, limit = encoded.input_ids.shape[0], self.settings.max_labels + 1
+        rows, limit = encoded.input_ids.shape[0], self.settings.rows_per_request
         if rows > limit:  # windows x labels: more than the encoder takes in one request
             raise InputError(names.TEXT, f"takes {rows} encoder rows in windows of max_length "
                              f"{self.settings.max_length} x {len(request.labels)} labels, over the {limit} one "

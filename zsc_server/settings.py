@@ -60,6 +60,12 @@ class ScoringSettings:
     # the text (the checkpoint's prompt_first)
     labels_per_row: int = 0
     prompt_first: bool = False
+    # the encoder rows one request may use (its windows x labels): the encoder's max batch; 0: max_labels + 1
+    max_rows: int = 0
+
+    @property
+    def rows_per_request(self) -> int:
+        return self.max_rows or self.max_labels + 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", ScoringMode(self.mode))

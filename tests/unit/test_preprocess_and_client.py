@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
@@ -43,6 +45,17 @@ def test_prepare_modes(tokenizer_json):
     assert nli.prepare(b"hi", [b"a"]).multi_label is True  # one label scores as multi-label
     emb = Preprocessor(ScoringSettings(mode=ScoringMode.EMBEDDING, max_length=32), tokenizer_json)
     assert emb.prepare(b"hi", [b"a", b"b"]).encoded.input_ids.shape[0] == 3  # text + 2 labels
+
+
+def test_windows_may_use_the_rows_the_encoder_takes_from_one_request(tokenizer_json):
+    """windows x labels are bounded by the encoder's batch (export writes it: max_labels + 1, or a GPU profile's
+    larger batch), not by max_labels + 1 alone."""
+    text, labels = ("the app crashes again " * 10).encode(), [b"a", b"b", b"c"]
+    settings = ScoringSettings(max_length=32, max_labels=3, max_windows=8)
+    with pytest.raises(InputError, match=r"TEXT: takes \d+ encoder rows .* over the 4 one request may use"):
+        Preprocessor(settings, tokenizer_json).prepare(text, labels)
+    wide = Preprocessor(dataclasses.replace(settings, max_rows=64), tokenizer_json).prepare(text, labels)
+    assert 4 < wide.encoded.input_ids.shape[0] <= 24
 
 
 @pytest.mark.parametrize("url, protocol, expected", [
