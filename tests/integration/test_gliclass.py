@@ -132,6 +132,30 @@ def test_the_random_benchmark_checkpoint_loads_in_the_package(tmp_path):
     assert max(abs(score - want[label]) for label, score in zip(got.labels, got.scores)) <= TOLERANCE
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_openvino_serves_gliclass(tmp_path, precision):
+    """python-ov (make export's CPU default, static INT8 through the accuracy gate): FP32 answers as the
+    pipeline does; INT8 is quantized, gated and served (how close INT8 comes on random weights depends on the
+    CPU's kernels, so only the FP32 answers are held to the pipeline's)."""
+    checkpoint = write_gliclass(tmp_path / "checkpoint", "bert", scorer_type="weighted-dot")
+    repository = export_repository(str(checkpoint), tmp_path / "repository", runtime="python-ov", precision=precision,
+                                   labels_per_row=LABELS_PER_ROW, accuracy_gate="report")
+    names = ["single-label", "nine labels in three rows, multi-label"]
+    cases = [reference_case(CASES[name]) for name in names]
+    answers = gliclass_reference(checkpoint, [request for request, _ in cases])
+    server = start_server(f"gliclass-ov-{precision}", repository)
+    try:
+        with ZeroShotClient(server.grpc_url) as client:
+            for name, (_, labels), answer in zip(names, cases, answers):
+                got, want = client.classify(**CASES[name]), dict(zip(labels, answer["scores"]))
+                assert sorted(got.labels) == sorted(want) and all(0 <= score <= 1 for score in got.scores)
+                if precision == "fp32":
+                    worst = max(abs(score - want[label]) for label, score in zip(got.labels, got.scores))
+                    assert worst <= TOLERANCE, f"{name}: |Δ| {worst:.1e}"
+    finally:
+        server.__exit__(None, None, None)
+
+
 @pytest.mark.parametrize("config, refusal", [
     ({"architecture_type": "bi-encoder"}, "architecture_type 'bi-encoder' is not served"),
     ({"architecture_type": "encoder-decoder"}, "architecture_type 'encoder-decoder' is not served"),
