@@ -194,8 +194,7 @@ def load_gliclass_module(directory: Path, config: dict, labels_per_row: int | No
         backbone_config = AutoConfig.for_model(encoder_type, **encoder)
     except ValueError as exc:
         raise CheckpointError(f"{directory}: GLiClass encoder_config of model_type {encoder_type!r}: {exc}") from None
-    backbone_config._attn_implementation = "eager"  # plain matmul attention exports cleanly to ONNX
-    backbone = AutoModel.from_config(backbone_config)
+    backbone = AutoModel.from_config(backbone_config, attn_implementation="eager")  # exports cleanly to ONNX
     embeddings = backbone_state.get("embeddings.word_embeddings.weight")
     if embeddings is not None and embeddings.shape[0] != backbone.get_input_embeddings().num_embeddings:
         backbone.resize_token_embeddings(embeddings.shape[0])  # the markers the tokenizer added

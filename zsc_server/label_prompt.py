@@ -33,6 +33,13 @@ def row_count(label_count: int, labels_per_row: int) -> int:
     return -(-label_count // labels_per_row)
 
 
+def marker_in(value: str, field: str) -> None:
+    """Refuse a value holding one of the model's markers, naming its field: the model would read it as one."""
+    marker = next((marker for marker in MARKERS if marker in value), None)
+    if marker:
+        raise InputError(field, f"contains {marker}, the model's own marker: it would be read as one")
+
+
 class LabelPromptTokenizer:
     def __init__(self, tokenizer_json: str | Path, max_length: int, buckets: tuple[int, ...], labels_per_row: int,
                  prompt_first: bool) -> None:
@@ -48,11 +55,9 @@ class LabelPromptTokenizer:
 
     def encode(self, text: str, labels: list[str]) -> EncodedBatch:
         """One row per `labels_per_row` labels: the text and that row's labels, padded to a bucket."""
-        for field, values in ((names.TEXT, [text]), (names.CANDIDATE_LABELS, labels)):
-            for value in values:
-                marker = next((m for m in MARKERS if m in value), None)
-                if marker:
-                    raise InputError(field, f"contains {marker}, the model's own marker: it would be read as one")
+        marker_in(text, names.TEXT)
+        for label in labels:
+            marker_in(label, names.CANDIDATE_LABELS)
         return pad_rows([self._row(text, row) for row in label_rows(labels, self.labels_per_row)], self.buckets,
                         self.pad_id)
 

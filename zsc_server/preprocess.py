@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from zsc_server import tensor_names as names
-from zsc_server.label_prompt import LabelPromptTokenizer, row_count
+from zsc_server.label_prompt import LabelPromptTokenizer, marker_in, row_count
 from zsc_server.scoring import (
     InputError,
     check_template,
@@ -93,6 +93,8 @@ class Preprocessor:
                     f"is {len(template)} bytes; the limit is {s.max_template_bytes} bytes",
                 )
             template_str = check_template(decode_utf8(template, names.HYPOTHESIS_TEMPLATE))
+            if self.prompts:
+                marker_in(template_str, names.HYPOTHESIS_TEMPLATE)
         # Every '{}' takes the label, so a template of 512 '{}' made 33 MB of hypotheses from 64 KB of
         # labels (22 s of tokenizing for one request); one '{}' can never exceed this bound.
         size = hypotheses_bytes(template_str, label_strs)

@@ -12,6 +12,7 @@ from tokenizers.implementations import BertWordPieceTokenizer
 from export.random_checkpoint import write_vocab
 from zsc_server.label_prompt import MARKERS, LabelPromptTokenizer, label_rows
 from zsc_server.postprocess import score_labels
+from zsc_server.preprocess import Preprocessor
 from zsc_server.scoring import InputError, label_logit_scores
 from zsc_server.settings import ScoringMode, ScoringSettings
 
@@ -86,6 +87,16 @@ def test_labels_that_leave_no_room_for_the_text_are_refused(tokenizer_json):
 def test_the_models_markers_are_refused_in_requests(tokenizer_json, field, text, labels):
     with pytest.raises(InputError, match=f"{field}: contains <<"):
         prompts(tokenizer_json).encode(text, labels)
+
+
+def test_a_template_holding_a_marker_is_refused_naming_the_template(tokenizer_json):
+    preprocessor = Preprocessor(ScoringSettings(mode=ScoringMode.GLICLASS, labels_per_row=3, max_length=MAX_LENGTH),
+                                tokenizer_json)
+    with pytest.raises(InputError, match="HYPOTHESIS_TEMPLATE: contains <<SEP>>"):
+        preprocessor.prepare(b"the app crashes", [b"bug"], b"{}<<SEP>>")
+    prepared = preprocessor.prepare(b"the app crashes", [b"bug", b"price", b"refund", b"login"], b"about {}")
+    assert prepared.encoded.input_ids.shape[0] == 2 and preprocessor.encoder_rows(
+        preprocessor.check(b"the app crashes", [b"bug", b"price", b"refund", b"login"])) == 2
 
 
 def test_a_tokenizer_without_markers_is_not_a_gliclass_tokenizer(tmp_path):
