@@ -1,9 +1,9 @@
 """GLiClass uni-encoder checkpoints, exported and served, answer as the gliclass package's pipeline does.
 
 Tiny random checkpoints built with the package's own classes (tests/gliclass_checkpoints.py, in .venv-gliclass):
-two backbones (BERT, DeBERTa-v3), the three served scorers, text pooling first and avg, labels read at their
-marker or averaged over their tokens, labels before or after the text. Each is exported (python-ort, FP32) with
-4 labels per encoder row and served by a real tritonserver, one at a time; the reference is
+three backbones (BERT, DeBERTa-v3, ModernBERT), the three served scorers, text pooling first and avg, labels
+read at their marker or averaged over their tokens, labels before or after the text. Each is exported
+(python-ort, FP32) with 4 labels per encoder row and served by a real tritonserver, one at a time; the reference is
 ZeroShotClassificationPipeline (all labels in one sequence) or, past 4 labels,
 ZeroShotClassificationWithChunkingPipeline with chunks of 4, on the same directory (CPU, FP32, one text per batch).
 """
@@ -29,6 +29,7 @@ VARIANTS = {
     "deberta-v3, weighted-dot, labels first": ("deberta-v3", {"scorer_type": "weighted-dot", "prompt_first": True}),
     "bert, mlp, averaged labels and text": ("bert", {"scorer_type": "mlp", "class_token_pooling": "average",
                                                      "pooling_strategy": "avg", "embed_class_token": False}),
+    "modernbert, dot, labels first": ("modernbert", {"prompt_first": True}),
     # labels per row from the checkpoint's max_num_classes, the export's default
     "deberta-v3, normalized features": ("deberta-v3", {"normalize_features": True, "max_num_classes": LABELS_PER_ROW}),
 }
