@@ -13,7 +13,7 @@ MODEL ?= offline-minilm
 PRECISION ?=
 RUNTIME ?=
 GPU ?=
-MAX_LENGTH ?= 128
+MAX_LENGTH ?= auto
 # Embedding mode's label cache: MiB per preprocess instance (empty: the export's default, 32; 0: off)
 LABEL_CACHE_MB ?=
 

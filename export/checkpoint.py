@@ -26,6 +26,7 @@ from export.errors import CheckpointError, DownloadError
 from export.gliclass import is_gliclass, load_gliclass_module
 from export.tokenizer import TokenizerFacts, bert_vocab_facts, tokenizer_facts
 from zsc_server.encoder_limits import EncoderLimits
+from zsc_server.label_prompt import LABEL_MARKER
 from zsc_server.settings import ENCODER_INPUTS, ScoringMode
 
 hf_logging.set_verbosity_error()  # our one-line summaries replace transformers' per-key load report
@@ -44,6 +45,7 @@ PADDING_OFFSET_POSITIONS = {"roberta", "xlm-roberta"}
 STRUCTBERT_ENTAILMENT, STRUCTBERT_CONTRADICTION = 0, 2
 # transformers' pipeline default; ModelScope's is '{}' (ModelScope and sentence-transformers checkpoints)
 HF_TEMPLATE, MODELSCOPE_TEMPLATE = "This example is {}.", "{}"
+LABEL_AS_SENT = "{}"  # GLiClass: the label itself goes into the prompt
 
 
 @dataclasses.dataclass
@@ -320,13 +322,23 @@ def _load_huggingface(source: str, directory: Path, config: dict) -> LoadedCheck
 
 
 def _load_gliclass(source: str, directory: Path, config: dict, labels_per_row: int | None) -> LoadedCheckpoint:
+    import transformers
+
     if labels_per_row is not None and labels_per_row < 1:
         raise CheckpointError(f"labels per row must be at least 1, got {labels_per_row}")
+    if int(transformers.__version__.split(".")[0]) < 5:
+        # gliclass runs on transformers 5, which tokenizes some families its own way (export/tokenizer.py)
+        raise CheckpointError(f"{directory}: GLiClass exports need transformers >= 5, as the gliclass package "
+                              f"does; this environment has {transformers.__version__}")
     module, served = load_gliclass_module(directory, config, labels_per_row)
     tokenizer = tokenizer_facts(directory)
+    marker = tokenizer.loaded.convert_tokens_to_ids(LABEL_MARKER)
+    if marker != int(served["class_token_index"]):
+        raise CheckpointError(f"{directory}: the tokenizer's {LABEL_MARKER} is id {marker}, config.json's "
+                              f"class_token_index {served['class_token_index']}: the model would find no label")
     return LoadedCheckpoint(
         source=source, directory=directory, layout="gliclass", mode=ScoringMode.GLICLASS, module=module,
-        output_name="logits", config=served, tokenizer=tokenizer, default_template=MODELSCOPE_TEMPLATE,
+        output_name="logits", config=served, tokenizer=tokenizer, default_template=LABEL_AS_SENT,
         max_length_limit=_max_length_limit(module.model.config, tokenizer), labels_per_row=module.labels_per_row,
         prompt_first=bool(served["prompt_first"]),
     )

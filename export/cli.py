@@ -11,7 +11,14 @@ from export import agreement
 from export.checkpoint import OFFLINE_ALIASES
 from export.errors import ExportError
 from export.gpu_profiles import CARDS
-from export.options import DEFAULTS, MODEL_MAX_LENGTH, ExportOptions
+from export.options import (
+    AUTO_MAX_LENGTH,
+    DEFAULTS,
+    GLICLASS_MAX_LENGTH,
+    MODEL_MAX_LENGTH,
+    PAIR_MAX_LENGTH,
+    ExportOptions,
+)
 from export.pipeline import export_model
 from export.repository import Runtime
 from export.torch2onnx import Precision
@@ -72,8 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trt-workspace-gib", type=float, default=DEFAULTS.trt_workspace_gib,
                         help="tensorrt: builder workspace limit in GiB (default: %(default)s)")
     parser.add_argument("--max-length", type=_max_length, default=DEFAULTS.max_length,
-                        help="max tokens per (text, hypothesis) pair; the text is truncated first (default: "
-                             f"%(default)s); '{MODEL_MAX_LENGTH}': the model's own limit, where transformers' pipeline "
+                        help="max tokens per (text, hypothesis) pair, or per GLiClass row; the text is truncated "
+                             f"first. '{AUTO_MAX_LENGTH}' (default): {PAIR_MAX_LENGTH} for NLI and embedding models, "
+                             f"the model's own limit up to {GLICLASS_MAX_LENGTH} for GLiClass (its labels share the "
+                             f"row); '{MODEL_MAX_LENGTH}': the model's own limit, where transformers' pipeline "
                              "truncates (the tokenizer's model_max_length: 512 for most, 1024 for BART)")
     parser.add_argument("--buckets", default=DEFAULTS.buckets,
                         help="padded sequence lengths, e.g. 16,32,64 (max length is always the last); "
@@ -166,12 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _max_length(value: str) -> int | str:
-    if value == MODEL_MAX_LENGTH:
+    if value in (MODEL_MAX_LENGTH, AUTO_MAX_LENGTH):
         return value
     try:
         return int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"a number of tokens or '{MODEL_MAX_LENGTH}', got {value!r}") from None
+        raise argparse.ArgumentTypeError(f"a number of tokens, '{AUTO_MAX_LENGTH}' or '{MODEL_MAX_LENGTH}', got "
+                                         f"{value!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,17 +1,17 @@
 """Load a GLiClass uni-encoder checkpoint (Knowledgator's `gliclass` package) as one exportable module.
 
-The package itself is not needed (nor installed here: it wants transformers >= 5 and numpy >= 2, which the
-serving stub cannot load): the backbone is the checkpoint's encoder_config built with transformers, and the
+The package itself is not needed (nor installed beside the server: it wants numpy >= 2, which the serving stub
+cannot load): the backbone is the checkpoint's encoder_config built with transformers, and the
 head, the few layers gliclass/model.py adds on top of it, is written out below with the same parameter
 names, so the checkpoint's weights load into it unchanged. One row in, one logit per label slot out:
 
     backbone -> each <<LABEL>> marker's state (or its label's tokens, averaged) and the first token's state
              -> a projector each (Linear, activation, Linear) -> [normalized, scaled] -> scorer -> logits
 
-Served: architecture_type uni-encoder; scorers simple (dot), weighted-dot and mlp, which score each label on
-its own; text pooling first (the first token) or avg (over the row's tokens); class_token_pooling first or
-average. Anything else is refused by name before any work is done (tests/integration/test_gliclass.py holds
-the answers to the package's pipeline).
+Served: architecture_type uni-encoder on the backbones tested against the package (BACKBONES); scorers simple
+(dot), weighted-dot and mlp, which score each label on its own; text pooling first (the first token) or avg
+(over the row's tokens); class_token_pooling first or average. Anything else is refused by name before any
+work is done (tests/integration/test_gliclass.py holds the answers to the package's pipeline).
 """
 
 from __future__ import annotations
@@ -31,13 +31,19 @@ SERVED = {
     "pooling_strategy": ("first", "avg"),
     "class_token_pooling": ("first", "average"),
 }
-# Settings whose other values change the forward pass in ways not served here (value: the one served).
-PLAIN = {"use_lstm": False, "squeeze_layers": False, "use_segment_embeddings": False, "extract_text_features": False,
-         "use_calibrator": False, "encoder_layer_id": -1, "multimodal": False}
+# Settings whose other values change the forward pass in ways not served here: the one value served.
+ONLY_SERVED_VALUE = {"use_lstm": False, "squeeze_layers": False, "use_segment_embeddings": False,
+                     "extract_text_features": False, "use_calibrator": False, "encoder_layer_id": -1,
+                     "multimodal": False}
+# encoder_config.model_type values served: those the parity tests build. gliclass also runs decoders (through
+# LLM2Vec's bidirectional models, whose weights would load into a causal AutoModel unnoticed) and T5 encoders.
+BACKBONES = ("bert", "deberta-v2", "modernbert")
 # The defaults of GLiClassModelConfig, for keys a saved config.json leaves out.
 DEFAULTS = {"architecture_type": "uni-encoder", "scorer_type": "simple", "pooling_strategy": "first",
             "class_token_pooling": "first", "embed_class_token": True, "normalize_features": False,
-            "prompt_first": False, "projector_hidden_act": "gelu", "max_num_classes": 25, **PLAIN}
+            "prompt_first": False, "projector_hidden_act": "gelu", "max_num_classes": 25,
+            "logit_scale_init_value": 2.6592, **ONLY_SERVED_VALUE}
+ENCODER_DEFAULT_TYPE = "deberta-v2"  # GLiClassModelConfig's, for an encoder_config without model_type
 EPSILON = 1e-8  # gliclass's, added to the norms of normalized features
 MLP_WIDTH = 256  # gliclass's MLPScorer never receives the config's scorer_mlp_hidden_size
 
@@ -54,9 +60,9 @@ def served_config(config: dict, directory: Path) -> dict:
             raise CheckpointError(f"{directory}: GLiClass {key} {merged[key]!r} is not served; served: "
                                   f"{', '.join(served)} (bi-encoder, encoder-decoder and decoder models, and "
                                   "scorers that mix labels, are not)")
-    for key, plain in PLAIN.items():
-        if merged[key] != plain:
-            raise CheckpointError(f"{directory}: GLiClass {key}={merged[key]!r} is not served (only {plain!r})")
+    for key, served in ONLY_SERVED_VALUE.items():
+        if merged[key] != served:
+            raise CheckpointError(f"{directory}: GLiClass {key}={merged[key]!r} is not served (only {served!r})")
     for key in ("class_token_index", "encoder_config"):
         if key not in config:
             raise CheckpointError(f"{directory}: a GLiClass config.json without {key}")
@@ -126,7 +132,7 @@ class GliclassLogits(nn.Module):
         scorer = config["scorer_type"]
         self.scorer = (DotScorer() if scorer == "simple" else WeightedDotScorer(hidden) if scorer == "weighted-dot"
                        else MlpScorer(hidden, mlp_width))
-        self.logit_scale = nn.Parameter(torch.tensor(float(config.get("logit_scale_init_value", 2.6592))))
+        self.logit_scale = nn.Parameter(torch.tensor(float(config["logit_scale_init_value"])))
 
     def forward(self, input_ids, attention_mask):
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask)[0]
@@ -164,8 +170,7 @@ class GliclassLogits(nn.Module):
 
 def checkpoint_state(module: GliclassLogits) -> dict[str, torch.Tensor]:
     """The module's weights under the names GLiClassModel.save_pretrained gives them."""
-    return {(BACKBONE_PREFIX + key.removeprefix("model.") if key.startswith("model.") else HEAD_PREFIX + key): value
-            for key, value in module.state_dict().items()}
+    return {_checkpoint_key(key): value for key, value in module.state_dict().items()}
 
 
 def read_state(directory: Path) -> dict[str, torch.Tensor]:
@@ -182,36 +187,50 @@ def read_state(directory: Path) -> dict[str, torch.Tensor]:
 def load_gliclass_module(directory: Path, config: dict, labels_per_row: int | None) -> tuple[GliclassLogits, dict]:
     """(the module, the served config: gliclass's defaults filled in)."""
     from transformers import AutoConfig, AutoModel
+    from transformers.activations import ACT2FN
 
     config = served_config(config, directory)
     encoder = dict(config["encoder_config"])
-    encoder_type = encoder.pop("model_type", "deberta-v2")
+    encoder_type = encoder.pop("model_type", ENCODER_DEFAULT_TYPE)
+    if encoder_type not in BACKBONES:
+        raise CheckpointError(f"{directory}: GLiClass on a {encoder_type!r} backbone (encoder_config.model_type) is "
+                              f"not served; served: {', '.join(BACKBONES)}")
+    if config["projector_hidden_act"] not in ACT2FN:
+        raise CheckpointError(f"{directory}: GLiClass projector_hidden_act {config['projector_hidden_act']!r} is "
+                              "not an activation transformers knows")
     state = read_state(directory)
-    backbone_state = {k.removeprefix(BACKBONE_PREFIX): v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)}
-    head_state = {k.removeprefix(HEAD_PREFIX): v for k, v in state.items()
-                  if k.startswith(HEAD_PREFIX) and not k.startswith(BACKBONE_PREFIX)}
-    try:
-        backbone_config = AutoConfig.for_model(encoder_type, **encoder)
-    except ValueError as exc:
-        raise CheckpointError(f"{directory}: GLiClass encoder_config of model_type {encoder_type!r}: {exc}") from None
-    backbone = AutoModel.from_config(backbone_config, attn_implementation="eager")  # exports cleanly to ONNX
-    embeddings = backbone_state.get("embeddings.word_embeddings.weight")
-    if embeddings is not None and embeddings.shape[0] != backbone.get_input_embeddings().num_embeddings:
-        backbone.resize_token_embeddings(embeddings.shape[0])  # the markers the tokenizer added
-    loaded = backbone.load_state_dict(backbone_state, strict=False)
-    missing = [key for key in loaded.missing_keys if not key.endswith("position_ids")]
-    if missing or not backbone_state:
-        raise CheckpointError(f"{directory}: {len(missing)} backbone weights missing ({BACKBONE_PREFIX}...), "
-                              f"e.g. {missing[:3]}")
-    if "text_projector.linear_1.weight" not in head_state:
+    if "model.text_projector.linear_1.weight" not in state:
         raise CheckpointError(f"{directory}: no GLiClass head weights ({HEAD_PREFIX}text_projector...)")
-    mlp = head_state.get("scorer.mlp.0.weight")
+    backbone = AutoModel.from_config(AutoConfig.for_model(encoder_type, **encoder),
+                                     attn_implementation="eager")  # plain attention exports cleanly to ONNX
+    embeddings = next(f"{BACKBONE_PREFIX}{name}" for name, weight in backbone.named_parameters()
+                      if weight is backbone.get_input_embeddings().weight)
+    if embeddings in state and state[embeddings].shape[0] != backbone.get_input_embeddings().num_embeddings:
+        backbone.resize_token_embeddings(state[embeddings].shape[0])  # the markers the tokenizer added
+    mlp = state.get("model.scorer.mlp.0.weight")
     module = GliclassLogits(backbone, config, labels_per_row or int(config["max_num_classes"]),
-                            inner=head_state["text_projector.linear_1.weight"].shape[0],
+                            inner=state["model.text_projector.linear_1.weight"].shape[0],
                             mlp_width=MLP_WIDTH if mlp is None else mlp.shape[0])
-    loaded = module.load_state_dict({**{f"model.{k}": v for k, v in backbone_state.items()}, **head_state},
-                                    strict=False)
+    expected = set(checkpoint_state(module))  # the checkpoint's names of the module's weights
+    try:
+        loaded = module.load_state_dict({_module_key(key): value for key, value in state.items() if key in expected},
+                                        strict=False)
+    except RuntimeError as exc:  # a weight of another shape than the config builds
+        reason = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise CheckpointError(f"{directory}: GLiClass weights do not fit its config.json: {reason}") from None
     missing = [key for key in loaded.missing_keys if not key.endswith("position_ids")]
     if missing:
-        raise CheckpointError(f"{directory}: GLiClass head weights missing: {missing[:5]}")
+        raise CheckpointError(f"{directory}: {len(missing)} GLiClass weights missing, e.g. "
+                              f"{[_checkpoint_key(key) for key in missing[:3]]}")
     return module.eval(), config
+
+
+def _module_key(key: str) -> str:
+    """A checkpoint's weight name as GliclassLogits names it (the inverse of _checkpoint_key)."""
+    return "model." + key.removeprefix(BACKBONE_PREFIX) if key.startswith(BACKBONE_PREFIX) \
+        else key.removeprefix(HEAD_PREFIX)
+
+
+def _checkpoint_key(key: str) -> str:
+    """A GliclassLogits weight's name as GLiClassModel.save_pretrained writes it."""
+    return BACKBONE_PREFIX + key.removeprefix("model.") if key.startswith("model.") else HEAD_PREFIX + key

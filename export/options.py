@@ -17,6 +17,10 @@ from zsc_server.batching_policy import (
 )
 
 MODEL_MAX_LENGTH = "model"  # max_length="model": as long as the model takes (the pipeline's truncation)
+# max_length="auto": PAIR_MAX_LENGTH for NLI and embedding models (ample for customer-service messages, and
+# fast); for GLiClass, whose labels share the row with the text, the model's limit up to GLICLASS_MAX_LENGTH
+# (the gliclass pipeline's default)
+AUTO_MAX_LENGTH, PAIR_MAX_LENGTH, GLICLASS_MAX_LENGTH = "auto", 128, 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +35,7 @@ class ExportOptions:
     gpu: str | None = "auto"  # a card of export.gpu_profiles.CARDS, "auto" (the visible GPU's), "none"
     torch_device: str = "gpu"
     trt_workspace_gib: float = 4.0
-    max_length: int | str = 128  # or MODEL_MAX_LENGTH
+    max_length: int | str = AUTO_MAX_LENGTH  # or MODEL_MAX_LENGTH, or a number of tokens
     buckets: str = "auto"
     template: str | None = None  # None: the checkpoint family's
     max_labels: int = 256

@@ -17,7 +17,7 @@ from export.encoder_artifact import encoder_artifact, encoder_inputs, ov_encoder
 from export.errors import ExportError
 from export.gpu_profiles import ModelShape, card_for, gpu_profile
 from export.hf2torch import plain_torch_runner, require_plain_bert
-from export.options import MODEL_MAX_LENGTH, ExportOptions
+from export.options import AUTO_MAX_LENGTH, GLICLASS_MAX_LENGTH, MODEL_MAX_LENGTH, PAIR_MAX_LENGTH, ExportOptions
 from export.progress import step
 from export.repository import (
     ENCODER,
@@ -55,8 +55,10 @@ from zsc_server.batching_policy import (
 )
 from zsc_server.gpus import describe, visible_gpus
 from zsc_server.label_cache import LabelCacheSettings
+from zsc_server.label_prompt import marker_in
 from zsc_server.onnx_encoder import OnnxEncoder
 from zsc_server.preprocess import Preprocessor
+from zsc_server.scoring import InputError
 from zsc_server.settings import ScoringMode, ScoringSettings, sequence_buckets
 from zsc_server.tokenization import PairTokenizer
 
@@ -97,7 +99,7 @@ def export_chosen(options: ExportOptions) -> Path:
     ckpt = load_checkpoint(options.model, options.cache_dir, options.labels_per_row)
     if runtime is Runtime.PYTHON_TORCH:
         require_plain_bert(ckpt)
-    max_length = ckpt.max_length_limit if options.max_length == MODEL_MAX_LENGTH else options.max_length
+    max_length = resolved_max_length(options.max_length, ckpt)
     if max_length > ckpt.max_length_limit:
         raise ExportError(f"--max-length {max_length} exceeds what the model takes ({ckpt.max_length_limit} tokens: "
                           "its positions and its tokenizer's model_max_length)")
@@ -126,6 +128,11 @@ def export_chosen(options: ExportOptions) -> Path:
         )
     except ValueError as exc:
         raise ExportError(str(exc)) from None
+    if ckpt.mode is ScoringMode.GLICLASS:
+        try:
+            marker_in(scoring.default_template, "--template")
+        except InputError as exc:
+            raise ExportError(str(exc)) from None
     serving = ServingSettings(
         runtime=runtime, precision=precision.value,
         queue_delay_us=first(options.queue_delay_us, profile and profile.queue_delay_us, CPU_QUEUE_DELAY_US),
@@ -213,6 +220,16 @@ def export_chosen(options: ExportOptions) -> Path:
             (version_dir.parent / "export.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     print(f"[export] done in {time.perf_counter() - started:.1f}s: serve it with `make serve`", flush=True)
     return repository
+
+
+def resolved_max_length(max_length: int | str, ckpt) -> int:
+    """--max-length as a number of tokens (export.options says what auto and model mean)."""
+    if max_length == MODEL_MAX_LENGTH:
+        return ckpt.max_length_limit
+    if max_length == AUTO_MAX_LENGTH:
+        return (min(ckpt.max_length_limit, GLICLASS_MAX_LENGTH) if ckpt.mode is ScoringMode.GLICLASS
+                else PAIR_MAX_LENGTH)
+    return int(max_length)
 
 
 def queue_budget_from_sample(service_ms: float, rows: int, batch_rows: int) -> tuple[int, float]:

@@ -62,8 +62,8 @@ def label_order(output: np.ndarray, entailment_index: int | None) -> list[int]:
     """The order the server would rank the batch's hypotheses in: by entailment logit (NLI), by each label's
     own logit (GLiClass, entailment_index LABEL_LOGITS), or by cosine to the text in row 0 (embedding mode,
     entailment_index None)."""
-    if entailment_index == LABEL_LOGITS:
-        return list(np.argsort(-output.reshape(-1), kind="stable"))
+    if entailment_index == LABEL_LOGITS:  # the sample labels' slots, in order; the empty ones are not ranked
+        return list(np.argsort(-output.reshape(-1)[:len(SAMPLE_HYPOTHESES)], kind="stable"))
     if entailment_index is not None:
         return list(np.argsort(-output[:, entailment_index], kind="stable"))
     unit = output / np.linalg.norm(output, axis=1, keepdims=True).clip(1e-12)

@@ -47,10 +47,12 @@ class Preprocessor:
             raise ValueError("only embedding mode can reuse hypothesis embeddings: NLI encodes text and "
                              "hypothesis together")
         self.settings, self.cached_hypotheses = settings, cached_hypotheses
-        self.tokenizer = PairTokenizer(tokenizer_json, settings.max_length, settings.buckets, settings.max_windows)
-        self.prompts = (LabelPromptTokenizer(tokenizer_json, settings.max_length, settings.buckets,
-                                             settings.labels_per_row, settings.prompt_first)
-                        if settings.mode is ScoringMode.GLICLASS else None)
+        # GLiClass: the text and the labels in rows of one sequence; the others: pairs or sentences
+        self.label_prompts = (LabelPromptTokenizer(tokenizer_json, settings.max_length, settings.buckets,
+                                                   settings.labels_per_row, settings.prompt_first)
+                              if settings.mode is ScoringMode.GLICLASS else None)
+        self.tokenizer = None if self.label_prompts else PairTokenizer(
+            tokenizer_json, settings.max_length, settings.buckets, settings.max_windows)
 
     def prepare(self, text: bytes, labels: list[bytes], template: bytes | None = None,
                 multi_label: bool | None = None) -> PreparedRequest:
@@ -93,7 +95,7 @@ class Preprocessor:
                     f"is {len(template)} bytes; the limit is {s.max_template_bytes} bytes",
                 )
             template_str = check_template(decode_utf8(template, names.HYPOTHESIS_TEMPLATE))
-            if self.prompts:
+            if self.label_prompts:
                 marker_in(template_str, names.HYPOTHESIS_TEMPLATE)
         # Every '{}' takes the label, so a template of 512 '{}' made 33 MB of hypotheses from 64 KB of
         # labels (22 s of tokenizing for one request); one '{}' can never exceed this bound.
@@ -110,18 +112,18 @@ class Preprocessor:
 
     def encoder_rows(self, request: CheckedRequest) -> int:
         """The rows the request puts through the encoder step (label-cache misses come on top)."""
+        if self.label_prompts:
+            return row_count(len(request.hypotheses), self.settings.labels_per_row)
         if self.settings.mode is ScoringMode.NLI:
             return len(request.hypotheses)
-        if self.prompts:
-            return row_count(len(request.hypotheses), self.settings.labels_per_row)
         return 1 if self.cached_hypotheses else 1 + len(request.hypotheses)
 
     def encode(self, request: CheckedRequest) -> PreparedRequest:
         """Tokenized; the rows may be more than `encoder_rows` said when the text is cut into windows."""
-        if self.settings.mode is ScoringMode.NLI:
+        if self.label_prompts:  # the hypotheses are the labels as the template writes them
+            encoded = self.label_prompts.encode(request.text, request.hypotheses)
+        elif self.settings.mode is ScoringMode.NLI:
             encoded = self.tokenizer.encode_pairs(request.text, request.hypotheses)
-        elif self.prompts:  # the hypotheses are the labels as the template writes them
-            encoded = self.prompts.encode(request.text, request.hypotheses)
         else:
             encoded = self.tokenizer.encode_text_and_sentences(
                 request.text, [] if self.cached_hypotheses else request.hypotheses)

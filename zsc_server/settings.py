@@ -116,6 +116,8 @@ class ScoringSettings:
             elif field.type in ("int", int):
                 kwargs[field.name] = int(raw)
             elif field.type in ("bool", bool):
+                if raw not in ("True", "False"):
+                    raise ValueError(f"{field.name} must be True or False, got {raw!r}")
                 kwargs[field.name] = raw == "True"
             else:
                 kwargs[field.name] = raw

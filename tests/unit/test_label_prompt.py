@@ -6,8 +6,9 @@ tests/integration/test_gliclass.py; here: rows, truncation that keeps every labe
 
 import numpy as np
 import pytest
-from tokenizers import AddedToken
+from tokenizers import AddedToken, Tokenizer, normalizers, pre_tokenizers
 from tokenizers.implementations import BertWordPieceTokenizer
+from tokenizers.models import WordLevel
 
 from export.random_checkpoint import write_vocab
 from zsc_server.label_prompt import MARKERS, LabelPromptTokenizer, label_rows
@@ -97,6 +98,22 @@ def test_a_template_holding_a_marker_is_refused_naming_the_template(tokenizer_js
     prepared = preprocessor.prepare(b"the app crashes", [b"bug", b"price", b"refund", b"login"], b"about {}")
     assert prepared.encoded.input_ids.shape[0] == 2 and preprocessor.encoder_rows(
         preprocessor.check(b"the app crashes", [b"bug", b"price", b"refund", b"login"])) == 2
+    first = tokens(preprocessor.label_prompts, prepared.encoded.input_ids[0])
+    about = pieces(preprocessor.label_prompts, "about")
+    assert first.count("<<LABEL>>") == 3 and all(first[i + 1:i + 1 + len(about)] == about
+                                                for i, token in enumerate(first) if token == "<<LABEL>>")
+
+
+def test_a_marker_the_normalizer_makes_is_refused(tmp_path):
+    """Full-width brackets pass the plain check, and an NFKC normalizer turns them into a marker the model
+    would read: the rows' marker count gives it away."""
+    tokenizer = Tokenizer(WordLevel({"[UNK]": 0, "[PAD]": 1, "a": 2, "b": 3}, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.add_special_tokens([AddedToken(marker, special=True, normalized=True) for marker in MARKERS])
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(InputError, match="CANDIDATE_LABELS: 2 labels tokenized to 3 <<LABEL>> markers"):
+        prompts(tmp_path / "tokenizer.json").encode("a \uff1c\uff1cLABEL\uff1e\uff1e b", ["a", "b"])
 
 
 def test_a_tokenizer_without_markers_is_not_a_gliclass_tokenizer(tmp_path):
