@@ -82,6 +82,5 @@ def test_the_overhead_preset_exports_its_variants_and_measures_each_at_its_own_l
     assert results["meta"]["variants"] == {"floor": "--queue-delay-us 500", "ceiling": "the defaults"}
     assert set(results["encoder_ceilings"]) == {"floor", "ceiling"}
     assert results["encoder_ceilings"]["floor"]["concurrency"] == 1
-    assert results["levels"][0]["queue_ms"]["encoder"] < 5  # 500 µs queue delay, one request at a time
     table = (next(tmp_path.iterdir()) / "results.md").read_text()
     assert "Against floor" not in table  # no level in common: no ratios

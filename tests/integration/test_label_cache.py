@@ -213,11 +213,12 @@ def metrics_from_launcher(launcher) -> str:
 @pytest.fixture(scope="module")
 def refusing(tmp_path_factory):
     """MiniLM whose encoder queue refuses every request: a 1 ms queue timeout, shorter than the 2 ms
-    batching delay."""
+    batching delay. Admission control off: with a budget of half that queue's, whether it or the queue refused
+    first would depend on when the requests came."""
     from tests.conftest import export_repository, start_server
 
     repository = export_repository("offline-minilm", tmp_path_factory.mktemp("refusing") / "repository",
-                                   max_length=64, queue_timeout_ms="1")
+                                   max_length=64, queue_timeout_ms="1", admission_budget_ms="off")
     server = start_server("label-cache-refused", repository)
     yield server
     server.stop()
