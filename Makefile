@@ -57,21 +57,23 @@ $(VENV)/.installed: requirements.txt pyproject.toml client/pyproject.toml
 
 setup: $(VENV)/.installed ## create .venv with the server, export, client and test dependencies
 
+# the venvs of their own (test references, tools): DIR/.installed from one requirements file
+define venv_from_requirements
+$(PYTHON_BOOT) -m venv $(@D)
+$(@D)/bin/python -m pip install --quiet --upgrade pip
+$(@D)/bin/python -m pip install --quiet -r $<
+touch $@
+endef
+
 MS_VENV ?= .venv-modelscope
 $(MS_VENV)/.installed: requirements-modelscope.txt
-	$(PYTHON_BOOT) -m venv $(MS_VENV)
-	$(MS_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(MS_VENV)/bin/python -m pip install --quiet -r requirements-modelscope.txt
-	touch $@
+	$(venv_from_requirements)
 
 setup-modelscope: $(MS_VENV)/.installed ## create .venv-modelscope with ModelScope's pipeline (test reference)
 
 GLC_VENV ?= .venv-gliclass
 $(GLC_VENV)/.installed: requirements-gliclass.txt
-	$(PYTHON_BOOT) -m venv $(GLC_VENV)
-	$(GLC_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(GLC_VENV)/bin/python -m pip install --quiet -r requirements-gliclass.txt
-	touch $@
+	$(venv_from_requirements)
 
 setup-gliclass: $(GLC_VENV)/.installed ## create .venv-gliclass with Knowledgator's gliclass pipeline (test reference)
 
@@ -208,10 +210,7 @@ ANALYZE_LATENCY_BUDGET_MS ?=
 .PHONY: setup-model-analyzer analyze
 
 $(MA_VENV)/.installed: requirements-model-analyzer.txt
-	$(PYTHON_BOOT) -m venv $(MA_VENV)
-	$(MA_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(MA_VENV)/bin/python -m pip install --quiet -r requirements-model-analyzer.txt
-	touch $@
+	$(venv_from_requirements)
 
 setup-model-analyzer: $(MA_VENV)/.installed ## create .venv-model-analyzer with triton-model-analyzer
 
