@@ -39,10 +39,12 @@ MAX_QUEUE_SIZE = 0
 # ---------------------------------------------------------------- admission control (zsc_server/admission.py)
 
 # --admission-budget-ms auto: the longest estimated wait for the encoder a request is admitted to is the time
-# of this many sample requests (measured at export), so that a closed loop of that many clients is never
-# refused, within these bounds (ms) and at most half the encoder queue's budget (which would otherwise refuse
-# first, after tokenizing). Under overload an accepted answer waits at most the budget plus its own execution.
-ADMISSION_CLOSED_LOOP_REQUESTS = 32
+# of this many sample requests (measured at export), within these bounds (ms) and at most half the encoder
+# queue's budget (which would otherwise refuse first, after tokenizing). Under overload an accepted answer waits
+# about the budget plus an execution: with 24, within 3x the p95 of a closed loop of 16 clients (the soak's
+# capacity point; 32 missed it narrowly, loadtest/results/overload-trials-20261206-minilm-int8-1-core), and a
+# closed loop of up to about 24 clients, each waiting for its answer, is never refused.
+ADMISSION_CLOSED_LOOP_REQUESTS = 24
 ADMISSION_BUDGET_MS = (150, 5_000)
 # Over the budget, the preprocess holds a request up to this share of the budget (at most ADMISSION_HOLD_MS ms)
 # for room, while Triton's queue in front of it, of this many requests per instance, turns the excess away in

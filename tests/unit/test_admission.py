@@ -153,9 +153,11 @@ def test_the_export_resolves_the_budget():
 
     sample = SampleTiming(ms=6.0, rows=6)  # MiniLM INT8 on 2 cores, about
     auto = admission_settings("auto", sample, 600, 1, Runtime.PYTHON_OV)
-    assert (auto.budget_ms, auto.row_ms, auto.hold_ms, auto.forget_ms) == (192, 1.0, 48, 792)  # 32 x 6 ms
+    assert (auto.budget_ms, auto.row_ms, auto.hold_ms, auto.forget_ms) == (150, 1.0, 37.5, 750)  # 24 x 6: floor
+    slower = admission_settings("auto", SampleTiming(10.0, 6), 600, 1, Runtime.PYTHON_OV)
+    assert (slower.budget_ms, slower.hold_ms, slower.forget_ms) == (240, 50, 840)  # 24 x 10 ms
     assert admission_settings("auto", SampleTiming(1.0, 6), 600, 1, Runtime.PYTHON_ORT).budget_ms == 150  # floor
-    assert admission_settings("auto", SampleTiming(100.0, 6), 10_000, 1, Runtime.PYTHON_ORT).budget_ms == 3200
+    assert admission_settings("auto", SampleTiming(100.0, 6), 10_000, 1, Runtime.PYTHON_ORT).budget_ms == 2400
     assert admission_settings("auto", sample, 1, 1, Runtime.PYTHON_ORT).budget_ms == 1  # half the queue's
     assert admission_settings(250.0, sample, 600, 2, Runtime.PYTHON_ORT).budget_ms == 250
     assert not admission_settings("auto", None, 600, 1, Runtime.PYTHON_TORCH).enabled  # a GPU: nothing measured
