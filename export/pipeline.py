@@ -167,12 +167,14 @@ def export_chosen(options: ExportOptions) -> Path:
         source = write_tokenizer_json(ckpt.directory, ckpt.tokenizer, tokenizer_path,
                                       as_loaded=ckpt.mode is ScoringMode.GLICLASS)
         step(2, f"tokenizer: {source}")
-        try:
-            tokenizer = PairTokenizer(tokenizer_path, scoring.max_length, scoring.buckets, scoring.max_windows)
-        except ValueError as exc:  # windows with a tokenizer layout the preprocess cannot cut
-            raise ExportError(f"--max-windows {scoring.max_windows}: {exc}") from None
-        batches = sample_batches(Preprocessor(scoring, tokenizer_path) if ckpt.mode is ScoringMode.GLICLASS
-                                 else tokenizer, pairs=ckpt.mode is ScoringMode.NLI)
+        if ckpt.mode is ScoringMode.GLICLASS:  # its rows as the preprocess makes them (no windows for GLiClass)
+            batches = sample_batches(Preprocessor(scoring, tokenizer_path), pairs=False)
+        else:
+            try:
+                tokenizer = PairTokenizer(tokenizer_path, scoring.max_length, scoring.buckets, scoring.max_windows)
+            except ValueError as exc:  # windows with a tokenizer layout the preprocess cannot cut
+                raise ExportError(f"--max-windows {scoring.max_windows}: {exc}") from None
+            batches = sample_batches(tokenizer, pairs=ckpt.mode is ScoringMode.NLI)
 
         artifact, report = encoder_artifact(options, runtime, precision, ckpt, scoring, profile, batches, entailment,
                                             Path(tmp))
