@@ -13,8 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+from export.cli import max_length_value
 from export.errors import ExportError
-from export.options import ExportOptions
+from export.options import DEFAULTS, ExportOptions
 from export.pipeline import export_model
 from zsc_client import ZeroShotClient, ZeroShotClientError
 from zsc_client.cli import format_result
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="offline-minilm", help="as for `python -m export --model`")
     parser.add_argument("--repository", type=Path, default=PROJECT_ROOT / "model_repository")
-    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--max-length", type=max_length_value, default=DEFAULTS.max_length,
+                        help="as for `python -m export --max-length` (default: %(default)s)")
     args = parser.parse_args(argv)
 
     print(f"== 1. export {args.model}", flush=True)

@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="python-torch: run on the GPU (KIND_GPU) or the CPU (default: %(default)s)")
     parser.add_argument("--trt-workspace-gib", type=float, default=DEFAULTS.trt_workspace_gib,
                         help="tensorrt: builder workspace limit in GiB (default: %(default)s)")
-    parser.add_argument("--max-length", type=_max_length, default=DEFAULTS.max_length,
+    parser.add_argument("--max-length", type=max_length_value, default=DEFAULTS.max_length,
                         help="max tokens per (text, hypothesis) pair, or per GLiClass row; the text is truncated "
                              f"first. '{AUTO_MAX_LENGTH}' (default): {PAIR_MAX_LENGTH} for NLI and embedding models, "
                              f"the model's own limit up to {GLICLASS_MAX_LENGTH} for GLiClass (its labels share the "
@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _max_length(value: str) -> int | str:
+def max_length_value(value: str) -> int | str:
+    """--max-length as argparse reads it: a number of tokens, auto or model (export.options)."""
     if value in (MODEL_MAX_LENGTH, AUTO_MAX_LENGTH):
         return value
     try:

@@ -102,3 +102,16 @@ def test_hpa_metric_is_defined_by_the_prometheus_adapter_rules():
 @pytest.mark.parametrize("path", sorted(K8S.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_k8s_file_parses(path):
     assert all(document for document in yaml.safe_load_all(path.read_text()))
+
+
+def test_the_makefiles_max_length_default_is_one_the_demo_and_export_take():
+    """`make demo` and `make export` pass --max-length $(MAX_LENGTH); its default must parse for both."""
+    import re
+
+    from deploy.demo import main as demo_main
+
+    default = re.search(r"^MAX_LENGTH \?= (\S+)", (ROOT / "Makefile").read_text(), re.MULTILINE).group(1)
+    assert export_parser().parse_args(["--model", "m", "--max-length", default]).max_length == default
+    with pytest.raises(SystemExit) as shown:  # --help parses every argument's default, then exits 0
+        demo_main(["--max-length", default, "--help"])
+    assert shown.value.code == 0
