@@ -19,6 +19,11 @@ The time per row starts from the export's measurement on a sample request and fo
 encoders measure in every execution (rows and seconds, weighted by rows with older executions decaying),
 so it follows the real batch sizes, sequence lengths and CPU contention of the moment.
 
+The launcher's fronts ask the same ledger before forwarding, and bound what the ledger cannot see yet: the
+requests they forwarded that have not come back, some of them still queued in front of the preprocess (many,
+when tritonserver runs below the fronts' CPU priority). They keep about a budget's worth of answers in flight:
+no more than they answered correctly in the last second, scaled to the budget (batching_policy).
+
 The preprocess instances and the encoder instances are separate processes of one tritonserver: they share
 the state through a small file in /dev/shm named after tritonserver's pid (the stubs' parent), updated under
 an exclusive flock; the launcher removes it when tritonserver exits.
@@ -26,6 +31,7 @@ an exclusive flock; the launcher removes it when tritonserver exits.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import fcntl
@@ -33,10 +39,15 @@ import mmap
 import os
 import re
 import struct
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from zsc_server.batching_policy import ADMISSION_ANSWER_WINDOW_S, ADMISSION_CLOSED_LOOP_REQUESTS
+from zsc_server.front_thread import Admission
 
 SHM = Path("/dev/shm")
 PREFIX = "zsc-admission-"
@@ -170,14 +181,14 @@ class AdmissionGate:
                     self._count(ADMITTED if room else REFUSED)
                     break
             time.sleep(poll_s)
-        return None if room else self._refusal(wait_ms)
+        return None if room else self.refusal_text(wait_ms)
 
     def over_budget(self, now_ns: int | None = None) -> str | None:
         """The reason to refuse a request now, without booking it (the fronts' check), else None."""
         wait_ms = self.wait_ms(now_ns)
-        return self._refusal(wait_ms) if wait_ms > self.settings.budget_ms else None
+        return self.refusal_text(wait_ms) if wait_ms > self.settings.budget_ms else None
 
-    def _refusal(self, wait_ms: float) -> str:
+    def refusal_text(self, wait_ms: float) -> str:
         return (f"busy: requests would wait about {wait_ms:.0f} ms for the encoder, over the latency "
                 f"budget of {self.settings.budget_ms:g} ms (admission control); retry later")
 
@@ -228,16 +239,25 @@ def _epoch(now_ns: int | None) -> int:
     return (time.monotonic_ns() if now_ns is None else now_ns) // (BUCKET_MS * 1_000_000)
 
 
-class FrontGate:
+class FrontGate(Admission):
     """Admission control at the launcher's fronts: an inference request is refused there, before tritonserver
     parses it, schedules the ensemble and hands it to a Python model, while the estimated wait is over the
     budget. A refusal then costs the front's own work alone; measured on one core at twice MiniLM's
     capacity, refusals that went on to tritonserver took CPU the encoder needed. The preprocess still decides
-    and books each request that reaches it: this check books nothing."""
+    and books each request that reaches it: this check books nothing.
 
-    def __init__(self, settings: AdmissionSettings) -> None:
+    One gate serves every front, and counts the requests they forwarded and have not answered yet: more than
+    the server answers correctly in the budget (never fewer than ADMISSION_CLOSED_LOOP_REQUESTS) would wait
+    longer than the budget, wherever they are, the ledger's view or not."""
+
+    def __init__(self, settings: AdmissionSettings, answer_window_s: float = ADMISSION_ANSWER_WINDOW_S,
+                 min_in_flight: int = ADMISSION_CLOSED_LOOP_REQUESTS) -> None:
         self.settings = settings
+        self.answer_window_s, self.min_in_flight = answer_window_s, min_in_flight
         self._gate: AdmissionGate | None = None
+        self._in_flight = 0
+        self._answered: collections.deque[float] = collections.deque()  # when each recent correct answer came
+        self._lock = threading.Lock()  # the fronts run in threads of their own
 
     @classmethod
     def for_repository(cls, repository: Path) -> FrontGate | None:
@@ -255,9 +275,48 @@ class FrontGate:
         the garbage collector: a front thread may be reading it."""
         self._gate = AdmissionGate(self.settings, state_path(server_pid))
 
-    def __call__(self) -> str | None:
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def max_in_flight(self, now: float | None = None) -> float:
+        """The requests that may be in flight: the correct answers of the last answer window, scaled to the
+        budget, and never fewer than min_in_flight."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            while self._answered and self._answered[0] < now - self.answer_window_s:
+                self._answered.popleft()
+            answers_per_s = len(self._answered) / self.answer_window_s
+        return max(float(self.min_in_flight), answers_per_s * self.settings.budget_ms / 1e3)
+
+    def refusal(self) -> str | None:
+        """Why to refuse an inference request now, or None to forward it."""
         gate = self._gate
-        return gate.over_budget() if gate is not None else None
+        if gate is None:
+            return None
+        in_flight, limit = self._in_flight, self.max_in_flight()
+        if in_flight >= limit:  # Little's law: limit in flight wait about the budget
+            return gate.refusal_text(self.settings.budget_ms * (in_flight + 1) / limit)
+        return gate.over_budget()
+
+    @contextlib.contextmanager
+    def forwarding(self) -> Iterator[str | None]:
+        reason = self.refusal()
+        if reason:
+            yield reason
+            return
+        with self._lock:
+            self._in_flight += 1
+        try:
+            yield None
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def answered(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._answered.append(now)
 
 
 @contextlib.contextmanager

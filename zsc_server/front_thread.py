@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 RESTARTING = "the inference server is restarting: try again"
 
@@ -20,15 +21,27 @@ class StopReport:
     cut: int  # those of them still unfinished at the drain bound, closed unanswered
 
 
+class Admission:
+    """What a front asks before it forwards an inference request to tritonserver: this one forwards everything
+    (admission control off); zsc_server.admission.FrontGate refuses while the server is over its latency budget."""
+
+    @contextlib.contextmanager
+    def forwarding(self) -> Iterator[str | None]:
+        """Yields None to forward the request, which counts as in flight until the block ends; else the reason
+        to refuse it as busy."""
+        yield None
+
+    def answered(self) -> None:
+        """A forwarded inference request was answered correctly (called inside its forwarding block)."""
+
+
 class FrontThread:
     """Subclasses open their server in `open_server()` (run in the loop) and drain it in `_shutdown()`."""
 
     thread_name = "front"
 
     def __init__(self) -> None:
-        # admission control's verdict, asked before an inference request goes on to tritonserver: None to
-        # forward it, else the reason to refuse it as busy (zsc_server.admission.FrontGate)
-        self.busy: Callable[[], str | None] = lambda: None
+        self.admission = Admission()  # asked before an inference request goes on to tritonserver
         self.stop_report: StopReport | None = None
         self._counts: collections.Counter[str] = collections.Counter()
         self._counts_lock = threading.Lock()

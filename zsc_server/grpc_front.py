@@ -155,12 +155,18 @@ class GrpcFront(FrontThread):
         return self._channel
 
     async def forward_unary(self, method: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        if method == INFER_METHOD:
-            reason = self.busy()
+        if method != INFER_METHOD:
+            return await self._forward_unary(method, request, context)
+        with self.admission.forwarding() as reason:
             if reason:  # refused here, it costs tritonserver nothing
                 self._count("received")
                 self._count("busy")
                 await context.abort(grpc.StatusCode.UNAVAILABLE, reason)
+            response = await self._forward_unary(method, request, context)  # an error status raises
+            self.admission.answered()
+            return response
+
+    async def _forward_unary(self, method: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         channel, call = self._call(lambda upstream: upstream.unary_unary(method), request, context)
         with self._in_flight(call):
             try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
+from collections.abc import Callable
 
 from zsc_server.front_thread import RESTARTING, FrontThread, StopReport
 from zsc_server.http_wire import (
@@ -215,11 +216,12 @@ class HttpFront(FrontThread):
             connection.writer.write(error_response(refusal.status, refusal.message, close, refusal.headers))
             await connection.writer.drain()
             return not close
-        if request.method == b"POST" and request.target.split(b"?")[0].endswith(b"/infer"):
-            reason = self.busy()
+        if not (request.method == b"POST" and request.target.split(b"?")[0].endswith(b"/infer")):
+            return await self._forward(connection, request, body)
+        with self.admission.forwarding() as reason:
             if reason:  # refused here, it costs tritonserver nothing
                 return await self._answer(connection, request, 503, "busy", reason, b"Retry-After: 1\r\n")
-        return await self._forward(connection, request, body)
+            return await self._forward(connection, request, body, self.admission.answered)
 
     async def _read_body(self, connection: _Connection, request: Request) -> bytes | None:
         """The request's body, None when it has none; a Refusal for what Triton must not see."""
@@ -276,7 +278,9 @@ class HttpFront(FrontThread):
         reader, writer = await asyncio.open_connection(self.upstream_host, port)
         return _Upstream(reader, writer, port), False
 
-    async def _forward(self, connection: _Connection, request: Request, body: bytes | None) -> bool:
+    async def _forward(self, connection: _Connection, request: Request, body: bytes | None,
+                       answered: Callable[[], None] | None = None) -> bool:
+        """Forwards the request and relays the answer; `answered()` once a 200 has been relayed."""
         head = b"%s %s HTTP/1.1\r\n" % (request.method, request.target)
         head += forwarded_headers(request.headers, request.fields.get(b"connection", b""))
         if b"host" not in request.fields:  # an HTTP/1.0 request may lack it, an HTTP/1.1 one must not
@@ -306,10 +310,13 @@ class HttpFront(FrontThread):
                     return await self._answer(connection, request, 502, "upstream_failed", FAILED)
             self._count("forwarded")
             try:
-                return await self._relay(connection, request, upstream, status, headers, fields)
+                keep_alive = await self._relay(connection, request, upstream, status, headers, fields)
             except (PeerClosed, Refusal, OSError, ValueError):
                 self._count("broken_mid_response")
                 raise PeerClosed from None  # the response is half sent: only closing tells the client
+            if answered is not None and status.split(b" ")[1] == b"200":
+                answered()
+            return keep_alive
         finally:
             if upstream is not None and upstream not in self._idle_upstreams:
                 upstream.close()  # also when stop() cuts the request

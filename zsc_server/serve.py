@@ -33,11 +33,13 @@ from zsc_server.warm_labels import read_warm_labels
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 FRONTS = ("on", "http", "off")
-# Off by default: on one core at 5x MiniLM's capacity, nice 10 kept the fronts' refusals at 25 ms (p95; 1.6 s at
-# equal priority), but at a sustained 2x the starved tritonserver let requests wait in front of the preprocess,
-# outside admission control's ledger (accepted p95 0.9 s against 0.3 s at equal priority)
+# tritonserver and its models run this much below the launcher's CPU priority, so that the fronts, which refuse
+# the excess at about 0.3 ms of CPU each, never wait behind the work they shed: on one core at 5x MiniLM's
+# capacity, at the same priority refusals waited 1.2-1.6 s (p95) in the gRPC front and the latency took 44-88 s
+# to settle; at 10, 4 ms and 0 s. The fronts' bound on the requests in flight keeps the niced server from
+# being handed more than it answers in the budget (without it a sustained 2x starved it: p95 0.9 s)
 # (loadtest/results/overload-trials-20261206-minilm-int8-1-core).
-SERVER_NICE = 0
+SERVER_NICE = 10
 DRAIN_TIMEOUT_S = 10.0  # requests in flight through the front at a stop: finished within this, then cut
 
 
@@ -112,9 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--server-nice", type=int, default=SERVER_NICE,
                         help="with the fronts on: run tritonserver and its models this much below the launcher's "
                              "CPU priority, so that under a burst of overload the fronts, which refuse the excess at "
-                             "about 0.3 ms of CPU each, never wait behind the work they shed; under sustained "
-                             "overload it starves tritonserver (measured: docs/limits-failures-security.md, "
-                             "Overload). Default: %(default)s, the same priority")
+                             "about 0.3 ms of CPU each, never wait behind the work they shed (measured: "
+                             "docs/limits-failures-security.md, Overload); 0: the same priority. Default: "
+                             "%(default)s")
     parser.add_argument("--front", choices=FRONTS, default="on",
                         help="on (default): HTTP and gRPC through the launcher's fronts, which refuse requests over "
                              f"{FrontLimits.max_body_bytes} bytes (HTTP bodies; gRPC messages, once inflated: "
@@ -229,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     admission = FrontGate.for_repository(args.repository)
     if admission:
         for front in fronts.values():
-            front.busy = admission
+            front.admission = admission
 
     def on_ready(server: TritonServer, first: bool) -> None:
         if admission:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -54,7 +55,10 @@ def test_serve_launcher_foreground_and_sigint(structbert):
     with serve_launcher(structbert.repository, "--cpus", "0") as (process, line, grpc):
         assert f"127.0.0.1:{grpc}" in line
         assert zsc("health", "--url", f"127.0.0.1:{grpc}").returncode == 0
-        assert allowed_cpus(find_tritonserver(grpc)) == "0"  # --cpus: tritonserver (and its stubs) on core 0
+        server_pid = find_tritonserver(grpc)
+        assert allowed_cpus(server_pid) == "0"  # --cpus: tritonserver (and its stubs) on core 0
+        # below the fronts' CPU priority by default, so that they refuse overload without waiting behind it
+        assert os.getpriority(os.PRIO_PROCESS, server_pid) - os.getpriority(os.PRIO_PROCESS, process.pid) == 10
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
         assert "exited with code 0" in process.stdout.read()

@@ -3,6 +3,7 @@ flood is in tests/integration/test_overload.py."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import threading
 import time
@@ -90,7 +91,7 @@ def test_charged_rows_count_without_a_decision(gate):
     gate.admit(55, now_ns=0)  # 110 ms: the next request is refused
     gate.executed(55, 0.11, now_ns=0)
     gate.charge(200, now_ns=0)  # the label cache's misses, found after admission
-    assert gate.over_budget(0) is not None and gate.counts() == (1, 0)  # the fronts' check books nothing
+    assert gate.over_budget(now_ns=0) is not None and gate.counts() == (1, 0)  # the fronts' check books nothing
 
 
 def _admit_many(path: str, count: int) -> None:
@@ -135,12 +136,14 @@ def test_the_fronts_read_the_settings_the_export_wrote(tmp_path, monkeypatch):
     (tmp_path / "preprocess" / "config.pbtxt").write_text(to_pbtxt(config))
     front = FrontGate.for_repository(tmp_path)
     assert front is not None and front.settings == SETTINGS
-    assert front() is None  # no tritonserver followed yet: nothing to refuse
+    with front.forwarding() as reason:
+        assert reason is None  # no tritonserver followed yet: nothing to refuse
     monkeypatch.setattr("zsc_server.admission.SHM", tmp_path)
     front.follow(4242)
     server_side = AdmissionGate(SETTINGS, tmp_path / "zsc-admission-4242")
     server_side.admit(60)
-    assert front().startswith("busy: requests would wait")
+    with front.forwarding() as reason:
+        assert reason.startswith("busy: requests would wait")
     server_side.close()
     off = preprocess_config(ScoringSettings(), ServingSettings())
     (tmp_path / "preprocess" / "config.pbtxt").write_text(to_pbtxt(off))
@@ -166,3 +169,26 @@ def test_the_export_resolves_the_budget():
     assert not admission_settings("auto", sample, 600, 1, Runtime.OPENVINO).enabled
     with pytest.raises(ExportError, match="--runtime onnxruntime has none"):
         admission_settings(200.0, sample, 600, 1, Runtime.ONNXRUNTIME)
+
+
+def test_the_fronts_keep_about_a_budgets_worth_of_correct_answers_in_flight(admission):
+    front_gate, server_side = admission  # budget 100 ms
+    front_gate.min_in_flight = 4
+    with contextlib.ExitStack() as held:
+        for _ in range(4):  # nothing answered yet: the floor, 4 at once
+            assert held.enter_context(front_gate.forwarding()) is None
+        assert front_gate.in_flight == 4
+        with front_gate.forwarding() as refused:  # not counted, and its wait by Little's law: 5 x 100 / 4 ms
+            assert refused.startswith("busy: requests would wait about 125 ms") and front_gate.in_flight == 4
+        for _ in range(100):  # 100 correct answers in the last second: 10 may be in flight (100/s x 100 ms)
+            front_gate.answered()
+        for _ in range(6):
+            assert held.enter_context(front_gate.forwarding()) is None
+        with front_gate.forwarding() as refused:
+            assert refused is not None and front_gate.in_flight == 10
+    assert front_gate.in_flight == 0
+    assert front_gate.max_in_flight(time.monotonic() + 2.0) == 4  # the answers have left the window
+    assert server_side.wait_ms() == 0  # none of it was booked: the ledger's own check is apart
+    server_side.admit(60)
+    with front_gate.forwarding() as reason:
+        assert reason.startswith("busy: requests would wait about 120 ms")

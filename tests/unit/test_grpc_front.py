@@ -24,13 +24,14 @@ LIMIT = 64 << 10  # the front's max_message_bytes in these tests
 
 
 class Upstream(grpc.GenericRpcHandler):
-    """Echo (unary, with initial and trailing metadata of its own), Slow, Fail (an error status with details and
+    """Echo (unary, with initial and trailing metadata of its own), ModelInfer (echo after infer_s; INVALID_ARGUMENT for b"fail"), Slow, Fail (an error status with details and
     trailing metadata), Unavailable (UNAVAILABLE answered by the server itself) and ModelStreamInfer (echo)."""
 
     def __init__(self, port: int = 0):
         self.received: list[tuple[str, dict, float | None, bytes]] = []
         self.slow_started, self.slow_cancelled = threading.Event(), threading.Event()
-        self.server = grpc.server(futures.ThreadPoolExecutor(8), handlers=(self,),
+        self.infer_s = 0.0  # how long ModelInfer takes
+        self.server = grpc.server(futures.ThreadPoolExecutor(16), handlers=(self,),
                                   options=[("grpc.max_receive_message_length", -1), ("grpc.so_reuseport", 0)])
         self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
         self.server.start()
@@ -39,7 +40,7 @@ class Upstream(grpc.GenericRpcHandler):
         name = details.method.rsplit("/", 1)[1]
         if name == "ModelStreamInfer":
             return grpc.stream_stream_rpc_method_handler(self.stream_echo)
-        answer = {"Echo": self.echo, "ModelInfer": self.echo, "Slow": self.slow, "Fail": self.fail,
+        answer = {"Echo": self.echo, "ModelInfer": self.infer, "Slow": self.slow, "Fail": self.fail,
                   "Unavailable": self.unavailable}[name]
         return grpc.unary_unary_rpc_method_handler(lambda request, context: self._record(name, request, context)
                                                    or answer(request, context))
@@ -51,6 +52,12 @@ class Upstream(grpc.GenericRpcHandler):
         context.send_initial_metadata((("upstream-initial", "1"),))
         context.set_trailing_metadata((("upstream-trailing", "2"),))
         return request
+
+    def infer(self, request, context):
+        time.sleep(self.infer_s)
+        if request == b"fail":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "in ensemble 'zero_shot', TEXT: is empty")
+        return self.echo(request, context)
 
     def slow(self, request, context):
         self.slow_started.set()
@@ -332,14 +339,41 @@ def test_a_busy_port_is_an_oserror_naming_the_address(upstream):
         first.stop()
 
 
-def test_inference_is_refused_at_the_front_while_admission_control_says_busy(front, channel, upstream):
-    busy = "busy: requests would wait about 300 ms for the encoder, over the latency budget of 200 ms"
-    front.busy = lambda: busy
+def test_inference_is_refused_at_the_front_while_admission_control_says_busy(front, channel, upstream, admission):
+    front_gate, server_side = admission
+    front.admission = front_gate
+    server_side.admit(60)  # 120 ms booked, over the 100 ms budget
     error = refusal(call, channel, "ModelInfer")
-    assert error.code() == grpc.StatusCode.UNAVAILABLE and error.details() == busy
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert error.details().startswith("busy: requests would wait about 120 ms")
     assert call(channel, "Echo") == b"hello"  # everything else (health, metadata) goes on as before
     assert [name for name, *_ in upstream.received] == ["Echo"]  # tritonserver never saw the refused call
-    front.busy = lambda: None
+    server_side.executed(60, 0.12)
     call(channel, "ModelInfer")
     assert [name for name, *_ in upstream.received] == ["Echo", "ModelInfer"]
+    assert front.counters["busy"] == 1
+
+
+def test_requests_forwarded_and_not_answered_count_against_the_budget(front, channel, upstream, admission):
+    """Requests queued in front of the preprocess are not in the ledger yet: the front bounds those it forwarded
+    and has not seen answered (here by its floor: nothing answered recently)."""
+    front_gate, _ = admission
+    front_gate.min_in_flight = 3
+    front.admission = front_gate
+    upstream.infer_s = 1.0
+    with futures.ThreadPoolExecutor(3) as pool:
+        held = [pool.submit(call, channel, "ModelInfer") for _ in range(3)]
+        deadline = time.monotonic() + 5
+        while front_gate.in_flight < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        error = refusal(call, channel, "ModelInfer")
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert error.details().startswith("busy: requests would wait about 133 ms")  # 4 x 100 ms / 3
+        assert [answer.result() for answer in held] == [b"hello"] * 3
+    assert front_gate.in_flight == 0
+    assert front_gate.max_in_flight() == 3  # 3 correct answers in the last second: 0.3 in the budget
+    upstream.infer_s = 0.0
+    assert call(channel, "ModelInfer") == b"hello"  # answered ones no longer count
+    assert refusal(call, channel, "ModelInfer", b"fail").code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(front_gate._answered) == 4  # the correct answers, not the error
     assert front.counters["busy"] == 1

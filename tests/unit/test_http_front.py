@@ -33,7 +33,7 @@ class Recorder(http.server.BaseHTTPRequestHandler):
             self.server.slow_started.set()
             time.sleep(SLOW_S)
         answer = json.dumps({"received": len(body), "path": self.path}).encode()
-        self.send_response(200)
+        self.send_response(400 if self.path.startswith("/v2/models/refused/") else 200)
         self.send_header("Content-Type", "application/json")
         if self.path == "/chunked":
             self.send_header("Transfer-Encoding", "chunked")
@@ -401,15 +401,23 @@ def test_slow_or_idle_clients_are_cut(upstream, sent, reason):
     assert front.counters == {reason: 1}
 
 
-def test_inference_is_refused_with_retry_after_while_admission_control_says_busy(front, upstream):
-    busy = "busy: requests would wait about 300 ms for the encoder, over the latency budget of 200 ms"
-    front.busy = lambda: busy
+def test_inference_is_refused_with_retry_after_while_admission_control_says_busy(front, upstream, admission):
+    front_gate, server_side = admission
+    front.admission = front_gate
+    server_side.admit(60)  # 120 ms booked, over the 100 ms budget
     client = http.client.HTTPConnection("127.0.0.1", front.port, timeout=5)
     client.request("POST", "/v2/models/zero_shot/infer", body=KSERVE, headers={"Content-Type": "application/json"})
     response = client.getresponse()
     assert response.status == 503 and response.getheader("Retry-After") == "1"
-    assert error_of(response.read()) == busy
+    assert error_of(response.read()).startswith("busy: requests would wait about 120 ms")
     client.request("GET", "/v2/health/ready")  # the same connection serves on, and health is not inference
     assert client.getresponse().status == 200
     assert [(method, path) for method, path, *_ in upstream.received] == [("GET", "/v2/health/ready")]
     assert front.counters["busy"] == 1
+    server_side.executed(60, 0.12)
+    client = http.client.HTTPConnection("127.0.0.1", front.port, timeout=5)
+    for model, status in (("zero_shot", 200), ("refused", 400)):
+        client.request("POST", f"/v2/models/{model}/infer", body=KSERVE, headers={"Content-Type": "application/json"})
+        response = client.getresponse()
+        assert response.status == status and response.read()
+    assert len(front_gate._answered) == 1 and front_gate.in_flight == 0  # a correct answer counts, an error not
