@@ -88,6 +88,9 @@ def goal_lines(result: dict) -> list[str]:
              f"{mark(result['capacity_latency_met'])} (unloaded p95: {result['unloaded_p95_ms']} ms)",
              f"- refusals (whole run) answered in p95 {result['refusal_p95_ms']} ms (goal ≤ {REFUSAL_P95_MS:.0f} ms): "
              f"{mark(result['refusal_met'])}"]
+    if "burst_goodput_share" in result:
+        lines.append(f"- during the burst, correct answers/s {result['burst_goodput_share']:.0%} of the lesser of "
+                     f"capacity and offered load (goal ≥ 90%): {mark(result['burst_goodput_met'])}")
     if "recovered_after_s" in result:
         after = result["recovered_after_s"]
         lines.append(f"- after the burst, per-second medians back under the pre-burst p95 "
@@ -143,6 +146,11 @@ def goals(report: dict, phases: list[tuple[float, float]], per_second: dict[int,
         result["recovery_bound_ms"] = bound
         result["recovered_after_s"] = recovery_s(per_second, burst_end, burst_end + phases[2][1], bound)
         result["recovery_met"] = result["recovered_after_s"] is not None and result["recovered_after_s"] <= RECOVERY_S
+        # the overload itself: what the server answered correctly while the burst was offered
+        burst_answers = sum(len(latencies) for second, latencies in per_second.items() if steady_s <= second < burst_end)
+        result["burst_goodput_share"] = round(burst_answers / phases[1][1] / min(
+            phases[1][0], report["capacity"]["requests_per_s"]), 3)
+        result["burst_goodput_met"] = result["burst_goodput_share"] >= 0.9
     return result
 
 

@@ -59,7 +59,8 @@ PREPROCESS_QUEUE_PER_INSTANCE = 16
 # in the last ADMISSION_ANSWER_WINDOW_S, scaled to the budget (Little's law: that many in flight wait about the
 # budget), and never fewer than ADMISSION_CLOSED_LOOP_REQUESTS, so that an idle or lightly loaded server still
 # takes a closed loop's burst. Measured on one core at twice capacity with tritonserver below the fronts'
-# priority: without the bound, accepted answers p95 916 ms; with it, 213 ms.
+# priority: without the bound, accepted answers p95 916 ms; with it, 166 ms (10 minutes; loadtest/results/
+# overload-trials-20261206-minilm-int8-1-core, t16 and t25).
 ADMISSION_ANSWER_WINDOW_S = 1.0
 
 # ---------------------------------------------------------------- the CPU encoders' inference calls

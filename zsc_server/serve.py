@@ -36,7 +36,7 @@ FRONTS = ("on", "http", "off")
 # tritonserver and its models run this much below the launcher's CPU priority, so that the fronts, which refuse
 # the excess at about 0.3 ms of CPU each, never wait behind the work they shed: on one core at 5x MiniLM's
 # capacity, at the same priority refusals waited 1.2-1.6 s (p95) in the gRPC front and the latency took 44-88 s
-# to settle; at 10, 4 ms and 0 s. The fronts' bound on the requests in flight keeps the niced server from
+# to settle; at 10, 4.5 ms and 0 s. The fronts' bound on the requests in flight keeps the niced server from
 # being handed more than it answers in the budget (without it a sustained 2x starved it: p95 0.9 s)
 # (loadtest/results/overload-trials-20261206-minilm-int8-1-core).
 SERVER_NICE = 10

@@ -59,6 +59,7 @@ def test_soak_with_a_burst_reports_the_goals_and_the_recovery(structbert, tmp_pa
     assert 0 < capacity["p50_ms"] <= capacity["p95_ms"] == goals["capacity_p95_ms"]
     assert isinstance(goals["capacity_latency_met"], bool)
     assert "recovered_after_s" in goals and isinstance(goals["recovery_met"], bool)
+    assert 0 < goals["burst_goodput_share"] and isinstance(goals["burst_goodput_met"], bool)
     # how fast refusals came back, when there were any (a burst of 4x usually has some)
     refusals = report["soak"]["refusal_latency_ms"]
     assert (refusals["p95"] is None) == (report["soak"]["rejected"] == 0)

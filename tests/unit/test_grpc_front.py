@@ -24,8 +24,9 @@ LIMIT = 64 << 10  # the front's max_message_bytes in these tests
 
 
 class Upstream(grpc.GenericRpcHandler):
-    """Echo (unary, with initial and trailing metadata of its own), ModelInfer (echo after infer_s; INVALID_ARGUMENT for b"fail"), Slow, Fail (an error status with details and
-    trailing metadata), Unavailable (UNAVAILABLE answered by the server itself) and ModelStreamInfer (echo)."""
+    """Echo (unary, with initial and trailing metadata of its own), ModelInfer (echo after infer_s;
+    INVALID_ARGUMENT for b"fail"), Slow, Fail (an error status with details and trailing metadata), Unavailable
+    (UNAVAILABLE answered by the server itself) and ModelStreamInfer (echo)."""
 
     def __init__(self, port: int = 0):
         self.received: list[tuple[str, dict, float | None, bytes]] = []

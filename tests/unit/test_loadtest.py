@@ -252,6 +252,18 @@ def test_soak_phases_recovery_and_core_lists():
     assert cpu_list("0") == {0} and cpu_list("1,3-4") == {1, 3, 4}
 
 
+def test_a_burst_is_judged_by_what_was_answered_while_it_was_offered():
+    from loadtest.soak_report import goals
+
+    report = {"capacity": {"requests_per_s": 100.0, "p95_ms": 50.0}, "soak": {}}
+    phases = [(50.0, 2.0), (500.0, 2.0), (50.0, 2.0)]  # half the capacity, five times, half
+    per_second = {0: [20.0] * 50, 1: [20.0] * 50, 2: [90.0] * 80, 3: [90.0] * 60, 4: [20.0] * 50, 5: [20.0] * 50}
+    result = goals(report, phases, per_second)
+    assert result["goodput_share"] == 1.0 and result["goodput_met"]  # the first phase: all of its half load
+    assert result["burst_goodput_share"] == 0.7 and not result["burst_goodput_met"]  # 140 in 2 s of 100/s
+    assert result["recovered_after_s"] == 0.0
+
+
 def test_distinct_requests_differ_in_bytes_but_not_in_what_is_drawn():
     plain = WORKLOAD.sampler("sets", seed=3)
     distinct = WORKLOAD.sampler("sets", seed=3, distinct=True)
