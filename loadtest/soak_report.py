@@ -147,7 +147,8 @@ def goals(report: dict, phases: list[tuple[float, float]], per_second: dict[int,
         result["recovered_after_s"] = recovery_s(per_second, burst_end, burst_end + phases[2][1], bound)
         result["recovery_met"] = result["recovered_after_s"] is not None and result["recovered_after_s"] <= RECOVERY_S
         # the overload itself: what the server answered correctly while the burst was offered
-        burst_answers = sum(len(latencies) for second, latencies in per_second.items() if steady_s <= second < burst_end)
+        burst_answers = sum(len(latencies) for second, latencies in per_second.items()
+                            if steady_s <= second < burst_end)
         result["burst_goodput_share"] = round(burst_answers / phases[1][1] / min(
             phases[1][0], report["capacity"]["requests_per_s"]), 3)
         result["burst_goodput_met"] = result["burst_goodput_share"] >= 0.9
