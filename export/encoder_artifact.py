@@ -17,21 +17,21 @@ from export.options import ExportOptions
 from export.progress import step
 from export.repository import Runtime
 from export.torch2onnx import Precision, export_onnx
-from export.validate import ValidationReport, validate_onnx, validate_outputs
+from export.validate import Ranking, ValidationReport, validate_onnx, validate_outputs
 from zsc_server.onnx_encoder import OnnxEncoder
 from zsc_server.preprocess import Preprocessor
 from zsc_server.settings import ScoringSettings
 
 
 def encoder_artifact(options: ExportOptions, runtime: Runtime, precision: Precision, ckpt, scoring: ScoringSettings,
-                     profile, batches, entailment: int | None, tmp: Path) -> tuple[Path, ValidationReport]:
+                     profile, batches, ranking: Ranking, tmp: Path) -> tuple[Path, ValidationReport]:
     """Steps 3-4: the encoder file the runtime serves, validated against the FP32 PyTorch model."""
     if runtime is Runtime.PYTHON_TORCH:
         step(3, "saving the plain-torch BERT (shape + FP32 weights; the server casts to FP16 on the GPU)")
         path = export_plain_torch(ckpt, tmp / "model.pt")
         step(4, "validating the plain-torch encoder (CPU, FP32) against the checkpoint's PyTorch model")
         report = validate_outputs(ckpt.module, plain_torch_runner(path), batches, Precision.FP32,
-                                  "plain-torch", entailment)
+                                  "plain-torch", ranking)
         step(4, str(report))
         return path, report
 
@@ -46,16 +46,16 @@ def encoder_artifact(options: ExportOptions, runtime: Runtime, precision: Precis
     export_onnx(ckpt.module, ckpt.output_name, onnx_path, onnx_precision)
     step(3, f"wrote {onnx_path.stat().st_size / 1e6:.1f} MB")
     step(4, "validating ONNX Runtime against PyTorch on sample inputs")
-    report = validate_onnx(ckpt.module, onnx_path, ckpt.output_name, batches, onnx_precision, entailment)
+    report = validate_onnx(ckpt.module, onnx_path, ckpt.output_name, batches, onnx_precision, ranking)
     step(4, str(report))
     if runtime.openvino:
-        return openvino_encoder(options, precision, ckpt, scoring, batches, entailment, onnx_path,
+        return openvino_encoder(options, precision, ckpt, scoring, batches, ranking, onnx_path,
                                 tmp / "tokenizer.json")
     if precision is Precision.INT8:
         return quantized_encoder(options, onnx_path, scoring, report, ckpt.output_name, tmp / "tokenizer.json")
     if runtime is not Runtime.TENSORRT:
         return onnx_path, report
-    return build_validated_engine(options, precision, ckpt, scoring, profile, batches, entailment, onnx_path)
+    return build_validated_engine(options, precision, ckpt, scoring, profile, batches, ranking, onnx_path)
 
 
 def quantized_encoder(options: ExportOptions, fp32_path: Path, scoring: ScoringSettings, report: ValidationReport,
@@ -72,7 +72,7 @@ def quantized_encoder(options: ExportOptions, fp32_path: Path, scoring: ScoringS
 
 
 def openvino_encoder(options: ExportOptions, precision: Precision, ckpt, scoring: ScoringSettings, batches,
-                     entailment: int | None, onnx_path: Path, tokenizer_path: Path) -> tuple[Path, ValidationReport]:
+                     ranking: Ranking, onnx_path: Path, tokenizer_path: Path) -> tuple[Path, ValidationReport]:
     """Steps 3-4 for python-ov: the FP32 IR validated against PyTorch; for INT8, quantized statically on
     calibration requests, then the accuracy gate against the FP32 IR."""
     int8 = precision is Precision.INT8
@@ -80,7 +80,7 @@ def openvino_encoder(options: ExportOptions, precision: Precision, ckpt, scoring
     step(3, f"converted to OpenVINO IR ({fp32_xml.with_suffix('.bin').stat().st_size / 1e6:.1f} MB of FP32 weights)")
     step(4, "validating OpenVINO (FP32) against PyTorch on sample inputs")
     report = validate_outputs(ckpt.module, ov_runner(fp32_xml, ckpt.output_name), batches, Precision.FP32,
-                              "OpenVINO", entailment)
+                              "OpenVINO", ranking)
     step(4, str(report))
     if not int8:
         return fp32_xml, report
@@ -143,7 +143,7 @@ def encoder_runner(onnx_path: Path, output_name: str):
 
 
 def build_validated_engine(options: ExportOptions, precision: Precision, ckpt, scoring: ScoringSettings, profile,
-                           batches, entailment: int | None, onnx_path: Path) -> tuple[Path, ValidationReport]:
+                           batches, ranking: Ranking, onnx_path: Path) -> tuple[Path, ValidationReport]:
     trt = import_tensorrt()
     max_batch = profile.max_batch if profile else scoring.max_labels + 1
     opt_batch = profile.preferred_batch_sizes[-1] if profile else min(32, max_batch)
@@ -158,7 +158,7 @@ def build_validated_engine(options: ExportOptions, precision: Precision, ckpt, s
         step(4, f"built: {build}")
         try:
             report = validate_outputs(ckpt.module, engine_runner(plan_path, profiles, ckpt.output_name, trt),
-                                      batches, precision, "TensorRT", entailment)
+                                      batches, precision, "TensorRT", ranking)
         except ValidationError as exc:
             if fp16 and not keep_fp32:
                 step(4, f"{exc}; rebuilding with normalization/softmax/reduction layers kept in FP32")

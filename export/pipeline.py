@@ -38,7 +38,7 @@ from export.repository_files import (
 )
 from export.tokenizer import write_tokenizer_json
 from export.torch2onnx import Precision
-from export.validate import LABEL_LOGITS, sample_batches
+from export.validate import label_ranking, sample_batches
 from zsc_server.admission import AdmissionSettings, parse_budget
 from zsc_server.batching_policy import (
     ADMISSION_BUDGET_MS,
@@ -153,8 +153,7 @@ def export_chosen(options: ExportOptions) -> Path:
     except ValueError:
         raise ExportError(f"--admission-budget-ms must be auto, off or a positive number, "
                           f"got {options.admission_budget_ms!r}") from None
-    entailment = (ckpt.entailment_index if ckpt.mode is ScoringMode.NLI
-                  else LABEL_LOGITS if ckpt.mode is ScoringMode.GLICLASS else None)
+    ranking = label_ranking(ckpt.mode, ckpt.entailment_index)
     label_cache_mib = label_cache_budget(options, ckpt.mode, precision, runtime)
 
     # Everything is produced and validated in a scratch dir, the repository assembled in a staging dir
@@ -176,7 +175,7 @@ def export_chosen(options: ExportOptions) -> Path:
                 raise ExportError(f"--max-windows {scoring.max_windows}: {exc}") from None
             batches = sample_batches(tokenizer, pairs=ckpt.mode is ScoringMode.NLI)
 
-        artifact, report = encoder_artifact(options, runtime, precision, ckpt, scoring, profile, batches, entailment,
+        artifact, report = encoder_artifact(options, runtime, precision, ckpt, scoring, profile, batches, ranking,
                                             Path(tmp))
         sample = measure_sample(options, profile, runtime, artifact, batches[0])
         budget_ms = queue_budget_ms(options, sample, encoder_batch_rows(scoring, serving))

@@ -13,7 +13,7 @@ from export.errors import ValidationError
 from export.torch2onnx import Precision
 from zsc_server.onnx_encoder import OnnxEncoder
 from zsc_server.preprocess import Preprocessor
-from zsc_server.settings import ENCODER_INPUTS
+from zsc_server.settings import ENCODER_INPUTS, ScoringMode
 from zsc_server.tokenization import EncodedBatch, PairTokenizer
 
 # Max abs difference of the encoder output allowed against FP32 PyTorch. INT8 is exported as an FP32
@@ -53,25 +53,28 @@ def sample_batches(tokenizer: PairTokenizer | Preprocessor, pairs: bool) -> list
     return [tokenizer.encode_sentences([text, *SAMPLE_HYPOTHESES]) for text in SAMPLE_TEXTS]
 
 
-# label_order's entailment_index for an output of one logit per label slot (GLiClass)
-LABEL_LOGITS = -1
 Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
+# the order the server would rank a sample batch's labels in, from the encoder's output for it
+Ranking = Callable[[np.ndarray], list[int]]
 
 
-def label_order(output: np.ndarray, entailment_index: int | None) -> list[int]:
-    """The order the server would rank the batch's hypotheses in: by entailment logit (NLI), by each label's
-    own logit (GLiClass, entailment_index LABEL_LOGITS), or by cosine to the text in row 0 (embedding mode,
-    entailment_index None)."""
-    if entailment_index == LABEL_LOGITS:  # the sample labels' slots, in order; the empty ones are not ranked
-        return list(np.argsort(-output.reshape(-1)[:len(SAMPLE_HYPOTHESES)], kind="stable"))
-    if entailment_index is not None:
-        return list(np.argsort(-output[:, entailment_index], kind="stable"))
-    unit = output / np.linalg.norm(output, axis=1, keepdims=True).clip(1e-12)
-    return list(np.argsort(-(unit[1:] @ unit[0]), kind="stable"))
+def label_ranking(mode: ScoringMode, entailment_index: int) -> Ranking:
+    """By entailment logit (NLI), by each label's own logit in its slot (GLiClass: the sample labels' slots, in
+    order; the empty ones are not ranked), or by cosine to the text in row 0 (embedding mode)."""
+    if mode is ScoringMode.GLICLASS:
+        return lambda output: list(np.argsort(-output.reshape(-1)[:len(SAMPLE_HYPOTHESES)], kind="stable"))
+    if mode is ScoringMode.NLI:
+        return lambda output: list(np.argsort(-output[:, entailment_index], kind="stable"))
+
+    def by_cosine(output: np.ndarray) -> list[int]:
+        unit = output / np.linalg.norm(output, axis=1, keepdims=True).clip(1e-12)
+        return list(np.argsort(-(unit[1:] @ unit[0]), kind="stable"))
+
+    return by_cosine
 
 
 def validate_outputs(module: torch.nn.Module, run: Runner, batches: list[EncodedBatch], precision: Precision,
-                     what: str, entailment_index: int | None = 0) -> ValidationReport:
+                     what: str, ranking: Ranking) -> ValidationReport:
     """Compare `run` (the exported model, as the server runs it) with the FP32 PyTorch module."""
     module.eval()  # torch.onnx.export restores the mode it found, dropout included
     worst, rows, agree = 0.0, 0, 0
@@ -87,7 +90,7 @@ def validate_outputs(module: torch.nn.Module, run: Runner, batches: list[Encoded
             raise ValidationError(f"{what} output contains NaN or inf")
         worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - want))))
         rows += got.shape[0]
-        agree += int(label_order(got, entailment_index) == label_order(want, entailment_index))
+        agree += int(ranking(got) == ranking(want))
     report = ValidationReport(worst, TOLERANCE[precision], rows, agree / len(batches))
     if report.max_abs_diff > report.tolerance:
         raise ValidationError(f"{what} disagrees with PyTorch: {report}")
@@ -96,7 +99,7 @@ def validate_outputs(module: torch.nn.Module, run: Runner, batches: list[Encoded
 
 def validate_onnx(
     module: torch.nn.Module, onnx_path: Path, output_name: str, batches: list[EncodedBatch],
-    precision: Precision, entailment_index: int | None = 0,
+    precision: Precision, ranking: Ranking,
 ) -> ValidationReport:
     encoder = OnnxEncoder(str(onnx_path))
     if encoder.output_names != [output_name]:
@@ -105,4 +108,4 @@ def validate_onnx(
     def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
         return encoder.run_batch([feeds])[0][output_name]
 
-    return validate_outputs(module, run, batches, precision, "ONNX", entailment_index)
+    return validate_outputs(module, run, batches, precision, "ONNX", ranking)

@@ -221,20 +221,20 @@ def run(args) -> tuple[Path, list[dict]]:
         pids = {name: target.server_pid() for name, target in targets.items()}
         served = {name: target.export_info() for name, target in targets.items()}
         score_kind = score_kind_of(next(iter(served.values())))
-        rows = []
+        rows, mean_labels = [], {}
         for case in cases:
             for name, target in targets.items():
                 print(f"[bench] {' / '.join(filter(None, (name, case.name))) or target.grpc_url}", flush=True)
                 sampler = workload.sampler(case.label_mode, case.label_mix, distinct=True,
                                            fresh_label_share=case.fresh_label_share)
+                mean_labels[case.name] = sampler.mean_labels()
                 rows += [measure_level(target, pids[name], level, sampler, score_kind, args)
                          | {"variant": name, "case": case.name} for level in levels[name]]
         sampler = workload.sampler(cases[0].label_mode, cases[0].label_mix, distinct=True)
         ceilings = {}
         if args.ceiling_s > 0 and (preset is None or preset.ceiling):
-            mean_labels = sampler.mean_labels()
             typical = min((sampler.next() for _ in range(200)),
-                          key=lambda request: abs(len(request.labels) - mean_labels))
+                          key=lambda request: abs(len(request.labels) - mean_labels[cases[0].name]))
             for name, target in targets.items():
                 ceilings[name] = asyncio.run(encoder_ceiling(target.grpc_url, max(levels[name]), args.ceiling_s,
                                                              typical, args.timeout_s))
@@ -246,7 +246,7 @@ def run(args) -> tuple[Path, list[dict]]:
     facts = {key: ", ".join(dict.fromkeys(str(info.get(key, "unknown")) for info in served.values()))
              for key in ("source", "runtime", "precision", "max_length")}
     meta = results.served_meta(facts, workload=Path(args.workload).name, label_mode=args.label_mode,
-                               mean_labels=sampler.mean_labels(), duration_s=args.duration_s, warmup_s=args.warmup_s,
+                               mean_labels=mean_labels, duration_s=args.duration_s, warmup_s=args.warmup_s,
                                note=args.note, preset=args.preset, variants=about, served=served,
                                cpu_int8_peak=None if query_gpus() else cpu_int8_peak())
     folder = results.new_folder(args.out, "bench", args.preset, meta["hardware"], meta["runtime"], meta["precision"])

@@ -116,13 +116,20 @@ def ratios(rows: list[dict]) -> list[dict]:
     return found
 
 
+def labels_line(mean_labels: dict[str, float]) -> str:
+    """Labels per request on average, by case where the cases differ."""
+    if len(set(mean_labels.values())) <= 1:
+        return f"{next(iter(mean_labels.values()), 0.0):.1f} labels/request on average"
+    return "labels/request on average: " + ", ".join(f"{mean:.1f} in {case}" for case, mean in mean_labels.items())
+
+
 def markdown(meta: dict, rows: list[dict], ceilings: dict[str, dict]) -> str:
     keyed = [key for key in ("variant", "case") if any(row[key] for row in rows)]
     variants = "; ".join(f"{name}: {about}" for name, about in meta["variants"].items())
     title = f"# Benchmark {meta['started']}" + (f", preset {meta['preset']}" if meta.get("preset") else "")
     lines = [title, "",
-             f"{served_line(meta)}; workload {meta['workload']} "
-             f"({meta['mean_labels']:.1f} labels/request on average), distinct requests, {meta['duration_s']:g} s per "
+             f"{served_line(meta)}; workload {meta['workload']} ({labels_line(meta['mean_labels'])}), "
+             f"distinct requests, {meta['duration_s']:g} s per "
              f"level after {meta['warmup_s']:g} s warm-up, closed-loop async gRPC client on the same host, full "
              f"ensemble (tokenization included)" + (f"; variants (all served at once, measured in turn): {variants}"
                                                     if variants else "") + ".", "",

@@ -26,7 +26,7 @@ from export.repository import (
     to_pbtxt,
 )
 from export.torch2onnx import Precision, export_onnx
-from export.validate import validate_onnx
+from export.validate import label_ranking, validate_onnx
 from zsc_server.label_cache import LabelCacheSettings
 from zsc_server.onnx_encoder import OnnxEncoder
 from zsc_server.settings import ScoringSettings
@@ -158,7 +158,8 @@ def test_onnx_export_validates_against_pytorch(tmp_path, precision):
     mask = np.ones_like(ids)
     mask[1, 10:] = 0
     batch = EncodedBatch(ids, mask, np.zeros_like(ids))
-    report = validate_onnx(ckpt.module, path, "logits", [batch], precision)
+    ranking = label_ranking(ckpt.mode, ckpt.entailment_index)
+    report = validate_onnx(ckpt.module, path, "logits", [batch], precision, ranking)
     assert report.max_abs_diff <= report.tolerance
     assert report.rows == 4
     if precision is Precision.FP32:
@@ -172,7 +173,7 @@ def test_validation_catches_a_wrong_model(tmp_path):
     ids = np.full((2, 16), 7)
     with pytest.raises(ValidationError, match="disagrees"):
         validate_onnx(other.module, path, "logits", [EncodedBatch(ids, np.ones_like(ids), np.zeros_like(ids))],
-                      Precision.FP32)
+                      Precision.FP32, label_ranking(other.mode, other.entailment_index))
 
 
 def test_batched_equals_single_with_padding(tmp_path):

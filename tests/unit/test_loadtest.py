@@ -424,3 +424,11 @@ def test_every_program_shares_the_conditions_and_options_of_loadtest_results():
         assert (args.out, args.note, args.label_mode, args.workload.name) == (Path("x"), "y", "sets", "workload.json")
     assert soak.build_parser().parse_args([]).grpc_url == "127.0.0.1:8001"
     assert bench.build_parser().parse_args(["--http-url", "h:1"]).http_url == "h:1"
+
+
+def test_the_bench_header_gives_each_cases_labels_where_they_differ():
+    from loadtest.bench_report import labels_line
+
+    assert labels_line({"": 5.0}) == "5.0 labels/request on average"
+    assert labels_line({"5 labels": 5.0, "50 labels": 50.0}) == (
+        "labels/request on average: 5.0 in 5 labels, 50.0 in 50 labels")
