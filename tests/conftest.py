@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -170,3 +171,14 @@ def embedding_small_cache(tmp_path_factory) -> Served:
 @pytest.fixture(params=["grpc", "http"])
 def protocol(request) -> str:
     return request.param
+
+
+def settles(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    """Whether `condition()` holds within `timeout_s`: for what a front's thread finishes just after its
+    client has read the answer (leaving the in-flight count, counting a relayed answer)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "tells a caller whether anyone sent the same input before, so auto (the default) "
                              "turns it on only when --host is loopback")
     parser.add_argument("--server-nice", type=int, default=SERVER_NICE,
-                        help="with the fronts on: run tritonserver and its models this much below the launcher's "
+                        help="with the fronts on and admission control on (CPU exports): run tritonserver and its "
+                             "models this much below the launcher's "
                              "CPU priority, so that under a burst of overload the fronts, which refuse the excess at "
                              "about 0.3 ms of CPU each, never wait behind the work they shed (measured: "
                              "docs/limits-failures-security.md, Overload); 0: the same priority. Default: "
@@ -167,7 +168,13 @@ def server_for(args: argparse.Namespace) -> TritonServer:
                         http_host="127.0.0.1" if http_private else None,
                         grpc_host="127.0.0.1" if grpc_private else None,
                         open_apis=tuple(args.open_api), response_cache=response_cache_on(args),
-                        nice=args.server_nice if args.front != "off" else 0)
+                        nice=args.server_nice if refusing_fronts(args) else 0)
+
+
+def refusing_fronts(args: argparse.Namespace) -> bool:
+    """Whether the fronts refuse overload (they stand on the ports and the export has admission control on):
+    only then does tritonserver run below their priority; otherwise nothing bounds what they hand it."""
+    return args.front != "off" and FrontGate.for_repository(args.repository) is not None
 
 
 def ports_in_use(host: str, ports: list[int]) -> list[int]:
