@@ -157,9 +157,10 @@ def response_cache_on(args: argparse.Namespace) -> bool:
     return args.response_cache == "on" or (args.response_cache == "auto" and args.host in LOOPBACK)
 
 
-def server_for(args: argparse.Namespace) -> TritonServer:
+def server_for(args: argparse.Namespace, gate: FrontGate | None = None) -> TritonServer:
     """A TritonServer as the launcher's parsed command line describes it: its HTTP API (and gRPC, with
-    --front on) on free loopback ports when a front stands on the public one."""
+    --front on) on free loopback ports when a front stands on the public one. With the fronts' gate
+    (front_gate), tritonserver runs --server-nice below them; without one nothing bounds what they hand it."""
     http_private, grpc_private = args.front != "off", args.front == "on"
     private_ports = iter(free_ports(http_private + grpc_private))
     return TritonServer(args.repository, next(private_ports) if http_private else args.http_port,
@@ -168,13 +169,13 @@ def server_for(args: argparse.Namespace) -> TritonServer:
                         http_host="127.0.0.1" if http_private else None,
                         grpc_host="127.0.0.1" if grpc_private else None,
                         open_apis=tuple(args.open_api), response_cache=response_cache_on(args),
-                        nice=args.server_nice if refusing_fronts(args) else 0)
+                        nice=args.server_nice if gate else 0)
 
 
-def refusing_fronts(args: argparse.Namespace) -> bool:
-    """Whether the fronts refuse overload (they stand on the ports and the export has admission control on):
-    only then does tritonserver run below their priority; otherwise nothing bounds what they hand it."""
-    return args.front != "off" and FrontGate.for_repository(args.repository) is not None
+def front_gate(args: argparse.Namespace) -> FrontGate | None:
+    """The fronts' admission gate, where they refuse overload: they stand on the ports and the export has
+    admission control on (from its preprocess config)."""
+    return FrontGate.for_repository(args.repository) if args.front != "off" else None
 
 
 def ports_in_use(host: str, ports: list[int]) -> list[int]:
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         stopping = True
         print(f"\n[serve] {signal.Signals(signum).name}: stopping ...", flush=True)
 
-    admission = FrontGate.for_repository(args.repository)
+    admission = front_gate(args)
     if admission:
         for front in fronts.values():
             front.admission = admission
@@ -265,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    supervisor = Supervisor(lambda: server_for(args), lambda: stopping, on_ready,
+    supervisor = Supervisor(lambda: server_for(args, admission), lambda: stopping, on_ready,
                             warm_labels, args.probe_interval_s, args.ready_timeout_s, before_stop=before_stop)
     try:
         return supervisor.run()

@@ -128,18 +128,20 @@ def test_the_ready_lines_example_suits_the_exported_model(tmp_path):
 def test_tritonserver_runs_below_the_fronts_only_where_they_refuse_overload(tmp_path):
     from export.repository import ServingSettings, preprocess_config, to_pbtxt
     from zsc_server.admission import AdmissionSettings
-    from zsc_server.serve import refusing_fronts
+    from zsc_server.serve import front_gate
     from zsc_server.settings import ScoringSettings
 
     (tmp_path / "preprocess").mkdir()
     config = tmp_path / "preprocess" / "config.pbtxt"
 
-    def parsed(*argv: str):
-        return build_parser().parse_args(["--repository", str(tmp_path), *argv])
+    def niceness(*argv: str) -> int:
+        args = build_parser().parse_args(["--repository", str(tmp_path), *argv])
+        return server_for(args, front_gate(args)).nice
 
     config.write_text(to_pbtxt(preprocess_config(ScoringSettings(), ServingSettings(
         admission=AdmissionSettings(budget_ms=150)))))
-    assert refusing_fronts(parsed()) and refusing_fronts(parsed("--front", "http"))
-    assert not refusing_fronts(parsed("--front", "off"))  # tritonserver's own ports: nothing refuses before it
+    assert niceness() == niceness("--front", "http") == 10
+    assert niceness("--server-nice", "5") == 5
+    assert niceness("--front", "off") == 0  # tritonserver's own ports: nothing refuses before it
     config.write_text(to_pbtxt(preprocess_config(ScoringSettings(), ServingSettings())))  # admission off (GPU)
-    assert not refusing_fronts(parsed())  # the fronts would hand a niced server whatever comes
+    assert niceness() == 0  # the fronts would hand a niced server whatever comes
