@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import settles
 from zsc_server.reaper import SHM_DIR, SHM_PREFIX_FLAG, carriers
 from zsc_server.triton_process import start_reaper
 
@@ -68,9 +69,7 @@ def test_when_tritonserver_exits_its_stuck_stubs_are_killed_and_its_regions_remo
     stuck = stand_in(tmp_path, "triton_python_backend_stub", STUCK, f"{prefix}bb")
     reaper = start_reaper(prefix)
     try:
-        deadline = time.monotonic() + 10
-        while len(carriers(prefix, exclude=reaper.pid)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        settles(lambda: len(carriers(prefix, exclude=reaper.pid)) == 3, timeout_s=10)
         assert set(carriers(prefix, exclude=reaper.pid)) == {server.pid, healthy.pid, stuck.pid}
         reaper.stdin.write(f"server {server.pid}\n".encode())
         reaper.stdin.flush()
@@ -110,9 +109,7 @@ def test_when_the_owner_is_sigkilled_tritonserver_and_its_stubs_are_killed(tmp_p
         owner.wait()
         assert ended(server, 5) == -signal.SIGKILL
         assert ended(stuck, 5) == -signal.SIGKILL
-        deadline = time.monotonic() + 5
-        while (region.exists() or running(reaper_pid)) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        settles(lambda: not region.exists() and not running(reaper_pid))
         assert not region.exists()
         assert not running(reaper_pid), "the reaper did not exit once done"
     finally:

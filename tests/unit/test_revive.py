@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
+from tests.conftest import settles
 from zsc_server.probe import Health
 from zsc_server.revive import (
     MODEL_CONTROL_FLAGS,
@@ -49,9 +49,7 @@ def test_stub_processes_are_found_by_parent_and_model_directory(tmp_path):
     model_py.write_text("import time\ntime.sleep(60)\n")
     process = subprocess.Popen([str(stub), str(model_py), "shm-region", "1048576"])
     try:
-        deadline = time.monotonic() + 10
-        while not stub_pids(os.getpid(), "encoder") and time.monotonic() < deadline:
-            time.sleep(0.05)
+        settles(lambda: stub_pids(os.getpid(), "encoder"), timeout_s=10)
         assert stub_models(os.getpid()) == {process.pid: "encoder"}
         assert stub_pids(os.getpid(), "encoder") == [process.pid]
         assert stub_pids(os.getpid(), "preprocess") == []
