@@ -58,20 +58,28 @@ class LabelPromptTokenizer:
         marker_in(text, names.TEXT)
         for label in labels:
             marker_in(label, names.CANDIDATE_LABELS)
-        return pad_rows([self._row(text, row) for row in label_rows(labels, self.labels_per_row)], self.buckets,
+        rows = label_rows(labels, self.labels_per_row)
+        sequences = [self._sequence(text, row) for row in rows]
+        # one call for all rows: the tokenizer encodes them in parallel (a long text is in every row)
+        encodings = self._tokenizer.encode_batch([sequence for sequence, _ in sequences])
+        return pad_rows([self._row(encoding, text_start, len(text), row)
+                         for encoding, (_, text_start), row in zip(encodings, sequences, rows)], self.buckets,
                         self.pad_id)
 
-    def _row(self, text: str, labels: list[str]) -> tuple[list[int], list[int]]:
+    def _sequence(self, text: str, labels: list[str]) -> tuple[str, int]:
+        """The row's sequence, and where the text starts in it."""
         prompt = "".join(LABEL_MARKER + label for label in labels) + SEP_MARKER
-        sequence, text_start = (prompt + text, len(prompt)) if self.prompt_first else (text + prompt, 0)
-        encoding = self._tokenizer.encode(sequence)
+        return (prompt + text, len(prompt)) if self.prompt_first else (text + prompt, 0)
+
+    def _row(self, encoding: Encoding, text_start: int, text_length: int,
+             labels: list[str]) -> tuple[list[int], list[int]]:
         ids, types = list(encoding.ids), list(encoding.type_ids)
         if ids.count(self.label_id) != len(labels):  # e.g. a normalizer that makes a marker of other characters
             raise InputError(names.CANDIDATE_LABELS, f"{len(labels)} labels tokenized to {ids.count(self.label_id)} "
                              f"{LABEL_MARKER} markers: a label or the text reads as the model's marker")
         excess = len(ids) - self.max_length
         if excess > 0:
-            from_text = text_tokens(encoding, text_start, text_start + len(text))
+            from_text = text_tokens(encoding, text_start, text_start + text_length)
             if len(from_text) <= excess:
                 raise InputError(names.CANDIDATE_LABELS, f"{len(labels)} labels take {len(ids) - len(from_text)} "
                                  f"tokens of max_length {self.max_length}, leaving no room for the text: send fewer "
