@@ -25,9 +25,10 @@ from deploy import images
 
 ROOT = images.ROOT
 PROJECT = "zero-shot-triton"  # docker-compose.yml's name:
-PROFILES = ("export", "webui", "loadtest", "monitoring")
+PROFILES = ("export", "webui", "loadtest", "monitoring", "edge")
 HTTP, GRPC, METRICS, WEBUI = "127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:7860"
 PROMETHEUS = "127.0.0.1:9090"
+EDGE_HTTP, EDGE_GRPC = "127.0.0.1:8100", "127.0.0.1:8101"
 SCRAPE_WAIT_S = 30.0  # deploy/prometheus/prometheus.yml scrapes every 5 s
 SAMPLES = [("My parcel is three days late", "delivery,billing,praise"),
            ("I was charged twice for one order", "delivery,billing,praise,complaint"),
@@ -155,7 +156,7 @@ class Smoke:
 
     def build(self) -> str:
         compose("build")
-        return "triton, export, client, prometheus images; no network inside the builds"
+        return "triton, export, client, prometheus, edge images; no network inside the builds"
 
     def export(self) -> str:
         subprocess.run(["make", "export", f"MODEL={self.model}"], cwd=ROOT, check=True)
@@ -181,8 +182,8 @@ class Smoke:
         return "up fails at once; check-export: " + logs.strip().splitlines()[-1].split("|", 1)[-1].strip()
 
     def up(self) -> str:
-        compose("up", "-d", "--wait", "triton", "webui", "prometheus", timeout=600)
-        return "triton healthy, webui and prometheus running"
+        compose("up", "-d", "--wait", "triton", "webui", "prometheus", "edge", timeout=600)
+        return "triton healthy, webui, prometheus and edge running"
 
     def answers_equal_make_serve(self) -> str:
         self.expected = local_answers(ROOT / "model_repository")
@@ -191,6 +192,14 @@ class Smoke:
             if problem:
                 raise StepFailed(f"{protocol}: {problem}")
         return f"{len(SAMPLES)} texts over gRPC and HTTP == make serve (scores within {SCORE_TOLERANCE})"
+
+    def edge(self) -> str:
+        """The edge profile's haproxy passes both protocols through to triton unchanged."""
+        for protocol, url in (("grpc", EDGE_GRPC), ("http", EDGE_HTTP)):
+            problem = same_answers(classify_all(url, protocol), self.expected)
+            if problem:
+                raise StepFailed(f"through the edge, {protocol}: {problem}")
+        return f"{len(SAMPLES)} texts over gRPC and HTTP through haproxy == make serve"
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://{METRICS}/metrics", timeout=10) as response:
@@ -274,6 +283,7 @@ class Smoke:
                 ("up without an export", self.refuses_without_export),
                 ("up -d --wait", self.up),
                 ("gRPC + HTTP answers", self.answers_equal_make_serve),
+                ("edge proxy", self.edge),
                 ("/metrics", self.metrics),
                 ("Prometheus scrape", self.prometheus),
                 ("healthcheck", self.health),

@@ -1,12 +1,14 @@
 """deploy/edge/haproxy.cfg: a real haproxy in front of a real launcher (`make serve`) serving the tiny
 StructBERT. Answers pass through on both protocols unchanged; beyond its concurrency limit and its queue it
 refuses as busy, in the forms the client and HTTP callers know (gRPC UNAVAILABLE with a message; HTTP 503
-with Retry-After and a KServe JSON error). Skipped, saying why, where haproxy is not installed; `.ci/run`
-installs it and sets ZSC_REQUIRE_HAPROXY, so that there a missing haproxy fails instead."""
+with Retry-After and a KServe JSON error), and with no server behind it says so the same way. Skipped,
+saying why, where haproxy is not installed; `.ci/run` installs it and sets ZSC_REQUIRE_HAPROXY, so that
+there a missing haproxy fails instead."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -26,7 +28,8 @@ from zsc_server.triton_process import free_ports
 
 EDGE_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "edge" / "haproxy.cfg"
 HAPROXY = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
-BUSY = "the server is at the edge proxy's concurrency limit"
+BUSY = "the server is at the edge proxy's concurrency limit"  # more than the limit and the queue
+UNAVAILABLE = "did not take the call in time"  # waited longer than the queue allows, or no server
 TEXT, LABELS = "我的快递三天了还没到", "咨询,投诉,建议"
 
 if HAPROXY is None and os.environ.get("ZSC_REQUIRE_HAPROXY"):
@@ -45,24 +48,31 @@ def listening(port: int, timeout_s: float = 10.0) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def running_edge(upstream_http: int, upstream_grpc: int, **settings: str):
+    """haproxy with deploy/edge/haproxy.cfg on free ports in front of the upstream ports: (gRPC, HTTP) port."""
+    grpc_port, http_port = free_ports(2)
+    environment = {**os.environ, "ZSC_EDGE_GRPC_PORT": str(grpc_port), "ZSC_EDGE_HTTP_PORT": str(http_port),
+                   "ZSC_UPSTREAM_GRPC_PORT": str(upstream_grpc), "ZSC_UPSTREAM_HTTP_PORT": str(upstream_http),
+                   **settings}
+    proxy = subprocess.Popen([HAPROXY, "-db", "-f", str(EDGE_CONFIG)], env=environment,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert listening(grpc_port) and listening(http_port), proxy.stdout.read() if proxy.poll() else ""
+        yield grpc_port, http_port
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
+
+
 @pytest.fixture(scope="module")
 def edge(structbert):
     """(edge gRPC port, edge HTTP port, the launcher's gRPC port): haproxy with one call at a time to the
     launcher and one waiting, so that a burst meets both bounds."""
     with serve_launcher(structbert.repository) as (_process, line, upstream_grpc):
         upstream_http = int(re.search(r"HTTP http://\S+:(\d+)", line).group(1))
-        grpc_port, http_port = free_ports(2)
-        environment = {**os.environ, "ZSC_EDGE_GRPC_PORT": str(grpc_port), "ZSC_EDGE_HTTP_PORT": str(http_port),
-                       "ZSC_UPSTREAM_GRPC_PORT": str(upstream_grpc), "ZSC_UPSTREAM_HTTP_PORT": str(upstream_http),
-                       "ZSC_EDGE_MAXCONN": "1", "ZSC_EDGE_QUEUE": "1"}
-        proxy = subprocess.Popen([HAPROXY, "-db", "-f", str(EDGE_CONFIG)], env=environment,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            assert listening(grpc_port) and listening(http_port), proxy.stdout.read() if proxy.poll() else ""
-            yield grpc_port, http_port, upstream_grpc
-        finally:
-            proxy.terminate()
-            proxy.wait(10)
+        with running_edge(upstream_http, upstream_grpc, ZSC_EDGE_MAXCONN="1", ZSC_EDGE_QUEUE="1") as ports:
+            yield *ports, upstream_grpc
 
 
 def test_the_configuration_is_valid():
@@ -93,8 +103,9 @@ def test_a_grpc_burst_beyond_the_limit_is_refused_as_busy_and_the_rest_answered(
     outcomes = asyncio.run(burst())
     refused = [o for o in outcomes if isinstance(o, Exception)]
     answered = [o for o in outcomes if not isinstance(o, Exception)]
-    assert all(isinstance(error, ServerUnavailableError) and BUSY in str(error) for error in refused), refused[:3]
-    assert refused and answered
+    assert all(isinstance(error, ServerUnavailableError) and (BUSY in str(error) or UNAVAILABLE in str(error))
+               for error in refused), refused[:3]
+    assert any(BUSY in str(error) for error in refused) and answered
     assert all(sorted(result.labels) == sorted(LABELS.split(",")) for result in answered)
 
 
@@ -118,5 +129,18 @@ def test_an_http_burst_beyond_the_limit_gets_503_with_retry_after_and_a_json_err
         outcomes = list(pool.map(post, range(64)))
     assert {status for status, _, _ in outcomes} <= {200, 503}
     refused = [(retry_after, json.loads(payload)) for status, retry_after, payload in outcomes if status == 503]
-    assert refused and len(refused) < len(outcomes)
-    assert all(retry_after == "1" and BUSY in error["error"] for retry_after, error in refused)
+    assert len(refused) < len(outcomes) and any(BUSY in error["error"] for _, error in refused)
+    assert all(retry_after == "1" and (BUSY in error["error"] or UNAVAILABLE in error["error"])
+               for retry_after, error in refused)
+
+
+def test_with_no_server_behind_it_the_edge_answers_unavailable_on_both_protocols():
+    with running_edge(*free_ports(2)) as (grpc_port, http_port):
+        with ZeroShotClient(f"127.0.0.1:{grpc_port}") as client, pytest.raises(ServerUnavailableError,
+                                                                               match=UNAVAILABLE):
+            client.classify(TEXT, LABELS)
+        connection = http.client.HTTPConnection("127.0.0.1", http_port, timeout=30)
+        connection.request("GET", "/v2/health/ready")
+        response = connection.getresponse()
+        assert response.status == 503 and response.getheader("Retry-After") == "1"
+        assert UNAVAILABLE in json.loads(response.read())["error"]

@@ -265,6 +265,19 @@ def test_locust_service_runs_this_scenario_against_triton():
     assert "locust" in requirement_pins(REQUIREMENTS / locust["build"]["args"]["REQUIREMENTS"])
 
 
+def test_edge_service_runs_the_edge_file_against_triton():
+    edge = load_compose("cpu")["services"]["edge"]
+    config = (ROOT / "deploy" / "edge" / "haproxy.cfg").read_text(encoding="utf-8")
+    environment = {name: str(value) for name, value in edge["environment"].items()}
+    assert all("${" + name + "-" in config for name in environment), "a variable the file does not read"
+    assert environment["ZSC_UPSTREAM_HOST"] == "triton" and "triton" in edge["depends_on"]
+    assert (environment["ZSC_UPSTREAM_HTTP_PORT"], environment["ZSC_UPSTREAM_GRPC_PORT"]) == (
+        str(PORTS["http"]), str(PORTS["grpc"]))
+    instructions = dockerfile_instructions(dockerfile(edge))
+    assert ("COPY", "deploy/edge/ /etc/zero-shot-triton/edge/") in instructions
+    assert dockerfile_exec_form(dockerfile(edge), "ENTRYPOINT")[-1] == "/etc/zero-shot-triton/edge/haproxy.cfg"
+
+
 def test_webui_service_runs_zsc_webui_against_triton():
     webui = load_compose("cpu")["services"]["webui"]
     command = webui["command"]
