@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -77,7 +78,11 @@ class Target:
     def server_pid(self) -> int | None:
         """tritonserver's pid when it runs on this machine (for CPU and memory), else None."""
         host, port = self.grpc_url.rsplit(":", 1)
-        return self.pid or (find_tritonserver(int(port)) if host in LOCAL_HOSTS else None)
+        if self.pid or host not in LOCAL_HOSTS:
+            return self.pid
+        metrics_port = None if self.metrics_url == "none" else urllib.parse.urlsplit(
+            self.metrics_url if "//" in self.metrics_url else f"http://{self.metrics_url}").port
+        return find_tritonserver(int(port), metrics_port)
 
 
 def score_kind_of(served: dict[str, str]) -> str:
@@ -99,23 +104,26 @@ def serve(repository: Path, log_path: Path | None = None, response_cache: bool =
 # ---------------------------------------------------------------- the local server's processes
 
 
-def find_tritonserver(grpc_port: int) -> int | None:
+def find_tritonserver(grpc_port: int, metrics_port: int | None = None) -> int | None:
     """The pid of the local tritonserver serving gRPC on `grpc_port`: one listening there itself
-    (--grpc-port=N), or the one behind the launcher's gRPC front listening there."""
+    (--grpc-port=N), the one behind the launcher's gRPC front listening there, or, behind another proxy
+    (deploy/edge), the one serving its metrics on `metrics_port`."""
     import psutil
 
-    wanted = f"--grpc-port={grpc_port}"
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = process.info["cmdline"] or []
-        if cmdline and cmdline[0].endswith("tritonserver") and wanted in cmdline:
-            return process.pid
-    for connection in psutil.net_connections("tcp"):
+    def by_flag(flag: str) -> int | None:
+        for process in psutil.process_iter(["cmdline"]):
+            cmdline = process.info["cmdline"] or []
+            if cmdline and cmdline[0].endswith("tritonserver") and flag in cmdline:
+                return process.pid
+        return None
+
+    found = by_flag(f"--grpc-port={grpc_port}")
+    for connection in psutil.net_connections("tcp") if found is None else ():
         if connection.status == psutil.CONN_LISTEN and connection.laddr.port == grpc_port and connection.pid:
             with contextlib.suppress(psutil.NoSuchProcess):
-                servers = [child.pid for child in psutil.Process(connection.pid).children()
-                           if child.name() == "tritonserver"]
-                return servers[0] if servers else None
-    return None
+                found = next((child.pid for child in psutil.Process(connection.pid).children()
+                              if child.name() == "tritonserver"), None)
+    return found or (by_flag(f"--metrics-port={metrics_port}") if metrics_port else None)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import http.client
 import json
 import os
@@ -22,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import serve_launcher
+from loadtest.server import Target
+from tests.conftest import launcher_server, serve_launcher
 from zsc_client import AsyncZeroShotClient, ServerUnavailableError, ZeroShotClient
 from zsc_server.triton_process import free_ports
 
@@ -65,14 +67,23 @@ def running_edge(upstream_http: int, upstream_grpc: int, **settings: str):
         proxy.wait(10)
 
 
+@dataclasses.dataclass
+class Edge:
+    grpc_port: int
+    http_port: int
+    upstream_grpc: int  # the launcher's gRPC front
+    metrics_url: str  # tritonserver's, behind the launcher
+    launcher_pid: int
+
+
 @pytest.fixture(scope="module")
 def edge(structbert):
-    """(edge gRPC port, edge HTTP port, the launcher's gRPC port): haproxy with one call at a time to the
-    launcher and one waiting, so that a burst meets both bounds."""
-    with serve_launcher(structbert.repository) as (_process, line, upstream_grpc):
+    """haproxy with one call at a time to a launcher and one waiting, so that a burst meets both bounds."""
+    with serve_launcher(structbert.repository) as (process, line, upstream_grpc):
         upstream_http = int(re.search(r"HTTP http://\S+:(\d+)", line).group(1))
+        metrics_url = re.search(r"metrics (http://\S+)", line).group(1)
         with running_edge(upstream_http, upstream_grpc, ZSC_EDGE_MAXCONN="1", ZSC_EDGE_QUEUE="1") as ports:
-            yield *ports, upstream_grpc
+            yield Edge(*ports, upstream_grpc, metrics_url, process.pid)
 
 
 def test_the_configuration_is_valid():
@@ -83,20 +94,17 @@ def test_the_configuration_is_valid():
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_answers_pass_through_unchanged(edge, protocol):
-    grpc_port, http_port, upstream_grpc = edge
-    with ZeroShotClient(f"127.0.0.1:{upstream_grpc}") as direct:
+    with ZeroShotClient(f"127.0.0.1:{edge.upstream_grpc}") as direct:
         expected = direct.classify(TEXT, LABELS)
-    with ZeroShotClient(f"127.0.0.1:{grpc_port if protocol == 'grpc' else http_port}", protocol) as client:
+    with ZeroShotClient(f"127.0.0.1:{edge.grpc_port if protocol == 'grpc' else edge.http_port}", protocol) as client:
         answer = client.classify(TEXT, LABELS)
     assert answer.labels == expected.labels
     assert answer.scores == pytest.approx(expected.scores, abs=1e-6)
 
 
 def test_a_grpc_burst_beyond_the_limit_is_refused_as_busy_and_the_rest_answered(edge):
-    grpc_port, _, _ = edge
-
     async def burst() -> list[object]:
-        async with AsyncZeroShotClient(f"127.0.0.1:{grpc_port}") as client:
+        async with AsyncZeroShotClient(f"127.0.0.1:{edge.grpc_port}") as client:
             return await asyncio.gather(*(client.classify(f"{TEXT} {i}", LABELS) for i in range(64)),
                                         return_exceptions=True)
 
@@ -110,14 +118,13 @@ def test_a_grpc_burst_beyond_the_limit_is_refused_as_busy_and_the_rest_answered(
 
 
 def test_an_http_burst_beyond_the_limit_gets_503_with_retry_after_and_a_json_error(edge):
-    _, http_port, _ = edge
     body = json.dumps({"inputs": [
         {"name": "TEXT", "shape": [1], "datatype": "BYTES", "data": [TEXT]},
         {"name": "CANDIDATE_LABELS", "shape": [1], "datatype": "BYTES", "data": [LABELS]},
     ]})
 
     def post(_: int) -> tuple[int, str | None, bytes]:
-        connection = http.client.HTTPConnection("127.0.0.1", http_port, timeout=30)
+        connection = http.client.HTTPConnection("127.0.0.1", edge.http_port, timeout=30)
         try:
             connection.request("POST", "/v2/models/zero_shot/infer", body, {"Content-Type": "application/json"})
             response = connection.getresponse()
@@ -144,3 +151,9 @@ def test_with_no_server_behind_it_the_edge_answers_unavailable_on_both_protocols
         response = connection.getresponse()
         assert response.status == 503 and response.getheader("Retry-After") == "1"
         assert UNAVAILABLE in json.loads(response.read())["error"]
+
+
+def test_a_load_test_through_the_edge_finds_the_tritonserver_behind_it(edge):
+    """The soak and the bench sample tritonserver's CPU and memory: behind the edge, by its metrics port."""
+    target = Target.from_urls(f"127.0.0.1:{edge.grpc_port}", metrics_url=edge.metrics_url)
+    assert target.server_pid() == launcher_server(edge.launcher_pid)
