@@ -80,9 +80,7 @@ class Target:
         host, port = self.grpc_url.rsplit(":", 1)
         if self.pid or host not in LOCAL_HOSTS:
             return self.pid
-        metrics_port = None if self.metrics_url == "none" else urllib.parse.urlsplit(
-            self.metrics_url if "//" in self.metrics_url else f"http://{self.metrics_url}").port
-        return find_tritonserver(int(port), metrics_port)
+        return find_tritonserver(int(port), urllib.parse.urlsplit(self.metrics_url).port)
 
 
 def score_kind_of(served: dict[str, str]) -> str:
@@ -118,12 +116,16 @@ def find_tritonserver(grpc_port: int, metrics_port: int | None = None) -> int | 
         return None
 
     found = by_flag(f"--grpc-port={grpc_port}")
-    for connection in psutil.net_connections("tcp") if found is None else ():
+    if found:
+        return found
+    for connection in psutil.net_connections("tcp"):
         if connection.status == psutil.CONN_LISTEN and connection.laddr.port == grpc_port and connection.pid:
             with contextlib.suppress(psutil.NoSuchProcess):
-                found = next((child.pid for child in psutil.Process(connection.pid).children()
-                              if child.name() == "tritonserver"), None)
-    return found or (by_flag(f"--metrics-port={metrics_port}") if metrics_port else None)
+                servers = [child.pid for child in psutil.Process(connection.pid).children()
+                           if child.name() == "tritonserver"]
+                if servers:
+                    return servers[0]
+    return by_flag(f"--metrics-port={metrics_port}") if metrics_port else None
 
 
 def cpu_seconds(pid: int) -> float:

@@ -15,17 +15,16 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from loadtest.server import Target
-from tests.conftest import launcher_server, serve_launcher
+from tests.conftest import launcher_server, serve_launcher, settles
 from zsc_client import AsyncZeroShotClient, ServerUnavailableError, ZeroShotClient
+from zsc_server.serve import ports_in_use
 from zsc_server.triton_process import free_ports
 
 EDGE_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "edge" / "haproxy.cfg"
@@ -39,17 +38,6 @@ if HAPROXY is None and os.environ.get("ZSC_REQUIRE_HAPROXY"):
 pytestmark = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (apt-get install haproxy)")
 
 
-def listening(port: int, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
 @contextlib.contextmanager
 def running_edge(upstream_http: int, upstream_grpc: int, **settings: str):
     """haproxy with deploy/edge/haproxy.cfg on free ports in front of the upstream ports: (gRPC, HTTP) port."""
@@ -60,7 +48,9 @@ def running_edge(upstream_http: int, upstream_grpc: int, **settings: str):
     proxy = subprocess.Popen([HAPROXY, "-db", "-f", str(EDGE_CONFIG)], env=environment,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        assert listening(grpc_port) and listening(http_port), proxy.stdout.read() if proxy.poll() else ""
+        both = [grpc_port, http_port]
+        assert settles(lambda: ports_in_use("127.0.0.1", both) == both, timeout_s=10), (
+            proxy.stdout.read() if proxy.poll() is not None else "")
         yield grpc_port, http_port
     finally:
         proxy.terminate()
