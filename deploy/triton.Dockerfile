@@ -12,8 +12,9 @@
 ARG BASE_IMAGE=debian:bookworm-slim
 
 FROM ${BASE_IMAGE} AS base
-# what the base lacks: python3 (with venv, and the shared libpython the Python-backend stub links)
-ARG OS_PACKAGES="python3 python3-venv libpython3.11 ca-certificates"
+# what the base lacks: python3 (with venv, and the shared libpython the Python-backend stub links), and haproxy
+# for the launcher's edge proxy (zsc_server.edge; without it the launcher's fronts refuse overload themselves)
+ARG OS_PACKAGES="python3 python3-venv libpython3.11 ca-certificates haproxy"
 COPY deploy/docker/os-packages.sh /usr/local/lib/zero-shot-triton/
 RUN sh /usr/local/lib/zero-shot-triton/os-packages.sh \
     && { id -u triton-server >/dev/null 2>&1 || useradd --system --create-home triton-server; }

@@ -104,8 +104,8 @@ def serve(repository: Path, log_path: Path | None = None, response_cache: bool =
 
 def find_tritonserver(grpc_port: int, metrics_port: int | None = None) -> int | None:
     """The pid of the local tritonserver serving gRPC on `grpc_port`: one listening there itself
-    (--grpc-port=N), the one behind the launcher's gRPC front listening there, or, behind another proxy
-    (deploy/edge), the one serving its metrics on `metrics_port`."""
+    (--grpc-port=N), the one behind the launcher's gRPC front or its edge proxy listening there, or, behind
+    another proxy, the one serving its metrics on `metrics_port`."""
     import psutil
 
     def by_flag(flag: str) -> int | None:
@@ -121,8 +121,9 @@ def find_tritonserver(grpc_port: int, metrics_port: int | None = None) -> int | 
     for connection in psutil.net_connections("tcp"):
         if connection.status == psutil.CONN_LISTEN and connection.laddr.port == grpc_port and connection.pid:
             with contextlib.suppress(psutil.NoSuchProcess):
-                servers = [child.pid for child in psutil.Process(connection.pid).children()
-                           if child.name() == "tritonserver"]
+                listener = psutil.Process(connection.pid)  # the launcher, or its edge proxy (a child of it)
+                servers = [child.pid for process in (listener, listener.parent()) if process
+                           for child in process.children() if child.name() == "tritonserver"]
                 if servers:
                     return servers[0]
     return by_flag(f"--metrics-port={metrics_port}") if metrics_port else None
@@ -151,13 +152,20 @@ def launcher_of(server_pid: int) -> int | None:
 
 def cpu_snapshot(server_pid: int | None) -> dict[str, float] | None:
     """CPU seconds so far: {"tritonserver": ..., <model>: all its stubs together, "fronts": the launcher's
-    process when the server runs behind its HTTP and gRPC fronts}; None without a local server."""
+    process when the server runs behind its HTTP and gRPC fronts, "edge": its haproxy, when it runs one}; None
+    without a local server."""
+    import psutil
+
     if not server_pid:
         return None
     usage = {"tritonserver": cpu_seconds(server_pid)}
     launcher = launcher_of(server_pid)
     if launcher is not None:
         usage["fronts"] = cpu_seconds(launcher)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for child in psutil.Process(launcher).children():
+                if child.name() == "haproxy":
+                    usage["edge"] = usage.get("edge", 0.0) + cpu_seconds(child.pid)
     for pid, model in stub_models(server_pid).items():
         usage[model] = usage.get(model, 0.0) + cpu_seconds(pid)
     return usage

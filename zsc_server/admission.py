@@ -279,15 +279,18 @@ class FrontGate(Admission):
     def in_flight(self) -> int:
         return self._in_flight
 
-    def max_in_flight(self, now: float | None = None) -> float:
-        """The requests that may be in flight: the correct answers of the last answer window, scaled to the
-        budget, and never fewer than min_in_flight."""
+    def answers_per_s(self, now: float | None = None) -> float:
+        """The correct answers per second over the last answer window."""
         now = time.monotonic() if now is None else now
         with self._lock:
             while self._answered and self._answered[0] < now - self.answer_window_s:
                 self._answered.popleft()
-            answers_per_s = len(self._answered) / self.answer_window_s
-        return max(float(self.min_in_flight), answers_per_s * self.settings.budget_ms / 1e3)
+            return len(self._answered) / self.answer_window_s
+
+    def max_in_flight(self, now: float | None = None) -> float:
+        """The requests that may be in flight: the correct answers of the last answer window, scaled to the
+        budget, and never fewer than min_in_flight."""
+        return max(float(self.min_in_flight), self.answers_per_s(now) * self.settings.budget_ms / 1e3)
 
     def refusal(self) -> str | None:
         """Why to refuse an inference request now, or None to forward it."""

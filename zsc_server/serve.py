@@ -6,6 +6,8 @@ stub died and restarts a tritonserver that died, and puts fronts on the public H
 loopback ports behind them, because Triton 2.51 copies (and inflates) any request it is sent, up to 2 GB,
 before a model can refuse it, and crashes on some HTTP bodies. Metrics are Triton's own. Ctrl-C or SIGTERM
 stops it cleanly: the fronts stop taking requests and finish those in flight, then tritonserver drains.
+Where haproxy is installed, an edge proxy (zsc_server.edge) takes the public ports instead and refuses
+bursts of overload in C, the fronts behind it on loopback.
 However the launcher ends, a reaper process (zsc_server.reaper) ends tritonserver and its stubs and removes
 their shared memory.
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from zsc_server.admin_api import RESTRICTABLE
 from zsc_server.admission import FrontGate
+from zsc_server.edge import EDGE_MODES, Edge, EdgeError, edge_wanted, find_haproxy
 from zsc_server.gpus import describe, visible_gpus
 from zsc_server.grpc_front import GrpcFront, GrpcLimits
 from zsc_server.http_front import FrontLimits, HttpFront
@@ -127,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "of a small model on 2 cores; gRPC callers can then make Triton hold up to 2 GB per "
                              "request). off: tritonserver's own ports (Triton 2.51 crashes on some HTTP bodies: for "
                              "measuring Triton alone, or behind a proxy of your own that bounds both protocols)")
+    parser.add_argument("--edge", choices=EDGE_MODES, default="auto",
+                        help="auto (default): where haproxy is installed and the fronts refuse overload (CPU exports), "
+                             "haproxy takes the public ports and refuses bursts of overload in C, for about a third "
+                             "of the CPU per refusal the fronts spend; the fronts move behind it to loopback "
+                             "(docs/limits-failures-security.md, An edge proxy for bursts). on: the same, or exit "
+                             "saying why not. off: the fronts on the public ports")
     parser.add_argument("--warm-labels", type=Path, default=None,
                         help="embedding mode: a JSON list of label sets, e.g. [{\"labels\": \"a,b,c\", \"template\": "
                              "\"This is about {}.\"}], that every preprocess instance encodes into its label cache "
@@ -216,19 +225,34 @@ def main(argv: list[str] | None = None) -> int:
     warning = cpu_encoder_warning(args.repository)
     if warning:
         print(f"[serve] {warning}", file=sys.stderr, flush=True)
+    admission = front_gate(args)
+    try:
+        with_edge, edge_line = edge_wanted(args.edge, admission, find_haproxy())
+    except EdgeError as exc:
+        print(f"[serve] {exc}", file=sys.stderr)
+        return 1
+    # behind the edge, the fronts listen on loopback ports of their own, bound as they start
+    front_host, front_http, front_grpc = ("127.0.0.1", 0, 0) if with_edge else (args.host, args.http_port,
+                                                                                  args.grpc_port)
     fronts: dict[str, HttpFront | GrpcFront] = {}
     if args.front != "off":
-        fronts["HTTP"] = HttpFront(args.host, args.http_port, "127.0.0.1", 0)
+        fronts["HTTP"] = HttpFront(front_host, front_http, "127.0.0.1", 0)
     if args.front == "on":
-        fronts["gRPC"] = GrpcFront(args.host, args.grpc_port, "127.0.0.1", 0)
+        fronts["gRPC"] = GrpcFront(front_host, front_grpc, "127.0.0.1", 0)
+    edge: Edge | None = None
     try:
         for front in fronts.values():
             front.start()
-    except OSError as exc:  # taken since the check above
-        for front in fronts.values():
-            front.stop(0)
+        if with_edge:
+            edge = Edge(find_haproxy(), args.host, args.http_port, args.grpc_port, fronts["HTTP"].port,
+                        fronts["gRPC"].port)
+            edge.start()
+    except (OSError, EdgeError) as exc:  # taken since the check above
+        for part in [*fronts.values(), *([edge] if edge else [])]:
+            part.stop(0)
         print(f"[serve] {exc}", file=sys.stderr)
         return 1
+    print(f"[serve] edge: {edge_line}" + (f"; {edge.describe()}" if edge else ""), flush=True)
     stopping = False
 
     def on_signal(signum, _frame):
@@ -236,10 +260,11 @@ def main(argv: list[str] | None = None) -> int:
         stopping = True
         print(f"\n[serve] {signal.Signals(signum).name}: stopping ...", flush=True)
 
-    admission = front_gate(args)
     if admission:
         for front in fronts.values():
             front.admission = admission
+        if edge:
+            edge.follow(admission)
 
     def on_ready(server: TritonServer, first: bool) -> None:
         if admission:
@@ -256,9 +281,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[serve] serving again: HTTP http://{http_url}  gRPC {grpc_url}", flush=True)
 
     def before_stop() -> None:
-        # both at once: each finishes its own requests in flight within the bound
-        with ThreadPoolExecutor(len(fronts) or 1) as pool:
+        nonlocal edge
+        # all at once: the edge stops listening and each front finishes its own requests in flight within the bound
+        with ThreadPoolExecutor(len(fronts) + 1) as pool:
+            edge_stopped = pool.submit(edge.stop, DRAIN_TIMEOUT_S) if edge else None
             reports = list(pool.map(lambda front: front.stop(DRAIN_TIMEOUT_S), fronts.values()))
+        if edge_stopped:
+            edge_stopped.result()
+            edge = None
+            print("[serve] edge proxy stopped", flush=True)
         for name, report in zip(fronts, reports):
             print(f"[serve] {name} front stopped: {report.in_flight} requests in flight, {report.cut} cut at "
                   f"{DRAIN_TIMEOUT_S:.0f} s", flush=True)

@@ -16,15 +16,21 @@ QUEUE_FULL = "exceeds maximum queue size"
 QUEUE_TIMEOUT = "request timeout expired"
 # zsc_server.admission, refusing before the preprocess tokenizes ("busy: requests would wait about ...")
 ADMISSION_BUSY = "busy: requests would wait"
+# zsc_server.edge's haproxy: its queue full, or a call that waited there past its time (zsc_server/haproxy/*.http);
+# with the launcher alive behind it (haproxy dies with the launcher), both mean busy
+EDGE_BUSY = "at the edge proxy's concurrency limit"
+EDGE_TIMEOUT = "behind the edge proxy did not take the call in time"
 # a Python-backend model whose stub process died: every request to it fails so until it is reloaded
 DEAD_STUB = re.compile(r"Stub process '([^']+)' is not healthy")
 
 
 def refusal_kind(message: str) -> str | None:
-    """'admission', 'queue full' or 'queue timeout' when `message` is a refusal for load, else None."""
+    """'admission', 'edge', 'queue full' or 'queue timeout' when `message` is a refusal for load, else None."""
     message = message.lower()
     if ADMISSION_BUSY in message:
         return "admission"
+    if EDGE_BUSY in message or EDGE_TIMEOUT in message:
+        return "edge"
     if QUEUE_FULL in message:
         return "queue full"
     if QUEUE_TIMEOUT in message:

@@ -1,9 +1,10 @@
-"""deploy/edge/haproxy.cfg: a real haproxy in front of a real launcher (`make serve`) serving the tiny
-StructBERT. Answers pass through on both protocols unchanged; beyond its concurrency limit and its queue it
-refuses as busy, in the forms the client and HTTP callers know (gRPC UNAVAILABLE with a message; HTTP 503
-with Retry-After and a KServe JSON error), and with no server behind it says so the same way. Skipped,
-saying why, where haproxy is not installed; `.ci/run` installs it and sets ZSC_REQUIRE_HAPROXY, so that
-there a missing haproxy fails instead."""
+"""The edge proxy (zsc_server.edge: haproxy with zsc_server/haproxy/haproxy.cfg): a real haproxy in front of a
+real launcher (`make serve`) serving the tiny StructBERT. `--edge on` puts it on the public ports, answers pass
+through on both protocols unchanged, and a haproxy that dies is started again. Beyond its concurrency limit and
+its queue it refuses as busy, in the forms the client and HTTP callers know (gRPC UNAVAILABLE with a message;
+HTTP 503 with Retry-After and a KServe JSON error), and with no server behind it says so the same way; the
+launcher moves that limit through haproxy's runtime API. Skipped, saying why, where haproxy is not installed;
+`.ci/run` installs it and sets ZSC_REQUIRE_HAPROXY, so that there a missing haproxy fails instead."""
 
 from __future__ import annotations
 
@@ -14,21 +15,20 @@ import http.client
 import json
 import os
 import re
-import shutil
-import subprocess
+import signal
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
+import psutil
 import pytest
 
-from loadtest.server import Target
+from loadtest.server import Target, cpu_snapshot
 from tests.conftest import launcher_server, serve_launcher, settles
 from zsc_client import AsyncZeroShotClient, ServerUnavailableError, ZeroShotClient
+from zsc_server.edge import Edge, find_haproxy
 from zsc_server.serve import ports_in_use
 from zsc_server.triton_process import free_ports
 
-EDGE_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "edge" / "haproxy.cfg"
-HAPROXY = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
+HAPROXY = find_haproxy()
 BUSY = "the server is at the edge proxy's concurrency limit"  # more than the limit and the queue
 UNAVAILABLE = "did not take the call in time"  # waited longer than the queue allows, or no server
 TEXT, LABELS = "我的快递三天了还没到", "咨询,投诉,建议"
@@ -39,62 +39,67 @@ pytestmark = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installe
 
 
 @contextlib.contextmanager
-def running_edge(upstream_http: int, upstream_grpc: int, **settings: str):
-    """haproxy with deploy/edge/haproxy.cfg on free ports in front of the upstream ports: (gRPC, HTTP) port."""
-    grpc_port, http_port = free_ports(2)
-    environment = {**os.environ, "ZSC_EDGE_GRPC_PORT": str(grpc_port), "ZSC_EDGE_HTTP_PORT": str(http_port),
-                   "ZSC_UPSTREAM_GRPC_PORT": str(upstream_grpc), "ZSC_UPSTREAM_HTTP_PORT": str(upstream_http),
-                   **settings}
-    proxy = subprocess.Popen([HAPROXY, "-db", "-f", str(EDGE_CONFIG)], env=environment,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def running_edge(upstream_http: int, upstream_grpc: int, **limits: int):
+    """An Edge on free loopback ports in front of the upstream ports."""
+    edge = Edge(HAPROXY, "127.0.0.1", *free_ports(2), upstream_http, upstream_grpc, **limits)
     try:
-        both = [grpc_port, http_port]
-        assert settles(lambda: ports_in_use("127.0.0.1", both) == both, timeout_s=10), (
-            proxy.stdout.read() if proxy.poll() is not None else "")
-        yield grpc_port, http_port
+        yield edge.start()
     finally:
-        proxy.terminate()
-        proxy.wait(10)
+        edge.stop(5)
 
 
 @dataclasses.dataclass
-class Edge:
-    grpc_port: int
+class Launched:
+    grpc_port: int  # the launcher's public ports: its edge's
     http_port: int
-    upstream_grpc: int  # the launcher's gRPC front
     metrics_url: str  # tritonserver's, behind the launcher
     launcher_pid: int
 
 
 @pytest.fixture(scope="module")
-def edge(structbert):
-    """haproxy with one call at a time to a launcher and one waiting, so that a burst meets both bounds."""
-    with serve_launcher(structbert.repository) as (process, line, upstream_grpc):
+def launched(structbert):
+    """The launcher with --edge on: haproxy on its public ports."""
+    with serve_launcher(structbert.repository, "--edge", "on") as (process, line, grpc_port):
+        http_port = int(re.search(r"HTTP http://\S+:(\d+)", line).group(1))
+        yield Launched(grpc_port, http_port, re.search(r"metrics (http://\S+)", line).group(1), process.pid)
+
+
+@pytest.fixture(scope="module")
+def narrow_edge(structbert):
+    """An edge that lets one call at a time on to the launcher's fronts (--edge off) and one wait, so that a burst
+    meets both bounds."""
+    with serve_launcher(structbert.repository, "--edge", "off") as (_, line, upstream_grpc):
         upstream_http = int(re.search(r"HTTP http://\S+:(\d+)", line).group(1))
-        metrics_url = re.search(r"metrics (http://\S+)", line).group(1)
-        with running_edge(upstream_http, upstream_grpc, ZSC_EDGE_MAXCONN="1", ZSC_EDGE_QUEUE="1") as ports:
-            yield Edge(*ports, upstream_grpc, metrics_url, process.pid)
+        with running_edge(upstream_http, upstream_grpc, max_in_flight=1, queue=1) as edge:
+            yield edge
+
+
+def haproxy_children(launcher_pid: int) -> list[psutil.Process]:
+    return [child for child in psutil.Process(launcher_pid).children() if child.name() == "haproxy"]
 
 
 def test_the_configuration_is_valid():
-    checked = subprocess.run([HAPROXY, "-c", "-f", str(EDGE_CONFIG)], capture_output=True, text=True)
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "WARNING" not in checked.stdout + checked.stderr
+    edge = Edge(HAPROXY, "0.0.0.0", 8000, 8001, 9000, 9001)
+    try:
+        assert edge.check() == ""
+    finally:
+        edge.stop()
 
 
-@pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_answers_pass_through_unchanged(edge, protocol):
-    with ZeroShotClient(f"127.0.0.1:{edge.upstream_grpc}") as direct:
+def test_the_launcher_serves_through_the_edge_unchanged(structbert, launched, protocol):
+    assert haproxy_children(launched.launcher_pid), "no haproxy under the launcher"
+    with ZeroShotClient(structbert.server.grpc_url) as direct:
         expected = direct.classify(TEXT, LABELS)
-    with ZeroShotClient(f"127.0.0.1:{edge.grpc_port if protocol == 'grpc' else edge.http_port}", protocol) as client:
+    port = launched.grpc_port if protocol == "grpc" else launched.http_port
+    with ZeroShotClient(f"127.0.0.1:{port}", protocol) as client:
         answer = client.classify(TEXT, LABELS)
     assert answer.labels == expected.labels
     assert answer.scores == pytest.approx(expected.scores, abs=1e-6)
 
 
-def test_a_grpc_burst_beyond_the_limit_is_refused_as_busy_and_the_rest_answered(edge):
+def test_a_grpc_burst_beyond_the_limit_is_refused_as_busy_and_the_rest_answered(narrow_edge):
     async def burst() -> list[object]:
-        async with AsyncZeroShotClient(f"127.0.0.1:{edge.grpc_port}") as client:
+        async with AsyncZeroShotClient(f"127.0.0.1:{narrow_edge.grpc_port}") as client:
             return await asyncio.gather(*(client.classify(f"{TEXT} {i}", LABELS) for i in range(64)),
                                         return_exceptions=True)
 
@@ -107,14 +112,14 @@ def test_a_grpc_burst_beyond_the_limit_is_refused_as_busy_and_the_rest_answered(
     assert all(sorted(result.labels) == sorted(LABELS.split(",")) for result in answered)
 
 
-def test_an_http_burst_beyond_the_limit_gets_503_with_retry_after_and_a_json_error(edge):
+def test_an_http_burst_beyond_the_limit_gets_503_with_retry_after_and_a_json_error(narrow_edge):
     body = json.dumps({"inputs": [
         {"name": "TEXT", "shape": [1], "datatype": "BYTES", "data": [TEXT]},
         {"name": "CANDIDATE_LABELS", "shape": [1], "datatype": "BYTES", "data": [LABELS]},
     ]})
 
     def post(_: int) -> tuple[int, str | None, bytes]:
-        connection = http.client.HTTPConnection("127.0.0.1", edge.http_port, timeout=30)
+        connection = http.client.HTTPConnection("127.0.0.1", narrow_edge.http_port, timeout=30)
         try:
             connection.request("POST", "/v2/models/zero_shot/infer", body, {"Content-Type": "application/json"})
             response = connection.getresponse()
@@ -132,18 +137,49 @@ def test_an_http_burst_beyond_the_limit_gets_503_with_retry_after_and_a_json_err
 
 
 def test_with_no_server_behind_it_the_edge_answers_unavailable_on_both_protocols():
-    with running_edge(*free_ports(2)) as (grpc_port, http_port):
-        with ZeroShotClient(f"127.0.0.1:{grpc_port}") as client, pytest.raises(ServerUnavailableError,
-                                                                               match=UNAVAILABLE):
+    with running_edge(*free_ports(2)) as edge:
+        with ZeroShotClient(f"127.0.0.1:{edge.grpc_port}") as client, pytest.raises(ServerUnavailableError,
+                                                                                    match=UNAVAILABLE):
             client.classify(TEXT, LABELS)
-        connection = http.client.HTTPConnection("127.0.0.1", http_port, timeout=30)
+        connection = http.client.HTTPConnection("127.0.0.1", edge.http_port, timeout=30)
         connection.request("GET", "/v2/health/ready")
         response = connection.getresponse()
         assert response.status == 503 and response.getheader("Retry-After") == "1"
         assert UNAVAILABLE in json.loads(response.read())["error"]
 
 
-def test_a_load_test_through_the_edge_finds_the_tritonserver_behind_it(edge):
+def test_a_load_test_through_the_edge_finds_the_tritonserver_behind_it(launched):
     """The soak and the bench sample tritonserver's CPU and memory: behind the edge, by its metrics port."""
-    target = Target.from_urls(f"127.0.0.1:{edge.grpc_port}", metrics_url=edge.metrics_url)
-    assert target.server_pid() == launcher_server(edge.launcher_pid)
+    target = Target.from_urls(f"127.0.0.1:{launched.grpc_port}", metrics_url=launched.metrics_url)
+    assert target.server_pid() == launcher_server(launched.launcher_pid)
+
+
+def test_a_load_test_counts_the_edges_cpu_apart(launched):
+    usage = cpu_snapshot(launcher_server(launched.launcher_pid))
+    assert {"tritonserver", "fronts", "edge"} <= set(usage) and usage["edge"] >= 0.0
+
+
+def test_the_limit_moves_through_the_runtime_api(narrow_edge):
+    """A burst of 20 (under the fronts' own floor) meets refusals at one call at a time, none at 64."""
+    async def refused() -> int:
+        async with AsyncZeroShotClient(f"127.0.0.1:{narrow_edge.grpc_port}") as client:
+            outcomes = await asyncio.gather(*(client.classify(f"{TEXT} {i}", LABELS) for i in range(20)),
+                                            return_exceptions=True)
+        return sum(isinstance(outcome, Exception) for outcome in outcomes)
+
+    assert asyncio.run(refused()) > 0
+    narrow_edge.set_max_in_flight(64)
+    try:
+        assert asyncio.run(refused()) == 0
+    finally:
+        narrow_edge.set_max_in_flight(1)
+
+
+def test_a_killed_edge_is_started_again_and_serves(launched):
+    [proxy] = haproxy_children(launched.launcher_pid)
+    os.kill(proxy.pid, signal.SIGKILL)
+    port = [launched.grpc_port]
+    assert settles(lambda: [p.pid for p in haproxy_children(launched.launcher_pid)] not in ([], [proxy.pid])
+                   and ports_in_use("127.0.0.1", port) == port, timeout_s=15)
+    with ZeroShotClient(f"127.0.0.1:{launched.grpc_port}") as client:
+        assert sorted(client.classify(TEXT, LABELS).labels) == sorted(LABELS.split(","))

@@ -46,6 +46,10 @@ class Launcher:
     def server_pid(self) -> int:
         return launcher_server(self.process.pid)
 
+    def behind_edge(self) -> bool:
+        """Whether the launcher runs its edge proxy (haproxy, where installed) on the public ports."""
+        return any(child.name() == "haproxy" for child in psutil.Process(self.process.pid).children())
+
     def rss(self) -> int:
         """Resident memory of the launcher, tritonserver and the stubs together."""
         total = 0
@@ -289,7 +293,13 @@ def test_bodies_too_large_for_inference_cost_no_memory(launcher):
         labels.set_data_from_numpy(np.array([b"x,y"], dtype=np.object_))
         with pytest.raises(InferenceServerException) as refused:
             client.infer("zero_shot", [text, labels], compression_algorithm=compression, client_timeout=120)
-        assert refused.value.status() == "StatusCode.RESOURCE_EXHAUSTED", refused.value
+        refusals = {"StatusCode.RESOURCE_EXHAUSTED"}
+        if launcher.behind_edge() and compression is None:
+            # the front refuses while the 100 MB are still being sent, and Debian's haproxy 2.6 resets a stream it
+            # has answered with CANCEL instead of NO_ERROR, so the client drops the answer (haproxy issue 1219,
+            # fixed in 3.2): the call is still refused before tritonserver sees it
+            refusals.add("StatusCode.CANCELLED")
+        assert refused.value.status() in refusals, refused.value
     time.sleep(1)
     growth = launcher.rss() - before
     print(f"RSS growth after the bodies: {growth / 2**20:.0f} MiB")

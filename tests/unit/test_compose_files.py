@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from export.cli import build_parser as export_parser
 from tests.deploy_files import (
@@ -265,17 +266,16 @@ def test_locust_service_runs_this_scenario_against_triton():
     assert "locust" in requirement_pins(REQUIREMENTS / locust["build"]["args"]["REQUIREMENTS"])
 
 
-def test_edge_service_runs_the_edge_file_against_triton():
-    edge = load_compose("cpu")["services"]["edge"]
-    config = (ROOT / "deploy" / "edge" / "haproxy.cfg").read_text(encoding="utf-8")
-    environment = {name: str(value) for name, value in edge["environment"].items()}
-    assert all("${" + name + "-" in config for name in environment), "a variable the file does not read"
-    assert environment["ZSC_UPSTREAM_HOST"] == "triton" and "triton" in edge["depends_on"]
-    assert (environment["ZSC_UPSTREAM_HTTP_PORT"], environment["ZSC_UPSTREAM_GRPC_PORT"]) == (
-        str(PORTS["http"]), str(PORTS["grpc"]))
-    instructions = dockerfile_instructions(dockerfile(edge))
-    assert ("COPY", "deploy/edge/ /etc/zero-shot-triton/edge/") in instructions
-    assert dockerfile_exec_form(dockerfile(edge), "ENTRYPOINT")[-1] == "/etc/zero-shot-triton/edge/haproxy.cfg"
+def test_the_cpu_triton_image_has_haproxy_for_the_launchers_edge_and_the_gpu_image_does_not_need_it():
+    """The launcher runs its edge proxy where haproxy is installed (zsc_server.edge); GPU exports have no
+    admission control for it to follow, so the NGC image goes without."""
+    cpu, gpu = (load_compose(stack)["services"]["triton"]["build"]["args"]["OS_PACKAGES"] for stack in STACKS)
+    assert "haproxy" in cpu.split("-", 1)[1].rstrip("}").split() and "haproxy" not in gpu
+    triton_dockerfile = dockerfile(load_compose("cpu")["services"]["triton"])
+    assert "haproxy" in re.search(r'^ARG OS_PACKAGES="([^"]*)"', triton_dockerfile.read_text(), re.M).group(1)
+    assert ("COPY", "zsc_server /opt/zero-shot-triton/zsc_server") in dockerfile_instructions(triton_dockerfile)
+    assert "haproxy/*" in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["zsc_server"]
 
 
 def test_webui_service_runs_zsc_webui_against_triton():

@@ -1,0 +1,46 @@
+"""The launcher's edge proxy policy (zsc_server.edge): when it runs, and how many calls it lets on to the fronts.
+tests/integration/test_edge.py runs it with a real haproxy."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from zsc_server.admission import AdmissionSettings, FrontGate
+from zsc_server.batching_policy import EDGE_MIN_IN_FLIGHT
+from zsc_server.edge import EdgeError, edge_in_flight, edge_wanted
+
+GATE = FrontGate(AdmissionSettings(budget_ms=200))
+
+
+@pytest.mark.parametrize(("mode", "gate", "haproxy", "runs"), [
+    ("auto", GATE, "/usr/sbin/haproxy", True),
+    ("on", GATE, "/usr/sbin/haproxy", True),
+    ("auto", GATE, None, False),  # not installed: the fronts shed alone
+    ("auto", None, "/usr/sbin/haproxy", False),  # no admission control (GPU exports, --front off)
+    ("off", GATE, "/usr/sbin/haproxy", False),
+])
+def test_the_edge_runs_where_haproxy_and_the_fronts_admission_control_are(mode, gate, haproxy, runs):
+    wanted, reason = edge_wanted(mode, gate, haproxy)
+    assert wanted is runs
+    assert reason.startswith("haproxy on the public ports" if runs else "off (")
+
+
+@pytest.mark.parametrize(("gate", "haproxy", "why"), [
+    (GATE, None, "haproxy is not installed"),
+    (None, "/usr/sbin/haproxy", "admission control is off"),
+])
+def test_edge_on_says_why_it_cannot_run(gate, haproxy, why):
+    with pytest.raises(EdgeError, match=why):
+        edge_wanted("on", gate, haproxy)
+
+
+def test_the_edge_lets_on_half_a_budgets_worth_of_answers_and_never_fewer_than_its_floor():
+    gate = FrontGate(AdmissionSettings(budget_ms=200))
+    assert edge_in_flight(gate) == EDGE_MIN_IN_FLIGHT  # nothing answered yet
+    for _ in range(400):  # 400 correct answers/s x 200 ms x 0.5 = 40
+        gate.answered()
+    assert edge_in_flight(gate) == 40
+    assert gate.max_in_flight() == 80  # the fronts' own bound: a whole budget's worth
+    assert edge_in_flight(gate, time.monotonic() + 2.0) == EDGE_MIN_IN_FLIGHT  # the answers left the window

@@ -1,0 +1,206 @@
+"""The edge proxy: haproxy on the public ports in front of the launcher's fronts, refusing overload in C.
+
+Under a burst of several times the capacity, the Python fronts spend about 0.3 ms of CPU on each refusal, CPU
+the encoder needs on a small machine; haproxy spends about 0.1 ms. So where haproxy is installed (the CPU
+image has it) the launcher puts it on the public HTTP and gRPC ports and the fronts move to loopback behind
+it. The fronts still check and bound every request; the edge only decides how many calls go on to them at
+once (`edge_in_flight`: a share of the fronts' own adaptive bound, which the launcher copies into haproxy
+through its runtime API as it moves), lets a few more wait briefly, and refuses the rest as busy.
+Configuration: zsc_server/haproxy/haproxy.cfg; the policy's numbers: zsc_server.batching_policy.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from zsc_server.admission import FrontGate
+from zsc_server.batching_policy import EDGE_BUDGET_SHARE, EDGE_MIN_IN_FLIGHT, EDGE_QUEUE, EDGE_QUEUE_MS
+
+CONFIG = Path(__file__).with_name("haproxy") / "haproxy.cfg"
+BACKENDS = ("grpc_fronts", "http_fronts")  # as haproxy.cfg names them, each with one server "fronts"
+EDGE_MODES = ("auto", "on", "off")
+FOLLOW_INTERVAL_S = 0.25  # how often the edge's limit follows the fronts' bound
+START_TIMEOUT_S = 10.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class EdgeError(RuntimeError):
+    pass
+
+
+def find_haproxy() -> str | None:
+    """haproxy's path: on PATH, or where Debian puts it (/usr/sbin is not on every user's PATH)."""
+    return shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.access("/usr/sbin/haproxy", os.X_OK) else None)
+
+
+def edge_wanted(mode: str, gate: FrontGate | None, haproxy: str | None) -> tuple[bool, str]:
+    """Whether the launcher runs the edge (`--edge`), and why, for its start-up line. It sheds by the fronts'
+    admission bound, so it needs the fronts and an export with admission control (the CPU exports)."""
+    if mode == "off":
+        return False, "off (--edge off)"
+    if gate is None:
+        reason = "admission control is off for this export, or the fronts are off"
+        if mode == "on":
+            raise EdgeError(f"--edge on: {reason}; the edge sheds by the fronts' admission bound")
+        return False, f"off ({reason})"
+    if haproxy is None:
+        if mode == "on":
+            raise EdgeError("--edge on: haproxy is not installed (apt-get install haproxy)")
+        return False, "off (haproxy is not installed: the fronts refuse overload themselves, at ~0.3 ms of CPU each)"
+    return True, "haproxy on the public ports, the fronts behind it on loopback"
+
+
+def edge_in_flight(gate: FrontGate, now: float | None = None) -> int:
+    """The calls the edge lets on to the fronts at once: EDGE_BUDGET_SHARE of the answers the server gives
+    correctly in the admission budget, never fewer than EDGE_MIN_IN_FLIGHT."""
+    budget_s = gate.settings.budget_ms / 1e3
+    return max(EDGE_MIN_IN_FLIGHT, math.floor(gate.answers_per_s(now) * budget_s * EDGE_BUDGET_SHARE))
+
+
+def _apart_until_the_launcher_dies() -> None:
+    """In the child before haproxy runs: a process group of its own, so that Ctrl-C at a terminal (sent to the
+    launcher's group) leaves it to the launcher's soft stop, and SIGTERM when the thread that started it ends,
+    which is the launcher's main thread or its watcher: however the launcher dies, haproxy frees the ports."""
+    os.setpgid(0, 0)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Edge:
+    """haproxy with zsc_server/haproxy/haproxy.cfg at host:http_port and host:grpc_port, in front of the fronts on
+    loopback; started again if it exits while the launcher runs."""
+
+    def __init__(self, haproxy: str, host: str, http_port: int, grpc_port: int, upstream_http_port: int,
+                 upstream_grpc_port: int, max_in_flight: int = EDGE_MIN_IN_FLIGHT, queue: int = EDGE_QUEUE,
+                 queue_ms: int = EDGE_QUEUE_MS) -> None:
+        self.haproxy, self.host, self.http_port, self.grpc_port = haproxy, host, http_port, grpc_port
+        self.max_in_flight, self.queue, self.queue_ms = max_in_flight, queue, queue_ms
+        self._workdir = tempfile.mkdtemp(prefix="zsc-edge-")  # 0700: the runtime API socket is ours alone
+        self.socket_path = os.path.join(self._workdir, "admin.sock")
+        self.environment = {
+            **os.environ, "ZSC_EDGE_SOCKET": self.socket_path, "ZSC_EDGE_HOST": host,
+            "ZSC_EDGE_HTTP_PORT": str(http_port), "ZSC_EDGE_GRPC_PORT": str(grpc_port),
+            "ZSC_UPSTREAM_HTTP_PORT": str(upstream_http_port), "ZSC_UPSTREAM_GRPC_PORT": str(upstream_grpc_port),
+            "ZSC_EDGE_MAXCONN": str(max_in_flight), "ZSC_EDGE_QUEUE": str(queue), "ZSC_EDGE_QUEUE_MS": str(queue_ms),
+        }
+        self.process: subprocess.Popen | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()  # start() from the watcher against stop()
+        self._threads: list[threading.Thread] = []
+
+    def describe(self) -> str:
+        return (f"calls on to the fronts at once: {EDGE_BUDGET_SHARE:g} x the correct answers of one admission "
+                f"budget, at least {EDGE_MIN_IN_FLIGHT}; {self.queue} more wait up to {self.queue_ms} ms; the rest "
+                "are refused as busy")
+
+    def check(self) -> str:
+        """haproxy's verdict on the configuration with these settings ('' when valid)."""
+        checked = subprocess.run([self.haproxy, "-c", "-q", "-f", str(CONFIG)], env=self.environment,
+                                 capture_output=True, text=True, timeout=30)
+        return "" if checked.returncode == 0 else (checked.stdout + checked.stderr).strip()
+
+    def start(self) -> Edge:
+        """Runs haproxy and waits until it listens on both ports; EdgeError when it exits or does not listen
+        (stop() then removes what is left)."""
+        with self._lock:
+            # its output (alerts only: no log is configured; -q: not a line per proxy at a stop) goes to the launcher's
+            self.process = subprocess.Popen([self.haproxy, "-db", "-q", "-f", str(CONFIG)], env=self.environment,
+                                            stdin=subprocess.DEVNULL, preexec_fn=_apart_until_the_launcher_dies)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not all(self._listening(port) for port in (self.http_port, self.grpc_port)):
+            if self.process.poll() is not None:
+                raise EdgeError(f"haproxy exited with code {self.process.returncode} at start (its error is above)")
+            if time.monotonic() > deadline:
+                self.process.kill()
+                self.process.wait()
+                raise EdgeError(f"haproxy did not listen on {self.host}:{self.http_port} and {self.grpc_port} "
+                                f"within {START_TIMEOUT_S:.0f} s")
+            time.sleep(0.05)
+        if not self._threads:
+            self._threads = [threading.Thread(target=self._watch, name="edge-watch", daemon=True)]
+            self._threads[0].start()
+        return self
+
+    def _listening(self, port: int) -> bool:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else ("::1" if self.host == "::" else self.host)
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def _watch(self) -> None:
+        """haproxy should never exit while the launcher runs; if it does, it is started again."""
+        while not self._stopping.is_set():
+            code = self.process.wait()
+            if self._stopping.is_set():
+                return
+            print(f"[serve] the edge proxy (haproxy) exited with code {code}: starting it again", flush=True)
+            time.sleep(0.5)
+            try:
+                self.start()
+                self.set_max_in_flight(self.max_in_flight, force=True)
+            except EdgeError as exc:
+                print(f"[serve] the edge proxy: {exc}", flush=True)
+
+    def follow(self, gate: FrontGate, interval_s: float = FOLLOW_INTERVAL_S) -> None:
+        """Keeps the edge's limit at edge_in_flight(gate), checked every interval_s, in a daemon thread."""
+
+        def run() -> None:
+            while not self._stopping.wait(interval_s):
+                try:
+                    self.set_max_in_flight(edge_in_flight(gate))
+                except (OSError, EdgeError):  # haproxy restarting: the watcher sets it again
+                    pass
+
+        thread = threading.Thread(target=run, name="edge-follow", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def set_max_in_flight(self, value: int, force: bool = False) -> None:
+        """The calls that go on to the fronts at once, per protocol (haproxy's server maxconn)."""
+        if value == self.max_in_flight and not force:
+            return
+        reply = self.command(";".join(f"set maxconn server {backend}/fronts {value}" for backend in BACKENDS))
+        if reply.strip():
+            raise EdgeError(f"haproxy refused the new limit {value}: {reply.strip()}")
+        self.max_in_flight = value
+
+    def command(self, line: str) -> str:
+        """One runtime API command line (commands joined by ';'), haproxy's reply."""
+        with socket.socket(socket.AF_UNIX) as connection:
+            connection.settimeout(2.0)
+            connection.connect(self.socket_path)
+            connection.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := connection.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+
+    def stop(self, drain_timeout_s: float = 10.0) -> None:
+        """Stops listening at once and lets the calls in flight finish for up to drain_timeout_s (haproxy's soft
+        stop), then ends it."""
+        self._stopping.set()
+        with self._lock:
+            process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGUSR1)
+            try:
+                process.wait(drain_timeout_s)
+            except subprocess.TimeoutExpired:
+                process.terminate()
+                try:
+                    process.wait(5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        shutil.rmtree(self._workdir, ignore_errors=True)
