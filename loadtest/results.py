@@ -31,8 +31,8 @@ def parser(prog: str, about: str, server: str | None = None, label_mode: str = "
             f" (default: {server})" if server else ": measure a running server instead of starting one"))
         made.add_argument("--http-url", default="", help="its HTTP host:port, for configs and health (default: the "
                           "gRPC host, port 8000)")
-        made.add_argument("--metrics-url", default="", help="its Prometheus endpoint (default: the HTTP host, port "
-                          "8002; 'none' to skip)")
+        made.add_argument("--metrics-url", default="", help="its Prometheus endpoint, host:port or URL (default: "
+                          "the HTTP host, port 8002; 'none' to skip)")
     made.add_argument("--workload", type=Path, default=DEFAULT_WORKLOAD)
     made.add_argument("--label-mode", choices=LABEL_MODES, default=label_mode, help=label_help)
     made.add_argument("--out", type=Path, default=RESULTS, help="results parent (default: %(default)s)")

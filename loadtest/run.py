@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="grpc / http: Triton; flask: the reference-deployment baselines (default: grpc)")
     parser.add_argument("--grpc-url", default="", help="Triton gRPC host:port (default: --host's host, port 8001)")
     parser.add_argument("--metrics-url", default="",
-                        help="Triton's Prometheus endpoint (default: --host's host, port 8002; 'none' to skip)")
+                        help="Triton's Prometheus endpoint, host:port or URL (default: --host's host, port 8002; "
+                             "'none' to skip)")
     parser.add_argument("--users", default="1,5,10", help="comma-separated user counts, one run each")
     parser.add_argument("--duration", default="60s", help="per user count, Locust syntax (30s, 2m)")
     parser.add_argument("--label-mix", default="", help="label-count weights, e.g. 3:4,5:2,10:1")

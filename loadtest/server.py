@@ -40,7 +40,10 @@ class Target:
         """A running server at `grpc_url`; HTTP and metrics at Triton's default ports on its host unless given."""
         host = grpc_url.rsplit(":", 1)[0]
         http = (http_url or f"{host}:{DEFAULT_HTTP_PORT}").removeprefix("http://").rstrip("/")
-        metrics = metrics_url or f"http://{http.rsplit(':', 1)[0]}:{DEFAULT_METRICS_PORT}/metrics"
+        metrics = metrics_url or f"http://{http.rsplit(':', 1)[0]}:{DEFAULT_METRICS_PORT}"
+        if metrics != "none":  # host:port, as the other URLs are given, is Triton's endpoint there
+            metrics = metrics if "://" in metrics else f"http://{metrics}"
+            metrics = metrics if urllib.parse.urlsplit(metrics).path.strip("/") else f"{metrics.rstrip('/')}/metrics"
         return cls(grpc_url, http, metrics, admin_key)
 
     def url(self, protocol: str) -> str:
