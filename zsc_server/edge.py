@@ -43,21 +43,20 @@ def find_haproxy() -> str | None:
     return shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.access("/usr/sbin/haproxy", os.X_OK) else None)
 
 
-def edge_wanted(mode: str, gate: FrontGate | None, haproxy: str | None) -> tuple[bool, str]:
-    """Whether the launcher runs the edge (`--edge`), and why, for its start-up line. It sheds by the fronts'
-    admission bound, so it needs the fronts and an export with admission control (the CPU exports)."""
+def edge_wanted(mode: str, front: str, gate: FrontGate | None, haproxy: str | None) -> tuple[bool, str]:
+    """Whether the launcher runs the edge (`--edge`, with `--front`), and why, for its start-up line. It stands
+    in front of both fronts and follows their admission bound, so it needs both and an export with admission
+    control (the CPU exports); EdgeError for `--edge on` where it cannot run."""
     if mode == "off":
         return False, "off (--edge off)"
-    if gate is None:
-        reason = "admission control is off for this export, or the fronts are off"
-        if mode == "on":
-            raise EdgeError(f"--edge on: {reason}; the edge sheds by the fronts' admission bound")
-        return False, f"off ({reason})"
-    if haproxy is None:
-        if mode == "on":
-            raise EdgeError("--edge on: haproxy is not installed (apt-get install haproxy)")
-        return False, "off (haproxy is not installed: the fronts refuse overload themselves, at ~0.3 ms of CPU each)"
-    return True, "haproxy on the public ports, the fronts behind it on loopback"
+    why_not = ("the edge stands in front of both fronts (--front on)" if front != "on"
+               else "admission control is off for this export, and the edge follows its bound" if gate is None
+               else "haproxy is not installed (apt-get install haproxy): the fronts refuse bursts themselves"
+               if haproxy is None else None)
+    if why_not and mode == "on":
+        raise EdgeError(f"--edge on: {why_not}")
+    return (False, f"off ({why_not})") if why_not else (True, "haproxy on the public ports, the fronts behind it on "
+                                                              "loopback")
 
 
 def edge_in_flight(gate: FrontGate, now: float | None = None) -> int:

@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[serve] {warning}", file=sys.stderr, flush=True)
     admission = front_gate(args)
     try:
-        with_edge, edge_line = edge_wanted(args.edge, admission, find_haproxy())
+        with_edge, edge_line = edge_wanted(args.edge, args.front, admission, find_haproxy())
     except EdgeError as exc:
         print(f"[serve] {exc}", file=sys.stderr)
         return 1

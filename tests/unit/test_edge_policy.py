@@ -14,26 +14,28 @@ from zsc_server.edge import EdgeError, edge_in_flight, edge_wanted
 GATE = FrontGate(AdmissionSettings(budget_ms=200))
 
 
-@pytest.mark.parametrize(("mode", "gate", "haproxy", "runs"), [
-    ("auto", GATE, "/usr/sbin/haproxy", True),
-    ("on", GATE, "/usr/sbin/haproxy", True),
-    ("auto", GATE, None, False),  # not installed: the fronts shed alone
-    ("auto", None, "/usr/sbin/haproxy", False),  # no admission control (GPU exports, --front off)
-    ("off", GATE, "/usr/sbin/haproxy", False),
+@pytest.mark.parametrize(("mode", "front", "gate", "haproxy", "runs"), [
+    ("auto", "on", GATE, "/usr/sbin/haproxy", True),
+    ("on", "on", GATE, "/usr/sbin/haproxy", True),
+    ("auto", "on", GATE, None, False),  # not installed: the fronts shed alone
+    ("auto", "on", None, "/usr/sbin/haproxy", False),  # no admission control (GPU exports)
+    ("auto", "http", GATE, "/usr/sbin/haproxy", False),  # the gRPC front is off
+    ("off", "on", GATE, "/usr/sbin/haproxy", False),
 ])
-def test_the_edge_runs_where_haproxy_and_the_fronts_admission_control_are(mode, gate, haproxy, runs):
-    wanted, reason = edge_wanted(mode, gate, haproxy)
+def test_the_edge_runs_where_haproxy_both_fronts_and_their_admission_control_are(mode, front, gate, haproxy, runs):
+    wanted, reason = edge_wanted(mode, front, gate, haproxy)
     assert wanted is runs
     assert reason.startswith("haproxy on the public ports" if runs else "off (")
 
 
-@pytest.mark.parametrize(("gate", "haproxy", "why"), [
-    (GATE, None, "haproxy is not installed"),
-    (None, "/usr/sbin/haproxy", "admission control is off"),
+@pytest.mark.parametrize(("front", "gate", "haproxy", "why"), [
+    ("on", GATE, None, "haproxy is not installed"),
+    ("on", None, "/usr/sbin/haproxy", "admission control is off"),
+    ("http", GATE, "/usr/sbin/haproxy", "in front of both fronts"),
 ])
-def test_edge_on_says_why_it_cannot_run(gate, haproxy, why):
+def test_edge_on_says_why_it_cannot_run(front, gate, haproxy, why):
     with pytest.raises(EdgeError, match=why):
-        edge_wanted("on", gate, haproxy)
+        edge_wanted("on", front, gate, haproxy)
 
 
 def test_the_edge_lets_on_half_a_budgets_worth_of_answers_and_never_fewer_than_its_floor():
