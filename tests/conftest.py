@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -76,19 +77,26 @@ def serve_launcher(repository: Path, *extra_args: str, stderr=subprocess.DEVNULL
     yields (process, ready line, grpc port). At the end, whatever is left of it, its tritonserver and the
     stubs (its own process group) is killed; its reaper then removes what that leaves (test_orphans.py)."""
     http, grpc, metrics = free_ports(3)
+    # unless the caller reads it, stderr goes to a file, quoted if the launcher exits before it is ready
+    errors = tempfile.TemporaryFile("w+") if stderr == subprocess.DEVNULL else None
     process = subprocess.Popen(
         [sys.executable, "-m", "zsc_server.serve", "--repository", str(repository), "--http-port", str(http),
          "--grpc-port", str(grpc), "--metrics-port", str(metrics), *extra_args],
-        stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=errors or stderr, text=True, start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 120
         line = ""
         while time.monotonic() < deadline and "ready:" not in line:
             line = process.stdout.readline()
-            assert line or process.poll() is None, "launcher exited before it was ready"
+            if not line and process.poll() is not None:
+                if errors:
+                    errors.seek(0)
+                pytest.fail("launcher exited before it was ready" + (f":\n{errors.read()[-3000:]}" if errors else ""))
         yield process, line, grpc
     finally:
+        if errors:
+            errors.close()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()

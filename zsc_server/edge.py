@@ -18,7 +18,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -66,6 +65,20 @@ def edge_in_flight(gate: FrontGate, now: float | None = None) -> int:
     return max(EDGE_MIN_IN_FLIGHT, math.floor(gate.answers_per_s(now) * budget_s * EDGE_BUDGET_SHARE))
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket listening at host:port, inheritable by haproxy (`bind fd@N`)."""
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind, past TIME_WAIT
+        listener.bind((host, port))
+        listener.listen(1024)
+    except OSError:
+        listener.close()
+        raise
+    listener.set_inheritable(True)
+    return listener
+
+
 def _apart_until_the_launcher_dies() -> None:
     """In the child before haproxy runs: a process group of its own, so that Ctrl-C at a terminal (sent to the
     launcher's group) leaves it to the launcher's soft stop, and SIGTERM when the thread that started it ends,
@@ -75,20 +88,26 @@ def _apart_until_the_launcher_dies() -> None:
 
 
 class Edge:
-    """haproxy with zsc_server/haproxy/haproxy.cfg at host:http_port and host:grpc_port, in front of the fronts on
-    loopback; started again if it exits while the launcher runs."""
+    """haproxy with zsc_server/haproxy/haproxy.cfg at host:http_port and host:grpc_port (bound at once), in front
+    of the fronts on loopback (`in_front_of`); started again if it exits while the launcher runs."""
 
-    def __init__(self, haproxy: str, host: str, http_port: int, grpc_port: int, upstream_http_port: int,
-                 upstream_grpc_port: int, max_in_flight: int = EDGE_MIN_IN_FLIGHT, queue: int = EDGE_QUEUE,
-                 queue_ms: int = EDGE_QUEUE_MS) -> None:
-        self.haproxy, self.host, self.http_port, self.grpc_port = haproxy, host, http_port, grpc_port
+    def __init__(self, haproxy: str, host: str, http_port: int, grpc_port: int, max_in_flight: int = EDGE_MIN_IN_FLIGHT,
+                 queue: int = EDGE_QUEUE, queue_ms: int = EDGE_QUEUE_MS) -> None:
+        self.haproxy, self.host = haproxy, host
         self.max_in_flight, self.queue, self.queue_ms = max_in_flight, queue, queue_ms
-        self._workdir = tempfile.mkdtemp(prefix="zsc-edge-")  # 0700: the runtime API socket is ours alone
-        self.socket_path = os.path.join(self._workdir, "admin.sock")
+        # the public ports are bound here, before the fronts bind theirs, and handed to haproxy: nothing else can
+        # take them until haproxy starts, and they stay bound while a haproxy that exited is started again
+        self._listeners = [listening_socket(host, port) for port in (http_port, grpc_port)]
+        # as bound (port 0: a free one)
+        self.http_port, self.grpc_port = (listener.getsockname()[1] for listener in self._listeners)
+        # the runtime API on a socket pair, no file: only this process can reach it, and nothing is left behind
+        # however the launcher ends; each command is a connection whose other end goes to haproxy over the pair
+        self._api, api_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        api_end.set_inheritable(True)
+        self._inherited = [*self._listeners, api_end]
         self.environment = {
-            **os.environ, "ZSC_EDGE_SOCKET": self.socket_path, "ZSC_EDGE_HOST": host,
-            "ZSC_EDGE_HTTP_PORT": str(http_port), "ZSC_EDGE_GRPC_PORT": str(grpc_port),
-            "ZSC_UPSTREAM_HTTP_PORT": str(upstream_http_port), "ZSC_UPSTREAM_GRPC_PORT": str(upstream_grpc_port),
+            **os.environ, "ZSC_EDGE_SOCKET": f"sockpair@{api_end.fileno()}",
+            "ZSC_EDGE_HTTP_FD": str(self._listeners[0].fileno()), "ZSC_EDGE_GRPC_FD": str(self._listeners[1].fileno()),
             "ZSC_EDGE_MAXCONN": str(max_in_flight), "ZSC_EDGE_QUEUE": str(queue), "ZSC_EDGE_QUEUE_MS": str(queue_ms),
         }
         self.process: subprocess.Popen | None = None
@@ -101,6 +120,12 @@ class Edge:
                 f"budget, at least {EDGE_MIN_IN_FLIGHT}; {self.queue} more wait up to {self.queue_ms} ms; the rest "
                 "are refused as busy")
 
+    def in_front_of(self, upstream_http_port: int, upstream_grpc_port: int) -> Edge:
+        """The fronts' ports on loopback, where haproxy sends the calls it lets through."""
+        self.environment.update(ZSC_UPSTREAM_HTTP_PORT=str(upstream_http_port),
+                                ZSC_UPSTREAM_GRPC_PORT=str(upstream_grpc_port))
+        return self
+
     def check(self) -> str:
         """haproxy's verdict on the configuration with these settings ('' when valid)."""
         checked = subprocess.run([self.haproxy, "-c", "-q", "-f", str(CONFIG)], env=self.environment,
@@ -108,32 +133,31 @@ class Edge:
         return "" if checked.returncode == 0 else (checked.stdout + checked.stderr).strip()
 
     def start(self) -> Edge:
-        """Runs haproxy and waits until it listens on both ports; EdgeError when it exits or does not listen
-        (stop() then removes what is left)."""
+        """Runs haproxy on the bound ports and waits until its runtime API answers; EdgeError when it exits or
+        does not answer (stop() then removes what is left)."""
         with self._lock:
             # its output (alerts only: no log is configured; -q: not a line per proxy at a stop) goes to the launcher's
             self.process = subprocess.Popen([self.haproxy, "-db", "-q", "-f", str(CONFIG)], env=self.environment,
-                                            stdin=subprocess.DEVNULL, preexec_fn=_apart_until_the_launcher_dies)
+                                            stdin=subprocess.DEVNULL, pass_fds=[s.fileno() for s in self._inherited],
+                                            preexec_fn=_apart_until_the_launcher_dies)
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not all(self._listening(port) for port in (self.http_port, self.grpc_port)):
+        while not self._answers():
             if self.process.poll() is not None:
                 raise EdgeError(f"haproxy exited with code {self.process.returncode} at start (its error is above)")
             if time.monotonic() > deadline:
                 self.process.kill()
                 self.process.wait()
-                raise EdgeError(f"haproxy did not listen on {self.host}:{self.http_port} and {self.grpc_port} "
-                                f"within {START_TIMEOUT_S:.0f} s")
+                raise EdgeError(f"haproxy did not start within {START_TIMEOUT_S:.0f} s")
             time.sleep(0.05)
         if not self._threads:
             self._threads = [threading.Thread(target=self._watch, name="edge-watch", daemon=True)]
             self._threads[0].start()
         return self
 
-    def _listening(self, port: int) -> bool:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else ("::1" if self.host == "::" else self.host)
+    def _answers(self) -> bool:
+        """haproxy's runtime API answers: it has parsed its configuration and serves the inherited ports."""
         try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return True
+            return "Name:" in self.command("show info")
         except OSError:
             return False
 
@@ -176,9 +200,13 @@ class Edge:
 
     def command(self, line: str) -> str:
         """One runtime API command line (commands joined by ';'), haproxy's reply."""
-        with socket.socket(socket.AF_UNIX) as connection:
+        connection, haproxy_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with connection:
+            try:
+                socket.send_fds(self._api, [b"\0"], [haproxy_end.fileno()])
+            finally:
+                haproxy_end.close()
             connection.settimeout(2.0)
-            connection.connect(self.socket_path)
             connection.sendall(line.encode() + b"\n")
             chunks = []
             while chunk := connection.recv(65536):
@@ -193,6 +221,9 @@ class Edge:
             process = self.process
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGUSR1)
+        for listener in self._listeners:  # with haproxy's own copies closed by its soft stop, new calls are refused
+            listener.close()
+        if process is not None and process.poll() is None:
             try:
                 process.wait(drain_timeout_s)
             except subprocess.TimeoutExpired:
@@ -202,4 +233,5 @@ class Edge:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
-        shutil.rmtree(self._workdir, ignore_errors=True)
+        for end in (self._api, *self._inherited):
+            end.close()

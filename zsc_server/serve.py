@@ -241,12 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         fronts["gRPC"] = GrpcFront(front_host, front_grpc, "127.0.0.1", 0)
     edge: Edge | None = None
     try:
+        if with_edge:  # the public ports first, so that no front's port can be one of them
+            edge = Edge(find_haproxy(), args.host, args.http_port, args.grpc_port)
         for front in fronts.values():
             front.start()
-        if with_edge:
-            edge = Edge(find_haproxy(), args.host, args.http_port, args.grpc_port, fronts["HTTP"].port,
-                        fronts["gRPC"].port)
-            edge.start()
+        if edge:
+            edge.in_front_of(fronts["HTTP"].port, fronts["gRPC"].port).start()
     except (OSError, EdgeError) as exc:  # taken since the check above
         for part in [*fronts.values(), *([edge] if edge else [])]:
             part.stop(0)

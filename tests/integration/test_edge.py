@@ -41,9 +41,9 @@ pytestmark = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installe
 @contextlib.contextmanager
 def running_edge(upstream_http: int, upstream_grpc: int, **limits: int):
     """An Edge on free loopback ports in front of the upstream ports."""
-    edge = Edge(HAPROXY, "127.0.0.1", *free_ports(2), upstream_http, upstream_grpc, **limits)
+    edge = Edge(HAPROXY, "127.0.0.1", 0, 0, **limits)
     try:
-        yield edge.start()
+        yield edge.in_front_of(upstream_http, upstream_grpc).start()
     finally:
         edge.stop(5)
 
@@ -79,7 +79,7 @@ def haproxy_children(launcher_pid: int) -> list[psutil.Process]:
 
 
 def test_the_configuration_is_valid():
-    edge = Edge(HAPROXY, "0.0.0.0", 8000, 8001, 9000, 9001)
+    edge = Edge(HAPROXY, "127.0.0.1", 0, 0).in_front_of(*free_ports(2))
     try:
         assert edge.check() == ""
     finally:
