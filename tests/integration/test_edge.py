@@ -24,6 +24,8 @@ import pytest
 from loadtest.server import Target, cpu_snapshot
 from tests.conftest import launcher_server, serve_launcher, settles
 from zsc_client import AsyncZeroShotClient, ServerUnavailableError, ZeroShotClient
+from zsc_server.admission import AdmissionSettings, FrontGate
+from zsc_server.batching_policy import EDGE_MIN_IN_FLIGHT
 from zsc_server.edge import Edge, find_haproxy
 from zsc_server.serve import ports_in_use
 from zsc_server.triton_process import free_ports
@@ -173,6 +175,17 @@ def test_the_limit_moves_through_the_runtime_api(narrow_edge):
         assert asyncio.run(refused()) == 0
     finally:
         narrow_edge.set_max_in_flight(1)
+
+
+def test_the_edge_follows_the_fronts_bound():
+    """The launcher's thread sets haproxy's limit to edge_in_flight(gate) as the correct answers come."""
+    gate = FrontGate(AdmissionSettings(budget_ms=200))
+    with running_edge(*free_ports(2)) as edge:
+        edge.follow(gate, interval_s=0.05)
+        for _ in range(400):  # 400 correct answers/s x 200 ms x 0.5
+            gate.answered()
+        assert settles(lambda: edge.max_in_flight == 40, timeout_s=5)
+        assert settles(lambda: edge.max_in_flight == EDGE_MIN_IN_FLIGHT, timeout_s=5)  # the answers left the window
 
 
 def test_a_killed_edge_is_started_again_and_serves(launched):
