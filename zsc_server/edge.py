@@ -11,7 +11,6 @@ Configuration: zsc_server/haproxy/haproxy.cfg; the policy's numbers: zsc_server.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
 import shutil
@@ -30,7 +29,6 @@ BACKENDS = ("grpc_fronts", "http_fronts")  # as haproxy.cfg names them, each wit
 EDGE_MODES = ("auto", "on", "off")
 FOLLOW_INTERVAL_S = 0.25  # how often the edge's limit follows the fronts' bound
 START_TIMEOUT_S = 10.0
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class EdgeError(RuntimeError):
@@ -79,12 +77,13 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return listener
 
 
-def _apart_until_the_launcher_dies() -> None:
-    """In the child before haproxy runs: a process group of its own, so that Ctrl-C at a terminal (sent to the
-    launcher's group) leaves it to the launcher's soft stop, and SIGTERM when the thread that started it ends,
-    which is the launcher's main thread or its watcher: however the launcher dies, haproxy frees the ports."""
-    os.setpgid(0, 0)
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def dies_with_the_launcher(command: list[str]) -> list[str]:
+    """`command` run so that the kernel sends it SIGTERM when the launcher's thread that started it ends (the
+    main thread, or the watcher: however the launcher dies, haproxy frees the ports): util-linux's setpriv,
+    essential on Debian. Not a preexec_fn: forking the launcher, whose gRPC front runs threads, must run no
+    Python in the child (measured: haproxy aborted at start, and the front's poller lost its descriptor)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", *command] if setpriv else command
 
 
 class Edge:
@@ -137,9 +136,11 @@ class Edge:
         does not answer (stop() then removes what is left)."""
         with self._lock:
             # its output (alerts only: no log is configured; -q: not a line per proxy at a stop) goes to the launcher's
-            self.process = subprocess.Popen([self.haproxy, "-db", "-q", "-f", str(CONFIG)], env=self.environment,
-                                            stdin=subprocess.DEVNULL, pass_fds=[s.fileno() for s in self._inherited],
-                                            preexec_fn=_apart_until_the_launcher_dies)
+            # a session of its own: Ctrl-C at a terminal (sent to the launcher's group) leaves it to the launcher,
+            # which soft-stops it
+            self.process = subprocess.Popen(dies_with_the_launcher([self.haproxy, "-db", "-q", "-f", str(CONFIG)]),
+                                            env=self.environment, stdin=subprocess.DEVNULL, start_new_session=True,
+                                            pass_fds=[s.fileno() for s in self._inherited])
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._answers():
             if self.process.poll() is not None:
