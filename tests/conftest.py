@@ -71,6 +71,11 @@ def launcher_server(launcher_pid: int) -> int:
     return server
 
 
+def haproxy_children(launcher_pid: int) -> list[psutil.Process]:
+    """The launcher's edge proxy (zsc_server.edge), when it runs one: a haproxy among its children."""
+    return [child for child in psutil.Process(launcher_pid).children() if child.name() == "haproxy"]
+
+
 @contextlib.contextmanager
 def serve_launcher(repository: Path, *extra_args: str, stderr=subprocess.DEVNULL):
     """`python -m zsc_server.serve` (what `make serve` runs) on free ports, once it printed its ready line:

@@ -101,11 +101,10 @@ class Edge:
         self.http_port, self.grpc_port = (listener.getsockname()[1] for listener in self._listeners)
         # the runtime API on a socket pair, no file: only this process can reach it, and nothing is left behind
         # however the launcher ends; each command is a connection whose other end goes to haproxy over the pair
-        self._api, api_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        api_end.set_inheritable(True)
-        self._inherited = [*self._listeners, api_end]
+        self._api, self._api_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._api_end.set_inheritable(True)
         self.environment = {
-            **os.environ, "ZSC_EDGE_SOCKET": f"sockpair@{api_end.fileno()}",
+            **os.environ, "ZSC_EDGE_SOCKET": f"sockpair@{self._api_end.fileno()}",
             "ZSC_EDGE_HTTP_FD": str(self._listeners[0].fileno()), "ZSC_EDGE_GRPC_FD": str(self._listeners[1].fileno()),
             "ZSC_EDGE_MAXCONN": str(max_in_flight), "ZSC_EDGE_QUEUE": str(queue), "ZSC_EDGE_QUEUE_MS": str(queue_ms),
         }
@@ -135,12 +134,12 @@ class Edge:
         """Runs haproxy on the bound ports and waits until its runtime API answers; EdgeError when it exits or
         does not answer (stop() then removes what is left)."""
         with self._lock:
-            # its output (alerts only: no log is configured; -q: not a line per proxy at a stop) goes to the launcher's
-            # a session of its own: Ctrl-C at a terminal (sent to the launcher's group) leaves it to the launcher,
-            # which soft-stops it
+            # its output (alerts only: no log is configured; -q: not a line per proxy at a stop) goes to the
+            # launcher's; a session of its own, so that Ctrl-C at a terminal (sent to the launcher's group) leaves
+            # it to the launcher, which soft-stops it
             self.process = subprocess.Popen(dies_with_the_launcher([self.haproxy, "-db", "-q", "-f", str(CONFIG)]),
                                             env=self.environment, stdin=subprocess.DEVNULL, start_new_session=True,
-                                            pass_fds=[s.fileno() for s in self._inherited])
+                                            pass_fds=[s.fileno() for s in (*self._listeners, self._api_end)])
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._answers():
             if self.process.poll() is not None:
@@ -234,5 +233,5 @@ class Edge:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
-        for end in (self._api, *self._inherited):
-            end.close()
+        self._api.close()
+        self._api_end.close()

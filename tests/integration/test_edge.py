@@ -18,11 +18,10 @@ import re
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
-import psutil
 import pytest
 
 from loadtest.server import Target, cpu_snapshot
-from tests.conftest import launcher_server, serve_launcher, settles
+from tests.conftest import haproxy_children, launcher_server, serve_launcher, settles
 from zsc_client import AsyncZeroShotClient, ServerUnavailableError, ZeroShotClient
 from zsc_server.admission import AdmissionSettings, FrontGate
 from zsc_server.batching_policy import EDGE_MIN_IN_FLIGHT
@@ -74,10 +73,6 @@ def narrow_edge(structbert):
         upstream_http = int(re.search(r"HTTP http://\S+:(\d+)", line).group(1))
         with running_edge(upstream_http, upstream_grpc, max_in_flight=1, queue=1) as edge:
             yield edge
-
-
-def haproxy_children(launcher_pid: int) -> list[psutil.Process]:
-    return [child for child in psutil.Process(launcher_pid).children() if child.name() == "haproxy"]
 
 
 def test_the_configuration_is_valid():

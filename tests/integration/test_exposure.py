@@ -23,7 +23,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import launcher_server, serve_launcher
+from tests.conftest import haproxy_children, launcher_server, serve_launcher
 from zsc_client import ZeroShotClient, ZeroShotClientError
 from zsc_server.admin_api import ADMIN_HEADER, GRPC_ADMIN_METADATA
 
@@ -48,7 +48,7 @@ class Launcher:
 
     def behind_edge(self) -> bool:
         """Whether the launcher runs its edge proxy (haproxy, where installed) on the public ports."""
-        return any(child.name() == "haproxy" for child in psutil.Process(self.process.pid).children())
+        return bool(haproxy_children(self.process.pid))
 
     def rss(self) -> int:
         """Resident memory of the launcher, tritonserver and the stubs together."""
