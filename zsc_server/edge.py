@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from zsc_server.admission import FrontGate
-from zsc_server.batching_policy import EDGE_BUDGET_SHARE, EDGE_MIN_IN_FLIGHT, EDGE_QUEUE, EDGE_QUEUE_MS
+from zsc_server.batching_policy import EDGE_BUDGET_SHARE, EDGE_MIN_IN_FLIGHT, EDGE_QUEUE
 
 CONFIG = Path(__file__).with_name("haproxy") / "haproxy.cfg"
 BACKENDS = ("grpc_fronts", "http_fronts")  # as haproxy.cfg names them, each with one server "fronts"
@@ -88,10 +88,11 @@ def dies_with_the_launcher(command: list[str]) -> list[str]:
 
 class Edge:
     """haproxy with zsc_server/haproxy/haproxy.cfg at host:http_port and host:grpc_port (bound at once), in front
-    of the fronts on loopback (`in_front_of`); started again if it exits while the launcher runs."""
+    of the fronts on loopback (`in_front_of`); started again if it exits while the launcher runs. queue_ms: the
+    longest a call waits in the edge's queue, the admission budget where the launcher runs it."""
 
-    def __init__(self, haproxy: str, host: str, http_port: int, grpc_port: int, max_in_flight: int = EDGE_MIN_IN_FLIGHT,
-                 queue: int = EDGE_QUEUE, queue_ms: int = EDGE_QUEUE_MS) -> None:
+    def __init__(self, haproxy: str, host: str, http_port: int, grpc_port: int, queue_ms: float,
+                 max_in_flight: int = EDGE_MIN_IN_FLIGHT, queue: int = EDGE_QUEUE) -> None:
         self.haproxy, self.host = haproxy, host
         self.max_in_flight, self.queue, self.queue_ms = max_in_flight, queue, queue_ms
         # the public ports are bound here, before the fronts bind theirs, and handed to haproxy: nothing else can
@@ -106,7 +107,7 @@ class Edge:
         self.environment = {
             **os.environ, "ZSC_EDGE_SOCKET": f"sockpair@{self._api_end.fileno()}",
             "ZSC_EDGE_HTTP_FD": str(self._listeners[0].fileno()), "ZSC_EDGE_GRPC_FD": str(self._listeners[1].fileno()),
-            "ZSC_EDGE_MAXCONN": str(max_in_flight), "ZSC_EDGE_QUEUE": str(queue), "ZSC_EDGE_QUEUE_MS": str(queue_ms),
+            "ZSC_EDGE_MAXCONN": str(max_in_flight), "ZSC_EDGE_QUEUE": str(queue), "ZSC_EDGE_QUEUE_MS": f"{queue_ms:.0f}",
         }
         self.process: subprocess.Popen | None = None
         self._stopping = threading.Event()
@@ -115,7 +116,7 @@ class Edge:
 
     def describe(self) -> str:
         return (f"calls on to the fronts at once: {EDGE_BUDGET_SHARE:g} x the correct answers of one admission "
-                f"budget, at least {EDGE_MIN_IN_FLIGHT}; {self.queue} more wait up to {self.queue_ms} ms; the rest "
+                f"budget, at least {EDGE_MIN_IN_FLIGHT}; {self.queue} more wait up to {self.queue_ms:g} ms; the rest "
                 "are refused as busy")
 
     def in_front_of(self, upstream_http_port: int, upstream_grpc_port: int) -> Edge:

@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     edge: Edge | None = None
     try:
         if with_edge:  # the public ports first, so that no front's port can be one of them
-            edge = Edge(find_haproxy(), args.host, args.http_port, args.grpc_port)
+            edge = Edge(find_haproxy(), args.host, args.http_port, args.grpc_port, admission.settings.budget_ms)
         for front in fronts.values():
             front.start()
         if edge:

@@ -33,6 +33,7 @@ HAPROXY = find_haproxy()
 BUSY = "the server is at the edge proxy's concurrency limit"  # more than the limit and the queue
 UNAVAILABLE = "did not take the call in time"  # waited longer than the queue allows, or no server
 TEXT, LABELS = "我的快递三天了还没到", "咨询,投诉,建议"
+QUEUE_MS = 50.0  # the most a call waits in a test edge's queue
 
 if HAPROXY is None and os.environ.get("ZSC_REQUIRE_HAPROXY"):
     raise RuntimeError("ZSC_REQUIRE_HAPROXY is set but haproxy is not installed (apt-get install haproxy)")
@@ -42,7 +43,7 @@ pytestmark = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installe
 @contextlib.contextmanager
 def running_edge(upstream_http: int, upstream_grpc: int, **limits: int):
     """An Edge on free loopback ports in front of the upstream ports."""
-    edge = Edge(HAPROXY, "127.0.0.1", 0, 0, **limits)
+    edge = Edge(HAPROXY, "127.0.0.1", 0, 0, QUEUE_MS, **limits)
     try:
         yield edge.in_front_of(upstream_http, upstream_grpc).start()
     finally:
@@ -76,7 +77,7 @@ def narrow_edge(structbert):
 
 
 def test_the_configuration_is_valid():
-    edge = Edge(HAPROXY, "127.0.0.1", 0, 0).in_front_of(*free_ports(2))
+    edge = Edge(HAPROXY, "127.0.0.1", 0, 0, QUEUE_MS).in_front_of(*free_ports(2))
     try:
         assert edge.check() == ""
     finally:
