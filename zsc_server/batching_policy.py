@@ -69,9 +69,9 @@ ADMISSION_ANSWER_WINDOW_S = 1.0
 # fewer than EDGE_MIN_IN_FLIGHT; EDGE_QUEUE more wait in the edge for a slot (together a closed loop of
 # ADMISSION_CLOSED_LOOP_REQUESTS), each up to the admission budget (the wait the fronts would admit: a closed loop
 # is never refused for a slow batch); the rest are refused at once. Measured on one core at 5x
-# MiniLM's capacity: the fronts alone answered 66-75% of the capacity during the burst; behind a fixed edge of
-# 16 + 8, 91-99.5%; behind this one, 93% and 103% (loadtest/results/overload-trials-20261206-minilm-int8-1-core,
-# t29-t39).
+# MiniLM's capacity: the fronts alone answered 66-76% of the capacity during the burst; behind a fixed edge of
+# 16 + 8, 91-99.5%; behind this one, 93-112% (loadtest/results/overload-trials-20261206-minilm-int8-1-core,
+# t29-t45).
 EDGE_BUDGET_SHARE = 0.5
 EDGE_MIN_IN_FLIGHT = 16
 EDGE_QUEUE = ADMISSION_CLOSED_LOOP_REQUESTS - EDGE_MIN_IN_FLIGHT
