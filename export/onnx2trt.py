@@ -16,7 +16,6 @@ import dataclasses
 from pathlib import Path
 
 from export.errors import ExportError
-from zsc_server.tokenization import ENCODER_INPUTS
 
 MATCHING_CONTAINER = ("docker compose --profile export run --rm export --runtime tensorrt ... "
                       "(image nvcr.io/nvidia/pytorch:25.07-py3, whose TensorRT is the one in tritonserver:25.07)")
@@ -45,18 +44,6 @@ def sequence_profiles(buckets: tuple[int, ...], max_batch: int, opt_batch: int) 
     if max_batch < 1 or not 1 <= opt_batch <= max_batch:
         raise ExportError(f"TensorRT profiles need 1 <= opt batch ({opt_batch}) <= max batch ({max_batch})")
     return [SequenceProfile(seq, 1, opt_batch, max_batch) for seq in buckets]
-
-
-def trtexec_equivalent(onnx_path: Path, plan_path: Path, profile: SequenceProfile, fp16: bool) -> list[str]:
-    """The trtexec command that builds one bucket's profile alone: for checking one shape by hand
-    (`trtexec` takes a single profile per build; the multi-profile engine needs the Python API)."""
-    def spec(shape: tuple[int, int]) -> str:
-        return ",".join(f"{name}:{shape[0]}x{shape[1]}" for name in ENCODER_INPUTS)
-
-    minimum, optimum, maximum = profile.shapes()
-    command = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={plan_path}",
-               f"--minShapes={spec(minimum)}", f"--optShapes={spec(optimum)}", f"--maxShapes={spec(maximum)}"]
-    return command + (["--fp16"] if fp16 else [])
 
 
 def import_tensorrt():

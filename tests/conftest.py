@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from export.pipeline import export_model
 from export.random_checkpoint import write_huggingface_nli, write_modelscope_structbert
 from tests.reference import EmbeddingReference, NliReference
 from zsc_client import ZeroShotClient
+from zsc_server.admin_api import ADMIN_HEADER
 from zsc_server.triton_process import TritonServer, free_ports
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -69,6 +72,15 @@ def launcher_server(launcher_pid: int) -> int:
     """The pid of the tritonserver that `make serve`'s launcher runs (its other child is zsc_server.reaper)."""
     [server] = [child.pid for child in psutil.Process(launcher_pid).children() if child.name() == "tritonserver"]
     return server
+
+
+def model_statistics(server: TritonServer, model: str) -> dict:
+    """Triton's statistics of `model` (model_stats[0]: counts, cache hits, timings), through the restricted
+    statistics API with the server's secret."""
+    request = urllib.request.Request(f"http://{server.http_url}/v2/models/{model}/stats",
+                                     headers={ADMIN_HEADER: server.admin_secret})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)["model_stats"][0]
 
 
 def haproxy_children(launcher_pid: int) -> list[psutil.Process]:

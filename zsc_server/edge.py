@@ -107,7 +107,8 @@ class Edge:
         self.environment = {
             **os.environ, "ZSC_EDGE_SOCKET": f"sockpair@{self._api_end.fileno()}",
             "ZSC_EDGE_HTTP_FD": str(self._listeners[0].fileno()), "ZSC_EDGE_GRPC_FD": str(self._listeners[1].fileno()),
-            "ZSC_EDGE_MAXCONN": str(max_in_flight), "ZSC_EDGE_QUEUE": str(queue), "ZSC_EDGE_QUEUE_MS": f"{queue_ms:.0f}",
+            "ZSC_EDGE_MAXCONN": str(max_in_flight), "ZSC_EDGE_QUEUE": str(queue),
+            "ZSC_EDGE_QUEUE_MS": f"{queue_ms:.0f}",
         }
         self.process: subprocess.Popen | None = None
         self._stopping = threading.Event()

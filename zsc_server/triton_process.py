@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from zsc_server.admin_api import ADMIN_HEADER, restriction_flags
+from zsc_server.admin_api import restriction_flags
 from zsc_server.reaper import SHM_PREFIX_FLAG, reap, restrict_regions
 from zsc_server.revive import MODEL_CONTROL_FLAGS, dead_stubs, stub_models
 from zsc_server.triton_install import (
@@ -138,11 +138,6 @@ class TritonServer:
     def metrics_url(self) -> str:
         return f"http://{client_host(self.host)}:{self.metrics_port}/metrics"
 
-    @property
-    def admin_headers(self) -> dict[str, str]:
-        """HTTP headers (gRPC metadata) that open the restricted APIs of this server, e.g. statistics."""
-        return {ADMIN_HEADER: self.admin_secret}
-
     def command(self, backends: Path) -> list[str]:
         return [
             str(triton_binary()),
@@ -187,13 +182,6 @@ class TritonServer:
             self.stop()
             raise ServerError(f"zsc_server.reaper exited at start ({exc}); its error is above") from exc
         return self
-
-    def model_statistics(self, model: str) -> dict:
-        """Triton's statistics of `model` (model_stats[0]: counts, cache hits, timings), through the
-        restricted statistics API with this server's secret."""
-        request = urllib.request.Request(f"http://{self.http_url}/v2/models/{model}/stats", headers=self.admin_headers)
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.load(response)["model_stats"][0]
 
     def is_ready(self) -> bool:
         try:

@@ -14,7 +14,7 @@ import pytest
 
 from loadtest.workload import DEFAULT_WORKLOAD, Workload
 from tests.answers import DirectRun
-from tests.conftest import export_repository, serve_structbert, start_server
+from tests.conftest import export_repository, model_statistics, serve_structbert, start_server
 from zsc_server.onnx_encoder import OnnxEncoder
 
 ENGLISH = Path(__file__).resolve().parents[2] / "loadtest" / "data" / "workload-en.json"
@@ -47,7 +47,7 @@ def assert_same_answer(served, direct_labels, direct_scores, request):
 
 
 def encoder_batching(server) -> tuple[int, int]:
-    stats = server.model_statistics("encoder")
+    stats = model_statistics(server, "encoder")
     return stats["inference_count"], stats["execution_count"]
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.answers import DirectRun, assert_matches
-from tests.conftest import export_repository, serve_structbert, start_server
+from tests.conftest import export_repository, model_statistics, serve_structbert, start_server
 from zsc_client import ZeroShotClient
 from zsc_server.ov_encoder import OvEncoder
 
@@ -68,7 +68,7 @@ def test_int8_answers_do_not_depend_on_the_dynamic_batch(ov_int8_minilm):
     server, repository = ov_int8_minilm
     direct = DirectRun(repository, OvEncoder(str(repository / "encoder" / "1" / "model.xml")))
     texts = [f"Order {number}: my parcel is three days late, where is it?" for number in range(24)]
-    before = server.model_statistics("encoder")
+    before = model_statistics(server, "encoder")
 
     def classify(text):
         with ZeroShotClient(server.grpc_url) as client:
@@ -76,7 +76,7 @@ def test_int8_answers_do_not_depend_on_the_dynamic_batch(ov_int8_minilm):
 
     with concurrent.futures.ThreadPoolExecutor(len(texts)) as pool:
         answers = list(pool.map(classify, texts))
-    after = server.model_statistics("encoder")
+    after = model_statistics(server, "encoder")
     executions = after["execution_count"] - before["execution_count"]
     inferences = after["inference_count"] - before["inference_count"]
     assert executions < inferences, "no two requests shared a batch: the test would not show what it is for"

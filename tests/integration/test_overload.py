@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.answers import assert_matches
-from tests.conftest import STRUCTBERT_MAX_LENGTH, export_repository, start_server
+from tests.conftest import STRUCTBERT_MAX_LENGTH, export_repository, model_statistics, start_server
 from tests.reference import NliReference
 from zsc_client import ServerUnavailableError, ZeroShotClient
 from zsc_server.probe import check_health, is_busy
@@ -127,7 +127,7 @@ def admission_server(structbert, tmp_path_factory):
 
 
 def encoder_requests(server) -> int:
-    stats = server.model_statistics("encoder")["inference_stats"]
+    stats = model_statistics(server, "encoder")["inference_stats"]
     # answered, or failed there (a refusal by the encoder's own queue counts as failed)
     return int(stats["success"]["count"]) + int(stats["fail"]["count"])
 

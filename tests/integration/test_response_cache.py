@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import uuid
 
+from tests.conftest import model_statistics
+
 
 def cache_counts(server) -> tuple[int, int]:
-    stats = server.model_statistics("zero_shot")["inference_stats"]
+    stats = model_statistics(server, "zero_shot")["inference_stats"]
     return stats["cache_hit"]["count"], stats["cache_miss"]["count"]
 
 
