@@ -10,7 +10,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
 import threading
 import time
 import urllib.error
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from loadtest.server_metrics import scrape
 from zsc_server.admin_api import ADMIN_HEADER, GRPC_ADMIN_METADATA
+from zsc_server.gpus import query as gpus_query
 from zsc_server.revive import stub_models
 
 DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT = 8000, 8002
@@ -230,9 +230,6 @@ class Sampler:
 class NvidiaSmiSampler(Sampler):
     """GPU memory and utilization every second (no-op without nvidia-smi)."""
 
-    QUERY = ["nvidia-smi", "--query-gpu=name,memory.used,memory.total,utilization.gpu",
-             "--format=csv,noheader,nounits"]
-
     def __init__(self, period_s: float = 1.0) -> None:
         super().__init__(period_s, shutil.which("nvidia-smi") is not None)
         self.samples: list[dict] = []
@@ -249,18 +246,12 @@ class NvidiaSmiSampler(Sampler):
 
 
 def query_gpus() -> list[dict]:
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        output = subprocess.run(NvidiaSmiSampler.QUERY, capture_output=True, text=True, check=False,
-                                timeout=10).stdout
-    except subprocess.TimeoutExpired:  # a wedged driver must not stall a load test: no GPU figures then
-        return []
     gpus = []
-    for line in output.strip().splitlines():
-        name, used, total, utilization = (part.strip() for part in line.split(","))
-        gpus.append({"name": name, "memory_used_mb": float(used), "memory_total_mb": float(total),
-                     "utilization": float(utilization)})
+    for row in gpus_query(("name", "memory.used", "memory.total", "utilization.gpu")):
+        with contextlib.suppress(ValueError):  # "[N/A]": no figures from that GPU
+            name, used, total, utilization = row
+            gpus.append({"name": name, "memory_used_mb": float(used), "memory_total_mb": float(total),
+                         "utilization": float(utilization)})
     return gpus
 
 

@@ -6,11 +6,10 @@ it (``--gpu auto``) and the launcher warns when it serves a CPU-exported encoder
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import subprocess
-
-QUERY = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,22 +18,27 @@ class VisibleGpu:
     memory_mib: int
 
 
-def visible_gpus(timeout_s: float = 10.0) -> list[VisibleGpu]:
+def query(fields: tuple[str, ...], timeout_s: float = 10.0) -> list[list[str]]:
+    """`nvidia-smi --query-gpu=FIELDS`, one row of strings per GPU; [] without nvidia-smi or a driver."""
     if shutil.which("nvidia-smi") is None:
         return []
+    command = ["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"]
     try:
-        result = subprocess.run(QUERY, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except (OSError, subprocess.TimeoutExpired):  # a wedged driver must not hang an export or a start
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except (OSError, subprocess.TimeoutExpired):  # a wedged driver must not hang an export, a start or a test
         return []
     if result.returncode != 0:  # e.g. "NVIDIA-SMI has failed because it couldn't communicate with the driver"
         return []
+    # a name may hold a comma, the other fields do not: split from the right
+    return [[part.strip() for part in line.rsplit(",", len(fields) - 1)] for line in result.stdout.strip().splitlines()]
+
+
+def visible_gpus(timeout_s: float = 10.0) -> list[VisibleGpu]:
     gpus = []
-    for line in result.stdout.strip().splitlines():
-        name, _, memory = line.rpartition(",")
-        try:
-            gpus.append(VisibleGpu(name.strip(), int(float(memory.strip()))))
-        except ValueError:  # "[N/A]" or a line that is not a GPU
-            continue
+    for row in query(("name", "memory.total"), timeout_s):
+        with contextlib.suppress(ValueError):  # "[N/A]" or a line that is not a GPU
+            name, memory = row
+            gpus.append(VisibleGpu(name, int(float(memory))))
     return gpus
 
 

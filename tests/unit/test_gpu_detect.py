@@ -12,6 +12,7 @@ import pytest
 from export.cli import main as export_main
 from export.gpu_profiles import CARDS, card_for
 from export.random_checkpoint import write_modelscope_structbert
+from loadtest.server import query_gpus
 from tests.fakes import fake_nvidia_smi
 from zsc_server.gpus import VisibleGpu, visible_gpus
 from zsc_server.serve import cpu_encoder_warning
@@ -50,6 +51,14 @@ def test_visible_gpus_reads_nvidia_smi(tmp_path, monkeypatch):
     folder = fake_nvidia_smi(tmp_path / "ok", "NVIDIA H200, 143771\nNVIDIA H200, 143771")
     monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
     assert visible_gpus() == [VisibleGpu("NVIDIA H200", 143771)] * 2
+
+
+def test_load_tests_read_memory_and_utilization_from_the_same_query(tmp_path, monkeypatch):
+    """A name with a comma stays whole; a GPU whose utilization is "[N/A]" gives no figures."""
+    folder = fake_nvidia_smi(tmp_path / "ok", "NVIDIA H100, PCIe, 1200, 81559, 37\nNVIDIA L4, 10, 23034, [N/A]")
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    assert query_gpus() == [{"name": "NVIDIA H100, PCIe", "memory_used_mb": 1200.0, "memory_total_mb": 81559.0,
+                             "utilization": 37.0}]
 
 
 def test_no_driver_and_no_nvidia_smi_mean_no_gpu(tmp_path, monkeypatch):
