@@ -39,6 +39,7 @@ from loadtest.workload import (  # noqa: E402
     kserve_body,
 )
 from zsc_client import ZeroShotClient, ZeroShotClientError  # noqa: E402
+from zsc_client.request import LABELS, SCORES  # noqa: E402
 
 MODEL = "zero_shot"
 _user_numbers = itertools.count()
@@ -105,7 +106,7 @@ class TritonHttpUser(JsonEndpointUser):
     @staticmethod
     def labels_and_scores(answer: dict) -> tuple[list, list]:
         outputs = {output["name"]: output["data"] for output in answer["outputs"]}
-        return outputs["LABELS"], outputs["SCORES"]
+        return outputs[LABELS], outputs[SCORES]
 
 
 class AnswerMismatch(Exception):

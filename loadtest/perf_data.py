@@ -10,6 +10,7 @@ import struct
 from pathlib import Path
 
 from loadtest.workload import ClassifyRequest, answer_problem
+from zsc_client.request import CANDIDATE_LABELS, LABELS, MULTI_LABEL, SCORES, TEXT
 
 MODEL = "zero_shot"
 
@@ -17,9 +18,9 @@ MODEL = "zero_shot"
 def input_data(requests: list[ClassifyRequest]) -> dict:
     """perf_analyzer's --input-data JSON: one stream, one step per request, sent in this order."""
     return {"data": [{
-        "TEXT": {"content": [request.text], "shape": [1]},
-        "CANDIDATE_LABELS": {"content": list(request.labels), "shape": [len(request.labels)]},
-        "MULTI_LABEL": {"content": [request.multi_label], "shape": [1]},
+        TEXT: {"content": [request.text], "shape": [1]},
+        CANDIDATE_LABELS: {"content": list(request.labels), "shape": [len(request.labels)]},
+        MULTI_LABEL: {"content": [request.multi_label], "shape": [1]},
     } for request in requests]}
 
 
@@ -83,7 +84,7 @@ def check_answers(export: dict, score_kind: str = "probabilities") -> AnswerChec
     for experiment in export.get("experiments", []):
         for record in experiment.get("requests", []):
             inputs = record.get("request_inputs", {})
-            key = (inputs.get("TEXT"), inputs.get("CANDIDATE_LABELS"), inputs.get("MULTI_LABEL"))
+            key = (inputs.get(TEXT), inputs.get(CANDIDATE_LABELS), inputs.get(MULTI_LABEL))
             result.repeated += key in sent
             sent.add(key)
             outputs = record.get("response_outputs") or []
@@ -93,10 +94,10 @@ def check_answers(export: dict, score_kind: str = "probabilities") -> AnswerChec
                 continue
             result.checked += 1
             try:
-                request = ClassifyRequest(inputs["TEXT"], tuple(split_bytes_tensor(inputs["CANDIDATE_LABELS"])),
-                                          bool(inputs.get("MULTI_LABEL", False)))
-                labels = split_bytes_tensor(outputs[0]["LABELS"])
-                scores = [float(score) for score in outputs[0]["SCORES"]]
+                request = ClassifyRequest(inputs[TEXT], tuple(split_bytes_tensor(inputs[CANDIDATE_LABELS])),
+                                          bool(inputs.get(MULTI_LABEL, False)))
+                labels = split_bytes_tensor(outputs[0][LABELS])
+                scores = [float(score) for score in outputs[0][SCORES]]
             except (KeyError, TypeError, ValueError) as exc:
                 result.wrong += 1
                 result.note(f"unreadable request or answer: {exc}")

@@ -25,6 +25,8 @@ import json
 import random
 from pathlib import Path
 
+from zsc_client.request import CANDIDATE_LABELS, LABELS, MULTI_LABEL, SCORES, TEXT
+
 DEFAULT_WORKLOAD = Path(__file__).resolve().parent / "data" / "workload.json"
 LABEL_MODES = ("fixed", "sets", "fresh")
 TRITON_INFER = "/v2/models/zero_shot/infer"
@@ -179,12 +181,12 @@ def kserve_body(request: ClassifyRequest) -> dict:
     """The request as KServe v2 JSON for Triton's HTTP endpoint (TRITON_INFER)."""
     return {
         "inputs": [
-            {"name": "TEXT", "shape": [1], "datatype": "BYTES", "data": [request.text]},
-            {"name": "CANDIDATE_LABELS", "shape": [len(request.labels)], "datatype": "BYTES",
+            {"name": TEXT, "shape": [1], "datatype": "BYTES", "data": [request.text]},
+            {"name": CANDIDATE_LABELS, "shape": [len(request.labels)], "datatype": "BYTES",
              "data": list(request.labels)},
-            {"name": "MULTI_LABEL", "shape": [1], "datatype": "BOOL", "data": [request.multi_label]},
+            {"name": MULTI_LABEL, "shape": [1], "datatype": "BOOL", "data": [request.multi_label]},
         ],
-        "outputs": [{"name": "LABELS"}, {"name": "SCORES"}],
+        "outputs": [{"name": LABELS}, {"name": SCORES}],
     }
 
 
