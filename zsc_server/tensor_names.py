@@ -1,7 +1,7 @@
 """The names of the ensemble's tensors, declared once: the export writes them into the configs
 (export/repository.py), the Python-backend models and the probe read and write them. (The client package,
-installable alone, keeps its own copy in zsc_client/request.py, which the load tests use; tests/unit/test_tensor_names.py holds
-the two together.)"""
+installable alone, keeps its own copy in zsc_client/request.py, which the load tests use;
+tests/unit/test_tensor_names.py holds the two together.)"""
 
 from __future__ import annotations
 
