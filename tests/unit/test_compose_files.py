@@ -144,7 +144,7 @@ def test_ports_health_check_and_repository_mount():
     triton = load_compose("cpu")["services"]["triton"]
     assert {int(mapping.rsplit(":", 1)[1]) for mapping in triton["ports"]} == set(PORTS.values())
     health = triton["healthcheck"]["test"]
-    assert health[:4] == ["CMD", "python3", "-m", "zsc_server.probe"]  # a real classification
+    assert health[0] == "CMD" and "zsc_server.probe" in health  # a real classification
     assert f"http://localhost:{PORTS['http']}" in health
     assert float(health[health.index("--timeout-s") + 1]) == PROBE_TIMEOUT_S
     assert float(triton["healthcheck"]["timeout"].removesuffix("s")) > PROBE_TIMEOUT_S
