@@ -158,9 +158,9 @@ async def classify_into(tally: Tally, client, request, score_kind: str) -> None:
 
 
 async def closed_loop(url: str, concurrency: int, seconds: float, sampler, score_kind: str,
-                      timeout_s: float) -> dict:
+                      timeout_s: float, protocol: str = "grpc") -> dict:
     """`concurrency` workers, each sending its next request when its previous answer arrives, for `seconds`."""
-    async with AsyncZeroShotClient(url, "grpc", timeout_s=timeout_s) as client:
+    async with AsyncZeroShotClient(url, protocol, timeout_s=timeout_s) as client:
         began, cpu_began = time.monotonic(), time.process_time()
         tally, deadline = Tally(began), began + seconds
 
@@ -185,7 +185,7 @@ def rate_at(phases: list[tuple[float, float]], elapsed_s: float) -> float:
 
 
 async def open_loop(url: str, sampler, score_kind: str, phases: list[tuple[float, float]], timeout_s: float,
-                    seed: int) -> tuple[Tally, dict]:
+                    seed: int, protocol: str = "grpc") -> tuple[Tally, dict]:
     """Poisson arrivals at each phase's (rate per second, seconds) in turn, each request its own task, none
     waited for before the next is sent; then every task gets the client timeout plus a grace period to end."""
     rng = random.Random(seed)
@@ -193,7 +193,7 @@ async def open_loop(url: str, sampler, score_kind: str, phases: list[tuple[float
     tasks: set[asyncio.Task] = set()
     peak_in_flight = first_phase_sent = 0
     first_phase_end = tally.started + phases[0][1]
-    async with AsyncZeroShotClient(url, "grpc", timeout_s=timeout_s) as client:
+    async with AsyncZeroShotClient(url, protocol, timeout_s=timeout_s) as client:
         end, due = tally.started + sum(seconds for _, seconds in phases), tally.started
         while True:
             due += rng.expovariate(rate_at(phases, due - tally.started))

@@ -2,8 +2,9 @@
 
   python -m loadtest.soak --grpc-url 127.0.0.1:8001 --http-url 127.0.0.1:8000 --duration-s 600 --load 2.0
 
-1. Capacity: a closed loop of --capacity-concurrency async gRPC workers for --capacity-s seconds, then
-   half as many while more than 2% are refused; the most correct answers per second is the capacity.
+1. Capacity: a closed loop of --capacity-concurrency async workers (over --protocol: gRPC by default, or
+   HTTP) for --capacity-s seconds, then half as many while more than 2% are refused; the most correct
+   answers per second is the capacity.
    Then one request at a time for --unloaded-s seconds: the unloaded latency the goals compare with.
 2. Soak: an open loop (Poisson arrivals at --load x capacity, whatever the server answers) of
    zsc_client.AsyncZeroShotClient requests for --duration-s seconds, drawn from loadtest/data/workload.json.
@@ -57,6 +58,9 @@ from zsc_server.serve import cpu_list
 def build_parser() -> argparse.ArgumentParser:
     parser = results.parser("soak", __doc__, server="127.0.0.1:8001", label_help="fresh (default): labels drawn "
                             "per request, so the response cache rarely answers")
+    parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc",
+                        help="what the load is sent over: gRPC to --grpc-url, or KServe v2 JSON to --http-url "
+                             "(default: %(default)s)")
     parser.add_argument("--duration-s", type=float, default=600.0, help="open-loop phase (default: %(default)s)")
     parser.add_argument("--load", type=float, default=2.0, help="offered rate as a multiple of the measured "
                         "capacity (default: %(default)s)")
@@ -95,9 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def measure_capacity(url: str, sampler, score_kind: str, concurrency: int, seconds: float,
-                           timeout_s: float) -> dict:
+                           timeout_s: float, protocol: str = "grpc") -> dict:
     """Closed loop (loadtest.bench's): `concurrency` workers back to back; correct answers per second."""
-    run = await closed_loop(url, concurrency, seconds, sampler, score_kind, timeout_s)
+    run = await closed_loop(url, concurrency, seconds, sampler, score_kind, timeout_s, protocol)
     correct = len(run["latencies_ms"])
     figures = percentiles(run["latencies_ms"], digits=1)
     return {"requests_per_s": correct / run["elapsed_s"], "correct": correct, "mismatched": run["wrong"],
@@ -105,14 +109,14 @@ async def measure_capacity(url: str, sampler, score_kind: str, concurrency: int,
             "concurrency": concurrency, "p50_ms": figures["p50"], "p95_ms": figures["p95"]}
 
 
-def saturating_capacity(args, sampler, score_kind: str) -> dict:
+def saturating_capacity(args, url: str, sampler, score_kind: str) -> dict:
     """Closed-loop capacity: the most correct answers/s at --capacity-concurrency, halved while the server
     refuses more than 2% of the requests (a worker whose request is refused sends the next one at once, so a
     loop of refusals can measure the cost of refusing rather than the capacity)."""
     concurrency, best = args.capacity_concurrency, None
     while True:
-        capacity = asyncio.run(measure_capacity(args.grpc_url, sampler, score_kind, concurrency, args.capacity_s,
-                                                args.timeout_s))
+        capacity = asyncio.run(measure_capacity(url, sampler, score_kind, concurrency, args.capacity_s,
+                                                args.timeout_s, args.protocol))
         if best is None or capacity["requests_per_s"] > best["requests_per_s"]:
             best = capacity
         if concurrency <= 2 or capacity["errors"] <= 0.02 * (capacity["correct"] + capacity["errors"]):
@@ -132,13 +136,14 @@ def http_get(url: str, timeout_s: float = 5.0) -> tuple[int, bytes]:
         return 0, str(exc).encode()
 
 
-async def final_check(url: str, http: str, sampler, score_kind: str, timeout_s: float, recover_s: float) -> dict:
+async def final_check(url: str, http: str, sampler, score_kind: str, timeout_s: float, recover_s: float,
+                      protocol: str = "grpc") -> dict:
     """After the load: live, ready, and a fresh request answered correctly, tried until `recover_s` have passed
     (a server whose queue is unbounded still works through the backlog its abandoned requests left)."""
     live, _ = http_get(f"http://{http}/v2/health/live")
     ready, _ = http_get(f"http://{http}/v2/health/ready")
     started, answer = time.monotonic(), "no answer"
-    async with AsyncZeroShotClient(url, "grpc", timeout_s=timeout_s) as client:
+    async with AsyncZeroShotClient(url, protocol, timeout_s=timeout_s) as client:
         while True:
             request = sampler.next()
             try:
@@ -169,6 +174,7 @@ def run(args) -> tuple[Path, dict]:
         os.sched_setaffinity(0, cpu_list(args.client_cpus))
     target = Target.from_urls(args.grpc_url, args.http_url, args.metrics_url)
     http = target.http_url
+    url = args.grpc_url if args.protocol == "grpc" else http
     served = target.export_info()
     if not served:
         raise ValueError(f"no zero_shot model config at http://{http}: is the server running (`make serve`)?")
@@ -180,7 +186,7 @@ def run(args) -> tuple[Path, dict]:
     pid = args.server_pid or target.server_pid()
     admission, queue = served_policy(target)
     meta = results.served_meta(
-        served, mode=served.get("mode", "nli"), grpc_url=args.grpc_url, server_pid=pid,
+        served, mode=served.get("mode", "nli"), grpc_url=args.grpc_url, protocol=args.protocol, server_pid=pid,
         workload=results.shown(args.workload), label_mode=args.label_mode, mean_labels=round(sampler.mean_labels(), 2),
         load=args.load, duration_s=args.duration_s, timeout_s=args.timeout_s, seed=args.seed, note=args.note,
         queue_policy=queue, admission=admission, load_generator=f"one asyncio process on the same host, cores "
@@ -192,14 +198,15 @@ def run(args) -> tuple[Path, dict]:
         capacity = {"requests_per_s": args.capacity, "concurrency": 0, "seconds": 0, "given": True}
     else:
         if args.warmup_s > 0:
-            asyncio.run(measure_capacity(args.grpc_url, sampler, score_kind, args.capacity_concurrency,
-                                         args.warmup_s, args.timeout_s))
-        capacity = saturating_capacity(args, sampler, score_kind)
+            asyncio.run(measure_capacity(url, sampler, score_kind, args.capacity_concurrency, args.warmup_s,
+                                         args.timeout_s, args.protocol))
+        capacity = saturating_capacity(args, url, sampler, score_kind)
         if capacity["requests_per_s"] <= 0:
             raise ValueError(f"no correct answer while measuring capacity: {capacity}")
     unloaded = None
     if args.unloaded_s > 0:
-        alone = asyncio.run(measure_capacity(args.grpc_url, sampler, score_kind, 1, args.unloaded_s, args.timeout_s))
+        alone = asyncio.run(measure_capacity(url, sampler, score_kind, 1, args.unloaded_s, args.timeout_s,
+                                             args.protocol))
         unloaded = {"p50_ms": alone["p50_ms"], "p95_ms": alone["p95_ms"], "requests": alone["correct"],
                     "seconds": args.unloaded_s} if alone["correct"] else None
     rate = args.load * capacity["requests_per_s"]
@@ -213,9 +220,10 @@ def run(args) -> tuple[Path, dict]:
     before = target.counters()
     # memory over the soak itself: its first minute is already under load, warm-up and capacity runs are not in it
     with RssSampler(pid, args.sample_s) as rss:
-        tally, rates = asyncio.run(open_loop(args.grpc_url, sampler, score_kind, phases, args.timeout_s, args.seed))
+        tally, rates = asyncio.run(open_loop(url, sampler, score_kind, phases, args.timeout_s, args.seed,
+                                             args.protocol))
     after = target.counters()
-    end = asyncio.run(final_check(args.grpc_url, http, sampler, score_kind, args.timeout_s, args.recover_s))
+    end = asyncio.run(final_check(url, http, sampler, score_kind, args.timeout_s, args.recover_s, args.protocol))
     end["crashed"] = rss.server_gone or not end["live"]
     report = {"meta": meta, "capacity": capacity, "unloaded": unloaded, "soak": {**tally.summary(), "rates": rates},
               "memory": rss.summary(), "server": end,

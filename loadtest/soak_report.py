@@ -9,6 +9,7 @@ import numpy as np
 from loadtest.results import table
 
 ACCEPTED_P95_CEILING_MS = 1000.0  # under overload, accepted answers within a second, whatever the capacity
+PROTOCOLS = {"grpc": "gRPC", "http": "HTTP (KServe v2 JSON)"}
 REFUSAL_P95_MS = 50.0  # a refusal is worth having only if it comes at once: the caller retries elsewhere
 RECOVERY_S = 5.0  # after a burst, back to the latency of the same load before it within this
 
@@ -60,8 +61,9 @@ def markdown(report: dict) -> str:
     lines = [f"# Soak {meta['started']}: {'PASSED' if not report['problems'] else 'FAILED'}", "",
              f"{meta['model']}, {meta['runtime']}, {meta['precision']}, max_length {meta['max_length']}, "
              f"{meta['mode']} mode; {meta['hardware']}; workload {meta['workload']} ({meta['label_mode']} labels); "
-             f"open-loop Poisson arrivals from one async gRPC client (zsc_client) on the same host; client "
-             f"timeout {meta['timeout_s']:.0f} s; encoder batching: {json.dumps(meta['queue_policy'])}.", "",
+             f"open-loop Poisson arrivals from one async {PROTOCOLS[meta.get('protocol', 'grpc')]} client "
+             f"(zsc_client) on the same host; client timeout {meta['timeout_s']:.0f} s; encoder batching: "
+             f"{json.dumps(meta['queue_policy'])}.", "",
              *table(["", ""], rows)]
     if report["problems"]:
         lines += ["", "Failed because: " + "; ".join(report["problems"]) + "."]

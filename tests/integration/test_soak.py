@@ -68,3 +68,24 @@ def test_soak_with_a_burst_reports_the_goals_and_the_recovery(structbert, tmp_pa
     assert report["meta"]["admission"]["admission_budget_ms"]  # as served
     table = (tmp_path / "burst" / "report.md").read_text()
     assert "Goals (steady phase):" in table and "after the burst, per-second medians back under" in table
+
+
+def test_soak_over_http_accounts_for_every_request_the_same_way(structbert, tmp_path, capsys):
+    """--protocol http: the same phases and buckets, the load sent as KServe v2 JSON to --http-url (the gRPC
+    address given is closed, so nothing of it went over gRPC)."""
+    server = structbert.server
+    code = soak_main(["--grpc-url", "127.0.0.1:1", "--http-url", server.http_url, "--protocol", "http",
+                      "--metrics-url", f"http://127.0.0.1:{server.metrics_port}/metrics",
+                      "--warmup-s", "1", "--capacity-s", "3", "--capacity-concurrency", "8", "--unloaded-s", "1",
+                      "--duration-s", "5", "--load", "2", "--timeout-s", "20",
+                      "--out", str(tmp_path), "--name", "http"])
+    out = capsys.readouterr()
+    assert code == 0, out.err + out.out
+    report = json.loads((tmp_path / "http" / "report.json").read_text())
+    soak = report["soak"]
+    assert soak["mismatched"] == 0 and soak["lost"] == 0 and soak["failed"] == 0, soak["examples"]
+    assert soak["sent"] == soak["correct"] + soak["rejected"] and soak["correct"] > 0
+    assert report["meta"]["protocol"] == "http" and report["server"]["answer"] == "correct"
+    # the requests reached the ensemble: Triton counted at least the correct answers
+    assert report["triton_counters"]["zero_shot"]["requests"] >= soak["correct"]
+    assert "one async HTTP (KServe v2 JSON) client" in (tmp_path / "http" / "report.md").read_text()
