@@ -8,13 +8,17 @@ import json
 from loadtest.soak import main as soak_main
 
 
+def run_soak(server, tmp_path, name: str, *flags: str, grpc_url: str = "") -> int:
+    """A short soak of the test server with the flags every test here shares; its report in tmp_path/name."""
+    return soak_main(["--grpc-url", grpc_url or server.grpc_url, "--http-url", server.http_url,
+                      "--metrics-url", f"http://127.0.0.1:{server.metrics_port}/metrics", "--warmup-s", "1",
+                      "--capacity-s", "3", "--capacity-concurrency", "8", "--timeout-s", "20", *flags,
+                      "--out", str(tmp_path), "--name", name])
+
+
 def test_soak_overload_loses_and_mixes_up_nothing(structbert, tmp_path, capsys):
     server = structbert.server
-    code = soak_main(["--grpc-url", server.grpc_url, "--http-url", server.http_url,
-                      "--metrics-url", f"http://127.0.0.1:{server.metrics_port}/metrics",
-                      "--warmup-s", "1", "--capacity-s", "3", "--capacity-concurrency", "8",
-                      "--duration-s", "8", "--load", "1.5", "--sample-s", "0.5", "--timeout-s", "20",
-                      "--out", str(tmp_path), "--name", "soak"])
+    code = run_soak(server, tmp_path, "soak", "--duration-s", "8", "--load", "1.5", "--sample-s", "0.5")
     out = capsys.readouterr()
     assert code == 0, out.err + out.out
     report = json.loads((tmp_path / "soak" / "report.json").read_text())
@@ -41,12 +45,9 @@ def test_soak_overload_loses_and_mixes_up_nothing(structbert, tmp_path, capsys):
 
 def test_soak_with_a_burst_reports_the_goals_and_the_recovery(structbert, tmp_path, capsys):
     server = structbert.server
-    code = soak_main(["--grpc-url", server.grpc_url, "--http-url", server.http_url,
-                      "--metrics-url", f"http://127.0.0.1:{server.metrics_port}/metrics",
-                      "--warmup-s", "1", "--capacity-s", "3", "--capacity-concurrency", "8", "--unloaded-s", "2",
-                      "--duration-s", "5", "--load", "1.0", "--burst-load", "4", "--burst-s", "3",
-                      "--after-load", "0.3", "--after-s", "6", "--client-cpus", "0", "--timeout-s", "20",
-                      "--out", str(tmp_path), "--name", "burst"])
+    code = run_soak(server, tmp_path, "burst", "--unloaded-s", "2", "--duration-s", "5", "--load", "1.0",
+                    "--burst-load", "4", "--burst-s", "3", "--after-load", "0.3", "--after-s", "6",
+                    "--client-cpus", "0")
     out = capsys.readouterr()
     assert code == 0, out.err + out.out
     report = json.loads((tmp_path / "burst" / "report.json").read_text())
@@ -74,11 +75,8 @@ def test_soak_over_http_accounts_for_every_request_the_same_way(structbert, tmp_
     """--protocol http: the same phases and buckets, the load sent as KServe v2 JSON to --http-url (the gRPC
     address given is closed, so nothing of it went over gRPC)."""
     server = structbert.server
-    code = soak_main(["--grpc-url", "127.0.0.1:1", "--http-url", server.http_url, "--protocol", "http",
-                      "--metrics-url", f"http://127.0.0.1:{server.metrics_port}/metrics",
-                      "--warmup-s", "1", "--capacity-s", "3", "--capacity-concurrency", "8", "--unloaded-s", "1",
-                      "--duration-s", "5", "--load", "2", "--timeout-s", "20",
-                      "--out", str(tmp_path), "--name", "http"])
+    code = run_soak(server, tmp_path, "http", "--protocol", "http", "--unloaded-s", "1", "--duration-s", "5",
+                    "--load", "2", grpc_url="127.0.0.1:1")
     out = capsys.readouterr()
     assert code == 0, out.err + out.out
     report = json.loads((tmp_path / "http" / "report.json").read_text())
