@@ -25,11 +25,11 @@ def query(fields: tuple[str, ...], timeout_s: float = 10.0) -> list[list[str]]:
     command = ["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except (OSError, subprocess.TimeoutExpired):  # a wedged driver must not hang an export, a start or a test
+    except (OSError, subprocess.TimeoutExpired):  # a wedged driver must not hang an export, a start or a load test
         return []
     if result.returncode != 0:  # e.g. "NVIDIA-SMI has failed because it couldn't communicate with the driver"
         return []
-    # a name may hold a comma, the other fields do not: split from the right
+    # the first field (callers put the name there) may hold a comma, the others do not: split from the right
     return [[part.strip() for part in line.rsplit(",", len(fields) - 1)] for line in result.stdout.strip().splitlines()]
 
 
