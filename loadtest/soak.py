@@ -174,7 +174,7 @@ def run(args) -> tuple[Path, dict]:
         os.sched_setaffinity(0, cpu_list(args.client_cpus))
     target = Target.from_urls(args.grpc_url, args.http_url, args.metrics_url)
     http = target.http_url
-    url = args.grpc_url if args.protocol == "grpc" else http
+    url = target.url(args.protocol)
     served = target.export_info()
     if not served:
         raise ValueError(f"no zero_shot model config at http://{http}: is the server running (`make serve`)?")
