@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import resource
 import time
 
 import numpy as np
@@ -23,6 +24,16 @@ BUCKET_S = 10.0  # the open loop's timeline resolution
 # counted as such stalls.
 STALL_MS = 400
 CONCURRENCY = "1,5,10,32,64,128"  # the default sweep of in-flight requests (make bench, make perf)
+
+
+def connection_budget(reserve: int = 256) -> int:
+    """As many HTTP connections as this process may hold at once: the soft open-file limit raised to the hard
+    one, less `reserve` descriptors for everything else. An open loop's requests wait for nothing on this side:
+    queued behind a client's connection pool, their latency would be the load generator's, not the server's."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return max(1, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - reserve)
 
 
 def parse_levels(spec: str, what: str = "concurrency") -> list[int]:
@@ -160,7 +171,7 @@ async def classify_into(tally: Tally, client, request, score_kind: str) -> None:
 async def closed_loop(url: str, concurrency: int, seconds: float, sampler, score_kind: str,
                       timeout_s: float, protocol: str = "grpc") -> dict:
     """`concurrency` workers, each sending its next request when its previous answer arrives, for `seconds`."""
-    async with AsyncZeroShotClient(url, protocol, timeout_s=timeout_s) as client:
+    async with AsyncZeroShotClient(url, protocol, timeout_s=timeout_s, max_connections=concurrency) as client:
         began, cpu_began = time.monotonic(), time.process_time()
         tally, deadline = Tally(began), began + seconds
 
@@ -193,7 +204,8 @@ async def open_loop(url: str, sampler, score_kind: str, phases: list[tuple[float
     tasks: set[asyncio.Task] = set()
     peak_in_flight = first_phase_sent = 0
     first_phase_end = tally.started + phases[0][1]
-    async with AsyncZeroShotClient(url, protocol, timeout_s=timeout_s) as client:
+    connections = connection_budget()
+    async with AsyncZeroShotClient(url, protocol, timeout_s=timeout_s, max_connections=connections) as client:
         end, due = tally.started + sum(seconds for _, seconds in phases), tally.started
         while True:
             due += rng.expovariate(rate_at(phases, due - tally.started))
@@ -217,7 +229,7 @@ async def open_loop(url: str, sampler, score_kind: str, phases: list[tuple[float
     first_rate, first_s = phases[0]
     return tally, {"offered_per_s": round(first_rate, 2), "phases": [[round(r, 2), s] for r, s in phases],
                    "achieved_send_per_s": round(first_phase_sent / first_s, 2), "sending_s": round(sending_s, 2),
-                   "peak_in_flight": peak_in_flight}
+                   "peak_in_flight": peak_in_flight, "max_connections": connections if protocol == "http" else None}
 
 
 async def tokenized_pairs(client, request) -> dict[str, np.ndarray]:

@@ -48,7 +48,8 @@ def markdown(report: dict) -> str:
             ["latency of refusals", _latency(soak.get("refusal_latency_ms"))],
             ["latency of correct answers", f"p50 {latency['p50']} ms, p95 {latency['p95']} ms, p99 {latency['p99']} "
              f"ms, max {latency['max']} ms"],
-            ["peak requests in flight", rates["peak_in_flight"]],
+            ["peak requests in flight", rates["peak_in_flight"] if not rates.get("max_connections") else
+             f"{rates['peak_in_flight']} (HTTP connections allowed: {rates['max_connections']})"],
             ["RSS, tritonserver + children", f"median {memory['first_window_median_mib']} MiB in the first "
              f"{memory['window_s']:.0f} s, {memory['last_window_median_mib']} MiB in the last; slope "
              f"{memory['slope_mib_per_min']:+.2f} MiB/min overall, {memory['slope_second_half_mib_per_min']:+.2f} "

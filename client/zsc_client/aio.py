@@ -19,11 +19,16 @@ from zsc_client.request import (
 
 
 class AsyncZeroShotClient:
-    """The asyncio twin of ``ZeroShotClient``; use ``async with`` or ``await close()``."""
+    """The asyncio twin of ``ZeroShotClient``; use ``async with`` or ``await close()``.
+
+    ``timeout_s`` bounds each request from the call to its answer. Over HTTP at most ``max_connections``
+    requests are on the wire at once (one connection each); the others wait for a free connection inside
+    that same timeout. gRPC multiplexes every request over one channel and ignores ``max_connections``.
+    """
 
     def __init__(
         self, url: str = "localhost:8001", protocol: str = "grpc", model_name: str = DEFAULT_MODEL,
-        timeout_s: float = 60.0,
+        timeout_s: float = 60.0, max_connections: int = 100,
     ) -> None:
         self.url, ssl = split_url(url, protocol)
         self.protocol = protocol
@@ -36,7 +41,15 @@ class AsyncZeroShotClient:
             import tritonclient.http as module
             import tritonclient.http.aio as aio
         self._module = module
-        self._client = aio.InferenceServerClient(self.url, ssl=ssl)
+        if protocol == "grpc":
+            self._client = aio.InferenceServerClient(self.url, ssl=ssl)
+            self._timeout = {"client_timeout": timeout_s}
+        else:
+            # the session's total timeout is the per-request wall clock; http.aio's own `timeout` argument is
+            # something else (a server-side queue timeout in microseconds)
+            self._client = aio.InferenceServerClient(
+                self.url, ssl=ssl, conn_limit=max_connections, conn_timeout=timeout_s)
+            self._timeout = {}
 
     async def classify(
         self, text: str, candidate_labels: Labels, hypothesis_template: str | None = None,
@@ -44,10 +57,9 @@ class AsyncZeroShotClient:
     ) -> ClassificationResult:
         inputs = build_inputs(self._module, text, candidate_labels, hypothesis_template, multi_label)
         started = time.perf_counter()
-        timeout = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {"timeout": int(self.timeout_s)}
         try:
             response = await self._client.infer(
-                self.model_name, inputs, outputs=requested_outputs(self._module), **timeout)
+                self.model_name, inputs, outputs=requested_outputs(self._module), **self._timeout)
         except Exception as exc:  # noqa: BLE001 - translated to this package's error types
             raise translate(exc, self.url, self.protocol) from exc
         return parse_result(response, text, (time.perf_counter() - started) * 1e3)

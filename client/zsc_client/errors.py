@@ -65,7 +65,9 @@ def _translate(exc: BaseException) -> ZeroShotClientError:
         if status in _UNAVAILABLE or "connect" in message.lower():
             return ServerUnavailableError(message, status)
         return ZeroShotClientError(message, status)
-    if isinstance(exc, (OSError, TimeoutError)):
+    if isinstance(exc, TimeoutError):  # an HTTP client's timeout; gRPC says DEADLINE_EXCEEDED itself
+        return ServerUnavailableError(f"Deadline Exceeded: no answer within the client timeout {exc}".rstrip())
+    if isinstance(exc, OSError):
         return ServerUnavailableError(f"cannot reach the server: {exc}")
     message = f"{type(exc).__name__}: {exc}"
     if any(marker in message.lower() for marker in _RESTARTING):  # e.g. HTTPConnectionClosed
