@@ -264,6 +264,15 @@ def test_a_burst_is_judged_by_what_was_answered_while_it_was_offered():
     assert result["recovered_after_s"] == 0.0
 
 
+def test_a_given_capacity_judges_accepted_latency_by_the_ceiling_alone():
+    from loadtest.soak_report import ACCEPTED_P95_CEILING_MS, goals
+
+    report = {"capacity": {"requests_per_s": 100.0, "given": True}, "soak": {}}  # --capacity: no p95 measured
+    for latency_ms, met in ((0.9 * ACCEPTED_P95_CEILING_MS, True), (1.1 * ACCEPTED_P95_CEILING_MS, False)):
+        result = goals(report, [(200.0, 2.0)], {0: [latency_ms] * 100, 1: [latency_ms] * 100})
+        assert result["capacity_latency_met"] is met and result["capacity_p95_ms"] is None
+
+
 def test_distinct_requests_differ_in_bytes_but_not_in_what_is_drawn():
     plain = WORKLOAD.sampler("sets", seed=3)
     distinct = WORKLOAD.sampler("sets", seed=3, distinct=True)
