@@ -31,7 +31,7 @@ def verdict(report: dict) -> list[str]:
 def markdown(report: dict) -> str:
     meta, capacity, soak, memory, server = (report[k] for k in ("meta", "capacity", "soak", "memory", "server"))
     unloaded, rates, latency = report.get("unloaded"), soak["rates"], soak["latency_ms"]
-    measured = "given (--capacity), not measured" if capacity.get("given") else (
+    measured = "given with --capacity, not measured" if capacity.get("given") else (
         f"closed loop, {capacity['concurrency']} workers, {capacity['seconds']:.0f} s")
     rows = [[f"capacity ({measured})", f"{capacity['requests_per_s']:.1f} req/s"
              + (f", p50 {capacity['p50_ms']} ms, p95 {capacity['p95_ms']} ms" if capacity.get("p95_ms") else "")],
