@@ -77,15 +77,19 @@ class AsyncZeroShotClient:
 
         return list(await asyncio.gather(*(one(t) for t in texts)))
 
-    async def is_ready(self) -> bool:
+    async def is_ready(self, timeout_s: float | None = None) -> bool:
+        """Server ready and the ensemble loaded; over gRPC each check waits at most ``timeout_s`` (default: the
+        client's timeout)."""
+        wait = {"client_timeout": timeout_s or self.timeout_s} if self.protocol == "grpc" else {}
         try:
-            return bool(await self._client.is_server_ready() and await self._client.is_model_ready(self.model_name))
+            return bool(await self._client.is_server_ready(**wait)
+                        and await self._client.is_model_ready(self.model_name, **wait))
         except Exception:  # noqa: BLE001 - any failure means "not ready"
             return False
 
     async def wait_until_ready(self, timeout_s: float = 60.0, poll_s: float = 0.5) -> None:
         deadline = time.monotonic() + timeout_s
-        while not await self.is_ready():
+        while not await self.is_ready(max(0.1, deadline - time.monotonic())):
             if time.monotonic() > deadline:
                 raise ServerUnavailableError(
                     f"{self.model_name} at {self.url} ({self.protocol}) not ready after {timeout_s:.0f}s")

@@ -98,8 +98,12 @@ class ZeroShotClient:
         def on_complete(index, started, result, error):  # runs on a gRPC thread
             nonlocal remaining
             elapsed_ms = (time.perf_counter() - started) * 1e3
-            outcomes[index] = translate(error) if error is not None else parse_result(
-                result, texts[index], elapsed_ms)
+            try:
+                if error is not None:
+                    raise error
+                outcomes[index] = parse_result(result, texts[index], elapsed_ms)
+            except Exception as exc:  # noqa: BLE001 - raised to the caller below, translated
+                outcomes[index] = translate(exc, self.url, self.protocol)
             with lock:
                 remaining -= 1
                 if remaining == 0:
@@ -121,20 +125,23 @@ class ZeroShotClient:
                 raise outcome
         return outcomes
 
-    def _timeout(self) -> dict:
-        return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+    def _timeout(self, seconds: float | None = None) -> dict:
+        """A gRPC call's deadline (default: the client's timeout); over HTTP the connection's timeout applies."""
+        return {"client_timeout": seconds or self.timeout_s} if self.protocol == "grpc" else {}
 
-    def is_ready(self) -> bool:
-        """Server ready and the ensemble loaded."""
+    def is_ready(self, timeout_s: float | None = None) -> bool:
+        """Server ready and the ensemble loaded; over gRPC each check waits at most ``timeout_s`` (default: the
+        client's timeout)."""
+        wait = self._timeout(timeout_s)
         try:
-            return bool(self._client.is_server_ready() and self._client.is_model_ready(self.model_name))
+            return bool(self._client.is_server_ready(**wait) and self._client.is_model_ready(self.model_name, **wait))
         except Exception:  # noqa: BLE001 - any failure means "not ready"
             return False
 
     def wait_until_ready(self, timeout_s: float = 60.0, poll_s: float = 0.5) -> None:
         """Block until ``is_ready()``; raises ServerUnavailableError after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
-        while not self.is_ready():
+        while not self.is_ready(max(0.1, deadline - time.monotonic())):
             if time.monotonic() > deadline:
                 raise ServerUnavailableError(
                     f"{self.model_name} at {self.url} ({self.protocol}) not ready after {timeout_s:.0f}s")
@@ -143,10 +150,11 @@ class ZeroShotClient:
     def health(self) -> dict:
         """Liveness, readiness and the ensemble's readiness, as a dict; never raises."""
         report = {"url": self.url, "protocol": self.protocol, "model": self.model_name}
+        wait = self._timeout()
         for key, probe in (("live", self._client.is_server_live), ("ready", self._client.is_server_ready),
-                           ("model_ready", lambda: self._client.is_model_ready(self.model_name))):
+                           ("model_ready", lambda **kw: self._client.is_model_ready(self.model_name, **kw))):
             try:
-                report[key] = bool(probe())
+                report[key] = bool(probe(**wait))
             except Exception as exc:  # noqa: BLE001
                 report[key] = False
                 report.setdefault("error", str(translate(exc, self.url, self.protocol)))

@@ -31,9 +31,9 @@ class ServerUnavailableError(ZeroShotClientError):
 
 # what a transport says when nothing, or another protocol's server, answers at the address: no server
 # ("connection refused", "failed to connect"), gRPC sent to an HTTP port ("Socket closed"), HTTP sent to a
-# gRPC port (geventhttpclient's HTTPParseError)
+# gRPC port (geventhttpclient's HTTPParseError, aiohttp's "Server disconnected")
 _NO_SERVER = ("failed to connect", "connection refused", "socket closed", "httpparseerror", "cannot reach",
-              "name or service not known", "connection reset")
+              "name or service not known", "connection reset", "server disconnected")
 
 
 def connection_hint(url: str, protocol: str) -> str:
@@ -69,6 +69,10 @@ def _translate(exc: BaseException) -> ZeroShotClientError:
         return ServerUnavailableError(f"Deadline Exceeded: no answer within the client timeout {exc}".rstrip())
     if isinstance(exc, OSError):
         return ServerUnavailableError(f"cannot reach the server: {exc}")
+    if any(cls.__name__ == "ClientConnectionError" for cls in type(exc).__mro__):
+        # aiohttp's (the asyncio HTTP client's) lost connections, e.g. ServerDisconnectedError: HTTP sent to the
+        # gRPC port, or a server going down; matched by name so that the sync client needs no aiohttp
+        return ServerUnavailableError(f"{type(exc).__name__}: {exc}")
     message = f"{type(exc).__name__}: {exc}"
     if any(marker in message.lower() for marker in _RESTARTING):  # e.g. HTTPConnectionClosed
         return ServerUnavailableError(message)

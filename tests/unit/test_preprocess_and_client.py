@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 
 import pytest
@@ -104,33 +103,3 @@ def test_what_triton_says_while_restarting_is_unavailable(error):
     # seen in tests/integration/test_faults.py while a server restarts or a stub is dead: retry later
     assert isinstance(translate(error), ServerUnavailableError)
 
-
-@pytest.mark.parametrize("max_connections", [None, 150])
-def test_async_http_client_opens_up_to_max_connections_and_times_out_as_a_deadline(max_connections):
-    # a real HTTP listener that accepts and never answers: the connections open at once are the client's pool
-    from zsc_client import AsyncZeroShotClient
-
-    async def run() -> tuple[int, list]:
-        open_now = peak = 0
-
-        async def hold(reader, writer):
-            nonlocal open_now, peak
-            open_now += 1
-            peak = max(peak, open_now)
-            await reader.read()  # until the client gives up and closes
-            open_now -= 1
-            writer.close()
-
-        server = await asyncio.start_server(hold, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        options = {} if max_connections is None else {"max_connections": max_connections}
-        async with AsyncZeroShotClient(f"127.0.0.1:{port}", "http", timeout_s=1.5, **options) as client:
-            outcomes = await asyncio.gather(*(client.classify(f"text {i}", ["a", "b"]) for i in range(140)),
-                                            return_exceptions=True)
-        server.close()
-        return peak, outcomes
-
-    peak, outcomes = asyncio.run(run())
-    assert peak == (100 if max_connections is None else 140)  # tritonclient's default pool is 100
-    assert all(isinstance(outcome, ServerUnavailableError) for outcome in outcomes)
-    assert all("deadline exceeded" in outcome.message.lower() for outcome in outcomes)
