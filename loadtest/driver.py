@@ -232,7 +232,7 @@ async def open_loop(url: str, sampler, score_kind: str, phases: list[tuple[float
                    "peak_in_flight": peak_in_flight, "max_connections": connections if protocol == "http" else None}
 
 
-async def tokenized_pairs(client, request) -> dict[str, np.ndarray]:
+async def tokenized_pairs(client, request, timeout_s: float) -> dict[str, np.ndarray]:
     """What the preprocess model makes of `request`: the encoder's inputs for its pairs (the ones the exported
     encoder takes: no token_type_ids for RoBERTa-family models)."""
     import tritonclient.grpc as grpcclient
@@ -240,7 +240,8 @@ async def tokenized_pairs(client, request) -> dict[str, np.ndarray]:
     from zsc_client.request import build_inputs
 
     response = await client.infer("preprocess", build_inputs(grpcclient, request.text, list(request.labels),
-                                                            None, request.multi_label))
+                                                            None, request.multi_label),
+                                  client_timeout=timeout_s)
     arrays = {name: response.as_numpy(name) for name in ("input_ids", "attention_mask", "token_type_ids")}
     return {name: array for name, array in arrays.items() if array is not None}
 
@@ -257,7 +258,7 @@ async def encoder_ceiling(url: str, concurrency: int, seconds: float, request, t
     latencies_ms: list[float] = []
     refused: list[str] = []
     try:
-        arrays = await tokenized_pairs(client, request)
+        arrays = await tokenized_pairs(client, request, timeout_s)
         inputs = []
         for name, array in arrays.items():
             tensor = grpcclient.InferInput(name, list(array.shape), "INT64")

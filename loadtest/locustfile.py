@@ -87,15 +87,23 @@ class JsonEndpointUser(WorkloadUser, FastHttpUser):
 
     abstract = True
 
+    def __init__(self, environment) -> None:
+        # FastHttpSession ignores a per-request timeout on a JSON POST: the session's own are the ones in force
+        if environment.parsed_options:
+            self.network_timeout = self.connection_timeout = environment.parsed_options.request_timeout_s
+        super().__init__(environment)
+
     @task
     def classify(self) -> None:
         request = self.sampler.next()
-        with self.client.post(self.path, json=self.body(request), name=self.name, catch_response=True,
-                              timeout=self.environment.parsed_options.request_timeout_s) as response:
-            if response.status_code != 200:
-                response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
+        with self.client.post(self.path, json=self.body(request), name=self.name, catch_response=True) as response:
+            if response.status_code != 200:  # 0: no answer at all (response.error says why, e.g. a timeout)
+                response.failure(f"HTTP {response.status_code}: {(response.text or repr(response.error))[:200]}")
                 return
-            problem = answer_problem(request, *self.labels_and_scores(response.json()), self.score_kind)
+            try:
+                problem = answer_problem(request, *self.labels_and_scores(response.json()), self.score_kind)
+            except (ValueError, KeyError, TypeError) as exc:
+                problem = f"unreadable answer ({type(exc).__name__}: {exc}): {(response.text or '')[:200]}"
             if problem:
                 response.failure(problem)
 

@@ -441,3 +441,46 @@ def test_the_bench_header_gives_each_cases_labels_where_they_differ():
     assert labels_line({"": 5.0}) == "5.0 labels/request on average"
     assert labels_line({"5 labels": 5.0, "50 labels": 50.0}) == (
         "labels/request on average: 5.0 in 5 labels, 50.0 in 50 labels")
+
+
+# Locust monkey-patches the process with gevent when imported, so its users run in a process of their own
+LOCUST_USER_AGAINST_A_FAKE_SERVER = '''
+import argparse, sys, time
+import loadtest.locustfile as locustfile
+from locust.env import Environment
+import gevent, gevent.pywsgi
+
+delay_s, timeout_s = float(sys.argv[1]), sys.argv[2]
+def app(environ, start_response):  # answers 200 with no outputs at all, after delay_s
+    gevent.sleep(delay_s)
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [b"{}"]
+
+server = gevent.pywsgi.WSGIServer(("127.0.0.1", 0), app, log=None)
+server.start()
+parser = argparse.ArgumentParser()
+locustfile._options(parser)
+environment = Environment(user_classes=[locustfile.TritonHttpUser], host=f"http://127.0.0.1:{server.server_port}",
+                          parsed_options=parser.parse_args(["--request-timeout-s", timeout_s]))
+requests = []
+environment.events.request.add_listener(lambda **request: requests.append(request))
+locustfile.TritonHttpUser.host = environment.host
+user = locustfile.TritonHttpUser(environment)
+user.on_start()
+started = time.monotonic()
+user.classify()
+print(round(time.monotonic() - started, 2), requests[0]["exception"])
+'''
+
+
+@pytest.mark.parametrize(("delay_s", "failure"), [(3, "timed out"), (0, "unreadable answer (KeyError")])
+def test_a_locust_http_user_fails_slow_and_unreadable_answers(tmp_path, delay_s, failure):
+    import subprocess
+
+    script = tmp_path / "user.py"
+    script.write_text(LOCUST_USER_AGAINST_A_FAKE_SERVER)
+    done = subprocess.run([sys.executable, str(script), str(delay_s), "1"], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    elapsed_s, exception = done.stdout.split(" ", 1)
+    assert failure in exception and float(elapsed_s) < 2.5  # --request-timeout-s 1, not Locust's 60 s
