@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--model", required=True,
-        help="checkpoint directory (ModelScope, Hugging Face or sentence-transformers layout), hub id "
+        help="checkpoint directory (ModelScope, Hugging Face, sentence-transformers or GLiClass layout), hub id "
         f"(damo/... from ModelScope, others from Hugging Face), or an offline alias: {', '.join(OFFLINE_ALIASES)}",
     )
     parser.add_argument("--repository", type=Path, default=DEFAULTS.repository,
