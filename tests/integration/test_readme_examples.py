@@ -1,5 +1,6 @@
 """README's CLI and curl examples, run as written against `make export`'s default model (the offline English
-MiniLM): they must give a sensible, untied ranking, as a newcomer following the README would see it."""
+MiniLM): they must give a sensible, untied ranking, as a newcomer following the README would see it. The
+clients page's Python example runs as written too."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import sys
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+CLIENTS = README.parent / "docs" / "clients.md"
 
 
-def block_after(heading: str) -> str:
-    """The first ```bash block after `heading` in README.md."""
-    text = README.read_text(encoding="utf-8")
+def block_after(heading: str, page: Path = README, language: str = "bash") -> str:
+    """The first ```<language> block after `heading` in `page`."""
+    text = page.read_text(encoding="utf-8")
     section = text[text.index(heading):]
-    return re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return re.search(rf"```{language}\n(.*?)```", section, re.S).group(1)
 
 
 def run(command: str) -> str:
@@ -39,3 +41,11 @@ def test_readme_curl_example_ranks_the_offline_models_labels(embedding):
     outputs = {output["name"]: output["data"] for output in json.loads(run(command))["outputs"]}
     assert outputs["LABELS"][0] == "delivery", outputs
     assert len(set(outputs["SCORES"])) == len(outputs["SCORES"]), "tied scores"
+
+
+def test_clients_page_python_example_runs_as_written(embedding):
+    code = block_after("## Client", CLIENTS, "python").replace("localhost:8001", embedding.server.grpc_url)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and lines[1] in ("咨询", "投诉", "建议"), done.stdout
