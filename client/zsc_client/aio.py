@@ -68,14 +68,22 @@ class AsyncZeroShotClient:
         self, texts: Sequence[str], candidate_labels: Labels, hypothesis_template: str | None = None,
         multi_label: bool = False, max_concurrency: int = 32,
     ) -> list[ClassificationResult]:
-        """Classify many texts concurrently (at most ``max_concurrency`` in flight), in order."""
+        """Classify many texts concurrently (at most ``max_concurrency`` in flight), in order. The first error
+        is raised, and the requests not yet answered are cancelled."""
         gate = asyncio.Semaphore(max_concurrency)
 
         async def one(text: str) -> ClassificationResult:
             async with gate:
                 return await self.classify(text, candidate_labels, hypothesis_template, multi_label)
 
-        return list(await asyncio.gather(*(one(t) for t in texts)))
+        tasks = [asyncio.ensure_future(one(text)) for text in texts]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     async def is_ready(self, timeout_s: float | None = None) -> bool:
         """Server ready and the ensemble loaded; over gRPC each check waits at most ``timeout_s`` (default: the

@@ -7,8 +7,9 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 
-from zsc_client import AsyncZeroShotClient
+from zsc_client import AsyncZeroShotClient, InvalidInputError
 
 TEXTS = [
     "我的快递三天了还没到，请帮我查一下物流。",
@@ -76,3 +77,16 @@ def test_async_client(structbert, protocol):
         assert got.labels == want.labels
         np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
     assert [r.text for r in batch] == [t for t, _, _ in requests]
+
+
+def test_an_async_batch_with_a_refused_text_raises_and_leaves_no_request_running(structbert, protocol):
+    url = structbert.server.grpc_url if protocol == "grpc" else structbert.server.http_url
+    texts = ["", *(text for text, _, _ in _requests(40, seed=5))]  # the empty text is refused at once
+
+    async def run() -> set:
+        async with AsyncZeroShotClient(url, protocol) as client:
+            with pytest.raises(InvalidInputError, match="TEXT"):
+                await client.classify_batch(texts, ["咨询", "投诉"], max_concurrency=8)
+            return asyncio.all_tasks() - {asyncio.current_task()}
+
+    assert asyncio.run(run()) == set()
