@@ -38,6 +38,7 @@ from loadtest import results
 from loadtest.bench_report import markdown, summarize
 from loadtest.driver import CONCURRENCY, STALL_MS, closed_loop, encoder_ceiling, parse_levels
 from loadtest.peak import cpu_int8_peak
+from loadtest.results import non_negative, positive
 from loadtest.server import (
     NvidiaSmiSampler,
     RssSampler,
@@ -50,7 +51,7 @@ from loadtest.server import (
 )
 from loadtest.server_metrics import label_cache_summary, model_deltas
 from loadtest.workload import Workload
-from zsc_client import ZeroShotClientError
+from zsc_client import ZeroShotClient, ZeroShotClientError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,10 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="variants already exported: serve these repositories instead of exporting (repeat)")
     parser.add_argument("--concurrency", default="",
                         help=f"comma-separated in-flight request counts (default: the preset's, else {CONCURRENCY})")
-    parser.add_argument("--duration-s", type=float, default=20.0, help="per concurrency level (default: 20)")
-    parser.add_argument("--warmup-s", type=float, default=3.0, help="before each level, not measured (default: 3)")
-    parser.add_argument("--ceiling-s", type=float, default=10.0, help="raw encoder run (0: skip; default: 10)")
-    parser.add_argument("--timeout-s", type=float, default=60.0, help="per request (default: 60)")
+    parser.add_argument("--duration-s", type=positive, default=20.0, help="per concurrency level (default: 20)")
+    parser.add_argument("--warmup-s", type=non_negative, default=3.0,
+                        help="before each level, not measured (default: 3)")
+    parser.add_argument("--ceiling-s", type=non_negative, default=10.0, help="raw encoder run (0: skip; default: 10)")
+    parser.add_argument("--timeout-s", type=positive, default=60.0, help="per request (default: 60)")
     return parser
 
 
@@ -181,6 +183,9 @@ def measure_level(target: Target, pid: int | None, level: int, sampler, score_ki
 def start_targets(args, preset: Preset | None, variants: list[Variant], stack: contextlib.ExitStack,
                   ) -> dict[str, Target]:
     """The servers to measure, by variant name ("" for a single server)."""
+    if args.grpc_url and (args.served or variants):
+        raise ValueError("--grpc-url measures one running server: it does not combine with --served, --variant "
+                         "or a preset's variants")
     if args.served:
         return {name: stack.enter_context(serve(Path(path))) for name, path in args.served}
     if variants:
@@ -191,6 +196,9 @@ def start_targets(args, preset: Preset | None, variants: list[Variant], stack: c
                                                f"{common} {v.export_flags}") for v in variants}
         return {name: stack.enter_context(serve(path)) for name, path in repositories.items()}
     if args.grpc_url:
+        with ZeroShotClient(args.grpc_url, timeout_s=5) as client:
+            if not client.is_ready():
+                raise ValueError(f"--grpc-url {args.grpc_url}: no server there with {client.model_name} ready")
         return {"": Target.from_urls(args.grpc_url, args.http_url, args.metrics_url)}
     return {"": stack.enter_context(serve(args.repository))}
 

@@ -65,9 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="end each text in a unique whitespace tag the tokenizers drop, so that no request "
                              "repeats and the response cache answers none: the figures are compute (default); "
                              "--no-distinct: the workload's repeats, which the cache may answer")
-    parser.add_argument("--request-timeout-s", type=float, default=30.0)
+    parser.add_argument("--request-timeout-s", type=results.positive, default=30.0,
+                        help="a slower answer is a failure (default: %(default)s)")
     parser.add_argument("--target", default="",
-                        help="name of what is measured (default: triton, or the baseline's name)")
+                        help="name of what is measured (default: triton-grpc, triton-http or baseline, by --protocol)")
     parser.add_argument("--model", default="", help="model name for the report (default: from the server)")
     parser.add_argument("--precision", default="", help="precision for the report (default: from the server)")
     parser.add_argument("--runtime", default="", help="runtime for the report (default: from the server)")
@@ -79,12 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_duration(spec: str) -> int:
     """Locust's --run-time syntax (`90`, `30s`, `2m`, `1h30m`) in seconds."""
     text = spec.strip().lower()
-    if text.isdigit():
-        return int(text)
+    text = f"{text}s" if text.isdigit() else text
     parts = DURATION_PART.findall(text)
     if not parts or "".join(number + unit for number, unit in parts) != text:
         raise LoadTestError(f"--duration must look like 30s, 2m or 1h30m, got {spec!r}")
-    return sum(int(number) * {"h": 3600, "m": 60, "s": 1}[unit] for number, unit in parts)
+    seconds = sum(int(number) * {"h": 3600, "m": 60, "s": 1}[unit] for number, unit in parts)
+    if seconds <= 0:  # Locust reads a zero run time as "no limit"
+        raise LoadTestError(f"--duration must be above 0 s, got {spec!r}")
+    return seconds
 
 
 def locust_command(args, users: int, csv_prefix: Path) -> list[str]:
@@ -138,13 +141,12 @@ def run(args) -> Path:
         label_mix=args.label_mix, text_mix=args.text_mix, distinct=args.distinct,
         mean_labels=round(sampler.mean_labels(), 3), workload=results.shown(args.workload), host=args.host,
         note=args.note, load_generator="Locust, on the same machine as the server")
+    warm_up(args)  # before any folder is written: nothing answering is an error, not an empty result
     folder = results.new_folder(args.out, "locust", meta["hardware"], meta["target"], meta["runtime"],
                                 meta["precision"], Path(meta["model"]).name, name=args.name)
     results.write_json(folder / "meta.json", meta)
     print(f"[loadtest] {meta['target']} ({meta['model']}, {meta['runtime']}, {meta['precision']}) on "
           f"{meta['hardware']}; results in {folder}", flush=True)
-
-    warm_up(args)
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(results.ROOT),
                                                                              os.environ.get("PYTHONPATH")])))
     for users in users_list:
@@ -188,9 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     except (LoadTestError, ValueError) as exc:
         print(f"loadtest: {exc}", file=sys.stderr)
         return 2
-    if args.report:
-        return report.main([str(folder)])
+    if args.report and report.main([str(folder)]) != 0:
+        return 2
+    failed = sum(row.failures for row in report.read_results(folder).rows.values())
     print(f"[loadtest] done: python -m loadtest.report {folder}", flush=True)
+    if failed:  # as Locust's own exit code says: some requests failed (u<N>_failures.csv says which and why)
+        print(f"[loadtest] {failed} requests failed: see {folder}/u*_failures.csv", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -47,6 +47,7 @@ from pathlib import Path
 
 from loadtest import results
 from loadtest.driver import closed_loop, open_loop, percentiles
+from loadtest.results import non_negative, positive, positive_int
 from loadtest.server import RssSampler, Target, allowed_cpus, score_kind_of
 from loadtest.server_metrics import model_deltas
 from loadtest.soak_report import goals, markdown, summary_line, verdict
@@ -61,33 +62,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc",
                         help="what the load is sent over: gRPC to --grpc-url, or KServe v2 JSON to --http-url "
                              "(default: %(default)s)")
-    parser.add_argument("--duration-s", type=float, default=600.0, help="open-loop phase (default: %(default)s)")
-    parser.add_argument("--load", type=float, default=2.0, help="offered rate as a multiple of the measured "
+    parser.add_argument("--duration-s", type=positive, default=600.0, help="open-loop phase (default: %(default)s)")
+    parser.add_argument("--load", type=positive, default=2.0, help="offered rate as a multiple of the measured "
                         "capacity (default: %(default)s)")
-    parser.add_argument("--capacity-s", type=float, default=20.0, help="capacity measurement (default: %(default)s)")
-    parser.add_argument("--capacity-concurrency", type=int, default=16,
+    parser.add_argument("--capacity-s", type=positive, default=20.0, help="capacity measurement (default: %(default)s)")
+    parser.add_argument("--capacity-concurrency", type=positive_int, default=16,
                         help="closed-loop workers for the capacity measurement (default: %(default)s)")
-    parser.add_argument("--warmup-s", type=float, default=5.0, help="before the capacity measurement, not counted")
-    parser.add_argument("--capacity", type=float, default=0.0,
+    parser.add_argument("--warmup-s", type=non_negative, default=5.0,
+                        help="before the capacity measurement, not counted")
+    parser.add_argument("--capacity", type=non_negative, default=0.0,
                         help="requests/s to take as the capacity instead of measuring it")
-    parser.add_argument("--timeout-s", type=float, default=30.0,
+    parser.add_argument("--timeout-s", type=positive, default=30.0,
                         help="client timeout per request; above the encoder's queue timeout (default: %(default)s)")
-    parser.add_argument("--recover-s", type=float, default=60.0,
+    parser.add_argument("--recover-s", type=non_negative, default=60.0,
                         help="after the load, how long the server may take to answer a fresh request correctly "
                              "(default: %(default)s)")
-    parser.add_argument("--sample-s", type=float, default=5.0, help="RSS sampling period (default: %(default)s)")
+    parser.add_argument("--sample-s", type=positive, default=5.0, help="RSS sampling period (default: %(default)s)")
     parser.add_argument("--server-pid", type=int, default=0,
                         help="tritonserver's PID for RSS sampling (default: the local tritonserver serving "
                              "--grpc-url's port; without one, memory is not sampled)")
-    parser.add_argument("--unloaded-s", type=float, default=20.0,
+    parser.add_argument("--unloaded-s", type=non_negative, default=20.0,
                         help="one request at a time for this long before the soak: the unloaded latency (default: "
                              "%(default)s; 0: skip)")
-    parser.add_argument("--burst-load", type=float, default=0.0,
+    parser.add_argument("--burst-load", type=non_negative, default=0.0,
                         help="after --duration-s at --load, offer this multiple of the capacity for --burst-s, then "
                              "--after-load for --after-s (default: no burst)")
-    parser.add_argument("--burst-s", type=float, default=60.0, help="burst length (default: %(default)s)")
-    parser.add_argument("--after-load", type=float, default=0.5, help="load after the burst (default: %(default)s)")
-    parser.add_argument("--after-s", type=float, default=30.0, help="time at --after-load (default: %(default)s)")
+    parser.add_argument("--burst-s", type=positive, default=60.0, help="burst length (default: %(default)s)")
+    parser.add_argument("--after-load", type=positive, default=0.5, help="load after the burst (default: %(default)s)")
+    parser.add_argument("--after-s", type=positive, default=30.0, help="time at --after-load (default: %(default)s)")
     parser.add_argument("--client-cpus", default="",
                         help="pin this load generator to these cores, e.g. 1 or 2-3 (default: not pinned)")
     parser.add_argument("--seed", type=int, default=0)
@@ -171,7 +173,10 @@ def served_policy(target: Target) -> tuple[dict, dict]:
 
 def run(args) -> tuple[Path, dict]:
     if args.client_cpus:
-        os.sched_setaffinity(0, cpu_list(args.client_cpus))
+        try:
+            os.sched_setaffinity(0, cpu_list(args.client_cpus))
+        except (ValueError, OSError) as exc:
+            raise ValueError(f"--client-cpus {args.client_cpus!r} names no cores this process may use ({exc})") from exc
     target = Target.from_urls(args.grpc_url, args.http_url, args.metrics_url)
     http = target.http_url
     url = target.url(args.protocol)
@@ -238,9 +243,6 @@ def run(args) -> tuple[Path, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.load <= 0 or args.duration_s <= 0:
-        print("soak: --load and --duration-s must be positive", file=sys.stderr)
-        return 2
     try:
         folder, report = run(args)
     except (OSError, ValueError, ZeroShotClientError) as exc:

@@ -222,7 +222,7 @@ def test_durations_in_locust_syntax(spec, seconds):
     assert parse_duration(spec) == seconds
 
 
-@pytest.mark.parametrize("spec", ["", "30x", "1.5m", "s", "10s5"])
+@pytest.mark.parametrize("spec", ["", "30x", "1.5m", "s", "10s5", "0s", "0"])  # Locust reads 0 as no limit
 def test_bad_durations_are_refused(spec):
     with pytest.raises(LoadTestError, match="--duration"):
         parse_duration(spec)
@@ -484,3 +484,23 @@ def test_a_locust_http_user_fails_slow_and_unreadable_answers(tmp_path, delay_s,
     assert done.returncode == 0, done.stderr
     elapsed_s, exception = done.stdout.split(" ", 1)
     assert failure in exception and float(elapsed_s) < 2.5  # --request-timeout-s 1, not Locust's 60 s
+
+
+@pytest.mark.parametrize(("program", "argv", "flag"), [
+    ("soak", ["--after-load", "-1"], "--after-load"),  # a negative rate ran the arrival clock backwards forever
+    ("soak", ["--burst-s", "0"], "--burst-s"),
+    ("soak", ["--timeout-s", "0"], "--timeout-s"),
+    ("soak", ["--capacity-concurrency", "0"], "--capacity-concurrency"),
+    ("soak", ["--sample-s", "0"], "--sample-s"),
+    ("soak", ["--load", "nan"], "--load"),
+    ("bench", ["--duration-s", "-3"], "--duration-s"),
+    ("bench", ["--warmup-s", "-1"], "--warmup-s"),
+    ("run", ["--request-timeout-s", "0"], "--request-timeout-s"),
+])
+def test_load_test_flags_refuse_values_that_cannot_make_a_run(program, argv, flag, capsys):
+    import importlib
+
+    parser = importlib.import_module(f"loadtest.{program}").build_parser()
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(argv)
+    assert exited.value.code == 2 and f"argument {flag}:" in capsys.readouterr().err
