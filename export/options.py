@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from export import agreement
+from export.errors import ExportError
 from export.repository import Runtime
 from export.torch2onnx import Precision
 from zsc_server.batching_policy import (
@@ -71,6 +72,24 @@ class ExportOptions:
             object.__setattr__(self, "texts", Path(self.texts))
         if self.labels is not None:
             object.__setattr__(self, "labels", tuple(self.labels))
+        self._check_bounds()
+
+    def _check_bounds(self) -> None:
+        """Numbers out of range, refused before any work (they would fail at the end of the export, or make a
+        repository whose every request fails), named as their flags."""
+        at_least = {1: ("max_labels", "max_text_bytes", "max_labels_bytes", "max_windows", "labels_per_row",
+                        "encoder_instances", "preprocess_instances", "gate_requests"),
+                    0: ("queue_delay_us", "replay_overhead_tokens", "max_queue_size", "cpu_cores", "rows_per_call",
+                        "label_cache_mb", "trt_workspace_gib")}
+        for least, names in at_least.items():
+            for name in names:
+                value = getattr(self, name)
+                if value is not None and not value >= least:
+                    raise ExportError(f"--{name.replace('_', '-')} must be {least} or more, got {value}")
+        if self.queue_timeout_ms != "auto" and not (str(self.queue_timeout_ms).isdigit()
+                                                    and int(self.queue_timeout_ms) >= 1):
+            raise ExportError(f"--queue-timeout-ms must be auto or a whole number of ms (1 or more), "
+                              f"got {self.queue_timeout_ms!r}")
 
 
 DEFAULTS = ExportOptions(model="")

@@ -111,8 +111,10 @@ def export_chosen(options: ExportOptions) -> Path:
     precision = options.precision or (profile.precision if profile else Precision.FP32)
     if precision is not Precision.INT8 and (options.texts or options.labels):
         raise ExportError("--texts and --labels feed the INT8 accuracy gate: add --precision int8")
-    if options.gate_requests < 1:
-        raise ExportError(f"--gate-requests must be at least 1, got {options.gate_requests}")
+    if precision is Precision.FP16 and runtime.openvino:
+        raise ExportError(f"{runtime.value} converts the FP32 graph for the CPU, where FP16 is no gain: "
+                          "--precision fp32 or int8" + (f" (fp16 is the {options.gpu} profile's: its GPU runtimes "
+                                                        "serve it)" if profile else ""))
     max_labels = options.max_labels
     if profile and max_labels + 1 > profile.max_batch:
         max_labels = profile.max_batch - 1
@@ -275,12 +277,8 @@ def measure_sample(options: ExportOptions, profile, runtime: Runtime, artifact: 
 def queue_budget_ms(options: ExportOptions, sample: SampleTiming | None, batch_rows: int) -> int:
     """--queue-timeout-ms: as given, or `auto`: QUEUE_BUDGET_BATCHES full batches of `batch_rows` pairs at the
     encoder's measured time per pair on one sample request (CPU time grows with the pairs)."""
-    if options.queue_timeout_ms != "auto":
-        try:
-            return int(options.queue_timeout_ms)
-        except ValueError:
-            raise ExportError(f"--queue-timeout-ms must be auto or a number of ms, "
-                              f"got {options.queue_timeout_ms!r}") from None
+    if options.queue_timeout_ms != "auto":  # a whole number of ms: ExportOptions checked it
+        return int(options.queue_timeout_ms)
     if sample is None:
         step(4, f"encoder queue budget: {GPU_QUEUE_BUDGET_MS} ms (GPU)")
         return GPU_QUEUE_BUDGET_MS
@@ -317,8 +315,6 @@ def admission_settings(budget: float | str | None, sample: SampleTiming | None, 
 def label_cache_budget(options: ExportOptions, mode: ScoringMode, precision: Precision, runtime: Runtime) -> float:
     """MiB per preprocess instance for the label cache: 0 in NLI mode, which cannot reuse label vectors, and
     with ONNX Runtime's INT8, whose vectors depend on the run that computed them."""
-    if options.label_cache_mb < 0:
-        raise ExportError(f"--label-cache-mb must be 0 (off) or more, got {options.label_cache_mb}")
     if mode is not ScoringMode.EMBEDDING:
         step(1, f"label cache: none in {'NLI' if mode is ScoringMode.NLI else 'GLiClass'} mode (each text is "
                 "encoded together with its labels)")

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from export.cli import build_parser, options_from
+from export.errors import ExportError
 from export.options import DEFAULTS, ExportOptions
+from export.pipeline import export_model
 from export.repository import Runtime, ServingSettings
 from export.torch2onnx import Precision
 from zsc_server import batching_policy
@@ -49,3 +51,22 @@ def test_serving_defaults_are_the_batching_policys():
     assert serving.graph_batch_sizes == batching_policy.GRAPH_BATCH_SIZES
     assert serving.replay_overhead_tokens == DEFAULTS.replay_overhead_tokens == batching_policy.REPLAY_OVERHEAD_TOKENS
     assert DEFAULTS.label_cache_mb == batching_policy.LABEL_CACHE_MIB
+
+
+@pytest.mark.parametrize(("field", "value", "flag"), [
+    ("rows_per_call", -1, "--rows-per-call"),  # was exported, and every request then failed
+    ("encoder_instances", 0, "--encoder-instances"),
+    ("queue_delay_us", -1, "--queue-delay-us"),  # was refused by protobuf at the end of the export
+    ("max_text_bytes", 0, "--max-text-bytes"),
+    ("queue_timeout_ms", "-5", "--queue-timeout-ms"),
+])
+def test_numbers_out_of_range_are_refused_before_any_work_naming_the_flag(field, value, flag):
+    with pytest.raises(ExportError, match=f"^{flag} must be"):
+        ExportOptions(model="offline-minilm", **{field: value})
+
+
+def test_fp16_is_refused_for_openvino_which_would_write_fp32(tmp_path):
+    with pytest.raises(ExportError, match="python-ov converts the FP32 graph"):
+        export_model(ExportOptions(model="offline-minilm", repository=tmp_path / "r", precision="fp16",
+                                   runtime="python-ov", gpu="none"))
+    assert not (tmp_path / "r").exists()
