@@ -38,7 +38,6 @@ from loadtest import results
 from loadtest.bench_report import markdown, summarize
 from loadtest.driver import CONCURRENCY, STALL_MS, closed_loop, encoder_ceiling, parse_levels
 from loadtest.peak import cpu_int8_peak
-from loadtest.results import non_negative, positive
 from loadtest.server import (
     NvidiaSmiSampler,
     RssSampler,
@@ -52,6 +51,7 @@ from loadtest.server import (
 from loadtest.server_metrics import label_cache_summary, model_deltas
 from loadtest.workload import Workload
 from zsc_client import ZeroShotClient, ZeroShotClientError
+from zsc_server.arguments import non_negative, positive
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import re
@@ -39,30 +38,6 @@ def parser(prog: str, about: str, server: str | None = None, label_mode: str = "
     made.add_argument("--out", type=Path, default=RESULTS, help="results parent (default: %(default)s)")
     made.add_argument("--note", default="", help="one line stored with the results (e.g. 'random weights')")
     return made
-
-
-def _number(text: str, accept, what: str, kind=float):
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}") from None
-    if not (math.isfinite(value) and accept(value)):
-        raise argparse.ArgumentTypeError(f"must be {what}, not {text}")
-    return value
-
-
-def positive(text: str) -> float:
-    """argparse type: a number above 0 (a duration, a rate, a timeout)."""
-    return _number(text, lambda value: value > 0, "above 0")
-
-
-def non_negative(text: str) -> float:
-    """argparse type: 0 or more (0 usually skips the step)."""
-    return _number(text, lambda value: value >= 0, "0 or more")
-
-
-def positive_int(text: str) -> int:
-    return _number(text, lambda value: value > 0, "at least 1", int)
 
 
 def hardware() -> str:

@@ -34,6 +34,7 @@ from loadtest.driver import parse_levels
 from loadtest.server import NvidiaSmiSampler, Target, score_kind_of
 from loadtest.server_metrics import gpu_gauges, model_deltas
 from loadtest.workload import TRITON_INFER, Workload, flask_body, kserve_body
+from zsc_server.arguments import positive
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 USER_CLASSES = {"http": "TritonHttpUser", "grpc": "TritonGrpcUser", "flask": "ReferenceFlaskUser"}
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="end each text in a unique whitespace tag the tokenizers drop, so that no request "
                              "repeats and the response cache answers none: the figures are compute (default); "
                              "--no-distinct: the workload's repeats, which the cache may answer")
-    parser.add_argument("--request-timeout-s", type=results.positive, default=30.0,
+    parser.add_argument("--request-timeout-s", type=positive, default=30.0,
                         help="a slower answer is a failure (default: %(default)s)")
     parser.add_argument("--target", default="",
                         help="name of what is measured (default: triton-grpc, triton-http or baseline, by --protocol)")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from zsc_server.admin_api import RESTRICTABLE
 from zsc_server.admission import FrontGate
+from zsc_server.arguments import cores, cpu_list, positive, tcp_port
 from zsc_server.edge import EDGE_MODES, Edge, EdgeError, edge_wanted, find_haproxy
 from zsc_server.gpus import describe, visible_gpus
 from zsc_server.grpc_front import GrpcFront, GrpcLimits
@@ -83,12 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
         "Python-backend stub died reloaded, HTTP through a front that bounds request bodies. Ctrl-C or SIGTERM "
         "stops it cleanly.",
     )
-    parser.add_argument("--repository", type=Path, default=PROJECT_ROOT / "model_repository")
+    parser.add_argument("--repository", type=Path, default=PROJECT_ROOT / "model_repository",
+                        help="the exported model repository to serve (default: %(default)s)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    parser.add_argument("--http-port", type=int, default=8000)
-    parser.add_argument("--grpc-port", type=int, default=8001)
-    parser.add_argument("--metrics-port", type=int, default=8002)
-    parser.add_argument("--ready-timeout-s", type=float, default=300.0)
+    parser.add_argument("--http-port", type=tcp_port, default=8000,
+                        help="HTTP (KServe v2) port (default: %(default)s)")
+    parser.add_argument("--grpc-port", type=tcp_port, default=8001, help="gRPC port (default: %(default)s)")
+    parser.add_argument("--metrics-port", type=tcp_port, default=8002,
+                        help="Prometheus metrics port (default: %(default)s)")
+    parser.add_argument("--ready-timeout-s", type=positive, default=300.0,
+                        help="how long the first start may take to be ready (default: %(default)s)")
     parser.add_argument("--probe-interval-s", type=float, default=15.0,
                         help="run a real classification this often (default: 15; 0: never, and no watching "
                              "of the stubs either). A model whose Python-backend stub died (seen in /proc "
@@ -97,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpu-metrics", action="store_true",
                         help="let Triton report GPU utilization and memory on its metrics port (nv_gpu_*; "
                              "the container images turn this on; off by default for the CPU-only local runs)")
-    parser.add_argument("--cpus", default="",
+    parser.add_argument("--cpus", type=cores, default="",
                         help="run tritonserver and its models on these cores only, e.g. 0 or 0-3 (default: all); "
                              "keeps a load generator on the other cores out of the server's way")
     parser.add_argument("--no-revive", dest="revive", action="store_false",
@@ -151,15 +156,6 @@ def missing_export(repository: Path) -> str | None:
     if not (repository / "zero_shot" / "config.pbtxt").is_file():
         return f"{repository} has no exported model: run `make export` first"
     return None
-
-
-def cpu_list(spec: str) -> set[int]:
-    """'1' / '0,2' / '2-3' -> core numbers."""
-    cores = set()
-    for part in spec.split(","):
-        low, _, high = part.strip().partition("-")
-        cores.update(range(int(low), int(high or low) + 1))
-    return cores
 
 
 def response_cache_on(args: argparse.Namespace) -> bool:
@@ -216,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[serve] {problem or f'{args.repository} holds an exported model'}", file=sys.stderr if problem
               else sys.stdout)
         return 1 if problem else 0
+    ports = [port for port in (args.http_port, args.grpc_port, args.metrics_port) if port]
+    if len(set(ports)) < len(ports):
+        print("[serve] --http-port, --grpc-port and --metrics-port must be three different ports", file=sys.stderr)
+        return 2
     taken = ports_in_use(args.host, [args.http_port, args.grpc_port, args.metrics_port])
     if taken:
         print(f"[serve] port {', '.join(map(str, taken))} on {args.host} is already in use (another server? "

@@ -242,7 +242,7 @@ def test_a_hung_load_generator_is_killed_and_reported():
 def test_soak_phases_recovery_and_core_lists():
     from loadtest.driver import rate_at
     from loadtest.soak_report import recovery_s
-    from zsc_server.serve import cpu_list
+    from zsc_server.arguments import cpu_list
 
     phases = [(10.0, 5.0), (50.0, 2.0), (5.0, 3.0)]
     assert [rate_at(phases, t) for t in (0, 4.9, 5.0, 6.9, 7.0, 99)] == [10, 10, 50, 50, 5, 5]

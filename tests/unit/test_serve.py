@@ -145,3 +145,21 @@ def test_tritonserver_runs_below_the_fronts_only_where_they_refuse_overload(tmp_
     assert niceness("--front", "off") == 0  # tritonserver's own ports: nothing refuses before it
     config.write_text(to_pbtxt(preprocess_config(ScoringSettings(), ServingSettings())))  # admission off (GPU)
     assert niceness() == 0  # the fronts would hand a niced server whatever comes
+
+
+@pytest.mark.parametrize(("argv", "flag"), [
+    (["--cpus", "abc"], "--cpus"), (["--cpus", "99999"], "--cpus"), (["--http-port", "70000"], "--http-port"),
+    (["--ready-timeout-s", "0"], "--ready-timeout-s"),
+])
+def test_the_launcher_refuses_bad_flags_before_starting_anything(argv, flag, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2 and f"argument {flag}:" in capsys.readouterr().err
+
+
+def test_the_launcher_refuses_one_port_for_two_services(tmp_path, capsys):
+    # tritonserver failed to bind its metrics port, and the launcher restarted it every few seconds for ever
+    (tmp_path / "zero_shot").mkdir()
+    (tmp_path / "zero_shot" / "config.pbtxt").write_text('name: "zero_shot"\n')
+    assert main(["--repository", str(tmp_path), "--http-port", "29007", "--metrics-port", "29007"]) == 2
+    assert "must be three different ports" in capsys.readouterr().err
