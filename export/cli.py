@@ -4,6 +4,7 @@ flag is a field of export.options.ExportOptions, and takes its default from ther
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -187,12 +188,24 @@ def max_length_value(value: str) -> int | str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # `docker stop` and Kubernetes stop with SIGTERM: end as Ctrl-C does, so that the temporary files (the size
+    # of the model, or more) go too and the repository stays as it was
+    previous = signal.signal(signal.SIGTERM, _interrupted)
     try:
         export_model(options_from(args))
     except ExportError as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"export interrupted: temporary files removed, {args.repository} as it was", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _interrupted(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def options_from(args: argparse.Namespace) -> ExportOptions:

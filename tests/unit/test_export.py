@@ -282,3 +282,28 @@ def test_every_choice_that_export_help_prints_is_accepted(capsys):
 def test_a_missing_checkpoint_is_named_for_what_it_looks_like(model, message):
     with pytest.raises(CheckpointError, match=re.escape(message)):
         load_checkpoint(model)
+
+
+def test_a_stopped_export_removes_its_temporary_files_and_leaves_the_repository_alone(tmp_path):
+    # `docker stop` sends SIGTERM; without a handler the temporary directory (the model's size) stayed behind
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    export = subprocess.Popen([sys.executable, "-m", "export", "--model", "offline-minilm", "--repository",
+                               str(tmp_path / "repository")], env=dict(os.environ, TMPDIR=str(temporary)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(temporary.glob("zsc-export-*")) and time.monotonic() < deadline and export.poll() is None:
+        time.sleep(0.2)
+    assert list(temporary.glob("zsc-export-*")), "the export never started its work"
+    time.sleep(2)  # into the work, with files written
+    export.send_signal(signal.SIGTERM)
+    _, stderr = export.communicate(timeout=60)
+    assert export.returncode == 130 and "export interrupted" in stderr, stderr
+    assert not list(temporary.glob("zsc-export-*")) and not (tmp_path / "repository").exists()
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".repository.")]  # no staging left
