@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupted)
     try:
         export_model(options_from(args))
-    except ExportError as exc:
+    except (ExportError, OSError) as exc:  # OSError: the disk, the repository's file system
         print(f"export failed: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -30,6 +30,7 @@ from export.repository import (
     preprocess_config,
 )
 from export.repository_files import (
+    check_writable,
     copy_static_models,
     file_digest,
     staged_repository,
@@ -71,6 +72,8 @@ FASTEST_CPU = (Runtime.PYTHON_OV, Precision.INT8)
 
 def export_model(options: ExportOptions) -> Path:
     """Export `options.model` into `options.repository` (returned); raises ExportError, naming the problem."""
+    if not options.validate_only:
+        check_writable(options.repository)
     chosen = dataclasses.replace(options, gpu=choose_gpu(options.gpu, options.runtime, options.torch_device,
                                                          options.precision))
     if not (options.gpu == "auto" and chosen.gpu is None and options.runtime is None and options.precision is None):

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
+from export.errors import ExportError
 from export.repository import ENCODER, ENSEMBLE, POSTPROCESS, PREPROCESS, SOURCE_REPOSITORY, Runtime, to_pbtxt
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -28,6 +30,15 @@ def write_config(repository: Path, config: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(to_pbtxt(config), encoding="utf-8")
     return path
+
+
+def check_writable(repository: Path) -> None:
+    """Before the work, not after it: the repository is a directory, or can become one."""
+    if repository.exists() and not repository.is_dir():
+        raise ExportError(f"--repository {repository} is a file, not a directory")
+    existing = next(path for path in (repository, *repository.absolute().parents) if path.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ExportError(f"--repository {repository}: cannot write in {existing}")
 
 
 @contextlib.contextmanager

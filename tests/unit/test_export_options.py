@@ -70,3 +70,12 @@ def test_fp16_is_refused_for_openvino_which_would_write_fp32(tmp_path):
         export_model(ExportOptions(model="offline-minilm", repository=tmp_path / "r", precision="fp16",
                                    runtime="python-ov", gpu="none"))
     assert not (tmp_path / "r").exists()
+
+
+def test_a_repository_that_cannot_be_written_is_refused_before_the_work(tmp_path):
+    # it used to fail with a traceback after the whole export (40 s for the small model)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for repository, problem in ((a_file, "is a file"), (a_file / "repository", "cannot write in")):
+        with pytest.raises(ExportError, match=problem):
+            export_model(ExportOptions(model="offline-minilm", repository=repository, gpu="none"))
