@@ -144,14 +144,18 @@ def markdown(meta: dict, rows: list[dict], ceilings: dict[str, dict]) -> str:
     for name, ceiling in ceilings.items():
         refusals = ": " + "; ".join(ceiling["refusals"]) if ceiling["refusals"] else ""
         best = max((row for row in rows if row["variant"] == name), key=lambda row: row["pairs_per_s"])
+        # in embedding mode an encoder row is the text or one label the label cache lacks, not a (text, label) pair
+        pairs = meta["served"].get(name, {}).get("mode") != "embedding"
+        unit = "pairs" if pairs else "encoder rows"
         lines += ["", f"Raw encoder ceiling{f' ({name})' if name else ''} (same server, same run): "
-                  f"{ceiling['pairs_per_s']:.0f} pairs/s with {ceiling['rows']} pre-tokenized pairs of "
+                  f"{ceiling['pairs_per_s']:.0f} {unit}/s with {ceiling['rows']} pre-tokenized {unit} of "
                   f"{ceiling['sequence']} tokens per request at concurrency {ceiling['concurrency']}; p50 "
                   f"{number(ceiling['p50_ms'])} ms, max {number(ceiling['max_ms'])} ms, {ceiling['stalls']} answers "
                   f"≥ {STALL_MS} ms (the dynamic batcher's stall, see docs/limits-failures-security.md), "
-                  f"{ceiling['refused']} refused{refusals}. Full ensemble best: "
-                  f"{best['pairs_per_s']:.0f} pairs/s ({best['pairs_per_s'] / ceiling['pairs_per_s']:.0%} of the "
-                  f"ceiling) at concurrency {best['concurrency']}."]
+                  f"{ceiling['refused']} refused{refusals}. Full ensemble best: {best['pairs_per_s']:.0f} pairs/s "
+                  + (f"({best['pairs_per_s'] / ceiling['pairs_per_s']:.0%} of the ceiling) " if pairs else
+                     "(embedding mode: not a share of the ceiling, whose rows are texts and uncached labels) ")
+                  + f"at concurrency {best['concurrency']}."]
         shape, peak = meta["served"].get(name, {}).get("shape"), meta.get("cpu_int8_peak")
         if shape and peak:
             sentence = against_peak(ceiling["pairs_per_s"], json.loads(shape), ceiling["sequence"], peak)

@@ -57,7 +57,8 @@ from zsc_server.arguments import cores, cpu_list, non_negative, positive, positi
 
 def build_parser() -> argparse.ArgumentParser:
     parser = results.parser("soak", __doc__, server="127.0.0.1:8001", label_help="fresh (default): labels drawn "
-                            "per request, so the response cache rarely answers")
+                            "per request; every request is distinct whatever the mode (a whitespace tag the "
+                            "tokenizers drop), so the response cache answers none")
     parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc",
                         help="what the load is sent over: gRPC to --grpc-url, or KServe v2 JSON to --http-url "
                              "(default: %(default)s)")

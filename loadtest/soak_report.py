@@ -64,7 +64,8 @@ def markdown(report: dict) -> str:
              f"{meta['model']}, {meta['runtime']}, {meta['precision']}, max_length {meta['max_length']}, "
              f"{meta['mode']} mode; {meta['hardware']}; workload {meta['workload']} ({meta['label_mode']} labels); "
              f"open-loop Poisson arrivals from one async {PROTOCOLS[meta.get('protocol', 'grpc')]} client "
-             f"(zsc_client) on the same host; client timeout {meta['timeout_s']:.0f} s; encoder batching: "
+             f"(zsc_client) on the same host, every request distinct ({_cache_hits(report)}); client timeout "
+             f"{meta['timeout_s']:.0f} s; encoder batching: "
              f"{json.dumps(meta['queue_policy'])}.", "",
              *table(["", ""], rows)]
     if report["problems"]:
@@ -102,6 +103,14 @@ def goal_lines(result: dict) -> list[str]:
                      f"({result['recovery_bound_ms']} ms) in {'never' if after is None else f'{after:.0f} s'} "
                      f"(goal ≤ {RECOVERY_S:.0f} s): {mark(result['recovery_met'])}")
     return lines
+
+
+def _cache_hits(report: dict) -> str:
+    """What Triton's response cache answered during the soak, from its counters."""
+    ensemble = report.get("triton_counters", {}).get("zero_shot")
+    if not ensemble:
+        return "response cache: no counters"
+    return f"answered from the response cache: {ensemble.get('cache_hits', 0):.0f}"
 
 
 def _latency(latency: dict | None) -> str:
