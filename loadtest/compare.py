@@ -111,6 +111,11 @@ def wait_for(url: str, process: subprocess.Popen, timeout_s: float = 600.0) -> N
     raise LoadTestError(f"no answer from {url} within {timeout_s:.0f}s")
 
 
+def locust_target(target) -> tuple[str, str, list[str]]:
+    """A served Target as `measure` takes it: Locust's host, protocol and extra flags."""
+    return f"http://{target.http_url}", "http", ["--metrics-url", target.metrics_url]
+
+
 def measure(args, name: str, host: str, protocol: str, extra: list[str], folder: Path,
             distinct: bool | None = None) -> report.ResultSet:
     """One setup through loadtest.run (Locust, every user count), read back."""
@@ -144,13 +149,12 @@ def run(args, setups: list[str], baselines: list[str], folder: Path) -> tuple[li
             raise LoadTestError(f"export ({setup}) failed: {exc}") from None
         exports[f"triton-{setup}"] = json.loads((repository / "encoder" / "export.json").read_text(encoding="utf-8"))
         print(f"[compare] ours: tritonserver, {setup}", flush=True)
-        cached = args.cached_run and number == 0  # the response cache on only where a run measures it
-        with serve(repository, folder / f"tritonserver-{setup}.log", response_cache=cached) as target:
-            served = (f"http://{target.http_url}", "http", ["--metrics-url", target.metrics_url])
-            ours.append(measure(args, f"triton-{setup}", *served, folder))
-            if cached:
-                print(f"[compare] ours: {setup}, repeating requests, response cache on", flush=True)
-                ours.append(measure(args, f"triton-{setup}-cache-on", *served, folder, distinct=False))
+        with serve(repository, folder / f"tritonserver-{setup}.log") as target:
+            ours.append(measure(args, f"triton-{setup}", *locust_target(target), folder))
+        if args.cached_run and number == 0:  # a server of its own: every other run is measured without the cache
+            print(f"[compare] ours: {setup}, repeating requests, response cache on", flush=True)
+            with serve(repository, folder / f"tritonserver-{setup}-cache-on.log", response_cache=True) as target:
+                ours.append(measure(args, f"triton-{setup}-cache-on", *locust_target(target), folder, distinct=False))
 
     theirs = []
     for name in baselines:
