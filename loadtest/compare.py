@@ -38,7 +38,8 @@ from export.errors import ExportError
 from export.random_checkpoint import main as write_checkpoint
 from loadtest import report, results
 from loadtest.bench import export_variant
-from loadtest.run import LoadTestError
+from loadtest.driver import parse_levels
+from loadtest.run import LoadTestError, parse_duration
 from loadtest.run import build_parser as run_parser
 from loadtest.run import run as run_loadtest
 from loadtest.server import serve
@@ -289,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         if baselines and not args.baseline_python.is_file():
             raise LoadTestError(f"{args.baseline_python} not found: run `make setup-modelscope`")
         setups = parse_setups(args.setups)
-    except LoadTestError as exc:
+        parse_levels(args.users, "--users")  # checked now, not after the exports
+        parse_duration(args.duration)
+    except (LoadTestError, ValueError) as exc:
         print(f"compare: {exc}", file=sys.stderr)
         return 2
     folder = results.new_folder(args.out, "compare", args.shape)
