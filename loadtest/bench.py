@@ -50,7 +50,7 @@ from loadtest.server import (
 )
 from loadtest.server_metrics import label_cache_summary, model_deltas
 from loadtest.workload import Workload
-from zsc_client import ZeroShotClient, ZeroShotClientError
+from zsc_client import ZeroShotClientError
 from zsc_server.arguments import non_negative, positive
 
 
@@ -196,10 +196,7 @@ def start_targets(args, preset: Preset | None, variants: list[Variant], stack: c
                                                f"{common} {v.export_flags}") for v in variants}
         return {name: stack.enter_context(serve(path)) for name, path in repositories.items()}
     if args.grpc_url:
-        with ZeroShotClient(args.grpc_url, timeout_s=5) as client:
-            if not client.is_ready():
-                raise ValueError(f"--grpc-url {args.grpc_url}: no server there with {client.model_name} ready")
-        return {"": Target.from_urls(args.grpc_url, args.http_url, args.metrics_url)}
+        return {"": Target.from_urls(args.grpc_url, args.http_url, args.metrics_url).check_ready()}
     return {"": stack.enter_context(serve(args.repository))}
 
 

@@ -40,6 +40,7 @@ from loadtest.perf_tools import DEFAULT_DIR, PerfAnalyzer, ToolError, locate
 from loadtest.server import Target, score_kind_of, serve
 from loadtest.server_metrics import model_deltas
 from loadtest.workload import Workload
+from zsc_server.arguments import positive, positive_int
 
 # perf_analyzer holds its input data once per in-flight request (about 2 KB per request each, measured
 # with 2.51): distinct requests x concurrency is capped so that a level at 128 stays near 1 GB.
@@ -212,11 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
     parser.add_argument("--concurrency", default=CONCURRENCY,
                         help="in-flight requests per level: a list or START:END:STEP (default: %(default)s)")
-    parser.add_argument("--interval-ms", type=int, default=5000, help="perf_analyzer's measurement window")
-    parser.add_argument("--stability-pct", type=float, default=10.0,
+    parser.add_argument("--interval-ms", type=positive_int, default=5000, help="perf_analyzer's measurement window")
+    parser.add_argument("--stability-pct", type=positive, default=10.0,
                         help="perf_analyzer's stability threshold over 3 windows (default: 10)")
-    parser.add_argument("--max-trials", type=int, default=10, help="windows before perf_analyzer gives up")
-    parser.add_argument("--min-requests", type=int, default=2000,
+    parser.add_argument("--max-trials", type=positive_int, default=10, help="windows before perf_analyzer gives up")
+    parser.add_argument("--min-requests", type=positive_int, default=2000,
                         help="distinct requests of the first level, and the least any level gets")
     parser.add_argument("--seed", type=int, default=None, help="request draw (default: random, recorded)")
     parser.add_argument("--tools", type=Path, default=DEFAULT_DIR, help="perf_analyzer's folder (make perf-tools)")
@@ -230,8 +231,8 @@ def run(args) -> tuple[Path, list[dict], str]:
         args.seed = random.SystemRandom().randrange(2**32)
     error, levels_done = "", []
     with contextlib.ExitStack() as stack:
-        target = (Target.from_urls(args.grpc_url, args.http_url, args.metrics_url, args.admin_key) if args.grpc_url
-                  else stack.enter_context(serve(args.repository)))
+        target = (Target.from_urls(args.grpc_url, args.http_url, args.metrics_url, args.admin_key).check_ready()
+                  if args.grpc_url else stack.enter_context(serve(args.repository)))
         # distinct requests: a whitespace tag of their own, which the tokenizers drop (loadtest.workload)
         sampler = Workload.load(args.workload).sampler(args.label_mode, "", "", seed=args.seed, distinct=True)
         settings = Settings(args.protocol, args.interval_ms, args.stability_pct, args.max_trials, args.min_requests)
@@ -247,6 +248,9 @@ def run(args) -> tuple[Path, list[dict], str]:
                 levels_done.append(sweep.measure(level))
             except PerfError as exc:
                 error = str(exc)
+                if "restricted" in error.lower():  # the launcher keeps Triton's statistics API to itself
+                    error += (" (pass the server's secret with --admin-key, or start the server with "
+                              "--open-api statistics)")
                 break
     (folder / "perf_analyzer.csv").write_text("\n".join(sweep.csv_lines) + "\n", encoding="utf-8")
     results.write(folder, {"meta": meta, "levels": levels_done, "error": error},

@@ -46,6 +46,15 @@ class Target:
             metrics = metrics if urllib.parse.urlsplit(metrics).path.strip("/") else f"{metrics.rstrip('/')}/metrics"
         return cls(grpc_url, http, metrics, admin_key)
 
+    def check_ready(self) -> Target:
+        """This Target, once its ensemble answers readiness over gRPC; ValueError naming the address if not."""
+        from zsc_client import ZeroShotClient
+
+        with ZeroShotClient(self.grpc_url, timeout_s=5) as client:
+            if not client.is_ready():
+                raise ValueError(f"--grpc-url {self.grpc_url}: no server there with {client.model_name} ready")
+        return self
+
     def url(self, protocol: str) -> str:
         return self.grpc_url if protocol == "grpc" else self.http_url
 

@@ -88,3 +88,10 @@ def test_a_failing_request_stops_the_sweep_with_the_servers_error(structbert, pe
     [folder] = (tmp_path / "results").iterdir()
     assert "TEXT: is empty" in (folder / "perf_analyzer-c1.log").read_text()
     assert "Stopped: perf_analyzer failed" in (folder / "results.md").read_text()
+
+
+def test_perf_without_the_servers_secret_says_how_to_give_it(structbert, perf_analyzer, tmp_path, capsys):
+    # the launcher restricts Triton's statistics API, which perf_analyzer reads
+    code = perf.main([*server_args(structbert)[:-2], *QUICK, "--concurrency", "1", "--min-requests", "100",
+                      "--out", str(tmp_path)])
+    assert code == 2 and "--admin-key" in capsys.readouterr().err
