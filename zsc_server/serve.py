@@ -216,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(set(ports)) < len(ports):
         print("[serve] --http-port, --grpc-port and --metrics-port must be three different ports", file=sys.stderr)
         return 2
+    try:
+        socket.getaddrinfo(args.host, None)
+    except socket.gaierror as exc:
+        print(f"[serve] --host {args.host}: no such address here ({exc.strerror})", file=sys.stderr)
+        return 2
     taken = ports_in_use(args.host, [args.http_port, args.grpc_port, args.metrics_port])
     if taken:
         print(f"[serve] port {', '.join(map(str, taken))} on {args.host} is already in use (another server? "

@@ -157,9 +157,12 @@ def test_the_launcher_refuses_bad_flags_before_starting_anything(argv, flag, cap
     assert exited.value.code == 2 and f"argument {flag}:" in capsys.readouterr().err
 
 
-def test_the_launcher_refuses_one_port_for_two_services(tmp_path, capsys):
+def test_the_launcher_refuses_one_port_for_two_services_and_a_host_it_cannot_bind(tmp_path, capsys):
     # tritonserver failed to bind its metrics port, and the launcher restarted it every few seconds for ever
     (tmp_path / "zero_shot").mkdir()
     (tmp_path / "zero_shot" / "config.pbtxt").write_text('name: "zero_shot"\n')
     assert main(["--repository", str(tmp_path), "--http-port", "29007", "--metrics-port", "29007"]) == 2
     assert "must be three different ports" in capsys.readouterr().err
+    # a host that does not resolve is no port in use
+    assert main(["--repository", str(tmp_path), "--host", "nosuch.invalid"]) == 2
+    assert "--host nosuch.invalid: no such address here" in capsys.readouterr().err
