@@ -86,6 +86,10 @@ class ExportOptions:
                 value = getattr(self, name)
                 if value is not None and not value >= least:
                     raise ExportError(f"--{name.replace('_', '-')} must be {least} or more, got {value}")
+        if isinstance(self.max_length, int) and self.max_length < 8:
+            raise ExportError(f"--max-length must be at least 8 tokens, got {self.max_length}")
+        if self.template is not None and "{}" not in self.template:
+            raise ExportError(f"--template must contain '{{}}' where the label goes, got {self.template!r}")
         if self.queue_timeout_ms != "auto" and not (str(self.queue_timeout_ms).isdigit()
                                                     and int(self.queue_timeout_ms) >= 1):
             raise ExportError(f"--queue-timeout-ms must be auto or a whole number of ms (1 or more), "

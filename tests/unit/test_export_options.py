@@ -59,6 +59,8 @@ def test_serving_defaults_are_the_batching_policys():
     ("queue_delay_us", -1, "--queue-delay-us"),  # was refused by protobuf at the end of the export
     ("max_text_bytes", 0, "--max-text-bytes"),
     ("queue_timeout_ms", "-5", "--queue-timeout-ms"),
+    ("max_length", 4, "--max-length"),  # these two were named by internal field, after loading the checkpoint
+    ("template", "no label here", "--template"),
 ])
 def test_numbers_out_of_range_are_refused_before_any_work_naming_the_flag(field, value, flag):
     with pytest.raises(ExportError, match=f"^{flag} must be"):
