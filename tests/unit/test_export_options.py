@@ -62,8 +62,8 @@ def test_serving_defaults_are_the_batching_policys():
     ("max_length", 4, "--max-length"),  # these two were named by internal field, after loading the checkpoint
     ("template", "no label here", "--template"),
 ])
-def test_numbers_out_of_range_are_refused_before_any_work_naming_the_flag(field, value, flag):
-    with pytest.raises(ExportError, match=f"^{flag} must be"):
+def test_values_out_of_range_are_refused_before_any_work_naming_the_flag(field, value, flag):
+    with pytest.raises(ExportError, match=f"^{flag} must "):
         ExportOptions(model="offline-minilm", **{field: value})
 
 
