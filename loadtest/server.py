@@ -46,13 +46,14 @@ class Target:
             metrics = metrics if urllib.parse.urlsplit(metrics).path.strip("/") else f"{metrics.rstrip('/')}/metrics"
         return cls(grpc_url, http, metrics, admin_key)
 
-    def check_ready(self) -> Target:
-        """This Target, once its ensemble answers readiness over gRPC; ValueError naming the address if not."""
+    def check_ready(self, protocol: str = "grpc") -> Target:
+        """This Target, once its ensemble answers readiness over `protocol`; ValueError naming the address if not."""
         from zsc_client import ZeroShotClient
 
-        with ZeroShotClient(self.grpc_url, timeout_s=5) as client:
+        with ZeroShotClient(self.url(protocol), protocol, timeout_s=5) as client:
             if not client.is_ready():
-                raise ValueError(f"--grpc-url {self.grpc_url}: no server there with {client.model_name} ready")
+                raise ValueError(f"--{protocol}-url {self.url(protocol)}: no server there with {client.model_name} "
+                                 "ready")
         return self
 
     def url(self, protocol: str) -> str:

@@ -174,7 +174,7 @@ def served_policy(target: Target) -> tuple[dict, dict]:
 def run(args) -> tuple[Path, dict]:
     if args.client_cpus:
         os.sched_setaffinity(0, cpu_list(args.client_cpus))
-    target = Target.from_urls(args.grpc_url, args.http_url, args.metrics_url)
+    target = Target.from_urls(args.grpc_url, args.http_url, args.metrics_url).check_ready(args.protocol)
     http = target.http_url
     url = target.url(args.protocol)
     served = target.export_info()
