@@ -1,5 +1,6 @@
-"""argparse types every command line here shares (the launcher, export, the load tests): a bad value is
-refused as argparse refuses any, naming its flag, exit code 2, before any work starts."""
+"""argparse types the launcher's and the load tests' command lines share: a bad value is refused as argparse
+refuses any, naming its flag, exit code 2, before any work starts. (Export checks its numbers in
+export.options.ExportOptions, which library callers use too.)"""
 
 from __future__ import annotations
 
