@@ -36,7 +36,8 @@ def check_writable(repository: Path) -> None:
     """Before the work, not after it: the repository is a directory, or can become one."""
     if repository.exists() and not repository.is_dir():
         raise ExportError(f"--repository {repository} is a file, not a directory")
-    existing = next(path for path in (repository, *repository.absolute().parents) if path.exists())
+    # the staging folder goes beside the repository (staged_repository), so its parent must take it too
+    existing = next(path for path in (repository.absolute().parent, *repository.absolute().parents) if path.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ExportError(f"--repository {repository}: cannot write in {existing}")
 

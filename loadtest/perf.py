@@ -231,7 +231,8 @@ def run(args) -> tuple[Path, list[dict], str]:
         args.seed = random.SystemRandom().randrange(2**32)
     error, levels_done = "", []
     with contextlib.ExitStack() as stack:
-        target = (Target.from_urls(args.grpc_url, args.http_url, args.metrics_url, args.admin_key).check_ready()
+        target = (Target.from_urls(args.grpc_url, args.http_url, args.metrics_url, args.admin_key)
+                  .check_ready(args.protocol)
                   if args.grpc_url else stack.enter_context(serve(args.repository)))
         # distinct requests: a whitespace tag of their own, which the tokenizers drop (loadtest.workload)
         sampler = Workload.load(args.workload).sampler(args.label_mode, "", "", seed=args.seed, distinct=True)

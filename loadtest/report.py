@@ -240,14 +240,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out or (args.folders[0] if len(args.folders) == 1 else Path(__file__).resolve().parent
                        / "results" / "report")
+    markdown = render(results, prices, args.slo_p95_ms)
     try:
         out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text(markdown, encoding="utf-8")
+        plot(results, out)
     except OSError as exc:
         print(f"report: --out {out}: {exc}", file=sys.stderr)
         return 2
-    markdown = render(results, prices, args.slo_p95_ms)
-    (out / "report.md").write_text(markdown, encoding="utf-8")
-    plot(results, out)
     print(markdown)
     print(f"[report] wrote {out / 'report.md'} and plots", flush=True)
     return 0

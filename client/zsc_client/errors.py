@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tritonclient.utils import InferenceServerException
 
 _INVALID = {"StatusCode.INVALID_ARGUMENT", "400"}
@@ -65,7 +67,7 @@ def _translate(exc: BaseException) -> ZeroShotClientError:
         if status in _UNAVAILABLE or "connect" in message.lower():
             return ServerUnavailableError(message, status)
         return ZeroShotClientError(message, status)
-    if isinstance(exc, TimeoutError):  # an HTTP client's timeout; gRPC says DEADLINE_EXCEEDED itself
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):  # an HTTP client's (one class since Python 3.11)
         return ServerUnavailableError(f"Deadline Exceeded: no answer within the client timeout {exc}".rstrip())
     if isinstance(exc, OSError):
         return ServerUnavailableError(f"cannot reach the server: {exc}")

@@ -297,13 +297,16 @@ def test_a_stopped_export_removes_its_temporary_files_and_leaves_the_repository_
     export = subprocess.Popen([sys.executable, "-m", "export", "--model", "offline-minilm", "--repository",
                                str(tmp_path / "repository")], env=dict(os.environ, TMPDIR=str(temporary)),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not list(temporary.glob("zsc-export-*")) and time.monotonic() < deadline and export.poll() is None:
-        time.sleep(0.2)
-    assert list(temporary.glob("zsc-export-*")), "the export never started its work"
-    time.sleep(2)  # into the work, with files written
-    export.send_signal(signal.SIGTERM)
-    _, stderr = export.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(temporary.glob("zsc-export-*")) and time.monotonic() < deadline and export.poll() is None:
+            time.sleep(0.2)
+        assert list(temporary.glob("zsc-export-*")), "the export never started its work"
+        time.sleep(2)  # into the work, with files written
+        export.send_signal(signal.SIGTERM)
+        _, stderr = export.communicate(timeout=120)
+    finally:
+        export.kill()  # a no-op once it has ended
     assert export.returncode == 130 and "export interrupted" in stderr, stderr
     assert not list(temporary.glob("zsc-export-*")) and not (tmp_path / "repository").exists()
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".repository.")]  # no staging left
