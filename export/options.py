@@ -85,7 +85,7 @@ class ExportOptions:
             for name in names:
                 value = getattr(self, name)
                 if value is not None and not value >= least:
-                    raise ExportError(f"--{name.replace('_', '-')} must be {least} or more, got {value}")
+                    raise ExportError(f"--{name.replace('_', '-')} must be at least {least}, got {value}")
         if isinstance(self.max_length, int) and self.max_length < 8:
             raise ExportError(f"--max-length must be at least 8 tokens, got {self.max_length}")
         if self.template is not None and "{}" not in self.template:

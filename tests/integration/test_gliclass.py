@@ -208,7 +208,7 @@ def random_checkpoint(tmp_path_factory):
 @pytest.mark.parametrize("options, refusal", [
     ({"runtime": "python-torch", "torch_device": "cpu"}, "python-torch runtime .* not GLiClass"),
     ({"max_windows": 3}, "max_windows 1"),
-    ({"labels_per_row": 0}, "labels per row must be at least 1"),
+    ({"labels_per_row": 0}, "--labels-per-row must be at least 1"),
     ({"template": "{}<<SEP>>"}, "--template: contains <<SEP>>"),
 ])
 def test_export_options_gliclass_cannot_take_are_refused(random_checkpoint, tmp_path, options, refusal):

@@ -259,7 +259,7 @@ def test_an_nli_export_has_no_label_cache_and_names_its_encoder_file(tmp_path, c
     assert preprocess.parameters["label_cache_export_id"].string_value == info["export_id"]
     assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--gpu", "none",
                      "--label-cache-mb", "-1"]) == 1
-    assert "--label-cache-mb must be 0 or more" in capsys.readouterr().err
+    assert "--label-cache-mb must be at least 0" in capsys.readouterr().err
 
 
 def test_every_choice_that_export_help_prints_is_accepted(capsys):
