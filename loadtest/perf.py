@@ -41,6 +41,7 @@ from loadtest.server import Target, score_kind_of, serve
 from loadtest.server_metrics import model_deltas
 from loadtest.workload import Workload
 from zsc_server.arguments import positive, positive_int
+from zsc_server.triton_errors import RESTRICTED
 
 # perf_analyzer holds its input data once per in-flight request (about 2 KB per request each, measured
 # with 2.51): distinct requests x concurrency is capped so that a level at 128 stays near 1 GB.
@@ -249,7 +250,7 @@ def run(args) -> tuple[Path, list[dict], str]:
                 levels_done.append(sweep.measure(level))
             except PerfError as exc:
                 error = str(exc)
-                if "restricted" in error.lower():  # the launcher keeps Triton's statistics API to itself
+                if RESTRICTED in error:  # the launcher keeps Triton's statistics API to itself
                     error += (" (pass the server's secret with --admin-key, or start the server with "
                               "--open-api statistics)")
                 break

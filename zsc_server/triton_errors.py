@@ -20,6 +20,9 @@ ADMISSION_BUSY = "busy: requests would wait"
 # with the launcher alive behind it (haproxy dies with the launcher), both mean busy
 EDGE_BUSY = "at the edge proxy's concurrency limit"
 EDGE_TIMEOUT = "behind the edge proxy did not take the call in time"
+# an API the launcher restricts (zsc_server.admin_api), called without its secret: "This API is restricted" /
+# "This protocol is restricted, expecting header ..."
+RESTRICTED = "is restricted"
 # a Python-backend model whose stub process died: every request to it fails so until it is reloaded
 DEAD_STUB = re.compile(r"Stub process '([^']+)' is not healthy")
 
