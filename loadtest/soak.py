@@ -52,7 +52,7 @@ from loadtest.server_metrics import model_deltas
 from loadtest.soak_report import goals, markdown, summary_line, verdict
 from loadtest.workload import Workload, answer_problem
 from zsc_client import AsyncZeroShotClient, ZeroShotClientError
-from zsc_server.arguments import cores, cpu_list, non_negative, positive, positive_int
+from zsc_server.arguments import cores, non_negative, positive, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,7 +173,7 @@ def served_policy(target: Target) -> tuple[dict, dict]:
 
 def run(args) -> tuple[Path, dict]:
     if args.client_cpus:
-        os.sched_setaffinity(0, cpu_list(args.client_cpus))
+        os.sched_setaffinity(0, args.client_cpus)
     target = Target.from_urls(args.grpc_url, args.http_url, args.metrics_url).check_ready(args.protocol)
     http = target.http_url
     url = target.url(args.protocol)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 
 
 def _number(text: str, accept, what: str, kind=float):
@@ -48,19 +49,17 @@ def cpu_list(spec: str) -> set[int]:
     return cores
 
 
-def cores(text: str) -> str:
-    """A core list as taskset writes it ('0', '0,2', '2-3'), checked against the cores this process may use;
-    '' (the flags' default): all of them."""
+def cores(text: str) -> set[int]:
+    """A core list as taskset writes it ('0', '0,2', '2-3') as core numbers, checked against the cores this
+    process may use; '' (the flags' default): none named, so all of them."""
     if not text.strip():
-        return ""
+        return set()
     try:
         wanted = cpu_list(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a list of cores such as 0, 0,2 or 2-3") from None
-    import os
-
-    unusable = wanted - os.sched_getaffinity(0)
-    if unusable:
-        raise argparse.ArgumentTypeError(f"core {min(unusable)} is not one this process may use "
-                                         f"({sorted(os.sched_getaffinity(0))})")
-    return text
+    usable = os.sched_getaffinity(0)
+    if wanted - usable:
+        raise argparse.ArgumentTypeError(f"core {min(wanted - usable)} is not one this process may use "
+                                         f"({sorted(usable)})")
+    return wanted

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from zsc_server.admin_api import RESTRICTABLE
 from zsc_server.admission import FrontGate
-from zsc_server.arguments import cores, cpu_list, positive, tcp_port
+from zsc_server.arguments import cores, positive, tcp_port
 from zsc_server.edge import EDGE_MODES, Edge, EdgeError, edge_wanted, find_haproxy
 from zsc_server.gpus import describe, visible_gpus
 from zsc_server.grpc_front import GrpcFront, GrpcLimits
@@ -201,7 +201,7 @@ def ports_in_use(host: str, ports: list[int]) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.cpus:  # inherited by tritonserver and every stub it starts
-        os.sched_setaffinity(0, cpu_list(args.cpus))
+        os.sched_setaffinity(0, args.cpus)
     try:
         warm_labels = read_warm_labels(args.warm_labels) if args.warm_labels else None
     except ValueError as exc:
