@@ -12,6 +12,7 @@ from zsc_client.request import (
     ClassificationResult,
     Labels,
     build_inputs,
+    call_deadline,
     parse_result,
     requested_outputs,
     split_url,
@@ -43,13 +44,11 @@ class AsyncZeroShotClient:
         self._module = module
         if protocol == "grpc":
             self._client = aio.InferenceServerClient(self.url, ssl=ssl)
-            self._timeout = {"client_timeout": timeout_s}
         else:
             # the session's total timeout is the per-request wall clock; http.aio's own `timeout` argument is
             # something else (a server-side queue timeout in microseconds)
             self._client = aio.InferenceServerClient(
                 self.url, ssl=ssl, conn_limit=max_connections, conn_timeout=timeout_s)
-            self._timeout = {}
 
     async def classify(
         self, text: str, candidate_labels: Labels, hypothesis_template: str | None = None,
@@ -59,7 +58,8 @@ class AsyncZeroShotClient:
         started = time.perf_counter()
         try:
             response = await self._client.infer(
-                self.model_name, inputs, outputs=requested_outputs(self._module), **self._timeout)
+                self.model_name, inputs, outputs=requested_outputs(self._module),
+                **call_deadline(self.protocol, self.timeout_s))
         except Exception as exc:  # noqa: BLE001 - translated to this package's error types
             raise translate(exc, self.url, self.protocol) from exc
         return parse_result(response, text, (time.perf_counter() - started) * 1e3)
@@ -88,7 +88,7 @@ class AsyncZeroShotClient:
     async def is_ready(self, timeout_s: float | None = None) -> bool:
         """Server ready and the ensemble loaded; over gRPC each check waits at most ``timeout_s`` (default: the
         client's timeout)."""
-        wait = {"client_timeout": timeout_s or self.timeout_s} if self.protocol == "grpc" else {}
+        wait = call_deadline(self.protocol, timeout_s or self.timeout_s)
         try:
             return bool(await self._client.is_server_ready(**wait)
                         and await self._client.is_model_ready(self.model_name, **wait))

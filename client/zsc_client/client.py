@@ -15,6 +15,7 @@ from zsc_client.request import (
     ClassificationResult,
     Labels,
     build_inputs,
+    call_deadline,
     parse_result,
     requested_outputs,
     split_url,
@@ -56,7 +57,8 @@ class ZeroShotClient:
         started = time.perf_counter()
         try:
             response = self._client.infer(
-                self.model_name, inputs, outputs=requested_outputs(self._module), **self._timeout()
+                self.model_name, inputs, outputs=requested_outputs(self._module),
+                **call_deadline(self.protocol, self.timeout_s),
             )
         except Exception as exc:  # noqa: BLE001 - translated to this package's error types
             raise translate(exc, self.url, self.protocol) from exc
@@ -125,14 +127,10 @@ class ZeroShotClient:
                 raise outcome
         return outcomes
 
-    def _timeout(self, seconds: float | None = None) -> dict:
-        """A gRPC call's deadline (default: the client's timeout); over HTTP the connection's timeout applies."""
-        return {"client_timeout": seconds or self.timeout_s} if self.protocol == "grpc" else {}
-
     def is_ready(self, timeout_s: float | None = None) -> bool:
         """Server ready and the ensemble loaded; over gRPC each check waits at most ``timeout_s`` (default: the
         client's timeout)."""
-        wait = self._timeout(timeout_s)
+        wait = call_deadline(self.protocol, timeout_s or self.timeout_s)
         try:
             return bool(self._client.is_server_ready(**wait) and self._client.is_model_ready(self.model_name, **wait))
         except Exception:  # noqa: BLE001 - any failure means "not ready"
@@ -150,7 +148,7 @@ class ZeroShotClient:
     def health(self) -> dict:
         """Liveness, readiness and the ensemble's readiness, as a dict; never raises."""
         report = {"url": self.url, "protocol": self.protocol, "model": self.model_name}
-        wait = self._timeout()
+        wait = call_deadline(self.protocol, self.timeout_s)
         for key, probe in (("live", self._client.is_server_live), ("ready", self._client.is_server_ready),
                            ("model_ready", lambda **kw: self._client.is_model_ready(self.model_name, **kw))):
             try:

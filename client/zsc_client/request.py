@@ -39,6 +39,12 @@ class ClassificationResult:
         return dataclasses.asdict(self) | {"from_cache": self.from_cache}
 
 
+def call_deadline(protocol: str, seconds: float) -> dict:
+    """A call's keyword for its deadline: gRPC takes one per call; over HTTP the connection's (or the asyncio
+    session's) timeout applies, set when the client is made."""
+    return {"client_timeout": seconds} if protocol == "grpc" else {}
+
+
 def split_url(url: str, protocol: str) -> tuple[str, bool]:
     """'host:port', 'http://host:port' or 'https://host' -> ('host:port', ssl)."""
     if protocol not in DEFAULT_PORTS:
