@@ -8,9 +8,22 @@ import sys
 
 from zsc_client.client import ZeroShotClient
 from zsc_client.errors import ZeroShotClientError
-from zsc_client.request import DEFAULT_MODEL, DEFAULT_PORTS, ClassificationResult
+from zsc_client.request import DEFAULT_MODEL, DEFAULT_PORTS, ClassificationResult, split_url
 
 BAR_WIDTH = 30
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    if not (text.isdigit() and 0 < int(text) < 65536):
+        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, got {text}")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="server HOST:PORT (default: localhost:8001 for grpc, localhost:8000 for http)")
         p.add_argument("--protocol", choices=["grpc", "http"], default="grpc", help="default: grpc")
         p.add_argument("--model", default=DEFAULT_MODEL, help="ensemble name (default: %(default)s)")
-        p.add_argument("--timeout-s", type=float, default=60.0, help="per-request timeout (default: 60)")
+        p.add_argument("--timeout-s", type=_positive, default=60.0,
+                       help="timeout of each call to the server (default: 60)")
 
     classify = sub.add_parser(
         "classify", help="rank candidate labels for one or more texts",
@@ -57,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     webui = sub.add_parser(
         "webui", help="serve a web page (and its JSON API) for classifying texts in a browser",
-        description="A web page and JSON API (POST /api/classify, GET /api/health) in front of Triton. "
+        description="A web page and JSON API (POST /api/classify, GET /api/health; Hugging Face's inference "
+                    "API's zero-shot task at POST /api/hf/zero-shot-classification) in front of Triton. "
                     "Needs the webui extra: pip install 'zsc-client[webui]'.",
         epilog="example: zsc webui --triton 127.0.0.1:8001   (then open http://127.0.0.1:7860/)",
     )
@@ -67,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     webui.add_argument("--model", default=DEFAULT_MODEL, help="ensemble name (default: %(default)s)")
     webui.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default: %(default)s; 0.0.0.0 exposes it to the network)")
-    webui.add_argument("--port", type=int, default=7860, help="port to listen on (default: %(default)s)")
-    webui.add_argument("--timeout-s", type=float, default=30.0, help="per-request timeout (default: 30)")
+    webui.add_argument("--port", type=_port, default=7860, help="port to listen on (default: %(default)s)")
+    webui.add_argument("--timeout-s", type=_positive, default=30.0,
+                       help="timeout of each request to Triton (default: 30)")
     return parser
 
 
@@ -95,11 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "webui":
         return _webui(args)
     url = args.url or f"localhost:{DEFAULT_PORTS[args.protocol]}"
+    texts = getattr(args, "texts", [])
+    if texts == ["-"]:
+        texts = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+    problem = _url_problem(url, args.protocol, "--url") or ("" if texts or args.command != "classify" else
+                                                           "no text on standard input (one text per line)")
+    if problem:
+        print(f"zsc: error: {problem}", file=sys.stderr)
+        return 2
     try:
         with ZeroShotClient(url, args.protocol, args.model, timeout_s=args.timeout_s) as client:
             if args.command == "health":
                 return _health(client, args.json)
-            texts = [line.rstrip("\n") for line in sys.stdin if line.strip()] if args.texts == ["-"] else args.texts
             results = (
                 [client.classify(texts[0], args.labels, args.template, args.multi_label)]
                 if len(texts) == 1
@@ -111,6 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     for result in results:
         print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else format_result(result))
     return 0
+
+
+def _url_problem(url: str, protocol: str, flag: str) -> str:
+    """Why the client cannot use `url` ('' if it can): checked before connecting, so it reads as the flag's."""
+    try:
+        split_url(url, protocol)
+    except ValueError as exc:
+        return f"{flag} {exc}"
+    return ""
 
 
 def _health(client: ZeroShotClient, as_json: bool) -> int:
@@ -137,6 +169,10 @@ def _webui(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     triton = args.triton or f"localhost:{DEFAULT_PORTS[args.protocol]}"
+    problem = _url_problem(triton, args.protocol, "--triton")
+    if problem:
+        print(f"zsc: error: {problem}", file=sys.stderr)
+        return 2
     try:
         serve(triton, args.protocol, args.model, args.host, args.port, args.timeout_s)
     except OSError as exc:

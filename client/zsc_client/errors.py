@@ -68,7 +68,7 @@ def _translate(exc: BaseException) -> ZeroShotClientError:
             return ServerUnavailableError(message, status)
         return ZeroShotClientError(message, status)
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):  # an HTTP client's (one class since Python 3.11)
-        return ServerUnavailableError(f"Deadline Exceeded: no answer within the client timeout {exc}".rstrip())
+        return ServerUnavailableError("Deadline Exceeded: no answer within the client timeout")
     if isinstance(exc, OSError):
         return ServerUnavailableError(f"cannot reach the server: {exc}")
     if any(cls.__name__ == "ClientConnectionError" for cls in type(exc).__mro__):

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from zsc_client.errors import InvalidInputError
+
 DEFAULT_MODEL = "zero_shot"
 # the ensemble's tensors (the server declares them in zsc_server/tensor_names.py; this package installs alone)
 INPUTS = TEXT, CANDIDATE_LABELS, HYPOTHESIS_TEMPLATE, MULTI_LABEL = (
@@ -49,12 +51,15 @@ def split_url(url: str, protocol: str) -> tuple[str, bool]:
     """'host:port', 'http://host:port' or 'https://host' -> ('host:port', ssl)."""
     if protocol not in DEFAULT_PORTS:
         raise ValueError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
-    ssl = url.startswith(("https://", "grpcs://"))
+    given, ssl = url, url.startswith(("https://", "grpcs://"))
     for scheme in ("http://", "https://", "grpc://", "grpcs://"):
         url = url.removeprefix(scheme)
     url = url.rstrip("/")
-    if ":" not in url:
+    _, colon, port = url.rpartition(":")
+    if not colon or url.endswith("]"):  # no port ('[::1]': a bracketed IPv6 address has colons of its own)
         url = f"{url}:{DEFAULT_PORTS[protocol]}"
+    elif not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"{given!r}: the port must be a number from 1 to 65535, got {port!r}")
     return url, ssl
 
 
@@ -73,7 +78,7 @@ def build_inputs(
 
     A single string of labels is sent as one element: the server splits it on ',' and '，'.
     """
-    labels = [candidate_labels] if isinstance(candidate_labels, (str, bytes)) else list(candidate_labels)
+    labels = [candidate_labels] if isinstance(candidate_labels, (str, bytes)) else labels_as_given(candidate_labels)
     inputs = [_bytes_input(module, TEXT, [text]), _bytes_input(module, CANDIDATE_LABELS, labels)]
     if hypothesis_template is not None:
         inputs.append(_bytes_input(module, HYPOTHESIS_TEMPLATE, [hypothesis_template]))
@@ -81,6 +86,18 @@ def build_inputs(
     flag.set_data_from_numpy(np.array([multi_label], dtype=np.bool_))
     inputs.append(flag)
     return inputs
+
+
+def labels_as_given(candidate_labels: Sequence[str | bytes]) -> list[str | bytes]:
+    """A list of labels, sent as it is: InvalidInputError for one label holding ',' or '，', which the server
+    would read as a label string and split into several."""
+    labels = list(candidate_labels)
+    if len(labels) == 1:
+        label = labels[0].decode("utf-8", "replace") if isinstance(labels[0], bytes) else labels[0]
+        if "," in label or "，" in label:
+            raise InvalidInputError(f"label 0 {label!r} contains ',' or '，', and a single label is split there "
+                                    "into several: give each label as its own list item")
+    return labels
 
 
 def requested_outputs(module) -> list:

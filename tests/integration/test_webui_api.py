@@ -28,7 +28,8 @@ def call(app, *requests: tuple) -> list[tuple[int, dict]]:
     async def run():
         async with TestClient(TestServer(app)) as client:
             async def one(method, path, body=None):
-                payload = {"data": body} if isinstance(body, bytes) else {"json": body}
+                payload = ({"data": body, "headers": {"Content-Type": "application/json"}} if isinstance(body, bytes)
+                           else {"json": body})
                 async with client.request(method, path, **payload) as response:
                     return response.status, await response.json()
 
@@ -78,12 +79,23 @@ BAD = {
                                   "must be true or false"),
     # limits set at export are Triton's to check: its refusal comes back naming the field
     "more labels than the export allows": ({"text": TEXT, "labels": [f"类型{i}" for i in range(65)]},
-                                           "labels", "CANDIDATE_LABELS: has 65 labels; the limit is 64"),
+                                           "labels", "has 65 labels; the limit is 64"),
     "text over Triton's size limit": ({"text": "投" * 30_000, "labels": "咨询"}, "text",
                                       "is 90000 bytes; the limit is 65536"),
     "not JSON": (b'{"text": "x", ', None, "the body is not valid JSON"),
     "not UTF-8": (b'{"text": "\xff"}', None, "the body is not UTF-8"),
     "a JSON array": ([TEXT], None, "the body must be a JSON object, got an array"),
+    # JSON escapes that decode to a lone surrogate: text no UTF-8 request can carry
+    "lone surrogate in the text": (b'{"text": "\\ud800", "labels": "a"}', "text", "is not valid Unicode"),
+    "lone surrogate in a label": (b'{"text": "x", "labels": ["a", "\\udc00"]}', "labels",
+                                  "label 1 is not valid Unicode"),
+    "lone surrogate in the template": (b'{"text": "x", "labels": "a", "hypothesis_template": "{}\\ud800"}',
+                                       "hypothesis_template", "is not valid Unicode"),
+    "an integer of 5,000 digits": (b'{"text": ' + b"1" * 5000 + b"}", None, "a value JSON cannot give here"),
+    "arrays nested 100,000 deep": (b"[" * 100_000, None, "nests arrays or objects too deeply"),
+    # one element is a label string to Triton, split on commas: refused rather than answered as two labels
+    "one label holding a comma": ({"text": TEXT, "labels": ["New York, USA"]}, "labels",
+                                  "give each label as its own list item"),
 }
 
 
@@ -96,8 +108,22 @@ def test_bad_input_is_a_400_naming_the_field(structbert, case):
     assert status == 400, body
     assert body["field"] == field
     assert message in body["error"]
-    assert not body["error"].startswith("in ensemble")  # Triton's routing prefix is dropped
+    assert not body["error"].startswith(("in ensemble", "TEXT", "CANDIDATE_LABELS"))  # Triton's prefixes dropped
     assert good_status == 200  # a refused request does not disturb the next ones
+
+
+def test_a_body_not_sent_as_json_is_a_415(structbert):
+    """A form or text/plain POST needs no CORS preflight: another site's page could send one through a
+    visitor's browser."""
+    async def run():
+        async with TestClient(TestServer(create_app(structbert.server.grpc_url))) as client:
+            body = json.dumps({"text": TEXT, "labels": "咨询,投诉"})
+            async with client.post("/api/classify", data=body, headers={"Content-Type": "text/plain"}) as response:
+                return response.status, await response.json()
+
+    status, body = asyncio.run(run())
+    assert status == 415, body
+    assert "Content-Type: application/json" in body["error"]
 
 
 def test_huge_body_is_a_413(structbert):

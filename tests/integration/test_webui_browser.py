@@ -151,3 +151,18 @@ def test_triton_down_in_the_browser(browser):
                                                        f"127.0.0.1:{port} (grpc)")
         expect(page.locator("#bars .bar-row")).to_have_count(0)
         expect(page.locator("#submit")).to_be_enabled()
+
+
+def test_a_malformed_history_entry_is_dropped_and_the_page_works(structbert, browser):
+    """History comes from the browser's storage, which an older page (or anyone with the browser) may have
+    written: an entry without the fields the page draws is left out instead of stopping the page's script."""
+    expect = sync_api.expect
+    good = {"request": {"text": "你好", "labels": "咨询", "multi_label": False},
+            "response": {"labels": ["咨询"], "scores": [0.9]}, "endToEndMs": 12.0, "at": "2026-12-07T10:00:00Z"}
+    with running_webui(structbert.server.grpc_url) as base_url, page_on(browser, base_url) as (page, _):
+        page.evaluate("entries => localStorage.setItem('zsc-webui-history', JSON.stringify(entries))",
+                      [{"request": {"text": "x"}, "response": {"labels": "not a list"}}, good, None])
+        page.reload()
+        expect(page.locator("#status")).to_contain_text("Triton ready")
+        expect(page.locator("#history .history-entry")).to_have_count(1)
+        expect(page.locator("#history .history-entry")).to_contain_text("咨询 0.900")

@@ -9,6 +9,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from zsc_client.cli import format_result
+from zsc_client.cli import main as cli_main
 from zsc_client.errors import InvalidInputError, ServerUnavailableError, ZeroShotClientError, translate
 from zsc_client.request import ClassificationResult, build_inputs, split_url
 from zsc_server.preprocess import Preprocessor
@@ -62,9 +63,27 @@ def test_windows_may_use_the_rows_the_encoder_takes_from_one_request(tokenizer_j
     ("localhost", "grpc", ("localhost:8001", False)),
     ("http://h:9000/", "http", ("h:9000", False)),
     ("https://h", "http", ("h:8000", True)),
+    ("[::1]", "grpc", ("[::1]:8001", False)),
+    ("[::1]:9001", "grpc", ("[::1]:9001", False)),
 ])
 def test_split_url(url, protocol, expected):
     assert split_url(url, protocol) == expected
+
+
+@pytest.mark.parametrize("url", ["localhost:notaport", "h:0", "h:65536", "http://h:"])
+def test_split_url_refuses_a_port_that_is_no_port(url):
+    with pytest.raises(ValueError, match="the port must be a number from 1 to 65535"):
+        split_url(url, "http")
+
+
+def test_a_list_of_one_label_with_a_comma_is_refused_not_split():
+    """One element is a label string to the server, split on ',' and '，': ['New York, USA'] would come back
+    as two labels."""
+    for labels in (["New York, USA"], ["咨询，投诉"], [b"a,b"]):
+        with pytest.raises(InvalidInputError, match="give each label as its own list item"):
+            build_inputs(httpclient, "t", labels, None, False)
+    assert build_inputs(httpclient, "t", ["New York, USA", "Paris"], None, False)[1].shape() == [2]
+    assert build_inputs(httpclient, "t", "New York, USA", None, False)[1].shape() == [1]  # a string: split
 
 
 def test_build_inputs_sends_one_string_unsplit():
@@ -103,3 +122,39 @@ def test_what_triton_says_while_restarting_is_unavailable(error):
     # seen in tests/integration/test_faults.py while a server restarts or a stub is dead: retry later
     assert isinstance(translate(error), ServerUnavailableError)
 
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["health", "--protocol", "http", "--url", "localhost:notaport"], "--url 'localhost:notaport': the port must"),
+    (["classify", "--labels", "a", "--url", "h:70000", "x"], "--url 'h:70000': the port must"),
+    (["webui", "--triton", "h:x"], "--triton 'h:x': the port must"),
+])
+def test_cli_names_a_url_it_cannot_use_without_a_traceback(capsys, argv, message):
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"zsc: error: {message} be a number from 1 to 65535") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["webui", "--port", "99999"], "--port: must be a port number from 1 to 65535, got 99999"),
+    (["health", "--timeout-s", "0"], "--timeout-s: must be more than 0 seconds, got 0"),
+])
+def test_cli_refuses_out_of_range_flags_naming_them(capsys, argv, message):
+    with pytest.raises(SystemExit) as exited:
+        cli_main(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_reads_texts_from_stdin_without_line_ends_and_refuses_none(capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert cli_main(["classify", "--labels", "a,b", "-"]) == 2
+    assert capsys.readouterr().err == "zsc: error: no text on standard input (one text per line)\n"
+    sent = []
+    monkeypatch.setattr("zsc_client.cli.ZeroShotClient.classify_batch",
+                        lambda self, texts, *rest: sent.append(texts) or [])
+    monkeypatch.setattr("sys.stdin", io.StringIO("line one\r\n\r\nline two\n"))
+    assert cli_main(["classify", "--labels", "a,b", "-"]) == 0
+    assert sent == [["line one", "line two"]]  # no connection is made until a request: none here

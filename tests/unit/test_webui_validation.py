@@ -55,7 +55,24 @@ BAD = {
     "multi_label as a string": ({"text": "x", "labels": "a", "multi_label": "true"}, "multi_label",
                                 "must be true or false, got a string"),
     "multi_label as 1": ({"text": "x", "labels": "a", "multi_label": 1}, "multi_label", "got a number"),
+    "lone surrogate in the text": ({"text": "a\ud800", "labels": "a"}, "text",
+                                   "lone surrogate '\\ud800' at character 1"),
+    "lone surrogate in a label string": ({"text": "x", "labels": "a,\udfff"}, "labels", "is not valid Unicode"),
+    "lone surrogate in a listed label": ({"text": "x", "labels": ["a", "\udfff"]}, "labels",
+                                         "label 1 is not valid Unicode"),
+    "lone surrogate in the template": ({"text": "x", "labels": "a", "hypothesis_template": "{}\ud800"},
+                                       "hypothesis_template", "is not valid Unicode"),
+    "one listed label holding a comma": ({"text": "x", "labels": ["New York, USA"]}, "labels",
+                                         "give each label as its own list item"),
+    "one listed label holding a Chinese comma": ({"text": "x", "labels": ["咨询，投诉"]}, "labels", "contains"),
 }
+
+
+def test_several_listed_labels_keep_their_commas():
+    """Several elements are the labels as given (the ensemble splits only a single one)."""
+    assert parse_classify_request({"text": "x", "labels": ["New York, USA", "Paris"]}).labels == [
+        "New York, USA", "Paris"]
+    assert parse_classify_request({"text": "x", "labels": ["Paris "]}).labels == ["Paris"]
 
 
 @pytest.mark.parametrize("case", BAD, ids=list(BAD))
@@ -77,10 +94,14 @@ def test_server_messages_map_to_fields():
     assert field_of_server_message("something else went wrong (CONTEXT_TEXT)") is None
 
 
-def test_server_messages_lose_the_ensemble_prefix():
+def test_server_messages_lose_the_ensemble_prefix_and_the_tensor_name():
+    """The API names the field itself (`field`, or the Hugging Face API's name in front)."""
     message = "in ensemble 'zero_shot', CANDIDATE_LABELS: has 65 labels; the limit is 64 (max_labels)"
-    assert clean_server_message(message) == "CANDIDATE_LABELS: has 65 labels; the limit is 64 (max_labels)"
-    assert clean_server_message("TEXT: is empty") == "TEXT: is empty"
+    assert clean_server_message(message) == "has 65 labels; the limit is 64 (max_labels)"
+    assert clean_server_message("TEXT: is empty") == "is empty"
+    # a tensor named inside the message is what the message says
+    assert clean_server_message("unexpected datatype TYPE_INT32 for input 'MULTI_LABEL'") == (
+        "unexpected datatype TYPE_INT32 for input 'MULTI_LABEL'")
 
 
 def test_response_shape():
@@ -125,7 +146,10 @@ def test_core_client_and_cli_import_without_aiohttp():
     ({"inputs": "t"}, "parameters.candidate_labels is required"),
     ({"inputs": "t", "parameters": []}, "parameters must be an object"),
     ({"inputs": "t", "parameters": {"candidate_labels": ["a"], "top_k": 1}}, "unknown parameter 'top_k'"),
-    ({"inputs": "t", "parameters": {"candidate_labels": ["a"]}, "options": {}}, "unknown field 'options'"),
+    ({"inputs": "t", "parameters": {"candidate_labels": ["a"]}, "model": "x"}, "unknown field 'model'"),
+    ({"inputs": "t", "parameters": {"candidate_labels": ["a"]}, "options": True}, "options must be an object"),
+    ({"inputs": "t", "parameters": {"candidate_labels": ["New York, USA"]}},
+     "parameters.candidate_labels: label 0 'New York, USA' contains"),
     ({"inputs": ["t"], "parameters": {"candidate_labels": ["a"]}}, "inputs: must be a string"),
     ({"inputs": "t", "parameters": {"candidate_labels": []}}, "parameters.candidate_labels: no candidate labels"),
     ({"inputs": "t", "parameters": {"candidate_labels": ["a"], "hypothesis_template": "no slot"}},
@@ -143,7 +167,8 @@ def test_the_hugging_face_shaped_api_maps_to_a_classify_request_and_back():
     from zsc_client.webui.hf_api import hf_response, parse_hf_request
 
     request = parse_hf_request({"inputs": "t", "parameters": {"candidate_labels": ["a", "b"],
-                                                              "hypothesis_template": None, "multi_label": True}})
+                                                              "hypothesis_template": None, "multi_label": True},
+                                "options": {"wait_for_model": True}})  # the hosted service's own options
     assert (request.text, request.labels, request.hypothesis_template, request.multi_label) == ("t", ["a", "b"],
                                                                                                None, True)
     result = ClassificationResult(text="t", labels=["b", "a"], scores=[0.75, 0.25], latency_ms=1.0)

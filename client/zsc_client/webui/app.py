@@ -96,10 +96,17 @@ async def _api_errors_and_headers(request: web.Request, handler) -> web.StreamRe
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        if not request.path.startswith("/api/") or exc.status < 400:
+        if exc.status < 400:
             raise
-        # the page and API callers read JSON errors; aiohttp's own are text/plain
-        response = _json_error(exc.status, f"{exc.reason}: {request.method} {request.path}")
+        if request.path.startswith("/api/"):  # the page and API callers read JSON errors; aiohttp's are text
+            response = _json_error(exc.status, f"{exc.reason}: {request.method} {request.path}")
+        else:  # as aiohttp made it, with this app's headers below
+            response = web.Response(status=exc.status, text=exc.text, headers=exc.headers)
+    except Exception:  # a defect here: the caller still gets JSON, the log the traceback
+        log.exception("%s %s failed", request.method, request.path)
+        if not request.path.startswith("/api/"):
+            raise
+        response = _json_error(500, "the WebUI server failed on this request (its log says why)")
     response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     return response
@@ -110,6 +117,10 @@ async def _index(request: web.Request) -> web.StreamResponse:
 
 
 async def _read_json(request: web.Request, limit: int) -> object:
+    # a form or text/plain POST is what another site's page can send here without asking (no CORS preflight)
+    if request.content_type != "application/json":
+        raise RequestError(f"send the body as Content-Type: application/json, not {request.content_type}",
+                           status=415)
     too_big = f"the request body is larger than the limit of {limit} bytes"
     if request.content_length is not None and request.content_length > limit:
         raise RequestError(f"{too_big} ({request.content_length} bytes)", status=413)
@@ -123,6 +134,10 @@ async def _read_json(request: web.Request, limit: int) -> object:
         raise RequestError(f"the body is not UTF-8: {exc}") from None
     except json.JSONDecodeError as exc:
         raise RequestError(f"the body is not valid JSON: {exc}") from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise RequestError(f"the body holds a value JSON cannot give here: {exc}") from None
+    except RecursionError:
+        raise RequestError("the body nests arrays or objects too deeply") from None
 
 
 async def _classify(request: web.Request) -> web.Response:

@@ -1,6 +1,6 @@
 """The Hugging Face inference API's zero-shot-classification task, served by the WebUI server, so that
-`huggingface_hub.InferenceClient(base_url=...).zero_shot_classification(text, labels)` (and any client of
-that API) works against Triton unchanged.
+`huggingface_hub.InferenceClient(base_url=...).zero_shot_classification(text, labels)` (and other clients of
+the task's current spec) works against Triton unchanged.
 
 The task's shape (huggingface.js packages/tasks/src/tasks/zero-shot-classification/spec): the request is
 {"inputs": text, "parameters": {"candidate_labels": [...], "hypothesis_template": ..., "multi_label": ...}},
@@ -23,9 +23,12 @@ def parse_hf_request(body: object) -> ClassifyRequest:
     """Check a decoded body; raises RequestError whose message starts with the field, in this API's names."""
     if not isinstance(body, dict):
         raise RequestError("the body must be a JSON object: {\"inputs\": text, \"parameters\": {...}}")
-    unknown = sorted(set(body) - {"inputs", "parameters"})
+    # options (wait_for_model, use_cache) steer Hugging Face's hosted service, not the task: nothing to do here
+    unknown = sorted(set(body) - {"inputs", "parameters", "options"})
     if unknown:
-        raise RequestError(f"unknown field {unknown[0]!r}; the fields are inputs, parameters", unknown[0])
+        raise RequestError(f"unknown field {unknown[0]!r}; the fields are inputs, parameters, options", unknown[0])
+    if not isinstance(body.get("options", {}), dict):
+        raise RequestError("options must be an object", "options")
     parameters = body.get("parameters")
     if parameters is None:
         raise RequestError("parameters.candidate_labels is required", "parameters.candidate_labels")

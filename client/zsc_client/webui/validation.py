@@ -9,13 +9,15 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from zsc_client.request import INPUTS, ClassificationResult
+from zsc_client.errors import InvalidInputError
+from zsc_client.request import INPUTS, ClassificationResult, labels_as_given
 
 FIELDS = ("text", "labels", "hypothesis_template", "multi_label")
 # Triton's tensor names, as the preprocess model prefixes its messages with them, -> this API's fields
 SERVER_FIELDS = dict(zip(INPUTS, FIELDS))
 _SERVER_FIELD = re.compile(r"\b(" + "|".join(SERVER_FIELDS) + r")\b")
-_ENSEMBLE_PREFIX = re.compile(r"^in ensemble '[^']*', ")
+# Triton's routing prefix, then the tensor the message is about: the API names the field on its own
+_SERVER_PREFIX = re.compile(r"^(in ensemble '[^']*', )?((" + "|".join(SERVER_FIELDS) + r"): )?")
 
 
 class RequestError(ValueError):
@@ -55,6 +57,7 @@ def parse_classify_request(body: object) -> ClassifyRequest:
     text = body.get("text")
     if not isinstance(text, str):
         raise RequestError(f"must be a string, got {_json_type(text)}", "text")
+    _check_unicode(text, "text")
     if not text.strip():
         raise RequestError("is empty: enter the text to classify", "text")
 
@@ -63,6 +66,8 @@ def parse_classify_request(body: object) -> ClassifyRequest:
     template = body.get("hypothesis_template")
     if template is not None and not isinstance(template, str):
         raise RequestError(f"must be a string or null, got {_json_type(template)}", "hypothesis_template")
+    if template is not None:
+        _check_unicode(template, "hypothesis_template")
     # a cleared form field means "the server's default", not "a template without {}"
     template = template if template and template.strip() else None
     if template is not None and "{}" not in template:
@@ -79,14 +84,19 @@ def parse_classify_request(body: object) -> ClassifyRequest:
 
 def _labels(value: object) -> list[str]:
     if isinstance(value, str):
+        _check_unicode(value, "labels")
         labels = split_labels(value)
     elif isinstance(value, list):
         for i, label in enumerate(value):
             if not isinstance(label, str):
                 raise RequestError(f"label {i} must be a string, got {_json_type(label)}", "labels")
+            _check_unicode(label, "labels", f"label {i} ")
             if not label.strip():
                 raise RequestError(f"label {i} is empty", "labels")
-        labels = [label.strip() for label in value]
+        try:
+            labels = [label.strip() for label in labels_as_given(value)]
+        except InvalidInputError as exc:
+            raise RequestError(exc.message, "labels") from None
     elif value is None:
         labels = []
     else:
@@ -98,8 +108,9 @@ def _labels(value: object) -> list[str]:
 
 
 def clean_server_message(message: str) -> str:
-    """Triton's message without its routing prefix ("in ensemble 'zero_shot', "): the field comes first."""
-    return _ENSEMBLE_PREFIX.sub("", message, count=1)
+    """Triton's message without its routing prefix ("in ensemble 'zero_shot', ") and the tensor name in front
+    ("TEXT: "): what is wrong, for an answer that names the field in its own words."""
+    return _SERVER_PREFIX.sub("", message, count=1)
 
 
 def field_of_server_message(message: str) -> str | None:
@@ -123,6 +134,15 @@ def classify_response(request: ClassifyRequest, result: ClassificationResult) ->
         else round(result.server_latency_ms, 3),
         "from_cache": result.from_cache,
     }
+
+
+def _check_unicode(value: str, field: str, which: str = "") -> None:
+    """JSON's \\ud800 escapes decode to lone surrogates, which no UTF-8 request to Triton can carry."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RequestError(f"{which}is not valid Unicode: a lone surrogate {value[exc.start]!r} at character "
+                           f"{exc.start}", field) from None
 
 
 def _json_type(value: object) -> str:

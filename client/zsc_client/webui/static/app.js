@@ -15,10 +15,17 @@ let history = loadHistory();
 function loadHistory() {
   try {
     const stored = JSON.parse(localStorage.getItem(HISTORY_KEY) || "[]");
-    return Array.isArray(stored) ? stored.slice(0, HISTORY_SIZE) : [];
+    return Array.isArray(stored) ? stored.filter(isHistoryEntry).slice(0, HISTORY_SIZE) : [];
   } catch {
     return []; // storage disabled or corrupt: history lasts for this page only
   }
+}
+
+// an entry another version of this page (or anyone with the browser's storage) wrote must not stop the page
+function isHistoryEntry(entry) {
+  return typeof entry?.request?.text === "string" && Array.isArray(entry.response?.labels) &&
+    Array.isArray(entry.response?.scores) && entry.response.labels.length > 0 &&
+    entry.response.scores.every((score) => typeof score === "number");
 }
 
 function saveHistory() {
