@@ -39,7 +39,8 @@ HELP_GPU_DEPLOY := gpu-bundle gpu-rehearsal gpu-run up down compose-smoke wheelh
 
 help: ## list the targets
 	@echo "Defaults (set any as VAR=value): MODEL=$(MODEL) REPOSITORY=$(REPOSITORY) HOST=$(HOST)" \
-		"HTTP_PORT=$(HTTP_PORT) GRPC_PORT=$(GRPC_PORT) METRICS_PORT=$(METRICS_PORT) MAX_LENGTH=$(MAX_LENGTH)"
+		"HTTP_PORT=$(HTTP_PORT) GRPC_PORT=$(GRPC_PORT) METRICS_PORT=$(METRICS_PORT) MAX_LENGTH=$(MAX_LENGTH)" \
+		"COMPOSE='$(COMPOSE)' (make up/down/export; compose's ports: TRITON_BIND, METRICS_BIND in .env)"
 	@for group in "Everyday:$(HELP_EVERYDAY)" "Benchmarks and load tests:$(HELP_MEASURE)" \
 			"GPU hosts and deployment:$(HELP_GPU_DEPLOY)"; do \
 		echo; echo "$${group%%:*}"; \

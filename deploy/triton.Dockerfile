@@ -1,7 +1,7 @@
 # The Triton image, CPU or GPU from the same lines; only the build arguments differ
 # (docker-compose.yml: CPU; deploy/compose.gpu.yml: GPU; `make export` picks one in .env):
 #   CPU: a Debian base; tritonserver 2.51 and its Python backend from the nvidia-pytriton wheel
-#        (deploy/requirements/triton-cpu.txt), runtime python-ort, FP32 or INT8.
+#        (deploy/requirements/triton-cpu.txt), runtimes python-ov and python-ort, FP32 or INT8.
 #   GPU: NGC tritonserver 25.07, which brings tritonserver and its ONNX Runtime / TensorRT backends
 #        (deploy/requirements/triton-gpu.txt adds onnxruntime-gpu and CUDA torch for the Python runtimes).
 # NGC 25.07: the first release with the fixes for the HTTP crash on deeply nested JSON (CVE-2025-23310)

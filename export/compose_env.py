@@ -7,12 +7,16 @@
 - GPU: docker-compose.yml with deploy/compose.gpu.yml (NGC images, the GPU reserved), for every other
   export: python-torch, the native onnxruntime, tensorrt and openvino backends (the wheel's tritonserver has
   none of them), or python-ort on a GPU.
+ZSC_EXPORT_DIGEST, a hash of the repository's configs and export facts, reaches the triton service as an
+environment variable: compose recreates a container whose configuration changed, so `docker compose up -d`
+after a new export restarts tritonserver on it (Triton reads its model files once, at start).
 The other lines of an existing `.env` (TRITON_BIND, ...) are kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sys
@@ -24,7 +28,6 @@ STACKS = {
     "cpu": "docker-compose.yml",
     "gpu": "docker-compose.yml:deploy/compose.gpu.yml",
 }
-OWNED_KEYS = ("COMPOSE_FILE", "ZSC_MODEL_REPOSITORY")
 
 
 def stack_for(repository: Path) -> tuple[str, str]:
@@ -39,6 +42,14 @@ def stack_for(repository: Path) -> tuple[str, str]:
     if runtime in (Runtime.PYTHON_ORT.value, Runtime.PYTHON_OV.value) and not on_gpu:
         return "cpu", f"the encoder runs {runtime} on the CPU"
     return "gpu", f"the encoder runs {runtime} on {'a GPU' if on_gpu else 'an NGC backend'}"
+
+
+def export_digest(repository: Path) -> str:
+    """A hash of every config.pbtxt and export.json in `repository`: it changes with each export."""
+    digest = hashlib.sha256()
+    for path in sorted([*repository.glob("*/config.pbtxt"), *repository.glob("*/export.json")]):
+        digest.update(path.relative_to(repository).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def env_lines(existing: str, values: dict[str, str]) -> str:
@@ -65,8 +76,8 @@ def write_env(repository: Path, env_file: Path) -> str:
     except ValueError:
         mount = str(mount)
     existing = env_file.read_text(encoding="utf-8") if env_file.is_file() else ""
-    env_file.write_text(env_lines(existing, {"COMPOSE_FILE": STACKS[stack], "ZSC_MODEL_REPOSITORY": mount}),
-                        encoding="utf-8")
+    env_file.write_text(env_lines(existing, {"COMPOSE_FILE": STACKS[stack], "ZSC_MODEL_REPOSITORY": mount,
+                                             "ZSC_EXPORT_DIGEST": export_digest(repository)}), encoding="utf-8")
     return f"{stack.upper()} stack ({STACKS[stack].replace(':', ' + ')}): {why}"
 
 
@@ -84,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"[compose] {exc}", file=sys.stderr)
         return 1
-    print(f"[compose] {args.env_file.name}: `docker compose up -d` starts the {said}", flush=True)
+    print(f"[compose] {args.env_file.name}: `docker compose up -d` starts the {said} (or restarts a running "
+          "one on this export)", flush=True)
     return 0
 
 

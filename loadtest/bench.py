@@ -45,11 +45,10 @@ from loadtest.server import (
     cpu_per_request_ms,
     cpu_snapshot,
     query_gpus,
-    score_kind_of,
     serve,
 )
 from loadtest.server_metrics import label_cache_summary, model_deltas
-from loadtest.workload import Workload
+from loadtest.workload import Workload, score_kind_of
 from zsc_client import ZeroShotClientError
 from zsc_server.arguments import non_negative, positive
 

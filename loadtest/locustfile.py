@@ -23,7 +23,9 @@ grpc_gevent.init_gevent()
 
 import functools  # noqa: E402
 import itertools  # noqa: E402
+import json  # noqa: E402
 import time  # noqa: E402
+import urllib.request  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
 from locust import FastHttpUser, User, events, task  # noqa: E402
@@ -35,8 +37,10 @@ from loadtest.workload import (  # noqa: E402
     TRITON_INFER,
     Workload,
     answer_problem,
+    export_facts,
     flask_body,
     kserve_body,
+    score_kind_of,
 )
 from zsc_client import ZeroShotClient, ZeroShotClientError  # noqa: E402
 from zsc_client.request import LABELS, SCORES  # noqa: E402
@@ -59,16 +63,31 @@ def _options(parser) -> None:
     group.add_argument("--wait-s", type=float, default=0.0, help="think time between a user's requests")
     group.add_argument("--request-timeout-s", type=float, default=30.0, help="a slower answer is a failure")
     group.add_argument("--grpc-url", default="", help="Triton gRPC host:port (default: --host's host, port 8001)")
-    group.add_argument("--score-kind", choices=SCORE_KINDS, default="probabilities",
-                       help="what a valid answer's scores are: NLI probabilities or embedding cosines")
+    group.add_argument("--score-kind", choices=("auto", *SCORE_KINDS), default="auto",
+                       help="what a valid answer's scores are: NLI probabilities or embedding cosines (default "
+                            "auto: the served ensemble's config says, read from --host; probabilities for the "
+                            "Flask baselines)")
     group.add_argument("--seed", type=int, default=0, help="workload sampling seed (per user: seed + user number)")
     group.add_argument("--distinct", action="store_true",
                        help="end every text in a unique whitespace tag (dropped by the tokenizers): no two requests "
                             "alike, so the response cache answers none and every server does the workload's work")
 
 
+@functools.cache
+def _served_score_kind(host: str) -> str:
+    """The score kind of the ensemble that the Triton at `host` (HTTP) serves, from its config's export facts."""
+    url = f"{host.rstrip('/')}/v2/models/{MODEL}/config"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return score_kind_of(export_facts(json.load(reply)))
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"--score-kind auto: cannot read {url} ({exc}); give --score-kind "
+                           f"{' or '.join(SCORE_KINDS)}") from None
+
+
 class WorkloadUser(User):
     abstract = True
+    serves_zero_shot = True  # a Triton whose config says what its scores are; the Flask baselines: NLI
 
     def wait_time(self) -> float:
         return self.environment.parsed_options.wait_s
@@ -79,6 +98,8 @@ class WorkloadUser(User):
             options.label_mode, options.label_mix, options.text_mix, options.multi_label_share,
             seed=options.seed + next(_user_numbers), distinct=options.distinct)
         self.score_kind = options.score_kind
+        if self.score_kind == "auto":
+            self.score_kind = _served_score_kind(self.host) if self.serves_zero_shot else "probabilities"
 
 
 class JsonEndpointUser(WorkloadUser, FastHttpUser):
@@ -160,6 +181,7 @@ class ReferenceFlaskUser(JsonEndpointUser):
     """The reference deployment's stack: one pipeline behind Flask, `POST /classify` with JSON."""
 
     path, name, body = "/classify", "classify [flask]", staticmethod(flask_body)
+    serves_zero_shot = False
 
     @staticmethod
     def labels_and_scores(answer: dict) -> tuple[list, list]:

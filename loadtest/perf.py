@@ -37,9 +37,9 @@ from loadtest import results
 from loadtest.driver import CONCURRENCY, parse_levels
 from loadtest.perf_data import MODEL, check_answers, input_data, read_csv
 from loadtest.perf_tools import DEFAULT_DIR, PerfAnalyzer, ToolError, locate
-from loadtest.server import Target, score_kind_of, serve
+from loadtest.server import Target, serve
 from loadtest.server_metrics import model_deltas
-from loadtest.workload import Workload
+from loadtest.workload import Workload, score_kind_of
 from zsc_server.arguments import positive, positive_int
 from zsc_server.triton_errors import RESTRICTED
 

@@ -31,9 +31,9 @@ from urllib.parse import urlsplit
 
 from loadtest import report, results
 from loadtest.driver import parse_levels
-from loadtest.server import NvidiaSmiSampler, Target, score_kind_of
+from loadtest.server import NvidiaSmiSampler, Target
 from loadtest.server_metrics import gpu_gauges, model_deltas
-from loadtest.workload import TRITON_INFER, Workload, flask_body, kserve_body
+from loadtest.workload import TRITON_INFER, Workload, flask_body, kserve_body, score_kind_of
 from zsc_server.arguments import positive
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"

@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from loadtest.server_metrics import scrape
+from loadtest.workload import export_facts
 from zsc_server.admin_api import ADMIN_HEADER, GRPC_ADMIN_METADATA
 from zsc_server.gpus import query as gpus_query
 from zsc_server.revive import stub_models
@@ -75,9 +76,7 @@ class Target:
 
     def export_info(self) -> dict[str, str]:
         """The export facts the ensemble's config carries (empty for servers that are not ours)."""
-        parameters = self.model_config("zero_shot").get("parameters", {})
-        return {key.removeprefix("export_"): value["string_value"]
-                for key, value in parameters.items() if key.startswith("export_")}
+        return export_facts(self.model_config("zero_shot"))
 
     def counters(self) -> list:
         """Triton's Prometheus samples now ([] without a metrics endpoint, or when it does not answer)."""
@@ -94,12 +93,6 @@ class Target:
         if self.pid or host not in LOCAL_HOSTS:
             return self.pid
         return find_tritonserver(int(port), urllib.parse.urlsplit(self.metrics_url).port)
-
-
-def score_kind_of(served: dict[str, str]) -> str:
-    """What the scores of a served export (Target.export_info) are: cosine similarities in embedding mode, else
-    probabilities (loadtest.workload.answer_problem checks them as such)."""
-    return "cosine" if served.get("mode") == "embedding" else "probabilities"
 
 
 @contextlib.contextmanager

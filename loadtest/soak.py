@@ -47,10 +47,10 @@ from pathlib import Path
 
 from loadtest import results
 from loadtest.driver import closed_loop, open_loop, percentiles
-from loadtest.server import RssSampler, Target, allowed_cpus, score_kind_of
+from loadtest.server import RssSampler, Target, allowed_cpus
 from loadtest.server_metrics import model_deltas
 from loadtest.soak_report import goals, markdown, summary_line, verdict
-from loadtest.workload import Workload, answer_problem
+from loadtest.workload import Workload, answer_problem, score_kind_of
 from zsc_client import AsyncZeroShotClient, ZeroShotClientError
 from zsc_server.arguments import cores, non_negative, positive, positive_int
 

@@ -160,6 +160,18 @@ def text_class(text: str) -> str:
 SCORE_KINDS = ("probabilities", "cosine")  # NLI models / embedding models
 
 
+def export_facts(config: dict) -> dict[str, str]:
+    """The export facts a served ensemble's config (Triton's JSON) carries: its export_* parameters."""
+    return {key.removeprefix("export_"): value["string_value"]
+            for key, value in config.get("parameters", {}).items() if key.startswith("export_")}
+
+
+def score_kind_of(served: dict[str, str]) -> str:
+    """What the scores of a served export (export_facts) are: cosine similarities in embedding mode, else
+    probabilities (answer_problem checks them as such)."""
+    return "cosine" if served.get("mode") == "embedding" else "probabilities"
+
+
 def answer_problem(request: ClassifyRequest, labels: list[str], scores: list[float],
                    score_kind: str = "probabilities") -> str | None:
     """Why an answer cannot be the answer to `request` (None when it can): every label ranked once,

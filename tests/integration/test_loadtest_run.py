@@ -65,3 +65,24 @@ def test_distinct_requests_reach_no_cache_and_repeats_are_counted(structbert, tm
     assert json.loads((tmp_path / "distinct" / "meta.json").read_text())["distinct"] is True
     markdown = (tmp_path / "repeats" / "report.md").read_text()
     assert "repeating (cache may answer)" in markdown and f"{repeats['cache_hits']:,.0f} (" in markdown
+
+
+def test_locust_alone_checks_scores_as_the_served_model_gives_them(embedding, tmp_path):
+    """Locust as compose's `locust` service runs it, with no --score-kind: the scenario reads the served
+    ensemble's config, so an embedding model's cosine scores (which need not sum to 1, and may be negative)
+    are checked as cosines, not failed as probabilities."""
+    import subprocess
+    import sys
+
+    from loadtest.run import LOCUSTFILE
+
+    server = embedding.server
+    done = subprocess.run([
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "2", "-r", "2", "-t", "4s",
+        "--only-summary", "--host", f"http://{server.http_url}", "--grpc-url", server.grpc_url, "--distinct",
+        "--label-mode", "sets", "--csv", str(tmp_path / "run"), "TritonGrpcUser", "TritonHttpUser",
+    ], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(tmp_path / "run_stats.csv", newline="") as handle:
+        [aggregated] = [row for row in csv.DictReader(handle) if row["Name"] == "Aggregated"]
+    assert int(aggregated["Request Count"]) > 5 and int(aggregated["Failure Count"]) == 0

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from export.compose_env import STACKS, env_lines, main, stack_for, write_env
+from export.compose_env import STACKS, env_lines, export_digest, main, stack_for, write_env
 
 
 def exported(repository, runtime: str, kind: str):
@@ -42,11 +42,26 @@ def test_env_file_keeps_the_users_lines_and_replaces_its_own(tmp_path):
     repository = exported(tmp_path / "model_repository", "python-torch", "KIND_GPU")
     said = write_env(repository, env)
     assert env.read_text() == (f"TRITON_BIND=0.0.0.0\nCOMPOSE_FILE={STACKS['gpu']}\n"
-                               "ZSC_MODEL_REPOSITORY=./model_repository\n")
+                               f"ZSC_MODEL_REPOSITORY=./model_repository\nZSC_EXPORT_DIGEST={export_digest(repository)}\n")
     assert said.startswith("GPU stack (docker-compose.yml + deploy/compose.gpu.yml)")
     exported(tmp_path / "other", "python-ort", "KIND_CPU")
     assert write_env(tmp_path / "other", env).startswith("CPU stack")
-    assert env.read_text().splitlines()[1:] == [f"COMPOSE_FILE={STACKS['cpu']}", "ZSC_MODEL_REPOSITORY=./other"]
+    assert env.read_text().splitlines()[1:3] == [f"COMPOSE_FILE={STACKS['cpu']}", "ZSC_MODEL_REPOSITORY=./other"]
+
+
+def test_the_export_digest_changes_with_each_export_so_compose_recreates_triton(tmp_path):
+    """Triton reads the model files at start: the triton service's environment carries the digest, and compose
+    recreates a container whose configuration changed."""
+    from tests.deploy_files import load_compose
+
+    repository = exported(tmp_path / "repo", "python-ov", "KIND_CPU")
+    first = export_digest(repository)
+    assert first == export_digest(repository)  # the same files, the same digest
+    (repository / "encoder" / "config.pbtxt").write_text('name: "encoder"\nmax_batch_size: 9\n')
+    assert export_digest(repository) != first
+    for stack in ("cpu", "gpu"):
+        triton = load_compose(stack, env={"ZSC_EXPORT_DIGEST": first})["services"]["triton"]
+        assert triton["environment"]["ZSC_EXPORT_DIGEST"] == first
 
 
 def test_a_new_env_file_says_who_wrote_it():

@@ -138,9 +138,13 @@ def test_ports_health_check_and_repository_mount():
     from zsc_server.supervisor import PROBE_TIMEOUT_S
 
     raw = load_compose(raw=True)["services"]["triton"]
-    for mapping in raw["ports"]:
-        # loopback unless the user sets TRITON_BIND: the same default as `make serve`
-        assert mapping.startswith("${TRITON_BIND:-127.0.0.1}:")
+    binds = {int(mapping.rsplit(":", 1)[1]): mapping.split("}")[0] + "}" for mapping in raw["ports"]}
+    # loopback unless the user says otherwise: the same default as `make serve`; TRITON_BIND exposes inference,
+    # and Triton's metrics (every model's counts and timings) only with a setting of their own
+    assert binds == {PORTS["http"]: "${TRITON_BIND:-127.0.0.1}", PORTS["grpc"]: "${TRITON_BIND:-127.0.0.1}",
+                     PORTS["metrics"]: "${METRICS_BIND:-127.0.0.1}"}
+    exposed = load_compose("cpu", env={"TRITON_BIND": "0.0.0.0"})["services"]["triton"]["ports"]
+    assert sorted(exposed) == ["0.0.0.0:8000:8000", "0.0.0.0:8001:8001", "127.0.0.1:8002:8002"]
     triton = load_compose("cpu")["services"]["triton"]
     assert {int(mapping.rsplit(":", 1)[1]) for mapping in triton["ports"]} == set(PORTS.values())
     health = triton["healthcheck"]["test"]
