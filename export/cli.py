@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from export import agreement
-from export.checkpoint import OFFLINE_ALIASES
 from export.errors import ExportError
 from export.gpu_profiles import CARDS
+from export.hub import OFFLINE_ALIASES
 from export.options import (
     AUTO_MAX_LENGTH,
     DEFAULTS,
@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                              f"first. '{AUTO_MAX_LENGTH}' (default): {PAIR_MAX_LENGTH} for NLI and embedding models, "
                              f"the model's own limit up to {GLICLASS_MAX_LENGTH} for GLiClass (its labels share the "
                              f"row); '{MODEL_MAX_LENGTH}': the model's own limit, where transformers' pipeline "
-                             "truncates (the tokenizer's model_max_length: 512 for most, 1024 for BART)")
+                             "truncates (the tokenizer's model_max_length: 512 for most, 1024 for BART; a "
+                             "sentence-transformers model's max_seq_length)")
     parser.add_argument("--buckets", default=DEFAULTS.buckets,
                         help="padded sequence lengths, e.g. 16,32,64 (max length is always the last); "
                              "auto: fine steps for python-ort (CPU), 16/32/64/... for GPU runtimes")

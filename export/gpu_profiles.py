@@ -92,7 +92,6 @@ class ModelShape:
 
 
 STRUCTBERT_LARGE = ModelShape()
-STRUCTBERT_BASE = ModelShape(hidden=768, layers=12, heads=12, intermediate=3072)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from zsc_server.admission import remove_state
+from zsc_server.revive import process_state
 
 SHM_DIR = Path("/dev/shm")
 # tritonserver's flag that sets the prefix of its stubs' shared-memory regions
@@ -119,11 +120,8 @@ def reap(prefix: str, exclude: int | None = None, grace_s: float = STUB_GRACE_S)
 
 def ended(pid: int) -> bool:
     """Whether process `pid` has exited: gone, or a zombie that its parent has not reaped yet."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
+    state = process_state(pid)
+    return state is None or state[0] in ("Z", "X")
 
 
 def wait_for_end(owner: int, commands: int) -> tuple[str, int | None]:

@@ -114,6 +114,8 @@ def cosine_scores(embeddings: np.ndarray) -> np.ndarray:
 
 
 def rank(labels: list[str], scores: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """Labels and scores sorted by score, highest first (ties keep ModelScope's reversed order)."""
-    order = np.argsort(scores, kind="stable")[::-1]
+    """Labels and scores sorted by score, highest first; tied labels (the same hypothesis to an uncased
+    tokenizer: 'Sports' and 'sports') keep the order they were given in. The pipelines' reversed argsort
+    is not stable: their order of ties depends on the platform's numpy."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
     return [labels[i] for i in order], np.asarray(scores)[order]

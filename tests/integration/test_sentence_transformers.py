@@ -29,7 +29,8 @@ def served(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("st-cls")
     checkpoint = write_sentence_transformers(root / "checkpoint", pooling="cls", max_seq_length=MAX_LENGTH)
-    repository = export_repository(str(checkpoint), root / "repository", max_length=MAX_LENGTH)
+    # "model": where sentence-transformers truncates, its max_seq_length (the encoder's positions take 512)
+    repository = export_repository(str(checkpoint), root / "repository", max_length="model")
     server = start_server("st-cls", repository)
     yield server, SentenceTransformer(str(checkpoint), device="cpu")
     server.stop()

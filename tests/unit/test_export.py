@@ -310,3 +310,18 @@ def test_a_stopped_export_removes_its_temporary_files_and_leaves_the_repository_
     assert export.returncode == 130 and "export interrupted" in stderr, stderr
     assert not list(temporary.glob("zsc-export-*")) and not (tmp_path / "repository").exists()
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".repository.")]  # no staging left
+
+
+def test_a_sentence_transformers_checkpoint_is_cut_where_sentence_transformers_cuts(tmp_path):
+    """Its max_seq_length, not the encoder's positions, is the model's own limit (--max-length model); a
+    default prompt, which sentence-transformers puts before every text, is refused rather than left out."""
+    from tests.hf_checkpoints import write_sentence_transformers
+
+    checkpoint = write_sentence_transformers(tmp_path / "st", max_seq_length=96)
+    assert load_checkpoint(str(checkpoint)).max_length_limit == 96  # the RoBERTa encoder's positions: 512
+    (checkpoint / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": {"query": "query: "}, "default_prompt_name": "query"}))
+    with pytest.raises(CheckpointError, match="a default prompt"):
+        load_checkpoint(str(checkpoint))
+    (checkpoint / "config_sentence_transformers.json").write_text(json.dumps({"default_prompt_name": None}))
+    assert load_checkpoint(str(checkpoint)).mode.value == "embedding"

@@ -88,6 +88,13 @@ def test_rank_sorts_descending():
     assert labels == ["b", "c", "a"] and list(scores) == [0.5, 0.3, 0.2]
 
 
+def test_tied_labels_keep_the_order_they_were_given_in():
+    """'Sports' and 'sports' are one hypothesis to an uncased tokenizer: the same score, in request order."""
+    scores = np.array([0.25, 0.25, 0.4, 0.1], dtype=np.float32)
+    assert rank(["Sports", "sports", "news", "weather"], scores)[0] == ["news", "Sports", "sports", "weather"]
+    assert rank(["sports", "Sports", "news", "weather"], scores)[0] == ["news", "sports", "Sports", "weather"]
+
+
 def test_windows_score_each_label_by_its_best_window():
     from zsc_server.postprocess import score_labels
     from zsc_server.settings import ScoringMode, ScoringSettings
