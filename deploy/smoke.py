@@ -238,6 +238,24 @@ class Smoke:
             raise StepFailed(f"/api/classify: {problem}")
         return f"/api/classify: {body['labels'][0]} {body['scores'][0]:.4f}"
 
+    def gpu_stack_config(self) -> str:
+        """The GPU stack as Compose itself merges docker-compose.yml with deploy/compose.gpu.yml (only a GPU
+        host runs it): the triton service's command and ports as the CPU stack's, a GPU reserved for it."""
+        def triton(*files: str) -> dict:
+            done = run_compose(*(arg for name in files for arg in ("-f", name)), "config", "--format", "json")
+            if done.returncode != 0:
+                raise StepFailed(f"docker compose config ({' + '.join(files)}): {done.stderr.strip()[-600:]}")
+            return json.loads(done.stdout)["services"]["triton"]
+
+        cpu, gpu = triton("docker-compose.yml"), triton("docker-compose.yml", "deploy/compose.gpu.yml")
+        for key in ("command", "ports", "healthcheck", "environment"):
+            if gpu.get(key) != cpu.get(key):
+                raise StepFailed(f"the GPU stack's triton {key} differs from the CPU stack's: {gpu.get(key)}")
+        devices = gpu.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+        if not any("gpu" in device.get("capabilities", []) for device in devices):
+            raise StepFailed(f"no GPU reserved for the GPU stack's triton: {devices}")
+        return f"GPU stack: triton as on the CPU stack, image {gpu['image']}, a GPU reserved"
+
     def locust(self) -> str:
         out = compose("run", "--rm", "--no-deps", "locust", "--headless", "-u", "4", "-r", "4", "-t", f"{LOCUST_S}s",
                       "--only-summary", "--host", "http://triton:8000", "--grpc-url", "triton:8001", "--distinct",
@@ -279,6 +297,7 @@ class Smoke:
                 ("wheelhouse", lambda: images.make_wheelhouse(log=self.log)),
                 ("build images", self.build),
                 ("make export", self.export),
+                ("GPU stack config", self.gpu_stack_config),
                 ("up without an export", self.refuses_without_export),
                 ("up -d --wait", self.up),
                 ("gRPC + HTTP answers", self.answers_equal_make_serve),

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -86,6 +87,16 @@ def model_statistics(server: TritonServer, model: str) -> dict:
 def haproxy_children(launcher_pid: int) -> list[psutil.Process]:
     """The launcher's edge proxy (zsc_server.edge), when it runs one: a haproxy among its children."""
     return [child for child in psutil.Process(launcher_pid).children() if child.name() == "haproxy"]
+
+
+class Printed(list):
+    """The lines a process prints to stdout, as they come: a thread (`reader`) reads them, so that the pipe
+    never fills and stalls the process."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        super().__init__()
+        self.reader = threading.Thread(target=lambda: self.extend(process.stdout), daemon=True)
+        self.reader.start()
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@ threads that send distinct requests back to back and check every answer, and the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import threading
@@ -85,16 +86,20 @@ class Load:
             time.sleep(0.1)
 
 
-def stub(root_pid: int, instance: str) -> psutil.Process:
+def stub(root_pid: int, instance: str, wait_s: float = 0.0) -> psutil.Process:
     """The live triton_python_backend_stub of `instance` (e.g. encoder_0_0) under process `root_pid`
-    (tritonserver, or `make serve`'s launcher); zombies of stubs killed earlier are skipped."""
-    found = []
-    for child in psutil.Process(root_pid).children(recursive=True):
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE and instance in child.cmdline():
-                found.append(child)
-        except psutil.NoSuchProcess:
-            continue
+    (tritonserver, or `make serve`'s launcher); zombies of stubs killed earlier are skipped. `wait_s`: how long
+    to wait for the one a reload is starting."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = []
+        for child in psutil.Process(root_pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if child.status() != psutil.STATUS_ZOMBIE and instance in child.cmdline():
+                    found.append(child)
+        if len(found) == 1 or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
     assert len(found) == 1, f"{len(found)} live stubs of {instance} under {root_pid}"
     return found[0]
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -39,6 +40,14 @@ def test_cli_classify_table_and_errors(structbert):
     bad = zsc("classify", "--url", structbert.server.grpc_url, "--labels", "咨询", "--template", "x", "你好")
     assert bad.returncode == 1
     assert "HYPOTHESIS_TEMPLATE" in bad.stderr
+
+
+def test_cli_reads_one_text_a_line_from_stdin_without_its_line_end(structbert):
+    done = subprocess.run([sys.executable, "-m", "zsc_client.cli", "classify", "--url", structbert.server.grpc_url,
+                           "--labels", "咨询,投诉", "--json", "-"], input="我的快递还没到\r\n\r\n我要投诉\n",
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["text"] for line in done.stdout.splitlines()] == ["我的快递还没到", "我要投诉"]
 
 
 def test_cli_health(structbert):
@@ -129,11 +138,13 @@ def test_serve_launcher_warns_when_a_cpu_encoder_is_served_beside_a_gpu(structbe
 
     folder = fake_nvidia_smi(tmp_path / "bin", "NVIDIA H100 80GB HBM3, 81559")
     monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
-    with serve_launcher(structbert.repository, stderr=subprocess.PIPE) as (process, _line, grpc):
-        assert zsc("health", "--url", f"127.0.0.1:{grpc}").returncode == 0  # it serves all the same
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 0
-        warning = process.stderr.read()
+    with tempfile.TemporaryFile("w+") as stderr:  # a file, not a pipe that tritonserver's log could fill
+        with serve_launcher(structbert.repository, stderr=stderr) as (process, _line, grpc):
+            assert zsc("health", "--url", f"127.0.0.1:{grpc}").returncode == 0  # it serves all the same
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=60) == 0
+        stderr.seek(0)
+        warning = stderr.read()
     assert "warning: 1 GPU(s): NVIDIA H100 80GB HBM3 visible" in warning and "python-ort" in warning
 
 

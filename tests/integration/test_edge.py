@@ -18,6 +18,7 @@ import re
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
+import psutil
 import pytest
 
 from loadtest.server import Target, cpu_snapshot
@@ -162,8 +163,13 @@ def test_a_load_test_through_the_edge_finds_the_tritonserver_behind_it(launched)
 
 
 def test_a_load_test_counts_the_edges_cpu_apart(launched):
+    """The edge's CPU is haproxy's own, and the fronts' the launcher's alone (not the launcher's children)."""
+    (haproxy,) = haproxy_children(launched.launcher_pid)
     usage = cpu_snapshot(launcher_server(launched.launcher_pid))
-    assert {"tritonserver", "fronts", "edge"} <= set(usage) and usage["edge"] >= 0.0
+    launcher = psutil.Process(launched.launcher_pid).cpu_times()
+    assert {"tritonserver", "fronts", "edge"} <= set(usage)
+    assert usage["edge"] == pytest.approx(sum(haproxy.cpu_times()[:2]), abs=0.05)
+    assert usage["fronts"] == pytest.approx(launcher.user + launcher.system, abs=0.05)
 
 
 def test_the_limit_moves_through_the_runtime_api(narrow_edge):

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import threading
 import time
 
 import psutil
 import pytest
 
-from tests.conftest import ARTIFACTS
+from tests.conftest import ARTIFACTS, Printed
 from tests.faults import TIMEOUT_S, Load, assert_every_answer_fits, stub
 from zsc_client import ServerUnavailableError, ZeroShotClient, ZeroShotClientError
 from zsc_server.probe import Health
@@ -223,8 +222,7 @@ def test_make_serve_reloads_a_model_whose_stub_died_under_load(structbert):
     from tests.conftest import launcher_server, serve_launcher
 
     with serve_launcher(structbert.repository, "--probe-interval-s", "60") as (launcher, _, grpc_port):
-        printed = []
-        threading.Thread(target=lambda: printed.extend(launcher.stdout), daemon=True).start()
+        printed = Printed(launcher)
         clients = [ZeroShotClient(f"127.0.0.1:{grpc_port}", "grpc", timeout_s=TIMEOUT_S) for _ in range(3)]
         server_pid = launcher_server(launcher.pid)
         outages = []
@@ -256,10 +254,10 @@ def test_make_serve_without_revive_restarts_a_server_whose_stub_died(structbert)
     reporting ready); the probe's failures make the launcher restart tritonserver, which then answers."""
     from tests.conftest import launcher_server, serve_launcher
 
+    # tritonserver's log into the stdout pipe the thread drains: a pipe nobody reads would fill and stall it
     with serve_launcher(structbert.repository, "--probe-interval-s", "1", "--no-revive",
-                        stderr=subprocess.PIPE) as (launcher, _, grpc_port):
-        printed = []
-        threading.Thread(target=lambda: printed.extend(launcher.stdout), daemon=True).start()
+                        stderr=subprocess.STDOUT) as (launcher, _, grpc_port):
+        printed = Printed(launcher)
         time.sleep(3)  # a few healthy probes first
         first = launcher_server(launcher.pid)
         stub(launcher.pid, "encoder_0_0").send_signal(signal.SIGKILL)

@@ -56,7 +56,6 @@ CLIENT_ERROR = {"grpc": "StatusCode.INVALID_ARGUMENT", "http": "400"}
 DECLARED = {"TEXT": ("BYTES", 1), "CANDIDATE_LABELS": ("BYTES", -1), "HYPOTHESIS_TEMPLATE": ("BYTES", 1),
             "MULTI_LABEL": ("BOOL", 1)}
 REQUIRED = ("TEXT", "CANDIDATE_LABELS")
-DEADLOCK = "unexpected deadlock, at least one output is not set"
 
 
 def fuzz_settings(ci_examples: int):
@@ -168,14 +167,17 @@ def fuzz_target(structbert):
                                             network_timeout=TIMEOUT_S)
     grpc = grpcclient.InferenceServerClient(structbert.server.grpc_url)
     served = ScoringSettings.from_model_config(http.get_model_config("preprocess"))
+    # every input optional: Triton 2.51 checks how many inputs came, not which, so a missing required one (with
+    # an optional one sent) left the ensemble waiting ('unexpected deadlock'); the preprocess names it instead
     declared_required = {i["name"] for i in http.get_model_config("zero_shot")["input"] if not i.get("optional")}
+    assert declared_required == set(), declared_required
     tokenizer = Tokenizer.from_file(str(structbert.repository / "preprocess" / "1" / "tokenizer.json"))
     tokenizer.no_truncation()
     tokenizer.no_padding()
     clients = {protocol: ZeroShotClient(url, protocol, timeout_s=TIMEOUT_S) for protocol, url in
                (("grpc", structbert.server.grpc_url), ("http", structbert.server.http_url))}
     yield {"grpc": grpc, "http": http, "served": served, "tokenizer": tokenizer, "sent": itertools.count(),
-           "zsc": clients, "declared_required": declared_required}
+           "zsc": clients}
     for client in (http, grpc, *clients.values()):
         client.close()
 
@@ -221,16 +223,6 @@ def check_still_serving(target, protocol: str) -> None:
     assert target["http"].is_model_ready("zero_shot")
 
 
-def known_missing_input_gap(target, case: Case, message: str) -> bool:
-    """Triton 2.51 checks only how many inputs came, not which: with a required input missing but an optional
-    one sent, the ensemble never starts and says 'unexpected deadlock' without naming the input. Declaring
-    TEXT and CANDIDATE_LABELS optional (the preprocess then names the missing one) closes the gap;
-    test_missing_required_input_is_named tracks it."""
-    sent = {t.name for t in case.tensors}
-    missing = target["declared_required"] - sent
-    return bool(missing) and len(sent) >= len(target["declared_required"]) and DEADLOCK in message
-
-
 def check_case(target, protocol: str, case: Case, binary: bool = True) -> None:
     expected = expected_outcome(case, target["served"], target["tokenizer"])
     try:
@@ -239,9 +231,6 @@ def check_case(target, protocol: str, case: Case, binary: bool = True) -> None:
         message = exc.message() or ""
         assert exc.status() == CLIENT_ERROR[protocol], f"not a client error: {exc}"
         assert expected.faults, f"a valid request was refused: {message}"
-        if known_missing_input_gap(target, case, message):
-            event("refused without naming the missing input (known Triton gap)")
-            return
         event(f"refused: {'/'.join(sorted(expected.faults))}")
         assert any(name in message for name in expected.faults), \
             f"the error names none of {sorted(expected.faults)}: {message}"
@@ -388,9 +377,5 @@ def test_missing_required_input_is_named(fuzz_target, protocol, sent, missing):
     tensors = [_bytes_tensor(name, [value]) for name, value in sent.items()]
     with pytest.raises(InferenceServerException) as raised:
         send(fuzz_target, protocol, tensors)
-    message = raised.value.message()
-    if missing in fuzz_target["declared_required"] and DEADLOCK in message:
-        pytest.xfail(f"Triton 2.51 does not name a missing required input when an optional one is sent "
-                     f"(export declares {missing} required): {message}")
-    assert missing in message
+    assert missing in raised.value.message()
     check_still_serving(fuzz_target, protocol)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 import uuid
 
@@ -20,7 +19,7 @@ import pytest
 
 from loadtest.server_metrics import scrape
 from tests.answers import assert_matches
-from tests.conftest import serve_launcher
+from tests.conftest import Printed, serve_launcher
 from tests.faults import stub
 from tests.reference import parse_labels
 from zsc_client import ZeroShotClient
@@ -172,8 +171,7 @@ def test_the_launcher_warms_every_instance_and_rewarms_after_a_stub_dies(embeddi
     warm_hypotheses = 3 + len(PROBE_LABELS)
     with serve_launcher(embedding.repository, "--probe-interval-s", "60", "--warm-labels", str(warm_file)) as (
             launcher, ready, grpc_port):
-        printed = []
-        threading.Thread(target=lambda: printed.extend(launcher.stdout), daemon=True).start()
+        printed = Printed(launcher)
         metrics = metrics_from_launcher(launcher)
         client = ZeroShotClient(f"127.0.0.1:{grpc_port}", "grpc")
         at_start = counts(metrics)
@@ -185,6 +183,7 @@ def test_the_launcher_warms_every_instance_and_rewarms_after_a_stub_dies(embeddi
         classify(embedding, client, tagged("Where is my parcel?"), cold)
         assert_changed(metrics, at_start, hits=12, misses=3)
 
+        answered = ensemble_answers(metrics)
         killed = stub(launcher.pid, "preprocess_0_0")
         killed.send_signal(signal.SIGKILL)
         deadline = time.monotonic() + 30
@@ -192,7 +191,9 @@ def test_the_launcher_warms_every_instance_and_rewarms_after_a_stub_dies(embeddi
             time.sleep(0.1)
         assert any("reloaded preprocess" in line for line in printed), "".join(printed)
         assert any("label cache warmed" in line for line in printed), "".join(printed)
-        time.sleep(0.5)  # the probe after the reload (its labels are warm)
+        # the launcher's probe after the reload (its labels are warm): the one request sent meanwhile
+        while time.monotonic() < deadline and ensemble_answers(metrics) < answered + 1:
+            time.sleep(0.1)
         reloaded = counts(metrics)
         assert reloaded["entries"] == 2 * warm_hypotheses  # new caches: the warm sets only
         for _ in range(2):
@@ -202,6 +203,12 @@ def test_the_launcher_warms_every_instance_and_rewarms_after_a_stub_dies(embeddi
         assert_changed(metrics, reloaded, hits=6, misses=3)
         client.close()
         assert launcher.poll() is None
+
+
+def ensemble_answers(metrics_url: str) -> float:
+    """The requests zero_shot has answered (Triton's counter)."""
+    return sum(value for name, labels, value in scrape(metrics_url)
+               if name == "nv_inference_request_success" and labels.get("model") == "zero_shot")
 
 
 def metrics_from_launcher(launcher) -> str:

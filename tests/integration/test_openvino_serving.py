@@ -78,8 +78,9 @@ def test_int8_answers_do_not_depend_on_the_dynamic_batch(ov_int8_minilm):
         answers = list(pool.map(classify, texts))
     after = model_statistics(server, "encoder")
     executions = after["execution_count"] - before["execution_count"]
-    inferences = after["inference_count"] - before["inference_count"]
-    assert executions < inferences, "no two requests shared a batch: the test would not show what it is for"
+    # executions against requests, not against inference_count: that counts encoder rows, the label cache's
+    # own calls included, and exceeds the executions even when every request ran alone
+    assert executions < len(texts), "no two requests shared a batch: the test would not show what it is for"
     for text, answer in zip(texts, answers):
         labels, scores = direct.classify(text, LABELS)
         assert list(answer.labels) == list(labels), text

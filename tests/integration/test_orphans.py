@@ -16,14 +16,13 @@ import contextlib
 import os
 import resource
 import signal
-import threading
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.conftest import ARTIFACTS, launcher_server, serve_launcher
+from tests.conftest import ARTIFACTS, Printed, launcher_server, serve_launcher
 from tests.faults import Load, stub
 from zsc_client import ZeroShotClient
 from zsc_server.reaper import SHM_PREFIX_FLAG
@@ -95,6 +94,9 @@ def load_on(grpc_url: str):
     finally:
         for client in clients:
             client.close()
+    # whatever the kill did to requests in flight, none was answered with another request's labels
+    wrong = [(outcome.request, outcome.problem) for outcome in load.outcomes if outcome.problem]
+    assert not wrong, f"{len(wrong)} answers do not fit their requests: {wrong[:3]}"
 
 
 CRASH = signal.SIGSEGV  # what a crash ends a process with; sent here, the process gets no say either
@@ -150,9 +152,7 @@ def test_a_stop_after_a_stub_reload_is_quick_and_clean(structbert):
     service has unloaded and only dead stubs' instances are left, the launcher kills tritonserver, says so,
     and exits 0 well within that timeout, with nothing left behind."""
     with serve_launcher(structbert.repository, "--probe-interval-s", "60") as (launcher, _, grpc_port):
-        printed = []
-        reader = threading.Thread(target=lambda: printed.extend(launcher.stdout), daemon=True)
-        reader.start()
+        printed = Printed(launcher)
         server_pid = launcher_server(launcher.pid)
         footprint = Footprint(server_pid)
         with load_on(f"127.0.0.1:{grpc_port}"):
@@ -166,7 +166,7 @@ def test_a_stop_after_a_stub_reload_is_quick_and_clean(structbert):
         launcher.send_signal(signal.SIGTERM)
         code = launcher.wait(timeout=60)
         took = time.monotonic() - stopping
-        reader.join(5)
+        printed.reader.join(5)
         footprint.wait_until_gone(time.monotonic())
     shutdown = "".join(printed[next(i for i, line in enumerate(printed) if "SIGTERM: stopping" in line):])
     print(f"stopped in {took:.1f} s, exit code {code}:\n{shutdown}")

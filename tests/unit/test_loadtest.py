@@ -450,11 +450,11 @@ import loadtest.locustfile as locustfile
 from locust.env import Environment
 import gevent, gevent.pywsgi
 
-delay_s, timeout_s = float(sys.argv[1]), sys.argv[2]
-def app(environ, start_response):  # answers 200 with no outputs at all, after delay_s
+delay_s, timeout_s, body = float(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
+def app(environ, start_response):  # answers 200 with `body`, after delay_s
     gevent.sleep(delay_s)
     start_response("200 OK", [("Content-Type", "application/json")])
-    return [b"{}"]
+    return [body]
 
 server = gevent.pywsgi.WSGIServer(("127.0.0.1", 0), app, log=None)
 server.start()
@@ -473,13 +473,20 @@ print(round(time.monotonic() - started, 2), requests[0]["exception"])
 '''
 
 
-@pytest.mark.parametrize(("delay_s", "failure"), [(3, "timed out"), (0, "unreadable answer (KeyError")])
-def test_a_locust_http_user_fails_slow_and_unreadable_answers(tmp_path, delay_s, failure):
+ANOTHER_ANSWER = json.dumps({"outputs": [{"name": "LABELS", "datatype": "BYTES", "shape": [1], "data": ["x"]},
+                                         {"name": "SCORES", "datatype": "FP32", "shape": [1], "data": [1.0]}]})
+
+
+@pytest.mark.parametrize(("delay_s", "body", "failure"), [
+    (3, "{}", "timed out"), (0, "{}", "unreadable answer (KeyError"),
+    (0, ANOTHER_ANSWER, "labels ['x'] are not the request's"),  # well formed, but not this request's answer
+])
+def test_a_locust_http_user_fails_slow_unreadable_and_wrong_answers(tmp_path, delay_s, body, failure):
     import subprocess
 
     script = tmp_path / "user.py"
     script.write_text(LOCUST_USER_AGAINST_A_FAKE_SERVER)
-    done = subprocess.run([sys.executable, str(script), str(delay_s), "1"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, str(script), str(delay_s), "1", body], capture_output=True, text=True,
                           timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr
     elapsed_s, exception = done.stdout.split(" ", 1)
@@ -504,3 +511,41 @@ def test_load_test_flags_refuse_values_that_cannot_make_a_run(program, argv, fla
     with pytest.raises(SystemExit) as exited:
         parser.parse_args(argv)
     assert exited.value.code == 2 and f"argument {flag}:" in capsys.readouterr().err
+
+
+class AnswersFrom:
+    """A client whose answers `answer(text, labels)` makes, as (text, labels, scores): the real server answers
+    correctly, which is what the checks exist for, so a wrong answer needs this stand-in."""
+
+    def __init__(self, answer) -> None:
+        self.answer = answer
+
+    async def classify(self, text, labels, multi_label=False):
+        from zsc_client.request import ClassificationResult
+
+        return ClassificationResult(*self.answer(text, list(labels)), latency_ms=1.0)
+
+
+@pytest.mark.parametrize(("answer", "counted_as"), [
+    (lambda text, labels: (text, labels, [0.5, 0.3, 0.2]), None),  # right: counted correct
+    (lambda text, labels: (text, labels[:-1], [0.6, 0.4]), "are not the request's"),  # a label lost
+    (lambda text, labels: (text, labels, [0.2, 0.3, 0.5]), "sorted high to low"),
+    (lambda text, labels: (text, labels, [0.5, 0.3, 0.3]), "sum to 1.1000"),
+    (lambda text, labels: ("another text", labels, [0.5, 0.3, 0.2]), "answer for text 'another text'"),
+])
+def test_the_driver_counts_every_wrong_answer_as_mismatched(answer, counted_as):
+    """What closed_loop and open_loop call for each request (loadtest/driver.py): a wrong answer is counted
+    mismatched, with the reason among the report's examples, never correct."""
+    import asyncio
+
+    from loadtest.driver import Tally, classify_into
+
+    tally = Tally(0.0)
+    request = ClassifyRequest("我的快递还没到", ("物流", "退款", "表扬"))
+    asyncio.run(classify_into(tally, AnswersFrom(answer), request, "probabilities"))
+    summary = tally.summary()
+    if counted_as is None:
+        assert (summary["correct"], summary["mismatched"]) == (1, 0)
+    else:
+        assert (summary["correct"], summary["mismatched"]) == (0, 1)
+        assert counted_as in summary["examples"][0]
