@@ -129,3 +129,22 @@ def expected_answer(text: bytes, raw_labels: list[bytes], template: bytes | None
 
 PLAUSIBLE, HOSTILE, HOSTILE_UTF8 = plausible(), hostile(utf8_only=False), hostile(utf8_only=True)
 MULTI_LABELS = st.none() | st.booleans()
+
+
+def model_infer_request(model: str = "zero_shot", outputs: dict[str, dict[str, int]] | None = None,
+                        raw: bytes = b"") -> bytes:
+    """A serialized gRPC ModelInferRequest, as the protobuf library writes it: a TEXT input of `raw` bytes and
+    `outputs` ({name: {parameter: int}}), with the request parameters clients send."""
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name=model, id="r1")
+    request.parameters["priority"].uint64_param = 2
+    tensor = request.inputs.add(name="TEXT", datatype="BYTES", shape=[1])
+    tensor.parameters["binary_data_size"].int64_param = len(raw)
+    request.raw_input_contents.append(raw)
+    for name, parameters in (outputs or {}).items():
+        output = request.outputs.add(name=name)
+        for key, value in parameters.items():
+            output.parameters[key].int64_param = value
+    return request.SerializeToString()
+

@@ -8,11 +8,14 @@ on the wire) left +1.9 GB. Here grpcio's own receive limit refuses a message ove
 RESOURCE_EXHAUSTED, and it applies to the decompressed size of a compressed message, checked while inflating
 (measured: three 0.5 MB requests inflating to 500 MB each were refused; the front's peak RSS grew by 3.3 MiB).
 
-Nothing is deserialized: one generic handler takes every method of inference.GRPCInferenceService as raw bytes
-(ModelStreamInfer stream-stream, the others unary-unary) and forwards it over one channel to tritonserver, with
-the caller's metadata, deadline and cancellation; tritonserver's answer, status, details and metadata come back
-unchanged. Other services are UNIMPLEMENTED here. Messages go upstream uncompressed, so tritonserver never
-inflates anything. When tritonserver cannot be reached (it is restarting) the caller gets UNAVAILABLE.
+Nothing is deserialized: one generic handler takes every unary method of inference.GRPCInferenceService as raw
+bytes and forwards it over one channel to tritonserver, with the caller's metadata, deadline and cancellation;
+tritonserver's answer, status, details and metadata come back unchanged. A ModelInfer request is only walked on
+the wire for the outputs it names (zsc_server.inference_request: what would crash tritonserver or poison its
+response cache is INVALID_ARGUMENT). ModelStreamInfer (for decoupled models: it would carry requests past
+admission control, and idle streams would hold the RPC slots) and other services are UNIMPLEMENTED here.
+Messages go upstream uncompressed, so tritonserver never inflates anything. When tritonserver cannot be reached
+(it is restarting) the caller gets UNAVAILABLE.
 
 One asyncio event loop in one daemon thread, like zsc_server.http_front, whose API this mirrors. It logs
 nothing per request: `counters` says what it forwarded and refused, by reason. What it costs is mostly
@@ -26,11 +29,11 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-from collections.abc import AsyncIterator
 
 import grpc
 
 from zsc_server.front_thread import RESTARTING, FrontThread, StopReport
+from zsc_server.inference_request import protobuf_problem
 
 SERVICE = "/inference.GRPCInferenceService/"
 STREAM_METHOD = SERVICE + "ModelStreamInfer"
@@ -157,6 +160,11 @@ class GrpcFront(FrontThread):
     async def forward_unary(self, method: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         if method != INFER_METHOD:
             return await self._forward_unary(method, request, context)
+        problem = protobuf_problem(request)
+        if problem:  # what tritonserver must not read (zsc_server.inference_request)
+            self._count("received")
+            self._count("outputs")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         with self.admission.forwarding() as reason:
             if reason:  # refused here, it costs tritonserver nothing
                 self._count("received")
@@ -176,21 +184,6 @@ class GrpcFront(FrontThread):
         self._count("forwarded")
         await self._pass_metadata(call, context)
         return response
-
-    async def forward_stream(self, method: str, requests: AsyncIterator[bytes],
-                             context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        channel, call = self._call(lambda upstream: upstream.stream_stream(method), requests, context)
-        with self._in_flight(call):
-            try:
-                initial = forwarded_metadata(await call.initial_metadata())
-                if initial:
-                    await context.send_initial_metadata(initial)
-                async for response in call:
-                    yield response
-            except grpc.aio.AioRpcError as error:
-                await self._answer_failure(channel, error, context)
-        self._count("forwarded")
-        context.set_trailing_metadata(forwarded_metadata(await call.trailing_metadata()))
 
     def _call(self, multi_callable, payload, context: grpc.aio.ServicerContext):
         """(channel, call): the caller's RPC started upstream with its metadata and deadline."""
@@ -243,7 +236,8 @@ class _Handler(grpc.GenericRpcHandler):
         if not method.startswith(SERVICE):
             self.front._count("unimplemented")
             return None  # grpc answers UNIMPLEMENTED
+        if method == STREAM_METHOD:  # for decoupled models; it would skip admission, and idle streams hold slots
+            self.front._count("unimplemented")
+            return None
         self.front._count("started")
-        if method == STREAM_METHOD:
-            return grpc.stream_stream_rpc_method_handler(functools.partial(self.front.forward_stream, method))
         return grpc.unary_unary_rpc_method_handler(functools.partial(self.front.forward_unary, method))

@@ -40,6 +40,7 @@ from zsc_server.http_wire import (
     response_head,
     shown,
 )
+from zsc_server.inference_request import GENERATE_PATH, is_infer, json_problem
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +180,7 @@ class HttpFront(FrontThread):
                 pass
             if connection.linger:
                 await self._linger(connection)
-        except (PeerClosed, ConnectionError, asyncio.CancelledError):
+        except (PeerClosed, OSError, asyncio.CancelledError):  # OSError: a client gone before the linger
             pass
         finally:
             connection.disarm()
@@ -206,6 +207,9 @@ class HttpFront(FrontThread):
             head = await inbound.head(limits.max_header_bytes)
             connection.idle = False
             request = parse_request(head, limits.max_headers)
+            if GENERATE_PATH.search(request.target.split(b"?")[0]):
+                raise Refusal(404, "not_served", "the generate extension is not served: POST "
+                              "/v2/models/<model>/infer")
             connection.arm(limits.body_timeout_s, "body_timeout")
             body = await self._read_body(connection, request)
             connection.disarm()
@@ -216,7 +220,7 @@ class HttpFront(FrontThread):
             connection.writer.write(error_response(refusal.status, refusal.message, close, refusal.headers))
             await connection.writer.drain()
             return not close
-        if not (request.method == b"POST" and request.target.split(b"?")[0].endswith(b"/infer")):
+        if not (request.method == b"POST" and is_infer(request.target)):
             return await self._forward(connection, request, body)
         with self.admission.forwarding() as reason:
             if reason:  # refused here, it costs tritonserver nothing
@@ -265,6 +269,9 @@ class HttpFront(FrontThread):
         if not json_nesting_within(json_part, self.limits.max_json_depth):
             raise Refusal(400, "json_too_deep", f"request JSON nests deeper than {self.limits.max_json_depth} "
                            "levels, or its brackets do not balance (max_json_depth)", close=False)
+        problem = json_problem(request.target, json_part) if request.method == b"POST" else None
+        if problem:
+            raise Refusal(400, "outputs", problem, close=False)
         return body
 
     async def _upstream(self) -> tuple[_Upstream, bool]:

@@ -20,6 +20,11 @@ import re
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"expect", b"te", b"trailer", b"upgrade"}
 )  # plus Proxy-* and whatever a Connection header names
+# headers the front reads to decide what tritonserver may see: a Connection header naming one would drop it on
+# the way, and tritonserver would read the request otherwise (without Inference-Header-Content-Length it
+# parses the whole body as JSON, past the front's nesting check)
+READ_BY_THE_FRONT = frozenset({b"content-length", b"inference-header-content-length", b"content-encoding",
+                               b"content-type", b"host"})
 TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,8})[ \t]*(?:;[^\r\n]*)?")
 MAX_CHUNK_LINE = 4096
@@ -220,8 +225,12 @@ def parse_request(head: bytes, max_headers: int) -> Request:
     if parts[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
         raise Refusal(505, "bad_head", f"HTTP version {shown(parts[2])} is not supported (HTTP/1.0, HTTP/1.1)")
     http10 = parts[2] == b"HTTP/1.0"
-    keep_alive = not http10 and b"close" not in connection_tokens(fields.get(b"connection", b""))
-    return Request(parts[0], parts[1], http10, headers, fields, keep_alive)
+    tokens = connection_tokens(fields.get(b"connection", b""))
+    named = tokens & READ_BY_THE_FRONT
+    if named:
+        raise Refusal(400, "bad_head", f"the Connection header names {', '.join(sorted(map(shown, named)))}: a "
+                      "header this server reads to check a request cannot be hop-by-hop")
+    return Request(parts[0], parts[1], http10, headers, fields, not http10 and b"close" not in tokens)
 
 
 async def response_head(source: Inbound) -> tuple[bytes, list[tuple[bytes, bytes]], dict[bytes, bytes]]:

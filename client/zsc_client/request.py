@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from zsc_client.errors import InvalidInputError
+from zsc_client.errors import InvalidInputError, ZeroShotClientError
 
 DEFAULT_MODEL = "zero_shot"
 # the ensemble's tensors (the server declares them in zsc_server/tensor_names.py; this package installs alone)
@@ -105,8 +105,12 @@ def requested_outputs(module) -> list:
 
 
 def parse_result(response, text: str | bytes, latency_ms: float) -> ClassificationResult:
-    labels = [raw.decode("utf-8") for raw in response.as_numpy(LABELS).reshape(-1)]
-    scores = [float(s) for s in response.as_numpy(SCORES).reshape(-1)]
+    answer = {name: response.as_numpy(name) for name in (LABELS, SCORES)}
+    missing = [name for name, array in answer.items() if array is None]
+    if missing:  # a server that is not this ensemble, or a cache that kept another caller's cut answer
+        raise ZeroShotClientError(f"the answer has no {' or '.join(missing)}")
+    labels = [raw.decode("utf-8") for raw in answer[LABELS].reshape(-1)]
+    scores = [float(s) for s in answer[SCORES].reshape(-1)]
     server = response.as_numpy(SERVER_LATENCY_MS)
     return ClassificationResult(
         text=text.decode("utf-8", "replace") if isinstance(text, bytes) else text,

@@ -207,3 +207,40 @@ def test_a_killed_edge_is_started_again_and_serves(launched):
                    and ports_in_use("127.0.0.1", port) == port, timeout_s=15)
     with ZeroShotClient(f"127.0.0.1:{launched.grpc_port}") as client:
         assert sorted(client.classify(TEXT, LABELS).labels) == sorted(LABELS.split(","))
+
+
+def test_slow_bodies_and_idle_grpc_calls_hold_no_slot_at_the_fronts(narrow_edge):
+    """With one call at a time let on to the fronts and one waiting, five clients that send a request head
+    and then a body byte by byte (HTTP), or open a call and never send its message (gRPC), would take the
+    slot and the queue for the fronts' 30 s body timeout: everyone else refused as busy. The edge buffers a
+    request before it takes a slot, so others are answered meanwhile."""
+    import socket
+    import threading
+
+    import grpc
+
+    head = (b"POST /v2/models/zero_shot/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{")
+    slow = [socket.create_connection(("127.0.0.1", narrow_edge.http_port), timeout=30) for _ in range(5)]
+    never = threading.Event()
+
+    def no_message():
+        never.wait(30)
+        yield from ()
+
+    with grpc.insecure_channel(f"127.0.0.1:{narrow_edge.grpc_port}") as channel:
+        idle = [channel.stream_stream("/inference.GRPCInferenceService/ModelInfer")(no_message())
+                for _ in range(5)]
+        try:
+            for sock in slow:
+                sock.sendall(head)
+            for protocol, port in (("http", narrow_edge.http_port), ("grpc", narrow_edge.grpc_port)):
+                with ZeroShotClient(f"127.0.0.1:{port}", protocol, timeout_s=10) as client:
+                    for number in range(3):
+                        assert client.classify(f"{TEXT} {protocol} {number}", LABELS).labels
+        finally:
+            never.set()
+            for call in idle:
+                call.cancel()
+            for sock in slow:
+                sock.close()

@@ -251,6 +251,39 @@ def test_crash_class_bodies_are_refused_or_made_harmless_at_the_front(launcher):
     assert launcher.server_pid() == server
 
 
+def test_requests_that_killed_tritonserver_or_cut_others_answers_are_refused_at_the_front(launcher):
+    """Each killed tritonserver 2.51 in one request, or poisoned the response cache, before the fronts refused
+    them: a deep body behind `Connection: Inference-Header-Content-Length` (the header dropped on the way,
+    Triton parsed the body as JSON: SIGSEGV), the classification extension on LABELS over HTTP and gRPC
+    (SIGFPE), and a request for LABELS alone (its cached answer went to callers asking for scores too). The
+    same tritonserver answers after them, with the scores."""
+    deep = (b'{"inputs":[{"name":"TEXT","datatype":"BYTES","shape":[1],"data":' + b"[" * 50_000 + b"]" * 50_000
+            + b"}]}")
+    server = launcher.server_pid()
+    text = f"{next(NUMBERS)}: {GOOD['text']}"
+    inputs = [{"name": "TEXT", "datatype": "BYTES", "shape": [1], "data": [text]},
+              {"name": "CANDIDATE_LABELS", "datatype": "BYTES", "shape": [3], "data": GOOD["candidate_labels"]}]
+    for _ in range(TRIES):
+        status, body = raw_http(launcher, infer_head(len(deep), "Connection: Inference-Header-Content-Length",
+                                                     "Inference-Header-Content-Length: 0") + deep)
+        assert status == 400 and b"inference-header-content-length" in body.lower()
+        for outputs in ([{"name": "LABELS", "parameters": {"classification": 2}}], [{"name": "LABELS"}]):
+            request = json.dumps({"inputs": inputs, "outputs": outputs}).encode()
+            status, body = raw_http(launcher, infer_head(len(request)) + request)
+            assert status == 400 and json.loads(body)["error"].startswith("outputs: "), body
+        with grpcclient.InferenceServerClient(launcher.grpc_url) as client:
+            tensors = [grpcclient.InferInput(item["name"], [len(item["data"])], "BYTES") for item in inputs]
+            for tensor, item in zip(tensors, inputs):
+                tensor.set_data_from_numpy(np.array([value.encode() for value in item["data"]], dtype=np.object_))
+            with pytest.raises(InferenceServerException, match="classification extension") as refused:
+                client.infer("zero_shot", tensors, outputs=[grpcclient.InferRequestedOutput("LABELS", class_count=1)])
+            assert refused.value.status() == "StatusCode.INVALID_ARGUMENT"
+    with ZeroShotClient(launcher.grpc_url) as client:
+        answer = client.classify(text, GOOD["candidate_labels"])  # the text the refused requests sent
+    assert len(answer.scores) == len(GOOD["candidate_labels"])
+    assert launcher.server_pid() == server
+
+
 @pytest.mark.parametrize("part", ["tritonserver", "preprocess_0_0", "encoder_0_0", "postprocess_0_0"])
 def test_a_killed_tritonserver_or_stub_is_serving_again_within_10_s(launcher, part):
     """SIGKILL, 20 times: the launcher restarts tritonserver (a new process on the same ports) or reloads

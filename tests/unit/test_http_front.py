@@ -213,6 +213,28 @@ def test_only_the_json_part_of_a_binary_tensor_request_is_checked(front, upstrea
     assert [received[3] for received in upstream.received] == [KSERVE + binary]
 
 
+@pytest.mark.parametrize(("outputs", "refused"), [
+    ([{"name": "LABELS"}, {"name": "SCORES"}], None),
+    ([{"name": "SCORES"}, {"name": "LABELS", "parameters": {"binary_data": True}}], None),
+    ([{"name": "LABELS", "parameters": {"classification": 2}}, {"name": "SCORES"}], "classification extension"),
+    ([{"name": "LABELS"}], "name both LABELS and SCORES"),
+])
+def test_outputs_that_tritonserver_must_not_read_are_refused_before_it(front, upstream, outputs, refused):
+    """The classification extension on a BYTES output kills tritonserver 2.51 (SIGFPE); an answer cut to some
+    outputs would be the response cache's answer for everyone (zsc_server.inference_request)."""
+    body = json.dumps({"inputs": json.loads(KSERVE)["inputs"], "outputs": outputs}).encode()
+    with connect(front) as sock:
+        sock.sendall(post("/v2/models/zero_shot/infer", body))
+        status, _, answer = response_of(sock)
+        if refused is None:
+            assert status == 200 and [received[3] for received in upstream.received] == [body]
+            return
+        assert status == 400 and refused in error_of(answer) and error_of(answer).startswith("outputs: ")
+        sock.sendall(post("/v2/models/zero_shot/infer", KSERVE))  # the connection serves on
+        assert response_of(sock)[0] == 200
+    assert [received[3] for received in upstream.received] == [KSERVE]
+
+
 def test_expect_100_continue_as_curl_sends_it(front, upstream):
     body = b'{"inputs":[{"name":"TEXT","datatype":"BYTES","shape":[1],"data":["' + b"x" * 2000 + b'"]}]}'
     with connect(front) as sock:
@@ -334,6 +356,14 @@ def test_responses_pass_through_chunked_and_compressed(front):
         (b"POST /x HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", 431),
         (b"POST /x HTTP/1.1\r\n" + b"X: 1\r\n" * 101 + b"\r\n", 431),
         (b"POST /x HTTP/1.1\r\nContent-Length: 2\r\nExpect: the-moon\r\n\r\n{}", 417),
+        # a header named by Connection is dropped on the way: tritonserver 2.51, told no
+        # Inference-Header-Content-Length, parsed the whole body as JSON past the nesting check (SIGSEGV)
+        (b"POST /v2/models/m/infer HTTP/1.1\r\nConnection: Inference-Header-Content-Length\r\n"
+         b"Inference-Header-Content-Length: 0\r\nContent-Length: 2\r\n\r\n{}", 400),
+        (b"POST /x HTTP/1.1\r\nConnection: keep-alive, Content-Length\r\nContent-Length: 2\r\n\r\n{}", 400),
+        # Triton's routes for decoupled and LLM models: not served, and they would skip admission control
+        (b"POST /v2/models/zero_shot/generate HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", 404),
+        (b"POST /v2/models/zero_shot/versions/1/generate_stream HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", 404),
     ],
 )
 def test_requests_that_cannot_be_framed_safely_are_refused_and_closed(front, upstream, request_bytes, status):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
@@ -152,3 +153,21 @@ def test_cli_refuses_an_empty_standard_input(capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("\n  \r\n"))
     assert cli_main(["classify", "--labels", "a,b", "-"]) == 2
     assert capsys.readouterr().err == "zsc: error: no text on standard input (one text per line)\n"
+
+
+def test_an_answer_without_labels_or_scores_is_a_client_error_naming_them():
+    """What a server that is not this ensemble, or a response cache holding another caller's answer cut to
+    LABELS, would send (the fronts now refuse such requests, so a stand-in answer shows it)."""
+    from zsc_client.request import parse_result
+
+    class Answer:
+        def __init__(self, **arrays):
+            self.arrays = arrays
+
+        def as_numpy(self, name):
+            return self.arrays.get(name)
+
+    with pytest.raises(ZeroShotClientError, match="the answer has no SCORES"):
+        parse_result(Answer(LABELS=np.array([b"a"], dtype=np.object_)), "t", 1.0)
+    with pytest.raises(ZeroShotClientError, match="no LABELS or SCORES"):
+        parse_result(Answer(), "t", 1.0)
