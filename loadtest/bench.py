@@ -34,6 +34,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tritonclient.utils import InferenceServerException
+
 from loadtest import results
 from loadtest.bench_report import markdown, summarize
 from loadtest.driver import CONCURRENCY, STALL_MS, closed_loop, encoder_ceiling, parse_levels
@@ -240,8 +242,13 @@ def run(args) -> tuple[Path, list[dict]]:
             typical = min((sampler.next() for _ in range(200)),
                           key=lambda request: abs(len(request.labels) - mean_labels[cases[0].name]))
             for name, target in targets.items():
-                ceilings[name] = asyncio.run(encoder_ceiling(target.grpc_url, max(levels[name]), args.ceiling_s,
-                                                             typical, args.timeout_s))
+                try:
+                    ceilings[name] = asyncio.run(encoder_ceiling(target.grpc_url, max(levels[name]), args.ceiling_s,
+                                                                 typical, args.timeout_s))
+                except InferenceServerException as exc:  # a launcher's public port serves the ensemble alone
+                    print(f"[bench] raw encoder ceiling skipped ({exc.message()}): bench measures it on a server "
+                          "it starts itself, or on tritonserver's own port", flush=True)
+                    continue
                 print(f"[bench] raw encoder{f' ({name})' if name else ''}: {ceilings[name]['pairs_per_s']:.0f} "
                       f"pairs/s, {ceilings[name]['stalls']} answers ≥ {STALL_MS} ms, {ceilings[name]['refused']} "
                       "refused", flush=True)

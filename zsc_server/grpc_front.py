@@ -10,12 +10,12 @@ RESOURCE_EXHAUSTED, and it applies to the decompressed size of a compressed mess
 
 Nothing is deserialized: one generic handler takes every unary method of inference.GRPCInferenceService as raw
 bytes and forwards it over one channel to tritonserver, with the caller's metadata, deadline and cancellation;
-tritonserver's answer, status, details and metadata come back unchanged. A ModelInfer request is only walked on
-the wire for the outputs it names (zsc_server.inference_request: what would crash tritonserver or poison its
-response cache is INVALID_ARGUMENT). ModelStreamInfer (for decoupled models: it would carry requests past
-admission control, and idle streams would hold the RPC slots) and other services are UNIMPLEMENTED here.
-Messages go upstream uncompressed, so tritonserver never inflates anything. When tritonserver cannot be reached
-(it is restarting) the caller gets UNAVAILABLE.
+tritonserver's answer, status, details and metadata come back unchanged. A ModelInfer request is only walked on the
+wire for its model and the outputs it names (zsc_server.inference_request: a model other than the ensemble is
+PERMISSION_DENIED, what would crash tritonserver or poison its response cache INVALID_ARGUMENT). ModelStreamInfer
+(for decoupled models: it would carry requests past admission control, and idle streams would hold the RPC slots)
+and other services are UNIMPLEMENTED here. Messages go upstream uncompressed, so tritonserver never inflates
+anything. When tritonserver cannot be reached (it is restarting) the caller gets UNAVAILABLE.
 
 One asyncio event loop in one daemon thread, like zsc_server.http_front, whose API this mirrors. It logs
 nothing per request: `counters` says what it forwarded and refused, by reason. What it costs is mostly
@@ -162,9 +162,11 @@ class GrpcFront(FrontThread):
             return await self._forward_unary(method, request, context)
         problem = protobuf_problem(request)
         if problem:  # what tritonserver must not read (zsc_server.inference_request)
+            status, message = problem
             self._count("received")
-            self._count("outputs")
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+            self._count("not_served" if status == 403 else "outputs")
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED if status == 403 else
+                                grpc.StatusCode.INVALID_ARGUMENT, message)
         with self.admission.forwarding() as reason:
             if reason:  # refused here, it costs tritonserver nothing
                 self._count("received")

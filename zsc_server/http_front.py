@@ -270,8 +270,9 @@ class HttpFront(FrontThread):
             raise Refusal(400, "json_too_deep", f"request JSON nests deeper than {self.limits.max_json_depth} "
                            "levels, or its brackets do not balance (max_json_depth)", close=False)
         problem = json_problem(request.target, json_part) if request.method == b"POST" else None
-        if problem:
-            raise Refusal(400, "outputs", problem, close=False)
+        if problem:  # what tritonserver must not read (zsc_server.inference_request)
+            status, message = problem
+            raise Refusal(status, "not_served" if status == 403 else "outputs", message, close=False)
         return body
 
     async def _upstream(self) -> tuple[_Upstream, bool]:

@@ -1,17 +1,22 @@
-"""What an inference request asks of its outputs, checked by both fronts (zsc_server.http_front, grpc_front)
-before tritonserver reads it:
+"""What an inference request may ask on the public ports, checked by both fronts (zsc_server.http_front,
+grpc_front) before tritonserver reads it:
 
+- the ensemble only: preprocess, encoder and postprocess are its steps, which no client needs to call; called
+  directly they skip the fronts' admission ledger (three clients sending the encoder its largest batches
+  left 5 of 35 classifications answered) and show what they check (the launcher and the benchmarks call them
+  on tritonserver's own ports);
 - the classification extension (an output's `classification` parameter) on a BYTES output such as LABELS
   kills tritonserver 2.51 (SIGFPE, measured over HTTP and gRPC); no zero-shot answer needs it (the labels come
   ranked), so it is refused on every output;
 - Triton's response cache keys a request by its inputs, not by the outputs it names: a request for LABELS
   alone filled the cache with an answer that other callers, asking for the scores too, then got without them.
-  A request to the ensemble that names outputs must name the answer, LABELS and SCORES (it may leave out
-  SERVER_LATENCY_MS, which clients read as optional).
+  A request that names outputs must name the answer, LABELS and SCORES (it may leave out SERVER_LATENCY_MS,
+  which clients read as optional).
 
-The request is read only as far as that needs: the JSON part of a KServe v2 body, or the fields of a
-ModelInferRequest protobuf walked on the wire (no generated classes: the launcher runs on the Triton image's
-Python). Standard library only.
+The request is read only as far as that needs: the route, and the JSON part of a KServe v2 body; or the fields
+of a ModelInferRequest protobuf walked on the wire (no generated classes: the launcher runs on the Triton
+image's Python). A problem is (HTTP status, message): 403 for a model not served here, 400 for the outputs.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -28,47 +33,55 @@ CLASSIFICATION = "classification"
 # routes for decoupled and LLM models, which would skip the fronts' admission control: not served
 INFER_PATH = re.compile(rb"/v2/models/([^/?]+)(?:/versions/[^/?]+)?/infer(?:\?.*)?$")
 GENERATE_PATH = re.compile(rb"/generate(?:_stream)?$")
+# ModelInferRequest (grpc_service.proto): model_name = 1, outputs = 6; InferRequestedOutputTensor: name = 1,
+# parameters = 2 (a map: entries whose key = 1)
+MODEL_NAME, OUTPUTS, OUTPUT_NAME, OUTPUT_PARAMETERS, ENTRY_KEY = 1, 6, 1, 2, 1
+
+Problem = tuple[int, str]  # (HTTP status, message)
 
 
 def is_infer(target: bytes) -> bool:
     """Whether a request target is an inference call (any path ending in /infer: what Triton routes there)."""
     return target.split(b"?")[0].endswith(b"/infer")
-# ModelInferRequest (grpc_service.proto): model_name = 1, outputs = 6; InferRequestedOutputTensor: name = 1,
-# parameters = 2 (a map: entries whose key = 1)
-MODEL_NAME, OUTPUTS, OUTPUT_NAME, OUTPUT_PARAMETERS, ENTRY_KEY = 1, 6, 1, 2, 1
 
 
-def outputs_problem(model: str, outputs: list[tuple[str, set[str]]]) -> str | None:
+def request_problem(model: str, outputs: list[tuple[str, set[str]]]) -> Problem | None:
     """Why tritonserver must not see a request to `model` naming `outputs` ((name, parameter keys) each), as
     the error to answer; None when it may."""
+    if model != ENSEMBLE:
+        return 403, (f"model '{model}' is not served on this port: send requests to {ENSEMBLE} (its preprocess, "
+                     "encoder and postprocess are steps of it)")
     for name, parameters in outputs:
         if CLASSIFICATION in parameters:
-            return (f"outputs: {name} asks for the classification extension, which this server does not serve "
-                    "(the labels come ranked, with their scores)")
+            return 400, (f"outputs: {name} asks for the classification extension, which this server does not "
+                         "serve (the labels come ranked, with their scores)")
     requested = {name for name, _ in outputs}
-    if model == ENSEMBLE and requested and not set(ANSWER) <= requested:
-        return (f"outputs: name both {' and '.join(ANSWER)}, or no outputs (got {sorted(requested)}): the "
-                "response cache gives requests with the same inputs one answer, whatever outputs they name")
+    if requested and not set(ANSWER) <= requested:
+        return 400, (f"outputs: name both {' and '.join(ANSWER)}, or no outputs (got {sorted(requested)}): the "
+                     "response cache gives requests with the same inputs one answer, whatever outputs they name")
     return None
 
 
-def json_problem(target: bytes, json_part: bytes) -> str | None:
-    """outputs_problem of a KServe v2 JSON request to `target` (None for other targets, and for a body that
-    is no JSON object: tritonserver refuses that itself)."""
-    if not is_infer(target) or (b'"outputs"' not in json_part and CLASSIFICATION.encode() not in json_part):
+def json_problem(target: bytes, json_part: bytes) -> Problem | None:
+    """request_problem of a KServe v2 JSON request to `target` (None for a target that is no inference call).
+    The JSON part is read as Triton would read it, or refused: one that Python's parser cannot read (or that
+    repeats a key, where Triton takes the first and Python the last) could mean another request to Triton than
+    the one checked here. About 0.3 ms for the largest JSON text a request may hold (64 KiB)."""
+    route = INFER_PATH.search(target) if is_infer(target) else None
+    if route is None:
         return None
-    route = INFER_PATH.search(target)
-    try:
-        outputs = json.loads(json_part).get("outputs") or []
-        requested = [(str(output.get("name")), set(output.get("parameters") or {})) for output in outputs]
-    except (ValueError, AttributeError, TypeError):
-        return None
-    return outputs_problem(route.group(1).decode("utf-8", "replace") if route else "", requested)
+    model = route.group(1).decode("utf-8", "replace")
+    try:  # always: a key may be written with escapes ("\\u006futputs"), as Triton reads it too
+        outputs = json.loads(json_part, object_pairs_hook=_unique_keys).get("outputs") or []
+        requested = [(str(output["name"]), set(output.get("parameters") or {})) for output in outputs]
+    except (ValueError, AttributeError, TypeError, KeyError) as exc:
+        return request_problem(model, []) or (400, f"the request's JSON cannot be read here ({exc})")
+    return request_problem(model, requested)
 
 
-def protobuf_problem(message: bytes) -> str | None:
-    """outputs_problem of a serialized ModelInferRequest (None for one that is not well formed: tritonserver
-    refuses that itself)."""
+def protobuf_problem(message: bytes) -> Problem | None:
+    """request_problem of a serialized ModelInferRequest; one the walk cannot read (groups, a truncated field)
+    is refused rather than passed on unchecked."""
     try:
         model, requested = "", []
         for number, value in _fields(message):
@@ -76,9 +89,16 @@ def protobuf_problem(message: bytes) -> str | None:
                 model = bytes(value).decode("utf-8", "replace")
             elif number == OUTPUTS and isinstance(value, memoryview):
                 requested.append(_requested_output(value))
-    except ValueError:
-        return None
-    return outputs_problem(model, requested)
+    except ValueError as exc:
+        return 400, f"the request is no ModelInferRequest this server can read ({exc})"
+    return request_problem(model, requested)
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) < len(keys):
+        raise ValueError(f"a key repeats in one object: {sorted(key for key in set(keys) if keys.count(key) > 1)}")
+    return dict(pairs)
 
 
 def _requested_output(message: memoryview) -> tuple[str, set[str]]:

@@ -131,6 +131,13 @@ def test_apis_that_inference_does_not_need_are_refused_without_the_secret(launch
     assert answers(launcher, "grpc") and answers(launcher, "http")
 
 
+def private_url(launcher: Launcher, protocol: str) -> str:
+    """tritonserver's own port behind the fronts (loopback), as a local user with the launcher's uid finds it
+    on its command line: where the launcher, the benchmarks and anyone on the host reach the ensemble's steps."""
+    [flag] = [arg for arg in psutil.Process(launcher.server_pid()).cmdline() if arg.startswith(f"--{protocol}-port=")]
+    return f"127.0.0.1:{flag.split('=', 1)[1]}"
+
+
 def secret(launcher: Launcher) -> str:
     """The launcher's secret, as a local user with the launcher's own uid can read it (tritonserver's
     command line)."""
@@ -138,10 +145,20 @@ def secret(launcher: Launcher) -> str:
     return flag.rsplit("=", 1)[1]
 
 
-def test_the_warm_up_input_is_refused_without_the_secret(launcher):
-    client = httpclient.InferenceServerClient(launcher.http_url)
+def test_the_ensembles_steps_are_not_served_on_the_public_ports_and_warm_up_needs_the_secret(launcher):
+    """The preprocess, encoder and postprocess are refused at the fronts (403 / PERMISSION_DENIED); on
+    tritonserver's own port, which a local user can reach, the preprocess still refuses the launcher's warm-up
+    input without the secret."""
     warm_up = httpclient.InferInput("warm_up", [1], "BYTES")
     warm_up.set_data_from_numpy(np.array([b'[{"labels": "a,b"}]'], dtype=np.object_))
+    with pytest.raises(InferenceServerException, match="is not served on this port") as refused:
+        httpclient.InferenceServerClient(launcher.http_url).infer("preprocess", [warm_up])
+    assert refused.value.status() == "403"
+    with grpcclient.InferenceServerClient(launcher.grpc_url) as client:
+        with pytest.raises(InferenceServerException, match="is not served on this port") as refused:
+            client.infer("encoder", encoder_inputs(5))
+    assert refused.value.status() == "StatusCode.PERMISSION_DENIED"
+    client = httpclient.InferenceServerClient(private_url(launcher, "http"))
     with pytest.raises(InferenceServerException, match="warm_up: is the launcher's own input") as refused:
         client.infer("preprocess", [warm_up], parameters={"zsc_admin_key": "guess"})
     assert refused.value.status() == "400"
@@ -159,7 +176,8 @@ def encoder_inputs(ids: int, module=grpcclient) -> list:
 def test_a_flood_of_bad_encoder_requests_fails_none_of_the_good_ones(launcher):
     """One client loops the internal encoder model with out-of-range token ids (86% of good requests failed
     when one bad request failed its whole batch) while 8 clients classify: 0 good requests fail, every bad
-    one is INVALID_ARGUMENT, and the log holds no traceback, at most a line a second."""
+    one is INVALID_ARGUMENT, and the log holds no traceback, at most a line a second. The bad client uses
+    tritonserver's own port, as a local user can (the public ports do not serve the encoder at all)."""
     stop, outcomes, refusals = threading.Event(), {"good": 0, "failed": []}, {"count": 0, "other": []}
     lock = threading.Lock()
     printed_before = len(launcher.printed)
@@ -182,7 +200,7 @@ def test_a_flood_of_bad_encoder_requests_fails_none_of_the_good_ones(launcher):
                         outcomes["failed"].append(f"wrong labels {result.labels}")
 
     def bad() -> None:
-        client = grpcclient.InferenceServerClient(launcher.grpc_url)
+        client = grpcclient.InferenceServerClient(private_url(launcher, "grpc"))
         while not stop.is_set():
             try:
                 client.infer("encoder", encoder_inputs(10**9))

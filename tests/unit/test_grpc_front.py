@@ -56,7 +56,7 @@ class Upstream(grpc.GenericRpcHandler):
 
     def infer(self, request, context):
         time.sleep(self.infer_s)
-        if request == b"fail":
+        if b"fail" in request:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "in ensemble 'zero_shot', TEXT: is empty")
         return self.echo(request, context)
 
@@ -103,6 +103,10 @@ def front(upstream):
 def channel(front):
     with grpc.insecure_channel(f"127.0.0.1:{front.port}") as channel:
         yield channel
+
+
+INFER = model_infer_request()  # a ModelInfer the front passes on (it reads its model and outputs)
+FAILING = model_infer_request(raw=b"fail")  # one the stand-in upstream refuses
 
 
 def call(channel, name, request=b"hello", **kwargs):
@@ -227,25 +231,29 @@ def test_model_stream_infer_is_unimplemented_at_the_front(front, channel, upstre
     assert upstream.received == [] and front.counters == {"unimplemented": 1}
 
 
-@pytest.mark.parametrize(("request_bytes", "refused"), [
-    (model_infer_request("zero_shot", {}), None),
-    (model_infer_request("zero_shot", {"LABELS": {}, "SCORES": {}}), None),
-    (model_infer_request("encoder", {"encoder_output": {}}), None),
-    (model_infer_request("zero_shot", {"LABELS": {"classification": 1}, "SCORES": {}}), "classification extension"),
-    (model_infer_request("preprocess", {"labels": {"classification": 2}}), "classification extension"),
-    (model_infer_request("zero_shot", {"LABELS": {}}), "name both LABELS and SCORES"),
+@pytest.mark.parametrize(("request_bytes", "code", "refused"), [
+    (model_infer_request("zero_shot", {}), None, None),
+    (model_infer_request("zero_shot", {"LABELS": {}, "SCORES": {}}), None, None),
+    (model_infer_request("zero_shot", {"LABELS": {"classification": 1}, "SCORES": {}}), "INVALID_ARGUMENT",
+     "classification extension"),
+    (model_infer_request("zero_shot", {"LABELS": {}}), "INVALID_ARGUMENT", "name both LABELS and SCORES"),
+    (model_infer_request("encoder", {"encoder_output": {}}), "PERMISSION_DENIED", "is not served on this port"),
+    (model_infer_request("preprocess", {"labels": {"classification": 2}}), "PERMISSION_DENIED", "not served"),
+    (b"\x0b", "INVALID_ARGUMENT", "no ModelInferRequest this server can read"),  # a group: skipped by protobuf
 ])
 def test_model_infer_asking_what_tritonserver_must_not_read_is_refused_before_it(front, channel, upstream,
-                                                                                   request_bytes, refused):
-    """The classification extension on a BYTES output kills tritonserver 2.51; an answer cut to some outputs
-    would be the response cache's answer for everyone (zsc_server.inference_request)."""
+                                                                                   request_bytes, code, refused):
+    """The ensemble's steps are not served on the public ports; the classification extension on a BYTES output
+    kills tritonserver 2.51; an answer cut to some outputs would be the response cache's answer for everyone
+    (zsc_server.inference_request)."""
     if refused is None:
         assert call(channel, "ModelInfer", request_bytes) == request_bytes
         assert front.counters == {"forwarded": 1}
         return
     error = refusal(call, channel, "ModelInfer", request_bytes)
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and refused in error.details()
-    assert upstream.received == [] and front.counters == {"outputs": 1}
+    assert error.code() == getattr(grpc.StatusCode, code) and refused in error.details()
+    assert upstream.received == []
+    assert front.counters == {"not_served" if code == "PERMISSION_DENIED" else "outputs": 1}
 
 
 def test_an_unreachable_upstream_is_unavailable_with_a_retry_hint(upstream):
@@ -341,13 +349,13 @@ def test_inference_is_refused_at_the_front_while_admission_control_says_busy(fro
     front_gate, server_side = admission
     front.admission = front_gate
     server_side.admit(60)  # 120 ms booked, over the 100 ms budget
-    error = refusal(call, channel, "ModelInfer")
+    error = refusal(call, channel, "ModelInfer", INFER)
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert error.details().startswith("busy: requests would wait about 120 ms")
     assert call(channel, "Echo") == b"hello"  # everything else (health, metadata) goes on as before
     assert [name for name, *_ in upstream.received] == ["Echo"]  # tritonserver never saw the refused call
     server_side.executed(60, 0.12)
-    call(channel, "ModelInfer")
+    call(channel, "ModelInfer", INFER)
     assert [name for name, *_ in upstream.received] == ["Echo", "ModelInfer"]
     assert front.counters["busy"] == 1
 
@@ -360,17 +368,17 @@ def test_requests_forwarded_and_not_answered_count_against_the_budget(front, cha
     front.admission = front_gate
     upstream.infer_s = 1.0
     with futures.ThreadPoolExecutor(3) as pool:
-        held = [pool.submit(call, channel, "ModelInfer") for _ in range(3)]
+        held = [pool.submit(call, channel, "ModelInfer", INFER) for _ in range(3)]
         assert settles(lambda: front_gate.in_flight == 3)
-        error = refusal(call, channel, "ModelInfer")
+        error = refusal(call, channel, "ModelInfer", INFER)
         assert error.code() == grpc.StatusCode.UNAVAILABLE
         assert error.details().startswith("busy: requests would wait about 133 ms")  # 4 x 100 ms / 3
-        assert [answer.result() for answer in held] == [b"hello"] * 3
+        assert [answer.result() for answer in held] == [INFER] * 3
     assert settles(lambda: front_gate.in_flight == 0)
     assert front_gate.max_in_flight() == 3  # 3 correct answers in the last second: 0.3 in the budget
     upstream.infer_s = 0.0
-    assert call(channel, "ModelInfer") == b"hello"  # answered ones no longer count
-    assert refusal(call, channel, "ModelInfer", b"fail").code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert call(channel, "ModelInfer", INFER) == INFER  # answered ones no longer count
+    assert refusal(call, channel, "ModelInfer", FAILING).code() == grpc.StatusCode.INVALID_ARGUMENT
     assert settles(lambda: front_gate.in_flight == 0)
     assert len(front_gate._answered) == 4  # the correct answers, not the error
     assert front.counters["busy"] == 1

@@ -1,5 +1,5 @@
-"""zsc_server.inference_request: the outputs a request names, read from KServe v2 JSON and from the
-ModelInferRequest protobuf on the wire, against what the protobuf library itself writes."""
+"""zsc_server.inference_request: the model and the outputs a request names, read from KServe v2 JSON and from
+the ModelInferRequest protobuf on the wire, against what the protobuf library itself writes."""
 
 from __future__ import annotations
 
@@ -10,34 +10,58 @@ import pytest
 from tests.request_properties import model_infer_request
 from zsc_server.inference_request import json_problem, protobuf_problem
 
+INFER = b"/v2/models/zero_shot/infer"
+
+
+def problem_of(found) -> str | None:
+    """The message of a problem, with its status checked against its kind."""
+    if found is None:
+        return None
+    status, message = found
+    assert status == (403 if "is not served on this port" in message else 400), found
+    return message
+
 
 def test_the_wire_walk_reads_model_and_outputs_past_every_other_field():
     # a raw input holding the bytes that a careless search would take for a request for classification
     raw = b"classification" * 1000
     assert protobuf_problem(model_infer_request(raw=raw)) is None
+    assert protobuf_problem(model_infer_request(outputs={"LABELS": {}, "SCORES": {}})) is None
     asked = model_infer_request(outputs={"SCORES": {}, "LABELS": {"classification": 3}}, raw=raw)
-    assert "LABELS asks for the classification extension" in protobuf_problem(asked)
-    assert "got ['SCORES']" in protobuf_problem(model_infer_request(outputs={"SCORES": {}}))
-    # another model may name any outputs: the response cache is the ensemble's alone
-    assert protobuf_problem(model_infer_request("postprocess", {"SCORES": {}})) is None
+    assert "LABELS asks for the classification extension" in problem_of(protobuf_problem(asked))
+    assert "got ['SCORES']" in problem_of(protobuf_problem(model_infer_request(outputs={"SCORES": {}})))
+    # the ensemble's steps are not served on the public ports, whatever they ask
+    for model in ("encoder", "preprocess", "postprocess", ""):
+        assert "is not served on this port" in problem_of(protobuf_problem(model_infer_request(model)))
 
 
-@pytest.mark.parametrize("message", [b"\xff", b"\x0a\x05ab", b"\x0f", b"\xff" * 11, b""])
-def test_a_message_that_is_no_protobuf_is_left_to_tritonserver(message):
-    """Truncated fields, unknown wire types, an endless varint, nothing at all: tritonserver refuses them."""
-    assert protobuf_problem(message) is None
+@pytest.mark.parametrize("message", [b"\xff", b"\x0a\x05ab", b"\x0b", b"\xff" * 11])
+def test_a_message_the_walk_cannot_read_is_refused_not_passed_on_unchecked(message):
+    """Truncated fields, groups (wire types 3 and 4, which protobuf parsers skip), an endless varint: Triton
+    might read outputs in them that the walk did not."""
+    assert "no ModelInferRequest this server can read" in problem_of(protobuf_problem(message))
 
 
 @pytest.mark.parametrize(("target", "body", "problem"), [
-    (b"/v2/models/zero_shot/infer", {"outputs": [{"name": "LABELS"}]}, "name both LABELS and SCORES"),
+    (INFER, {"outputs": [{"name": "LABELS"}, {"name": "SCORES"}]}, None),
+    (INFER, {"inputs": [{"name": "TEXT", "data": ["text classification"]}]}, None),
+    (INFER, {"outputs": [{"name": "LABELS"}]}, "name both LABELS and SCORES"),
     (b"/v2/models/zero_shot/versions/1/infer?x=1", {"outputs": [{"name": "SCORES"}]}, "name both"),
-    (b"/v2/models/encoder/infer", {"outputs": [{"name": "x", "parameters": {"classification": 1}}]},
+    (INFER, {"outputs": [{"name": "LABELS", "parameters": {"classification": 1}}, {"name": "SCORES"}]},
      "classification extension"),
-    (b"/v2/models/zero_shot/infer", {"inputs": [{"name": "TEXT", "data": ["text classification"]}]}, None),
-    (b"/v2/models/zero_shot/infer", {"outputs": "not a list"}, None),  # tritonserver's to refuse
+    (b"/v2/models/encoder/infer", {"inputs": []}, "is not served on this port"),
+    (INFER, {"outputs": "not a list"}, "cannot be read here"),
     (b"/v2/models/zero_shot/config", {"outputs": [{"name": "LABELS"}]}, None),  # no inference
 ])
 def test_json_requests(target, body, problem):
-    found = json_problem(target, json.dumps(body).encode())
+    found = problem_of(json_problem(target, json.dumps(body).encode()))
     assert (found is None) if problem is None else (problem in found)
-    assert json_problem(b"/v2/models/zero_shot/infer", b"[not json") is None
+
+
+@pytest.mark.parametrize("body", [
+    b'{"\\u006futputs": [{"name": "LABELS"}]}',  # the key written with an escape, as Triton decodes it too
+    b'{"outputs": [{"name": "LABELS", "parameters": {"classification": 1}}], "outputs": []}',  # Triton: the first
+    b'{"inputs": ["\xff"], "outputs": [{"name": "LABELS", "parameters": {"classification": 1}}]}',  # no UTF-8
+])
+def test_json_that_could_read_otherwise_to_triton_is_refused(body):
+    assert problem_of(json_problem(INFER, body)) is not None
