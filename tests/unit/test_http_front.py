@@ -355,6 +355,9 @@ def test_responses_pass_through_chunked_and_compressed(front):
         (b"POST /x HTTP/2.0\r\n\r\n", 505),
         (b"POST /x HTTP/1.1\r\nContent-Encoding: gzip\r\nContent-Length: 2\r\n\r\n{}", 415),  # inflated unbounded
         (b"POST /x HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+        # tritonserver 2.51 answered a header of 8 KiB with a 502, as if it had failed
+        (b"POST /x HTTP/1.1\r\nCookie: " + b"a" * 8192 + b"\r\nContent-Length: 2\r\n\r\n{}", 431),
+        (b"GET /v2/health/ready?" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 414),
         (b"POST /x HTTP/1.1\r\n" + b"X: 1\r\n" * 101 + b"\r\n", 431),
         (b"POST /x HTTP/1.1\r\nContent-Length: 2\r\nExpect: the-moon\r\n\r\n{}", 417),
         # a header named by Connection is dropped on the way: tritonserver 2.51, told no
