@@ -245,7 +245,10 @@ def run(args) -> tuple[Path, list[dict]]:
                 try:
                     ceilings[name] = asyncio.run(encoder_ceiling(target.grpc_url, max(levels[name]), args.ceiling_s,
                                                                  typical, args.timeout_s))
-                except InferenceServerException as exc:  # a launcher's public port serves the ensemble alone
+                except InferenceServerException as exc:
+                    if exc.status() != "StatusCode.PERMISSION_DENIED":
+                        raise
+                    # a launcher's public port serves the ensemble alone
                     print(f"[bench] raw encoder ceiling skipped ({exc.message()}): bench measures it on a server "
                           "it starts itself, or on tritonserver's own port", flush=True)
                     continue

@@ -80,8 +80,8 @@ def _served_score_kind(host: str) -> str:
     try:
         with urllib.request.urlopen(url, timeout=10) as reply:
             return score_kind_of(export_facts(json.load(reply)))
-    except (OSError, ValueError) as exc:
-        raise RuntimeError(f"--score-kind auto: cannot read {url} ({exc}); give --score-kind "
+    except (OSError, ValueError, KeyError) as exc:
+        raise RuntimeError(f"--score-kind auto: cannot read {url} ({exc!r}); give --score-kind "
                            f"{' or '.join(SCORE_KINDS)}") from None
 
 

@@ -23,8 +23,7 @@ HOP_BY_HOP = frozenset(
 # headers the front reads to decide what tritonserver may see: a Connection header naming one would drop it on
 # the way, and tritonserver would read the request otherwise (without Inference-Header-Content-Length it
 # parses the whole body as JSON, past the front's nesting check)
-READ_BY_THE_FRONT = frozenset({b"content-length", b"inference-header-content-length", b"content-encoding",
-                               b"content-type", b"host"})
+READ_BY_THE_FRONT = frozenset({b"content-length", b"inference-header-content-length", b"content-encoding", b"host"})
 TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,8})[ \t]*(?:;[^\r\n]*)?")
 MAX_CHUNK_LINE = 4096

@@ -34,8 +34,14 @@ CLASSIFICATION = "classification"
 INFER_PATH = re.compile(rb"/v2/models/([^/?]+)(?:/versions/[^/?]+)?/infer(?:\?.*)?$")
 GENERATE_PATH = re.compile(rb"/generate(?:_stream)?$")
 # ModelInferRequest (grpc_service.proto): model_name = 1, outputs = 6; InferRequestedOutputTensor: name = 1,
-# parameters = 2 (a map: entries whose key = 1)
+# parameters = 2 (a map: entries whose key = 1); all length-delimited (wire type 2)
 MODEL_NAME, OUTPUTS, OUTPUT_NAME, OUTPUT_PARAMETERS, ENTRY_KEY = 1, 6, 1, 2, 1
+LENGTH_DELIMITED = 2
+# What reading a request may cost the fronts' one event loop: a real request has a few dozen protobuf fields,
+# JSON objects and arrays, and a value per label; 1 MiB of empty fields took 2.2 s to walk in Python, and of
+# empty JSON objects 100 ms to parse
+MAX_FIELDS, MAX_JSON_CONTAINERS, MAX_JSON_VALUES = 1024, 1024, 16384
+_NOT_JSON_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"[]{},')))
 
 Problem = tuple[int, str]  # (HTTP status, message)
 
@@ -66,17 +72,43 @@ def json_problem(target: bytes, json_part: bytes) -> Problem | None:
     """request_problem of a KServe v2 JSON request to `target` (None for a target that is no inference call).
     The JSON part is read as Triton would read it, or refused: one that Python's parser cannot read (or that
     repeats a key, where Triton takes the first and Python the last) could mean another request to Triton than
-    the one checked here. About 0.3 ms for the largest JSON text a request may hold (64 KiB)."""
+    the one checked here, and read only within MAX_JSON_CONTAINERS and MAX_JSON_VALUES (a few ms at most
+    for 1 MiB; 0.3 ms for a 64 KiB text)."""
     route = INFER_PATH.search(target) if is_infer(target) else None
     if route is None:
         return None
     model = route.group(1).decode("utf-8", "replace")
+    unserved = request_problem(model, [])
+    if unserved:
+        return unserved
+    containers, values = json_size(json_part)
+    if containers > MAX_JSON_CONTAINERS or values > MAX_JSON_VALUES:
+        return 400, (f"the request's JSON holds {containers} objects and arrays and {values} values, over the "
+                     f"{MAX_JSON_CONTAINERS} and {MAX_JSON_VALUES} this server reads: send large tensors in the "
+                     "binary tensor extension")
     try:  # always: a key may be written with escapes ("\\u006futputs"), as Triton reads it too
-        outputs = json.loads(json_part, object_pairs_hook=_unique_keys).get("outputs") or []
-        requested = [(str(output["name"]), set(output.get("parameters") or {})) for output in outputs]
-    except (ValueError, AttributeError, TypeError, KeyError) as exc:
-        return request_problem(model, []) or (400, f"the request's JSON cannot be read here ({exc})")
+        request = json.loads(json_part, object_pairs_hook=_unique_keys)
+        outputs = request.get("outputs") or [] if isinstance(request, dict) else []
+        requested = [(_output_name(output, index), set(output.get("parameters") or {}))
+                     for index, output in enumerate(outputs)]
+    except (ValueError, AttributeError, TypeError) as exc:
+        return 400, f"the request's JSON cannot be read here: {exc}"
     return request_problem(model, requested)
+
+
+def json_size(document: bytes) -> tuple[int, int]:
+    """(objects and arrays, values) outside the strings of a JSON document, counted at C speed (the strings
+    found as json_nesting_within finds them in zsc_server.http_wire)."""
+    if b"\\" in document:
+        document = document.replace(b"\\\\", b"").replace(b'\\"', b"")
+    marks = b"".join(document.translate(None, _NOT_JSON_STRUCTURE).split(b'"')[::2])
+    return marks.count(b"[") + marks.count(b"{"), marks.count(b",") + 1
+
+
+def _output_name(output, index: int) -> str:
+    if not isinstance(output, dict) or not isinstance(output.get("name"), str):
+        raise ValueError(f"outputs[{index}] has no name")
+    return output["name"]
 
 
 def protobuf_problem(message: bytes) -> Problem | None:
@@ -84,10 +116,10 @@ def protobuf_problem(message: bytes) -> Problem | None:
     is refused rather than passed on unchecked."""
     try:
         model, requested = "", []
-        for number, value in _fields(message):
-            if number == MODEL_NAME and isinstance(value, memoryview):
+        for number, value in _delimited(message):
+            if number == MODEL_NAME:
                 model = bytes(value).decode("utf-8", "replace")
-            elif number == OUTPUTS and isinstance(value, memoryview):
+            elif number == OUTPUTS:
                 requested.append(_requested_output(value))
     except ValueError as exc:
         return 400, f"the request is no ModelInferRequest this server can read ({exc})"
@@ -95,42 +127,48 @@ def protobuf_problem(message: bytes) -> Problem | None:
 
 
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
-    keys = [key for key, _ in pairs]
-    if len(set(keys)) < len(keys):
-        raise ValueError(f"a key repeats in one object: {sorted(key for key in set(keys) if keys.count(key) > 1)}")
-    return dict(pairs)
+    found = dict(pairs)
+    if len(found) < len(pairs):  # Triton reads a repeated key's first value, Python its last
+        raise ValueError("a key repeats in one object")
+    return found
 
 
 def _requested_output(message: memoryview) -> tuple[str, set[str]]:
     name, parameters = "", set()
-    for number, value in _fields(message):
-        if number == OUTPUT_NAME and isinstance(value, memoryview):
+    for number, value in _delimited(message):
+        if number == OUTPUT_NAME:
             name = bytes(value).decode("utf-8", "replace")
-        elif number == OUTPUT_PARAMETERS and isinstance(value, memoryview):
-            parameters |= {bytes(key).decode("utf-8", "replace") for entry_number, key in _fields(value)
-                           if entry_number == ENTRY_KEY and isinstance(key, memoryview)}
+        elif number == OUTPUT_PARAMETERS:
+            parameters |= {bytes(key).decode("utf-8", "replace") for entry_number, key in _delimited(value)
+                           if entry_number == ENTRY_KEY}
     return name, parameters
 
 
-def _fields(message: bytes | memoryview):
-    """(field number, value) of a protobuf message's fields, in wire order: an int for a varint, a memoryview
-    (no copy) for length-delimited and fixed-size fields. ValueError where the wire format breaks."""
-    view, at = memoryview(message), 0
+def _delimited(message: bytes | memoryview):
+    """(field number, value) of a protobuf message's length-delimited fields, in wire order, each a memoryview
+    (no copy). A field of another wire type is skipped, as protobuf skips a known field number sent with the
+    wrong type (8 bytes of fixed64 would otherwise read as an output). ValueError where the wire format
+    breaks, and past MAX_FIELDS fields."""
+    view, at, count = memoryview(message), 0, 0
     while at < len(view):
+        count += 1
+        if count > MAX_FIELDS:
+            raise ValueError(f"over {MAX_FIELDS} fields")
         key, at = _varint(view, at)
         wire = key & 7
         if wire == 0:
-            value, at = _varint(view, at)
-        elif wire in (1, 2, 5):
-            size = 8 if wire == 1 else 4 if wire == 5 else None
-            if size is None:
-                size, at = _varint(view, at)
-            if at + size > len(view):
-                raise ValueError("a field runs past the message's end")
-            value, at = view[at:at + size], at + size
-        else:
+            _, at = _varint(view, at)
+            continue
+        if wire not in (1, 2, 5):
             raise ValueError(f"wire type {wire}")
-        yield key >> 3, value
+        size = 8 if wire == 1 else 4 if wire == 5 else None
+        if size is None:
+            size, at = _varint(view, at)
+        if at + size > len(view):
+            raise ValueError("a field runs past the message's end")
+        value, at = view[at:at + size], at + size
+        if wire == LENGTH_DELIMITED:
+            yield key >> 3, value
 
 
 def _varint(view: memoryview, at: int) -> tuple[int, int]:

@@ -111,11 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "webui":
         return _webui(args)
     url = args.url or f"localhost:{DEFAULT_PORTS[args.protocol]}"
+    problem = _url_problem(url, args.protocol, "--url")
     texts = getattr(args, "texts", [])
-    if texts == ["-"]:
+    if texts == ["-"] and not problem:
         texts = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
-    problem = _url_problem(url, args.protocol, "--url") or ("" if texts or args.command != "classify" else
-                                                           "no text on standard input (one text per line)")
+        problem = "" if texts else "no text on standard input (one text per line)"
     if problem:
         print(f"zsc: error: {problem}", file=sys.stderr)
         return 2
