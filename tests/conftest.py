@@ -218,3 +218,14 @@ def settles(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+@pytest.fixture(scope="module")
+def launcher(structbert):
+    """`make serve`'s launcher on the tiny StructBERT (tests.launched.Launcher), for one test module."""
+    from tests.launched import Launcher
+
+    with serve_launcher(structbert.repository, "--probe-interval-s", "60",
+                        stderr=subprocess.STDOUT) as (process, line, grpc_port):
+        http_port = int(line.split("http://127.0.0.1:")[1].split()[0])
+        yield Launcher(process, http_port, grpc_port)

@@ -4,14 +4,8 @@ or fail other callers' requests. Figures print with -s; docs/limits-failures-sec
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import http.client
-import itertools
-import json
 import signal
-import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -23,60 +17,15 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import Printed, haproxy_children, launcher_server, serve_launcher
+from tests.conftest import serve_launcher
 from tests.faults import stub
+from tests.launched import GOOD, Launcher, answers, encoder_inputs, infer_head, private_url, raw_http, secret
 from zsc_client import ZeroShotClient, ZeroShotClientError
 from zsc_server.admin_api import ADMIN_HEADER, GRPC_ADMIN_METADATA
 
 BACK_WITHIN_S = 10.0  # a killed or crashed part of the service answers again within this
 TRIES = 20
 RSS_GROWTH_LIMIT = 256 << 20
-GOOD = dict(text="我的快递三天了还没到，请帮我查一下", candidate_labels=["咨询", "投诉", "建议"])
-NUMBERS = itertools.count()
-
-
-class Launcher:
-    """A running launcher: its process, ports and everything it printed (tritonserver's log included)."""
-
-    def __init__(self, process, http_port: int, grpc_port: int) -> None:
-        self.process, self.http_port, self.grpc_port = process, http_port, grpc_port
-        self.http_url, self.grpc_url = f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
-        self.printed = Printed(process)
-
-    def server_pid(self) -> int:
-        return launcher_server(self.process.pid)
-
-    def behind_edge(self) -> bool:
-        """Whether the launcher runs its edge proxy (haproxy, where installed) on the public ports."""
-        return bool(haproxy_children(self.process.pid))
-
-    def rss(self) -> int:
-        """Resident memory of the launcher, tritonserver and the stubs together."""
-        total = 0
-        launcher = psutil.Process(self.process.pid)
-        for process in [launcher, *launcher.children(recursive=True)]:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                total += process.memory_info().rss
-        return total
-
-
-@pytest.fixture(scope="module")
-def launcher(structbert):
-    with serve_launcher(structbert.repository, "--probe-interval-s", "60",
-                        stderr=subprocess.STDOUT) as (process, line, grpc_port):
-        http_port = int(line.split("http://127.0.0.1:")[1].split()[0])
-        yield Launcher(process, http_port, grpc_port)
-
-
-def answers(launcher: Launcher, protocol: str = "grpc", timeout_s: float = 5.0) -> bool:
-    """A correct answer to a request never sent before (the response cache cannot answer it)."""
-    url = launcher.grpc_url if protocol == "grpc" else launcher.http_url
-    try:
-        with ZeroShotClient(url, protocol, timeout_s=timeout_s) as client:
-            result = client.classify(f"{next(NUMBERS)}: {GOOD['text']}", GOOD["candidate_labels"])
-            return sorted(result.labels) == sorted(GOOD["candidate_labels"])
-    except ZeroShotClientError:
-        return False
 
 
 def seconds_until_answering(launcher: Launcher, since: float) -> float:
@@ -86,26 +35,6 @@ def seconds_until_answering(launcher: Launcher, since: float) -> float:
             return time.monotonic() - since
         time.sleep(0.1)
     pytest.fail(f"not answering {BACK_WITHIN_S:.0f} s after the fault; last lines:\n" + "".join(launcher.printed[-15:]))
-
-
-def raw_http(launcher: Launcher, request: bytes, chunks: list[bytes] = ()) -> tuple[int, bytes]:
-    """Send a raw request (and then `chunks`) to the launcher's HTTP port: the status and body it answered."""
-    with socket.create_connection(("127.0.0.1", launcher.http_port), timeout=30) as connection:
-        try:
-            connection.sendall(request)
-            for chunk in chunks:
-                connection.sendall(chunk)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # answered and closed before the whole body was sent
-        response = http.client.HTTPResponse(connection)
-        response.begin()
-        return response.status, response.read()
-
-
-def infer_head(length: int | None, *extra: str) -> bytes:
-    headers = ["POST /v2/models/zero_shot/infer HTTP/1.1", "Host: localhost", "Content-Type: application/json",
-               *([f"Content-Length: {length}"] if length is not None else ["Transfer-Encoding: chunked"]), *extra]
-    return ("\r\n".join(headers) + "\r\n\r\n").encode()
 
 
 def test_apis_that_inference_does_not_need_are_refused_without_the_secret(launcher):
@@ -129,48 +58,6 @@ def test_apis_that_inference_does_not_need_are_refused_without_the_secret(launch
     assert http.get_inference_statistics("zero_shot", headers={ADMIN_HEADER: secret(launcher)})
     assert http.is_server_ready() and grpc.is_model_ready("zero_shot")  # inference's own APIs stay open
     assert answers(launcher, "grpc") and answers(launcher, "http")
-
-
-def private_url(launcher: Launcher, protocol: str) -> str:
-    """tritonserver's own port behind the fronts (loopback), as a local user with the launcher's uid finds it
-    on its command line: where the launcher, the benchmarks and anyone on the host reach the ensemble's steps."""
-    [flag] = [arg for arg in psutil.Process(launcher.server_pid()).cmdline() if arg.startswith(f"--{protocol}-port=")]
-    return f"127.0.0.1:{flag.split('=', 1)[1]}"
-
-
-def secret(launcher: Launcher) -> str:
-    """The launcher's secret, as a local user with the launcher's own uid can read it (tritonserver's
-    command line)."""
-    [flag] = [arg for arg in psutil.Process(launcher.server_pid()).cmdline() if arg.startswith("--grpc-restricted")]
-    return flag.rsplit("=", 1)[1]
-
-
-def test_the_ensembles_steps_are_not_served_on_the_public_ports_and_warm_up_needs_the_secret(launcher):
-    """The preprocess, encoder and postprocess are refused at the fronts (403 / PERMISSION_DENIED); on
-    tritonserver's own port, which a local user can reach, the preprocess still refuses the launcher's warm-up
-    input without the secret."""
-    warm_up = httpclient.InferInput("warm_up", [1], "BYTES")
-    warm_up.set_data_from_numpy(np.array([b'[{"labels": "a,b"}]'], dtype=np.object_))
-    with pytest.raises(InferenceServerException, match="is not served on this port") as refused:
-        httpclient.InferenceServerClient(launcher.http_url).infer("preprocess", [warm_up])
-    assert refused.value.status() == "403"
-    with grpcclient.InferenceServerClient(launcher.grpc_url) as client:
-        with pytest.raises(InferenceServerException, match="is not served on this port") as refused:
-            client.infer("encoder", encoder_inputs(5))
-    assert refused.value.status() == "StatusCode.PERMISSION_DENIED"
-    client = httpclient.InferenceServerClient(private_url(launcher, "http"))
-    with pytest.raises(InferenceServerException, match="warm_up: is the launcher's own input") as refused:
-        client.infer("preprocess", [warm_up], parameters={"zsc_admin_key": "guess"})
-    assert refused.value.status() == "400"
-
-
-def encoder_inputs(ids: int, module=grpcclient) -> list:
-    inputs = []
-    for name, value in (("input_ids", ids), ("attention_mask", 1), ("token_type_ids", 0)):
-        tensor = module.InferInput(name, [1, 8], "INT64")
-        tensor.set_data_from_numpy(np.full((1, 8), value, dtype=np.int64))
-        inputs.append(tensor)
-    return inputs
 
 
 def test_a_flood_of_bad_encoder_requests_fails_none_of_the_good_ones(launcher):
@@ -244,62 +131,6 @@ def test_a_flood_of_bad_encoder_requests_fails_none_of_the_good_ones(launcher):
     assert executions < requests, (executions, requests)
     assert not [line for line in log if "Traceback" in line]
     assert 1 <= len(refusal_lines) <= seconds + 2
-
-
-def test_crash_class_bodies_are_refused_or_made_harmless_at_the_front(launcher):
-    """What segfaulted tritonserver 2.51, 20 times each: a body nested 50,000 deep (refused by the HTTP
-    front), and a request uploaded in 600,000 one-byte chunks (the front forwards it as one body: answered).
-    The same tritonserver answers after every one."""
-    deep = (b'{"inputs":[{"name":"TEXT","datatype":"BYTES","shape":[1],"data":' + b"[" * 50_000 + b"]" * 50_000
-            + b"}]}")
-    request = json.dumps({"inputs": [
-        {"name": "TEXT", "datatype": "BYTES", "shape": [1], "data": [GOOD["text"]]},
-        {"name": "CANDIDATE_LABELS", "datatype": "BYTES", "shape": [3], "data": GOOD["candidate_labels"]},
-    ]}).encode()
-    chunked = request.ljust(600_000)  # JSON allows the trailing spaces
-    server = launcher.server_pid()
-    for _ in range(TRIES):
-        status, body = raw_http(launcher, infer_head(len(deep)) + deep)
-        assert status == 400 and b"max_json_depth" in body
-        status, body = raw_http(launcher, infer_head(None),
-                                [b"1\r\n%c\r\n" % byte for byte in chunked] + [b"0\r\n\r\n"])
-        assert status == 200, body
-        [labels] = [output["data"] for output in json.loads(body)["outputs"] if output["name"] == "LABELS"]
-        assert sorted(labels) == sorted(GOOD["candidate_labels"])
-    assert launcher.server_pid() == server
-
-
-def test_requests_that_killed_tritonserver_or_cut_others_answers_are_refused_at_the_front(launcher):
-    """Each killed tritonserver 2.51 in one request, or poisoned the response cache, before the fronts refused
-    them: a deep body behind `Connection: Inference-Header-Content-Length` (the header dropped on the way,
-    Triton parsed the body as JSON: SIGSEGV), the classification extension on LABELS over HTTP and gRPC
-    (SIGFPE), and a request for LABELS alone (its cached answer went to callers asking for scores too). The
-    same tritonserver answers after them, with the scores."""
-    deep = (b'{"inputs":[{"name":"TEXT","datatype":"BYTES","shape":[1],"data":' + b"[" * 50_000 + b"]" * 50_000
-            + b"}]}")
-    server = launcher.server_pid()
-    text = f"{next(NUMBERS)}: {GOOD['text']}"
-    inputs = [{"name": "TEXT", "datatype": "BYTES", "shape": [1], "data": [text]},
-              {"name": "CANDIDATE_LABELS", "datatype": "BYTES", "shape": [3], "data": GOOD["candidate_labels"]}]
-    for _ in range(TRIES):
-        status, body = raw_http(launcher, infer_head(len(deep), "Connection: Inference-Header-Content-Length",
-                                                     "Inference-Header-Content-Length: 0") + deep)
-        assert status == 400 and b"inference-header-content-length" in body.lower()
-        for outputs in ([{"name": "LABELS", "parameters": {"classification": 2}}], [{"name": "LABELS"}]):
-            request = json.dumps({"inputs": inputs, "outputs": outputs}).encode()
-            status, body = raw_http(launcher, infer_head(len(request)) + request)
-            assert status == 400 and json.loads(body)["error"].startswith("outputs: "), body
-        with grpcclient.InferenceServerClient(launcher.grpc_url) as client:
-            tensors = [grpcclient.InferInput(item["name"], [len(item["data"])], "BYTES") for item in inputs]
-            for tensor, item in zip(tensors, inputs):
-                tensor.set_data_from_numpy(np.array([value.encode() for value in item["data"]], dtype=np.object_))
-            with pytest.raises(InferenceServerException, match="classification extension") as refused:
-                client.infer("zero_shot", tensors, outputs=[grpcclient.InferRequestedOutput("LABELS", class_count=1)])
-            assert refused.value.status() == "StatusCode.INVALID_ARGUMENT"
-    with ZeroShotClient(launcher.grpc_url) as client:
-        answer = client.classify(text, GOOD["candidate_labels"])  # the text the refused requests sent
-    assert len(answer.scores) == len(GOOD["candidate_labels"])
-    assert launcher.server_pid() == server
 
 
 @pytest.mark.parametrize("part", ["tritonserver", "preprocess_0_0", "encoder_0_0", "postprocess_0_0"])
