@@ -7,7 +7,9 @@ Why: tritonserver 2.51 has no flag that bounds an HTTP request, and measured aga
 - it copies a 100 MB body into memory before the models can refuse it.
 So the front bounds the request head, the body (413 before reading it when Content-Length says so), the
 JSON nesting (400) and refuses compressed requests (415); it forwards a chunked upload as one body with
-Content-Length. Responses pass through unchanged, compressed ones included.
+Content-Length. What an inference request may ask (the ensemble alone, no classification extension, no answer
+cut to some outputs) is zsc_server.inference_request's, shared with the gRPC front. Responses pass through
+unchanged, compressed ones included.
 
 Standard library only (asyncio streams), Python 3.10 to 3.12: the launcher runs it with the plain python3
 of the NGC Triton image. One event loop in one daemon thread. It logs nothing per request: `counters`
