@@ -75,7 +75,8 @@ def _options(parser) -> None:
 
 @functools.cache
 def _served_score_kind(host: str) -> str:
-    """The score kind of the ensemble that the Triton at `host` (HTTP) serves, from its config's export facts."""
+    """The score kind of the ensemble that the Triton at `host` (HTTP) serves, from its config's export facts
+    (read here, not through loadtest.server.Target: that imports zsc_server, which the client image lacks)."""
     url = f"{host.rstrip('/')}/v2/models/{MODEL}/config"
     try:
         with urllib.request.urlopen(url, timeout=10) as reply:

@@ -162,11 +162,10 @@ class GrpcFront(FrontThread):
             return await self._forward_unary(method, request, context)
         problem = protobuf_problem(request)
         if problem:  # what tritonserver must not read (zsc_server.inference_request)
-            status, message = problem
             self._count("received")
-            self._count("not_served" if status == 403 else "outputs")
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED if status == 403 else
-                                grpc.StatusCode.INVALID_ARGUMENT, message)
+            self._count(problem.reason)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED if problem.status == 403 else
+                                grpc.StatusCode.INVALID_ARGUMENT, problem.message)
         with self.admission.forwarding() as reason:
             if reason:  # refused here, it costs tritonserver nothing
                 self._count("received")

@@ -273,8 +273,7 @@ class HttpFront(FrontThread):
                            "levels, or its brackets do not balance (max_json_depth)", close=False)
         problem = json_problem(request.target, json_part) if request.method == b"POST" else None
         if problem:  # what tritonserver must not read (zsc_server.inference_request)
-            status, message = problem
-            raise Refusal(status, "not_served" if status == 403 else "outputs", message, close=False)
+            raise Refusal(problem.status, problem.reason, problem.message, close=False)
         return body
 
     async def _upstream(self) -> tuple[_Upstream, bool]:

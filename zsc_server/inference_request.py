@@ -15,7 +15,7 @@ grpc_front) before tritonserver reads it:
 
 The request is read only as far as that needs: the route, and the JSON part of a KServe v2 body; or the fields
 of a ModelInferRequest protobuf walked on the wire (no generated classes: the launcher runs on the Triton
-image's Python). A problem is (HTTP status, message): 403 for a model not served here, 400 for the outputs.
+image's Python). A Problem is an HTTP status and a message: 403 for a model not served here, 400 otherwise.
 Standard library only.
 """
 
@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import json
 import re
+from typing import NamedTuple
 
 from zsc_server import tensor_names as names
+from zsc_server.http_wire import json_outside_strings
 
 ENSEMBLE = "zero_shot"
 ANSWER = (names.LABELS, names.SCORES)
@@ -43,7 +45,15 @@ LENGTH_DELIMITED = 2
 MAX_FIELDS, MAX_JSON_CONTAINERS, MAX_JSON_VALUES = 1024, 1024, 16384
 _NOT_JSON_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"[]{},')))
 
-Problem = tuple[int, str]  # (HTTP status, message)
+
+class Problem(NamedTuple):
+    status: int  # HTTP's; the gRPC front answers 403 as PERMISSION_DENIED and 400 as INVALID_ARGUMENT
+    message: str
+
+    @property
+    def reason(self) -> str:
+        """The fronts' counter for the refusal."""
+        return "not_served" if self.status == 403 else "outputs"
 
 
 def is_infer(target: bytes) -> bool:
@@ -55,16 +65,16 @@ def request_problem(model: str, outputs: list[tuple[str, set[str]]]) -> Problem 
     """Why tritonserver must not see a request to `model` naming `outputs` ((name, parameter keys) each), as
     the error to answer; None when it may."""
     if model != ENSEMBLE:
-        return 403, (f"model '{model}' is not served on this port: send requests to {ENSEMBLE} (its preprocess, "
-                     "encoder and postprocess are steps of it)")
+        return Problem(403, f"model '{model}' is not served on this port: send requests to {ENSEMBLE} (its "
+                       "preprocess, encoder and postprocess are steps of it)")
     for name, parameters in outputs:
         if CLASSIFICATION in parameters:
-            return 400, (f"outputs: {name} asks for the classification extension, which this server does not "
-                         "serve (the labels come ranked, with their scores)")
+            return Problem(400, f"outputs: {name} asks for the classification extension, which this server does "
+                           "not serve (the labels come ranked, with their scores)")
     requested = {name for name, _ in outputs}
     if requested and not set(ANSWER) <= requested:
-        return 400, (f"outputs: name both {' and '.join(ANSWER)}, or no outputs (got {sorted(requested)}): the "
-                     "response cache gives requests with the same inputs one answer, whatever outputs they name")
+        return Problem(400, f"outputs: name both {' and '.join(ANSWER)}, or no outputs (got {sorted(requested)}): "
+                       "the response cache gives requests with the same inputs one answer, whatever outputs they name")
     return None
 
 
@@ -83,25 +93,22 @@ def json_problem(target: bytes, json_part: bytes) -> Problem | None:
         return unserved
     containers, values = json_size(json_part)
     if containers > MAX_JSON_CONTAINERS or values > MAX_JSON_VALUES:
-        return 400, (f"the request's JSON holds {containers} objects and arrays and {values} values, over the "
-                     f"{MAX_JSON_CONTAINERS} and {MAX_JSON_VALUES} this server reads: send large tensors in the "
-                     "binary tensor extension")
+        return Problem(400, f"the request's JSON holds {containers} objects and arrays and {values} values, over "
+                       f"the {MAX_JSON_CONTAINERS} and {MAX_JSON_VALUES} this server reads: send large tensors in the "
+                       "binary tensor extension")
     try:  # always: a key may be written with escapes ("\\u006futputs"), as Triton reads it too
         request = json.loads(json_part, object_pairs_hook=_unique_keys)
         outputs = request.get("outputs") or [] if isinstance(request, dict) else []
         requested = [(_output_name(output, index), set(output.get("parameters") or {}))
                      for index, output in enumerate(outputs)]
     except (ValueError, AttributeError, TypeError) as exc:
-        return 400, f"the request's JSON cannot be read here: {exc}"
+        return Problem(400, f"the request's JSON cannot be read here: {exc}")
     return request_problem(model, requested)
 
 
 def json_size(document: bytes) -> tuple[int, int]:
-    """(objects and arrays, values) outside the strings of a JSON document, counted at C speed (the strings
-    found as json_nesting_within finds them in zsc_server.http_wire)."""
-    if b"\\" in document:
-        document = document.replace(b"\\\\", b"").replace(b'\\"', b"")
-    marks = b"".join(document.translate(None, _NOT_JSON_STRUCTURE).split(b'"')[::2])
+    """(objects and arrays, values) outside the strings of a JSON document, counted at C speed."""
+    marks = json_outside_strings(document, None, _NOT_JSON_STRUCTURE)
     return marks.count(b"[") + marks.count(b"{"), marks.count(b",") + 1
 
 
@@ -122,7 +129,7 @@ def protobuf_problem(message: bytes) -> Problem | None:
             elif number == OUTPUTS:
                 requested.append(_requested_output(value))
     except ValueError as exc:
-        return 400, f"the request is no ModelInferRequest this server can read ({exc})"
+        return Problem(400, f"the request is no ModelInferRequest this server can read ({exc})")
     return request_problem(model, requested)
 
 
