@@ -71,8 +71,8 @@ def serve_structbert(root: Path, name: str, **export_options) -> Served:
 
 def launcher_server(launcher_pid: int) -> int:
     """The pid of the tritonserver that `make serve`'s launcher runs (its other child is zsc_server.reaper)."""
-    [server] = [child.pid for child in psutil.Process(launcher_pid).children() if child.name() == "tritonserver"]
-    return server
+    [server] = children_named(launcher_pid, "tritonserver")
+    return server.pid
 
 
 def model_statistics(server: TritonServer, model: str) -> dict:
@@ -86,7 +86,18 @@ def model_statistics(server: TritonServer, model: str) -> dict:
 
 def haproxy_children(launcher_pid: int) -> list[psutil.Process]:
     """The launcher's edge proxy (zsc_server.edge), when it runs one: a haproxy among its children."""
-    return [child for child in psutil.Process(launcher_pid).children() if child.name() == "haproxy"]
+    return children_named(launcher_pid, "haproxy")
+
+
+def children_named(parent_pid: int, name: str) -> list[psutil.Process]:
+    """The live children of `parent_pid` called `name`; a child that exits while they are read (an edge
+    proxy just killed, a config check) is skipped rather than failing the read."""
+    found = []
+    for child in psutil.Process(parent_pid).children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.name() == name and child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)
+    return found
 
 
 class Printed(list):
