@@ -29,6 +29,7 @@ from zsc_server.batching_policy import (
     GPU_QUEUE_BUDGET_MS,
     QUEUE_BUDGET_BATCHES,
     QUEUE_BUDGET_MS,
+    TORCH_LAYOUTS,
 )
 
 
@@ -77,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "unless --runtime / --precision say otherwise), even where a GPU is visible")
     parser.add_argument("--torch-device", choices=["gpu", "cpu"], default=DEFAULTS.torch_device,
                         help="python-torch: run on the GPU (KIND_GPU) or the CPU (default: %(default)s)")
+    parser.add_argument("--torch-layout", choices=TORCH_LAYOUTS, default=DEFAULTS.torch_layout,
+                        help="python-torch: padded (rows padded to their sequence bucket, a CUDA graph per batch "
+                             "size and bucket) or packed (every row's real tokens end to end, attention per "
+                             "sequence by FlashAttention's variable-length kernel, a CUDA graph per total-token "
+                             "size; FP16 on the GPU) (default: %(default)s)")
     parser.add_argument("--trt-workspace-gib", type=float, default=DEFAULTS.trt_workspace_gib,
                         help="tensorrt: builder workspace limit in GiB (default: %(default)s)")
     parser.add_argument("--max-length", type=max_length_value, default=DEFAULTS.max_length,

@@ -29,9 +29,10 @@ def encoder_artifact(options: ExportOptions, runtime: Runtime, precision: Precis
     if runtime is Runtime.PYTHON_TORCH:
         step(3, "saving the plain-torch BERT (shape + FP32 weights; the server casts to FP16 on the GPU)")
         path = export_plain_torch(ckpt, tmp / "model.pt")
-        step(4, "validating the plain-torch encoder (CPU, FP32) against the checkpoint's PyTorch model")
-        report = validate_outputs(ckpt.module, plain_torch_runner(path), batches, Precision.FP32,
-                                  "plain-torch", ranking)
+        step(4, f"validating the plain-torch encoder ({options.torch_layout} layout; CPU, FP32) against the "
+                "checkpoint's PyTorch model")
+        report = validate_outputs(ckpt.module, plain_torch_runner(path, options.torch_layout), batches,
+                                  Precision.FP32, f"plain-torch ({options.torch_layout})", ranking)
         step(4, str(report))
         return path, report
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from export.checkpoint import LoadedCheckpoint
 from export.errors import ExportError
@@ -49,14 +49,14 @@ def export_plain_torch(ckpt: LoadedCheckpoint, path: Path) -> Path:
     return path
 
 
-def plain_torch_runner(path: Path):
-    """For export.validate: the saved model, loaded as the server loads it (CPU, FP32)."""
-    from zsc_server.torch_bert import load_plain_bert
+def plain_torch_runner(path: Path, layout: str = "padded"):
+    """For export.validate: the saved model, loaded and run as the server runs it on a CPU instance (FP32, in
+    `layout`)."""
+    from zsc_server.torch_encoder import TorchEncoder
 
-    model = load_plain_bert(path)
+    encoder = TorchEncoder(str(path), device="cpu", precision="fp32", layout=layout)
 
-    def run(feeds: dict) -> torch.Tensor:
-        with torch.inference_mode():
-            return model(*(torch.from_numpy(feeds[name]) for name in ("input_ids", "attention_mask",
-                                                                      "token_type_ids"))).float()
+    def run(feeds: dict) -> np.ndarray:
+        [rows] = encoder.run_batch([feeds])
+        return rows
     return run

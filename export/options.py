@@ -15,6 +15,7 @@ from zsc_server.batching_policy import (
     MAX_QUEUE_SIZE,
     PREPROCESS_INSTANCES,
     REPLAY_OVERHEAD_TOKENS,
+    TORCH_LAYOUTS,
 )
 
 MODEL_MAX_LENGTH = "model"  # max_length="model": as long as the model takes (the pipeline's truncation)
@@ -35,6 +36,7 @@ class ExportOptions:
     runtime: Runtime | None = None  # None: python-torch with a GPU profile, else python-ort
     gpu: str | None = "auto"  # a card of export.gpu_profiles.CARDS, "auto" (the visible GPU's), "none"
     torch_device: str = "gpu"
+    torch_layout: str = "padded"  # python-torch: "padded" rows per sequence bucket, or "packed" tokens
     trt_workspace_gib: float = 4.0
     max_length: int | str = AUTO_MAX_LENGTH  # or MODEL_MAX_LENGTH, or a number of tokens
     buckets: str = "auto"
@@ -88,6 +90,8 @@ class ExportOptions:
                     raise ExportError(f"--{name.replace('_', '-')} must be at least {least}, got {value}")
         if isinstance(self.max_length, int) and self.max_length < 8:
             raise ExportError(f"--max-length must be at least 8 tokens, got {self.max_length}")
+        if self.torch_layout not in TORCH_LAYOUTS:
+            raise ExportError(f"--torch-layout must be one of {', '.join(TORCH_LAYOUTS)}, got {self.torch_layout!r}")
         if self.template is not None and "{}" not in self.template:
             raise ExportError(f"--template must contain '{{}}' where the label goes, got {self.template!r}")
         if self.queue_timeout_ms != "auto" and not (str(self.queue_timeout_ms).isdigit()

@@ -114,6 +114,7 @@ def export_chosen(options: ExportOptions) -> Path:
     precision = options.precision or (profile.precision if profile else Precision.FP32)
     if precision is not Precision.INT8 and (options.texts or options.labels):
         raise ExportError("--texts and --labels feed the INT8 accuracy gate: add --precision int8")
+    check_torch_layout(options, runtime, precision)
     if precision is Precision.FP16 and runtime.openvino:
         raise ExportError(f"{runtime.value} converts the FP32 graph for the CPU, where FP16 is no gain: "
                           "--precision fp32 or int8" + (f" (fp16 is the {options.gpu} profile's: its GPU runtimes "
@@ -147,6 +148,7 @@ def export_chosen(options: ExportOptions) -> Path:
         max_batch=profile.max_batch if profile else 0,
         max_queue_size=options.max_queue_size,
         torch_device=options.torch_device,
+        torch_layout=options.torch_layout,
         graph_batch_sizes=profile.graph_batch_sizes if profile else ServingSettings.graph_batch_sizes,
         replay_overhead_tokens=options.replay_overhead_tokens,
         tensorrt_profiles=len(scoring.buckets) if runtime is Runtime.TENSORRT else 0,
@@ -353,6 +355,17 @@ def choose_gpu(requested: str | None, runtime: Runtime | None, torch_device: str
     step(1, f"{describe(gpus)} visible: GPU profile {card} ({why}), runtime {(runtime or Runtime.PYTHON_TORCH).value}"
             "; --gpu none exports for the CPU instead")
     return card
+
+
+def check_torch_layout(options: ExportOptions, runtime: Runtime, precision: Precision) -> None:
+    """The packed layout is python-torch's, and its GPU attention kernel takes FP16, not FP32."""
+    if options.torch_layout == "padded":
+        return
+    if runtime is not Runtime.PYTHON_TORCH:
+        raise ExportError(f"--torch-layout {options.torch_layout} is for --runtime python-torch, not {runtime.value}")
+    if precision is Precision.FP32 and options.torch_device == "gpu":
+        raise ExportError("--torch-layout packed runs FlashAttention on the GPU, which takes FP16, not FP32: "
+                          "--precision fp16 (the GPU profiles'), or --torch-layout padded")
 
 
 def first(*values):

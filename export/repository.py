@@ -61,6 +61,7 @@ class ServingSettings:
     precision: str = "fp32"
     # python-torch only: "gpu", or "cpu" to run the same model without CUDA (tests, CPU-only hosts)
     torch_device: str = "gpu"
+    torch_layout: str = "padded"  # python-torch only: padded rows or packed tokens (zsc_server/torch_encoder.py)
     # python-torch only: batch sizes a CUDA graph is captured for; a batch is replayed as the sizes that
     # cost least, counting each replay as its padded rows plus this overhead (zsc_server/torch_encoder.py)
     graph_batch_sizes: tuple[int, ...] = policy.GRAPH_BATCH_SIZES
@@ -212,6 +213,7 @@ def encoder_config(
         config["instance_group"] = [gpu if serving.torch_device == "gpu" else dict(gpu, kind="KIND_CPU")]
         config["parameters"] = _params({
             "precision": serving.precision,
+            "layout": serving.torch_layout,
             "graph_batch_sizes": json.dumps(list(serving.graph_batch_sizes)),
             "replay_overhead_tokens": str(serving.replay_overhead_tokens),
             "sequence_buckets": json.dumps(list(scoring.buckets)),

@@ -93,6 +93,13 @@ GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 # (loadtest/results/bench-20261126-h200/memory.md): a replay takes ~0.8 ms plus ~1.4 us per row-token from 16
 # to 128 tokens, so ~0.8 ms is the work of ~550 row-tokens.
 REPLAY_OVERHEAD_TOKENS = 512
+# python-torch's layouts (zsc_server.torch_encoder): padded until the GPU measurements say packed is faster
+TORCH_LAYOUTS = ("padded", "packed")
+# python-torch's packed layout (zsc_server.torch_packed): the most tokens one replay packs (a bigger batch runs
+# as several), and the smallest captured token bucket. 65,536 = 512 pairs of 128 tokens, the GPU profiles'
+# largest batch at their default length.
+PACKED_TOKEN_LIMIT = 65_536
+SMALLEST_TOKEN_BUCKET = 64
 
 # ---------------------------------------------------------------- embedding mode's label cache
 

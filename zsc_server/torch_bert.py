@@ -8,8 +8,8 @@ Two heads, as the ONNX export has: `classifier` (pooler + linear: NLI logits) an
 (sentence-transformers mean pooling: embeddings).
 
 `forward_packed` runs the same weights on packed tokens: a batch's sequences concatenated into one
-[tokens, hidden] stream with no padding rows or columns (`pack` makes one from a padded batch), attention per
-sequence through `cu_seqlens` (FlashAttention's variable-length kernel on a GPU, a block-diagonal mask
+[tokens, hidden] stream with no padding rows or columns (zsc_server.packing builds one), attention per
+sequence through `cu_seqlens` (FlashAttention's variable-length kernel on a GPU, a loop over the sequences
 elsewhere), so a batch costs its real tokens, not rows x the longest.
 """
 
@@ -99,12 +99,13 @@ class _SelfAttention(nn.Module):
                                                  attn_mask=additive_mask)
         return context.transpose(1, 2).reshape(batch, seq, hidden)
 
-    def packed(self, x: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+    def packed(self, x: torch.Tensor, cu_seqlens: torch.Tensor, slot_of_token: torch.Tensor,
+               max_seqlen: int) -> torch.Tensor:
         """Attention within each sequence of a packed [tokens, hidden] stream."""
         tokens, hidden = x.shape
         q, k, v = (t.view(tokens, self.heads, hidden // self.heads) for t in (self.query(x), self.key(x),
                                                                                 self.value(x)))
-        return packed_attention(q, k, v, cu_seqlens, max_seqlen).reshape(tokens, hidden)
+        return packed_attention(q, k, v, cu_seqlens, slot_of_token, max_seqlen).reshape(tokens, hidden)
 
 
 class _Attention(nn.Module):
@@ -131,8 +132,10 @@ class _Layer(nn.Module):
     def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
         return self.feed_forward(self.attention.output(self.attention.self(x, additive_mask), x))
 
-    def packed(self, x: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
-        return self.feed_forward(self.attention.output(self.attention.self.packed(x, cu_seqlens, max_seqlen), x))
+    def packed(self, x: torch.Tensor, cu_seqlens: torch.Tensor, slot_of_token: torch.Tensor,
+               max_seqlen: int) -> torch.Tensor:
+        attended = self.attention.self.packed(x, cu_seqlens, slot_of_token, max_seqlen)
+        return self.feed_forward(self.attention.output(attended, x))
 
     def feed_forward(self, attended: torch.Tensor) -> torch.Tensor:
         return self.output(self.activation(self.intermediate.dense(attended)), attended)
@@ -177,61 +180,42 @@ class PlainBert(nn.Module):
         return summed / mask.sum(dim=1, dtype=torch.float32).clamp(min=1e-9)
 
     def forward_packed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, position_ids: torch.Tensor,
-                       cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
-        """The same outputs as `forward`, one row per sequence, from packed tokens (see `pack`)."""
+                       slot_of_token: torch.Tensor, cu_seqlens: torch.Tensor, first_token: torch.Tensor,
+                       max_seqlen: int) -> torch.Tensor:
+        """The same outputs as `forward`, one row per sequence slot, from packed tokens (zsc_server.packing:
+        `PackedBatch.arrays()` in this order; padding tokens and empty slots allowed, at fixed shapes)."""
         x = self.embeddings(input_ids, token_type_ids, position_ids)
         for layer in self.encoder.layer:
-            x = layer.packed(x, cu_seqlens, max_seqlen)
+            x = layer.packed(x, cu_seqlens, slot_of_token, max_seqlen)
         if self.shape.head == "classifier":
-            pooled = torch.tanh(self.pooler.dense(x[cu_seqlens[:-1].long()]))
+            pooled = torch.tanh(self.pooler.dense(x[first_token]))
             return self.classifier(pooled).float()
-        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
-        summed = torch.zeros(len(lengths), x.shape[1], dtype=torch.float32, device=x.device)
-        summed.index_add_(0, token_sequences(cu_seqlens), x.float())
-        return summed / lengths.clamp(min=1).unsqueeze(1).float()
-
-
-@dataclasses.dataclass(frozen=True)
-class PackedBatch:
-    """A batch's real tokens end to end: sequence i is tokens cu_seqlens[i]:cu_seqlens[i + 1]."""
-
-    input_ids: torch.Tensor  # [tokens]
-    token_type_ids: torch.Tensor  # [tokens]
-    position_ids: torch.Tensor  # [tokens]: 0.. within each sequence
-    cu_seqlens: torch.Tensor  # [sequences + 1], int32
-    max_seqlen: int
-
-
-def pack(input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> PackedBatch:
-    """A padded [batch, seq] batch (right padding, as the preprocess makes it) without its padding."""
-    keep = attention_mask.bool()
-    lengths = keep.sum(dim=1)
-    positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
-    cu_seqlens = F.pad(torch.cumsum(lengths, 0), (1, 0)).to(torch.int32)
-    return PackedBatch(input_ids[keep], token_type_ids[keep], positions[keep], cu_seqlens, int(lengths.max()))
-
-
-def token_sequences(cu_seqlens: torch.Tensor) -> torch.Tensor:
-    """[tokens]: the index of the sequence each packed token belongs to."""
-    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
-    return torch.repeat_interleave(torch.arange(len(lengths), device=cu_seqlens.device), lengths)
+        slots = first_token.shape[0]
+        summed = torch.zeros(slots + 1, x.shape[1], dtype=torch.float32, device=x.device)
+        summed.index_add_(0, slot_of_token, x.float())  # padding tokens land in the extra row
+        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).clamp(min=1).unsqueeze(1).float()
+        return summed[:slots] / lengths
 
 
 def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
-                     max_seqlen: int) -> torch.Tensor:
-    """[tokens, heads, head_dim] attention within each sequence: FlashAttention's variable-length kernel on a
-    CUDA GPU; elsewhere one attention over all tokens with a block-diagonal mask (memory tokens², for the CPU
-    tests and rehearsals)."""
+                     slot_of_token: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+    """[tokens, heads, head_dim] attention within each sequence; padding tokens get zeros. On a CUDA GPU
+    FlashAttention's variable-length kernel (no host synchronisation: a CUDA graph can capture it, and
+    `max_seqlen` may be any bound on the longest sequence); elsewhere one attention per sequence."""
     if q.is_cuda:
         from torch.nn.attention.varlen import varlen_attn
 
-        return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen)
-    tokens = q.shape[0]
-    sequence = token_sequences(cu_seqlens)
-    same = sequence[:, None] == sequence[None, :]
-    context = F.scaled_dot_product_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1),
-                                             attn_mask=same.view(1, tokens, tokens))
-    return context.transpose(0, 1)
+        context = varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen)
+        # the kernel leaves the tokens past cu_seqlens[-1] unwritten: whatever memory held, NaN included
+        return torch.where((slot_of_token < cu_seqlens.shape[0] - 1).view(-1, 1, 1), context, 0)
+    context = torch.zeros_like(q)
+    bounds = cu_seqlens.tolist()
+    for start, end in zip(bounds, bounds[1:]):
+        if end > start:
+            context[start:end] = F.scaled_dot_product_attention(
+                q[start:end].transpose(0, 1), k[start:end].transpose(0, 1), v[start:end].transpose(0, 1)
+            ).transpose(0, 1)
+    return context
 
 
 def save_plain_bert(path, shape: BertShape, state_dict: dict[str, torch.Tensor]) -> None:

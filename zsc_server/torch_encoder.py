@@ -1,12 +1,12 @@
 """Run the plain-torch BERT over a dynamic batch of Triton requests (`python-torch` runtime).
 
-On a GPU, small batches are dominated by kernel launches (measured on an H100, StructBERT-large FP16:
-about 12 ms eager vs 1.6 ms replayed from a CUDA graph for 3 pairs). So each (batch size, sequence
-bucket) shape the server will see gets a CUDA graph, captured on first use (or at start with
-`capture_all`). A batch runs as one or more replays of captured sizes (`replay_plan`): padding a batch
-of 143 rows up to the 256-row graph computes 113 rows for nothing, while 128 + 16 pads one row for the
-price of one more replay. Inputs are copied through pinned host memory into the graph's static inputs
-and the real rows copied back. On the CPU (tests, CPU-only hosts) the same model runs eagerly in FP32.
+Two layouts. *padded* (the default): each (batch size, sequence bucket) shape the server will see gets a CUDA
+graph (zsc_server.cuda_graphs), captured on first use (or at start with `capture_all`). A batch runs as one
+or more replays of captured sizes (`replay_plan`): padding a batch of 143 rows up to the 256-row graph
+computes 113 rows for nothing, while 128 + 16 pads one row for the price of one more replay. *packed*: the
+batch's rows, of every request and length, end to end without padding (zsc_server.packing), one CUDA graph
+per total-token bucket (zsc_server.torch_packed). On the CPU (tests, CPU-only hosts) the same model runs
+eagerly in FP32, through the same plans.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import numpy as np
 import torch
 
 from zsc_server.batching import run_by_sequence_length
-from zsc_server.batching_policy import REPLAY_OVERHEAD_TOKENS
+from zsc_server.batching_policy import REPLAY_OVERHEAD_TOKENS, TORCH_LAYOUTS
+from zsc_server.cuda_graphs import CapturedForward, replay_in_turn
 from zsc_server.tokenization import ENCODER_INPUTS
 from zsc_server.torch_bert import load_plain_bert
+from zsc_server.torch_packed import PackedRunner
 
 
 def replay_choices(rows: int, sizes: tuple[int, ...], overhead_rows: float) -> list[int]:
@@ -44,58 +46,47 @@ def replay_plan(rows: int, choices: list[int]) -> list[int]:
     return plan
 
 
-class _Graph:
-    """One captured forward pass with its static input/output buffers."""
-
-    def __init__(self, model, batch: int, sequence: int, device: torch.device, pool) -> None:
-        self.inputs = [torch.zeros((batch, sequence), dtype=torch.int64, device=device) for _ in ENCODER_INPUTS]
-        self.host = [torch.zeros((batch, sequence), dtype=torch.int64).pin_memory() for _ in ENCODER_INPUTS]
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):  # warm-up outside the graph, as capture requires
-            for _ in range(2):
-                model(*self.inputs)
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=pool):
-            self.output = model(*self.inputs)
-
-    def run(self, arrays: list[np.ndarray]) -> torch.Tensor:
-        rows = arrays[0].shape[0]
-        for host, device_buffer, array in zip(self.host, self.inputs, arrays):
-            host.zero_()  # padding rows: all-zero ids and mask
-            host[:rows].copy_(torch.from_numpy(array))
-            device_buffer.copy_(host, non_blocking=True)
-        self.graph.replay()
-        return self.output[:rows]
-
-
 class TorchEncoder:
     def __init__(self, model_path: str, device: str = "cuda", precision: str = "fp16",
                  graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128),
                  sequence_buckets: tuple[int, ...] = (), capture_all: bool = False,
-                 replay_overhead_tokens: float = REPLAY_OVERHEAD_TOKENS) -> None:
+                 replay_overhead_tokens: float = REPLAY_OVERHEAD_TOKENS, layout: str = "padded",
+                 max_rows: int = 0) -> None:
+        """`max_rows`: the most rows one dynamic batch holds (the config's max_batch_size; packed layout)."""
+        if layout not in TORCH_LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(TORCH_LAYOUTS)}, got {layout!r}")
         self.device = torch.device(device)
         self.on_gpu = self.device.type == "cuda"
         # FP16 on the CPU is slower than FP32 and not what the GPU computes either: CPU runs FP32
         dtype = torch.float16 if precision == "fp16" and self.on_gpu else torch.float32
+        if layout == "packed" and self.on_gpu and dtype == torch.float32:
+            raise ValueError("the packed layout's attention (FlashAttention) runs in FP16 on a GPU, not FP32: "
+                             "export with --precision fp16 or --torch-layout padded")
         self.model = load_plain_bert(model_path, device=str(self.device), dtype=dtype)
         self.graph_batch_sizes = tuple(sorted(graph_batch_sizes)) if self.on_gpu else ()
-        self.graphs: dict[tuple[int, int], _Graph] = {}
+        self.graphs: dict[tuple[int, int], CapturedForward] = {}
         self.replay_overhead_tokens = replay_overhead_tokens
         self._choices: dict[int, list[int]] = {}  # per sequence length, from replay_choices
         self._pool = torch.cuda.graph_pool_handle() if self.on_gpu else None
         self.input_names = list(ENCODER_INPUTS)
+        self.packed = (PackedRunner(self.model, self.device, max_rows or max(graph_batch_sizes),
+                                    max(sequence_buckets, default=self.model.shape.max_position_embeddings),
+                                    self._pool) if layout == "packed" else None)
         if capture_all and self.on_gpu:
             with torch.inference_mode():
+                if self.packed:
+                    self.packed.capture_all()
+                    return
                 for sequence in sequence_buckets:
                     for batch in self.graph_batch_sizes:
                         self._graph(batch, sequence)
 
-    def _graph(self, batch: int, sequence: int) -> _Graph:
+    def _graph(self, batch: int, sequence: int) -> CapturedForward:
         key = (batch, sequence)
         if key not in self.graphs:
-            self.graphs[key] = _Graph(self.model, batch, sequence, self.device, self._pool)
+            # the warm-up runs on rows of padding only, which the model keeps finite
+            initial = [np.zeros((batch, sequence), dtype=np.int64) for _ in ENCODER_INPUTS]
+            self.graphs[key] = CapturedForward(self.model, initial, self.device, self._pool)
         return self.graphs[key]
 
     def plan(self, rows: int, sequence: int) -> list[int]:
@@ -114,19 +105,19 @@ class TorchEncoder:
             if not self.graph_batch_sizes:  # eager: on the CPU, or with no graphs asked for
                 inputs = (torch.from_numpy(a).to(self.device, non_blocking=True) for a in arrays)
                 return self.model(*inputs).float().cpu().numpy()
-            outputs, replayed, start = [], set(), 0
+            runs, start = [], 0
             for size in self.plan(rows, sequence):
-                if size in replayed:  # its pinned inputs may still be copying to the GPU: wait before refilling
-                    torch.cuda.current_stream(self.device).synchronize()
                 chunk = [a[start:start + size] for a in arrays]
-                # a copy, queued before the next replay of this graph can overwrite its static output
-                outputs.append(self._graph(size, sequence).run(chunk).to(torch.float32, copy=True))
-                replayed.add(size)
+                padded = [np.pad(a, ((0, size - len(a)), (0, 0))) for a in chunk]  # padding rows: all zeros
+                runs.append((self._graph(size, sequence), padded, len(chunk[0])))
                 start += size
-            return torch.cat(outputs).cpu().numpy()
+            return replay_in_turn(runs, self.device).cpu().numpy()
 
     def run_batch(self, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
-        """One forward pass per sequence length among the requests of a dynamic batch, split back per request."""
+        """The encoder's outputs for each request of a dynamic batch: in the packed layout all rows together,
+        in the padded one a forward pass per sequence length among the requests."""
+        if self.packed:
+            return self.packed.run_batch([[feed[name] for name in self.input_names] for feed in feeds])
         per_request = run_by_sequence_length(
             feeds, self.input_names, lambda inputs: [self.forward([inputs[name] for name in self.input_names])])
         return [outputs[0] for outputs in per_request]

@@ -1,7 +1,7 @@
 """Triton Python backend: the encoder in torch (runtime `python-torch`, written by export).
 
-The plain-torch BERT (zsc_server.torch_bert) with CUDA graphs per (batch, sequence) shape on a GPU
-instance, FP32 eager on a CPU instance. Thin adapter over zsc_server.torch_encoder.
+The plain-torch BERT (zsc_server.torch_bert) with CUDA graphs on a GPU instance (per (batch, sequence) shape
+padded, per total-token bucket packed), FP32 eager on a CPU instance. Thin adapter over zsc_server.torch_encoder.
 """
 
 import json
@@ -25,6 +25,8 @@ class TritonPythonModel:
             sequence_buckets=tuple(json.loads(params.get("sequence_buckets", "[]"))),
             capture_all=params.get("capture_graphs_at_start", "true") == "true",
             replay_overhead_tokens=float(params.get("replay_overhead_tokens", REPLAY_OVERHEAD_TOKENS)),
+            layout=params.get("layout", "padded"),
+            max_rows=int(config["max_batch_size"]),
         )
         output_name = config["output"][0]["name"]
         self.requests = EncoderRequests(

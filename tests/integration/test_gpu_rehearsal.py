@@ -69,27 +69,27 @@ def test_the_gpu_run_rehearsed_on_the_cpu_passes_every_step_and_leaves_its_resul
 @pytest.mark.slow
 def test_the_settings_comparison_rehearsed_on_the_cpu_benches_each_variant(tmp_path):
     """deploy/gpu/compare-on-gpu-host.sh with no bundle ('-'): this machine's python and tritonserver, the
-    tiny model, two variants of export flags; each variant exported, served and benched in turn."""
+    tiny model, two variants of export flags (the padded layout padding every batch to one graph, and the packed
+    layout); each variant exported, served and benched in turn, every answer checked."""
     results = tmp_path / "compare"
     env = rehearsal_env(SHAPE="tiny", CONCURRENCY="1,2", DURATION_S="1")
     env.pop("OUT", None)
     cpu = "--gpu h100 --torch-device cpu"
     done = subprocess.run(["bash", "deploy/gpu/compare-on-gpu-host.sh", "-", str(results),
-                           f"pad:{cpu} --replay-overhead-tokens 1000000000", f"delay100:{cpu} --queue-delay-us 100"],
+                           f"pad:{cpu} --replay-overhead-tokens 1000000000", f"packed:{cpu} --torch-layout packed"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     steps = [line.split("\t")[:2] for line in (results / "steps.tsv").read_text().splitlines()]
     assert steps == [[name, "ok"] for name in ("checkpoint", "gpu-tests", "pad-export", "pad-serve", "pad-bench",
-                                               "delay100-export", "delay100-serve", "delay100-bench")]
-    for name, delay in (("pad", None), ("delay100", 100)):
+                                               "packed-export", "packed-serve", "packed-bench")]
+    for name, layout in (("pad", "padded"), ("packed", "packed")):
         [bench] = (results / name).glob("bench-*/results.json")
         data = json.loads(bench.read_text())
         assert [level["concurrency"] for level in data["levels"]] == [1, 2]
         assert all(level["wrong"] == 0 and not sum(level["errors"].values()) for level in data["levels"])
         assert f"variant {name}" in data["meta"]["note"]
-        if delay:
-            [log] = results.glob(f"*-{name}-export.log")
-            assert f"queue delay {delay} us" in log.read_text()
-    lines = [line.split() for line in done.stdout.splitlines() if line.strip().startswith(("pad ", "delay100 "))]
+        [log] = results.glob(f"*-{name}-export.log")
+        assert f"validating the plain-torch encoder ({layout} layout" in log.read_text()
+    lines = [line.split() for line in done.stdout.splitlines() if line.strip().startswith(("pad ", "packed "))]
     assert [(words[0], words[1]) for words in lines if words[1] != "raw"] == [
-        ("delay100", "c1"), ("delay100", "c2"), ("pad", "c1"), ("pad", "c2")]
+        ("packed", "c1"), ("packed", "c2"), ("pad", "c1"), ("pad", "c2")]

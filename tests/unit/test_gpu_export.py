@@ -49,24 +49,26 @@ def random_feeds(rows: int, sequence: int, seed: int) -> dict[str, np.ndarray]:
             "token_type_ids": (np.arange(sequence)[None, :] >= lengths[:, None] // 2).astype(np.int64) * mask}
 
 
+@pytest.mark.parametrize("layout", ["padded", "packed"])
 @pytest.mark.parametrize("writer", [write_modelscope_structbert, write_huggingface_nli])
-def test_plain_torch_bert_matches_the_checkpoint(tmp_path, writer):
+def test_plain_torch_bert_matches_the_checkpoint(tmp_path, writer, layout):
     ckpt = load_checkpoint(str(writer(tmp_path / "ckpt")))
-    run = plain_torch_runner(export_plain_torch(ckpt, tmp_path / "model.pt"))
+    run = plain_torch_runner(export_plain_torch(ckpt, tmp_path / "model.pt"), layout)
     for rows, sequence in ((1, 16), (5, 32), (3, 64)):
         feeds = random_feeds(rows, sequence, seed=rows)
         with torch.inference_mode():
             want = ckpt.module.eval()(*(torch.from_numpy(feeds[n]) for n in ENCODER_INPUTS)).numpy()
-        np.testing.assert_allclose(run(feeds).numpy(), want, atol=1e-4)
+        np.testing.assert_allclose(run(feeds), want, atol=1e-4)
 
 
-def test_plain_torch_mean_pooling_matches_the_offline_minilm(tmp_path):
+@pytest.mark.parametrize("layout", ["padded", "packed"])
+def test_plain_torch_mean_pooling_matches_the_offline_minilm(tmp_path, layout):
     ckpt = load_checkpoint("offline-minilm")
-    run = plain_torch_runner(export_plain_torch(ckpt, tmp_path / "model.pt"))
+    run = plain_torch_runner(export_plain_torch(ckpt, tmp_path / "model.pt"), layout)
     feeds = random_feeds(4, 24, seed=7)
     with torch.inference_mode():
         want = ckpt.module.eval()(*(torch.from_numpy(feeds[n]) for n in ENCODER_INPUTS)).numpy()
-    np.testing.assert_allclose(run(feeds).numpy(), want, atol=1e-4)
+    np.testing.assert_allclose(run(feeds), want, atol=1e-4)
 
 
 def test_torch_encoder_answers_each_request_of_a_batch_as_if_alone(tmp_path):
@@ -173,8 +175,28 @@ def test_gpu_profile_export_writes_the_profile_into_the_configs(tmp_path):
     queue = encoder.dynamic_batching.default_queue_policy
     assert queue.default_timeout_microseconds == batching_policy.GPU_QUEUE_BUDGET_MS * 1000 > 500_000
     assert queue.max_queue_size == 0 and batching_policy.QUEUE_BUDGET_MS[0] * 1000 > 500_000
+    assert encoder.parameters["layout"].string_value == "padded"
     info = json.loads((repository / "encoder" / "export.json").read_text())
     assert (info["runtime"], info["gpu_profile"], info["buckets"]) == ("python-torch", "h100", [16, 32, 64])
+
+
+def test_the_packed_layout_is_exported_validated_and_refused_where_it_cannot_run(tmp_path, capsys):
+    checkpoint = write_modelscope_structbert(tmp_path / "ckpt")
+    repository = tmp_path / "repository"
+    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--gpu", "h100",
+                     "--torch-device", "cpu", "--max-length", "64", "--torch-layout", "packed"]) == 0
+    encoder = text_format.Parse((repository / "encoder" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert encoder.parameters["layout"].string_value == "packed"
+    assert "validating the plain-torch encoder (packed layout; CPU, FP32)" in capsys.readouterr().out
+    refusals = {("--runtime", "python-ort"): "--torch-layout packed is for --runtime python-torch, not python-ort",
+                ("--precision", "fp32"): "FlashAttention on the GPU, which takes FP16, not FP32"}
+    for flags, message in refusals.items():
+        with pytest.raises(ExportError, match=message):
+            pipeline.export_model(pipeline.ExportOptions(model=str(checkpoint), repository=tmp_path / "refused",
+                                                         gpu="h100", torch_layout="packed",
+                                                         **{flags[0][2:]: flags[1]}))
+    with pytest.raises(ExportError, match="--torch-layout must be one of padded, packed, got 'ragged'"):
+        pipeline.ExportOptions(model=str(checkpoint), torch_layout="ragged")
 
 
 def test_tensorrt_profiles():

@@ -1,24 +1,28 @@
-"""Packed tokens (zsc_server.torch_bert.forward_packed): a batch's sequences end to end, no padding, attention
-within each sequence; the same logits and embeddings as the padded forward pass. On the CPU the attention is
-one block-diagonal product; on a CUDA GPU FlashAttention's variable-length kernel (the gpu-marked test)."""
+"""Packed tokens (zsc_server.packing, PlainBert.forward_packed, the python-torch packed layout): a batch's
+sequences end to end, no padding, attention within each sequence; the same logits and embeddings as the padded
+forward pass, with or without the padding tokens and empty slots a CUDA graph's fixed shapes add. On the CPU
+the attention runs per sequence; on a CUDA GPU FlashAttention's variable-length kernel (the gpu-marked tests)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from zsc_server.torch_bert import BertShape, PlainBert, pack
+from zsc_server.packing import pack, real_sequences
+from zsc_server.torch_bert import BertShape, PlainBert, save_plain_bert
+from zsc_server.torch_encoder import TorchEncoder
 
 LENGTHS = [5, 17, 9, 32, 1, 12]  # one row is the whole bucket, one a lone [CLS]
 
 
-def padded_batch(lengths: list[int], vocab: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+def padded_batch(lengths: list[int], vocab: int, seed: int = 0, width: int | None = None) -> list[np.ndarray]:
     generator = torch.Generator().manual_seed(seed)
-    width = max(lengths)
+    width = width or max(lengths)
     input_ids = torch.randint(1, vocab, (len(lengths), width), generator=generator)
     attention_mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long()
     token_type_ids = ((torch.arange(width)[None, :] >= torch.tensor(lengths)[:, None] // 2) * attention_mask).long()
-    return input_ids * attention_mask, attention_mask, token_type_ids
+    return [(input_ids * attention_mask).numpy(), attention_mask.numpy(), token_type_ids.numpy()]
 
 
 def model(head: str, seed: int = 0) -> PlainBert:
@@ -28,30 +32,80 @@ def model(head: str, seed: int = 0) -> PlainBert:
     return PlainBert(shape).eval()
 
 
-@pytest.mark.parametrize("head", ["classifier", "mean_pool"])
-def test_packed_tokens_give_the_padded_batchs_outputs(head):
-    bert = model(head)
-    input_ids, attention_mask, token_type_ids = padded_batch(LENGTHS, 100)
-    packed = pack(input_ids, attention_mask, token_type_ids)
-    assert packed.input_ids.shape == (sum(LENGTHS),) and packed.max_seqlen == 32
-    assert packed.cu_seqlens.tolist() == [0, 5, 22, 31, 63, 64, 76]
-    assert packed.position_ids[5:8].tolist() == [0, 1, 2]  # each sequence counts its positions from 0
+def run_packed(bert: PlainBert, arrays: list[np.ndarray], tokens: int | None = None, slots: int | None = None,
+               device: str = "cpu") -> torch.Tensor:
+    batch = pack(real_sequences(*arrays), tokens, slots)
     with torch.no_grad():
-        padded = bert(input_ids, attention_mask, token_type_ids)
-        unpadded = bert.forward_packed(packed.input_ids, packed.token_type_ids, packed.position_ids,
-                                       packed.cu_seqlens, packed.max_seqlen)
-    assert unpadded.shape == padded.shape
-    torch.testing.assert_close(unpadded, padded, atol=1e-4, rtol=0)
+        out = bert.forward_packed(*(torch.from_numpy(a).to(device) for a in batch.arrays()), batch.max_seqlen)
+    return out[:batch.sequences]
+
+
+def run_padded(bert: PlainBert, arrays: list[np.ndarray], device: str = "cpu") -> torch.Tensor:
+    with torch.no_grad():
+        return bert(*(torch.from_numpy(a).to(device) for a in arrays))
+
+
+@pytest.mark.parametrize("head", ["classifier", "mean_pool"])
+@pytest.mark.parametrize("tokens, slots", [(None, None), (96, 9), (76, 6)], ids=["exact", "padded", "full"])
+def test_packed_tokens_give_the_padded_batchs_outputs(head, tokens, slots):
+    bert = model(head)
+    arrays = padded_batch(LENGTHS, 100)
+    packed = run_packed(bert, arrays, tokens, slots)
+    padded = run_padded(bert, arrays)
+    assert packed.shape == padded.shape
+    torch.testing.assert_close(packed, padded, atol=1e-4, rtol=0)
+
+
+def test_the_packed_batch_holds_each_sequences_tokens_and_positions():
+    batch = pack(real_sequences(*padded_batch(LENGTHS, 100)), 96, 9)
+    assert batch.cu_seqlens.tolist() == [0, 5, 22, 31, 63, 64, 76, 76, 76, 76]  # empty slots repeat the total
+    assert batch.position_ids[5:8].tolist() == [0, 1, 2]  # each sequence counts its positions from 0
+    assert batch.slot_of_token[4:6].tolist() == [0, 1] and set(batch.slot_of_token[76:]) == {9}
+    assert batch.first_token.tolist() == [0, 5, 22, 31, 63, 64, 76, 76, 76]
+    assert (batch.sequences, batch.max_seqlen, len(batch.input_ids)) == (6, 32, 96)
 
 
 def test_a_sequence_is_not_changed_by_the_others_it_is_packed_with():
     bert = model("classifier")
-    input_ids, attention_mask, token_type_ids = padded_batch(LENGTHS, 100)
-    with torch.no_grad():
-        together = bert.forward_packed(*vars(pack(input_ids, attention_mask, token_type_ids)).values())
-        alone = [bert.forward_packed(*vars(pack(input_ids[i:i + 1], attention_mask[i:i + 1],
-                                                token_type_ids[i:i + 1])).values()) for i in range(len(LENGTHS))]
+    arrays = padded_batch(LENGTHS, 100)
+    together = run_packed(bert, arrays, 128, 8)
+    alone = [run_packed(bert, [a[i:i + 1] for a in arrays], 64, 2) for i in range(len(LENGTHS))]
     torch.testing.assert_close(together, torch.cat(alone), atol=1e-5, rtol=0)
+
+
+def encoder(tmp_path, layout: str, device: str = "cpu", **options) -> TorchEncoder:
+    bert = model("classifier")
+    path = tmp_path / "model.pt"
+    save_plain_bert(path, bert.shape, bert.state_dict())
+    return TorchEncoder(str(path), device=device, layout=layout, sequence_buckets=(16, 32), **options)
+
+
+def requests(widths_and_lengths: list[tuple[int, list[int]]]) -> list[dict[str, np.ndarray]]:
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    return [dict(zip(names, padded_batch(lengths, 100, seed, width)))
+            for seed, (width, lengths) in enumerate(widths_and_lengths)]
+
+
+# requests of different widths (the preprocess' buckets) in one dynamic batch, more rows than max_rows
+MIXED = [(16, [3, 16, 7]), (32, [20, 32, 9, 2, 17]), (16, [5] * 4), (32, [31])]
+
+
+def test_the_packed_layout_answers_a_mixed_batch_as_the_padded_one_does(tmp_path):
+    packed = encoder(tmp_path, "packed", max_rows=4)
+    padded = encoder(tmp_path, "padded")
+    feeds = requests(MIXED)
+    assert packed.packed.buckets == (32, 48, 64, 96, 128)  # the longest sequence up to max_rows of them
+    batches = packed.packed.batches([row for f in feeds for row in real_sequences(*f.values())])
+    assert [b.sequences for b in batches] == [4, 4, 4, 1]  # at most max_rows per replay, in request order
+    got, want = packed.run_batch(feeds), padded.run_batch(feeds)
+    assert [g.shape for g in got] == [w.shape for w in want] == [(3, 3), (5, 3), (4, 3), (1, 3)]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=1e-4, rtol=0)
+
+
+def test_the_packed_layout_refuses_fp32_on_a_gpu_by_name(tmp_path):
+    with pytest.raises(ValueError, match="packed layout.*FP16"):
+        encoder(tmp_path, "packed", device="cuda", precision="fp32")
 
 
 @pytest.mark.gpu
@@ -59,10 +113,21 @@ def test_packed_tokens_on_the_gpu_use_the_variable_length_kernel_and_agree_in_fp
     if not torch.cuda.is_available():
         pytest.skip("FlashAttention's variable-length kernel needs a CUDA GPU")
     bert = model("classifier").to("cuda", torch.float16)
-    input_ids, attention_mask, token_type_ids = (t.cuda() for t in padded_batch(LENGTHS, 100))
-    packed = pack(input_ids, attention_mask, token_type_ids)
-    with torch.no_grad():
-        padded = bert(input_ids, attention_mask, token_type_ids)
-        unpadded = bert.forward_packed(packed.input_ids, packed.token_type_ids, packed.position_ids,
-                                       packed.cu_seqlens, packed.max_seqlen)
-    torch.testing.assert_close(unpadded, padded, atol=2e-2, rtol=0)
+    arrays = padded_batch(LENGTHS, 100)
+    # padding tokens and empty slots, as a CUDA graph's bucket adds them
+    torch.testing.assert_close(run_packed(bert, arrays, 96, 9, "cuda"), run_padded(bert, arrays, "cuda"),
+                               atol=2e-2, rtol=0)
+
+
+@pytest.mark.gpu
+def test_the_packed_layouts_cuda_graphs_answer_as_the_padded_layouts_do(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA graphs need a CUDA GPU")
+    packed = encoder(tmp_path, "packed", device="cuda", max_rows=4, capture_all=True)
+    padded = encoder(tmp_path, "padded", device="cuda", graph_batch_sizes=(1, 2, 4), capture_all=True)
+    assert sorted(packed.packed.graphs) == list(packed.packed.buckets)
+    feeds = requests(MIXED)
+    for _ in range(2):  # the second time through, every graph is replayed again with other inputs
+        for g, w in zip(packed.run_batch(feeds), padded.run_batch(feeds)):
+            np.testing.assert_allclose(g, w, atol=2e-2, rtol=0)
+        feeds = feeds[::-1]
