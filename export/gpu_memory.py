@@ -4,11 +4,14 @@ measures it).
 
   python -m export.gpu_memory --model model_repository/encoder/1/model.pt --out memory
 
-For each shape, on the GPU (FP16 by default): the peak memory a forward pass allocates above the
-weights (torch.cuda.max_memory_allocated), next to the projection, and the time of one forward pass
-replayed from a CUDA graph (the served path; median of --repeats, CUDA events), as pairs/s. A shape that
-does not fit is recorded as out of memory and the sweep goes on. On a CPU (--device cpu, the rehearsal)
-the same loop runs eagerly in FP32 and memory is not measured. Writes memory.json and memory.md.
+For each shape and layout (--layouts: padded rows, or the same rows as packed tokens), on the GPU (FP16 by
+default): the peak memory a forward pass allocates above the weights (torch.cuda.max_memory_allocated), next
+to the projection, and the time of one forward pass replayed from a CUDA graph (the served path; median of
+--repeats, CUDA events), as pairs/s and tokens/s. Every row is a whole sequence, so both layouts compute the
+same tokens: the figures compare their kernels, not padding (the full ensemble's bench, on real lengths, shows
+what packing saves). A shape that does not fit is recorded as out of memory and the sweep goes on. On a CPU
+(--device cpu, the rehearsal) the same loop runs eagerly in FP32 and memory is not measured. Writes
+memory.json and memory.md.
 """
 
 from __future__ import annotations
@@ -20,9 +23,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from export.gpu_profiles import ModelShape
+from zsc_server.batching_policy import TORCH_LAYOUTS
+from zsc_server.cuda_graphs import CapturedForward
+from zsc_server.packing import pack, real_sequences
 from zsc_server.torch_bert import load_plain_bert
 
 MIB = 2**20
@@ -35,13 +42,14 @@ def model_shape(path: Path) -> ModelShape:
                       vocab=shape["vocab_size"])
 
 
-def random_inputs(batch: int, sequence: int, vocab: int, device: torch.device) -> list[torch.Tensor]:
-    generator = torch.Generator().manual_seed(batch * 1000 + sequence)
-    ids = torch.randint(5, vocab, (batch, sequence), generator=generator)
-    mask = torch.ones_like(ids)
-    types = torch.zeros_like(ids)
+def random_inputs(batch: int, sequence: int, vocab: int, layout: str) -> list[np.ndarray]:
+    """`batch` rows of `sequence` tokens each: padded [batch, sequence] arrays, or the same rows packed."""
+    rng = np.random.default_rng(batch * 1000 + sequence)
+    ids = rng.integers(5, vocab, (batch, sequence))
+    mask = np.ones_like(ids)
+    types = np.zeros_like(ids)
     types[:, sequence // 2:] = 1
-    return [t.to(device) for t in (ids, mask, types)]
+    return [ids, mask, types] if layout == "padded" else pack(real_sequences(ids, mask, types)).arrays()
 
 
 def timed_ms(run, repeats: int, on_gpu: bool) -> float:
@@ -62,40 +70,37 @@ def timed_ms(run, repeats: int, on_gpu: bool) -> float:
     return statistics.median(times)
 
 
-def measure(model, shape: ModelShape, batch: int, sequence: int, device: torch.device, repeats: int) -> dict:
+def measure(model, shape: ModelShape, batch: int, sequence: int, device: torch.device, repeats: int,
+            layout: str = "padded") -> dict:
     on_gpu = device.type == "cuda"
-    row = {"batch": batch, "sequence": sequence,
+    row = {"layout": layout, "batch": batch, "sequence": sequence,
            "projected_activation_mib": shape.activation_bytes(batch, sequence, 2 if on_gpu else 4) / MIB}
-    inputs = random_inputs(batch, sequence, shape.vocab, device)
+    arrays = random_inputs(batch, sequence, shape.vocab, layout)
+    forward = model if layout == "padded" else lambda *packed: model.forward_packed(*packed, sequence)
+    inputs = [torch.from_numpy(array).to(device) for array in arrays]
     try:
         with torch.inference_mode():
             if on_gpu:
                 torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)
                 base = torch.cuda.memory_allocated(device)
-                model(*inputs)
+                forward(*inputs)
                 torch.cuda.synchronize(device)
                 row["activation_mib"] = (torch.cuda.max_memory_allocated(device) - base) / MIB
-                graph = torch.cuda.CUDAGraph()
-                side = torch.cuda.Stream(device)
-                side.wait_stream(torch.cuda.current_stream(device))
-                with torch.cuda.stream(side):
-                    model(*inputs)  # warm-up outside the graph, as capture requires
-                torch.cuda.current_stream(device).wait_stream(side)
-                with torch.cuda.graph(graph):
-                    model(*inputs)
-                graph.replay()
-                row["forward_ms"] = timed_ms(graph.replay, repeats, on_gpu)
-                del graph
+                captured = CapturedForward(forward, arrays, device, None)
+                captured.graph.replay()
+                row["forward_ms"] = timed_ms(captured.graph.replay, repeats, on_gpu)
+                del captured
             else:
-                model(*inputs)
-                row["forward_ms"] = timed_ms(lambda: model(*inputs), repeats, on_gpu)
+                forward(*inputs)
+                row["forward_ms"] = timed_ms(lambda: forward(*inputs), repeats, on_gpu)
     except torch.OutOfMemoryError:
         row["out_of_memory"] = True
     if on_gpu:
         torch.cuda.empty_cache()  # the next shape starts from the weights alone
     if "forward_ms" in row:
         row["pairs_per_s"] = batch / row["forward_ms"] * 1e3
+        row["tokens_per_s"] = batch * sequence / row["forward_ms"] * 1e3
     return row
 
 
@@ -103,18 +108,19 @@ def markdown(meta: dict, rows: list[dict]) -> str:
     lines = [f"# Encoder memory and speed per shape ({meta['device_name']})", "",
              f"{meta['model']}: {meta['parameters_m']:.0f} M parameters, {meta['precision']}, weights "
              f"{meta['weights_mib']:.0f} MiB on the device; {meta['how']}", "",
-             "| batch | sequence | activation MiB | projected MiB | measured / projected | forward ms | pairs/s |",
-             "|---|---|---|---|---|---|---|"]
+             "| layout | batch | sequence | activation MiB | projected MiB | measured / projected | forward ms | "
+             "pairs/s | tokens/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
+        shape = f"| {row['layout']} | {row['batch']} | {row['sequence']} |"
         if row.get("out_of_memory"):
-            lines.append(f"| {row['batch']} | {row['sequence']} | out of memory | "
-                         f"{row['projected_activation_mib']:.0f} | | | |")
+            lines.append(f"{shape} out of memory | {row['projected_activation_mib']:.0f} | | | | |")
             continue
         measured = row.get("activation_mib")
         ratio = f"{measured / row['projected_activation_mib']:.2f}" if measured else "n/a"
-        lines.append(f"| {row['batch']} | {row['sequence']} | {f'{measured:.0f}' if measured else 'n/a'} | "
+        lines.append(f"{shape} {f'{measured:.0f}' if measured else 'n/a'} | "
                      f"{row['projected_activation_mib']:.0f} | {ratio} | {row['forward_ms']:.2f} | "
-                     f"{row['pairs_per_s']:.0f} |")
+                     f"{row['pairs_per_s']:.0f} | {row['tokens_per_s']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -139,17 +145,26 @@ def run(args) -> dict:
                 f"median of {args.repeats}" if on_gpu else f"eager FP32 on the CPU, median of {args.repeats}"),
     }
     rows = []
-    for sequence in args.sequences:
-        for batch in args.batches:
-            row = measure(model, shape, batch, sequence, device, args.repeats)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    for layout in args.layouts:
+        for sequence in args.sequences:
+            for batch in args.batches:
+                row = measure(model, shape, batch, sequence, device, args.repeats, layout)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"meta": meta, "shapes": rows}
     (args.out / "memory.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     (args.out / "memory.md").write_text(markdown(meta, rows), encoding="utf-8")
     print(markdown(meta, rows))
     return result
+
+
+def layouts(text: str) -> list[str]:
+    chosen = text.split(",")
+    unknown = sorted(set(chosen) - set(TORCH_LAYOUTS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown layout(s) {', '.join(unknown)}: choose from {', '.join(TORCH_LAYOUTS)}")
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=["fp16", "fp32"], default="fp16", help="on the GPU (default: fp16)")
     parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32, 128, 256, 512])
     parser.add_argument("--sequences", type=lambda s: [int(x) for x in s.split(",")], default=[16, 32, 64, 128])
+    parser.add_argument("--layouts", type=layouts, default=list(TORCH_LAYOUTS),
+                        help=f"comma-separated, of {', '.join(TORCH_LAYOUTS)} (default: both)")
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args(argv)
     run(args)

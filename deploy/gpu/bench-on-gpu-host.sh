@@ -14,7 +14,8 @@
 #   checkpoint       random weights in the StructBERT-large shape (rehearsal: tiny)
 #   export           python-torch with the card's profile (FP16, CUDA graphs); rehearsal: h100's, on the CPU
 #   gpu-tests        pytest -m gpu (skipped without CUDA)
-#   memory           GPU memory and CUDA-graph time per (batch, sequence bucket) (python -m export.gpu_memory)
+#   memory           GPU memory and CUDA-graph time per (batch, sequence bucket), padded and packed layouts
+#                    (python -m export.gpu_memory)
 #   serve            the launcher on the export, in the background
 #   bench            full-ensemble concurrency sweep, every answer checked, raw encoder ceiling
 #   loadtest         Locust at 1, 5, 10 users on the same server

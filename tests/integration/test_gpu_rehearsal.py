@@ -47,7 +47,9 @@ def test_the_gpu_run_rehearsed_on_the_cpu_passes_every_step_and_leaves_its_resul
                for level in bench["levels"])
     assert bench["meta"]["runtime"] == "python-torch" and bench["encoder_ceiling"]["pairs_per_s"] > 0
     memory = json.loads((results / "memory.json").read_text())
-    assert len(memory["shapes"]) == 4 and all(row["pairs_per_s"] > 0 for row in memory["shapes"])
+    assert [row["layout"] for row in memory["shapes"]] == ["padded"] * 4 + ["packed"] * 4  # 2 batches x 2 buckets
+    assert all(row["tokens_per_s"] > 0 and row["tokens_per_s"] == pytest.approx(row["pairs_per_s"] * row["sequence"])
+               for row in memory["shapes"])
     # the export used the GPU profile's settings, on the CPU
     assert "GPU profile h100" in (results / "05-export.log").read_text()
     assert "[serve] ready:" in (results / "08-serve.log").read_text()
