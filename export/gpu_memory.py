@@ -163,7 +163,8 @@ def layouts(text: str) -> list[str]:
     chosen = text.split(",")
     unknown = sorted(set(chosen) - set(TORCH_LAYOUTS))
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown layout(s) {', '.join(unknown)}: choose from {', '.join(TORCH_LAYOUTS)}")
+        raise argparse.ArgumentTypeError(f"unknown layout(s) {', '.join(unknown)}: "
+                                         f"choose from {', '.join(TORCH_LAYOUTS)}")
     return chosen
 
 
