@@ -1,4 +1,5 @@
-"""The INT8 accuracy gate: the INT8 encoder's answers against the FP32 encoder's, on real requests.
+"""The accuracy gate: a quantized encoder's answers (INT8 on a CPU runtime, FP8 on python-torch) against the
+FP32 encoder's, on real requests.
 
 Requests: texts crossed with label sets and hypothesis templates, a fixed sample of them: by default
 the texts and label sets of loadtest/data/workload.json, or a user's own (`--texts FILE`, `--labels`).
@@ -7,8 +8,8 @@ Both encoders answer each request the way the server does: the same preprocessin
 
 Measured: |Δ score| for every (request, label), its maximum and mean, and top-1 agreement: the share of
 requests whose top label is the same. A request whose top two labels FP32 itself scores within
-TIE_MARGIN of each other has no decided top label, so INT8 picking the other one counts as agreement;
-the strict share is printed beside it.
+TIE_MARGIN of each other has no decided top label, so the quantized encoder picking the other one counts as
+agreement; the strict share is printed beside it. FP8 is held to the same limits as INT8.
 
 The gate (GateThresholds) fails the export above any limit. The limits come from all-MiniLM-L6-v2, the
 one real checkpoint available offline, on the gate's 192-request samples (an AVX2 CPU without VNNI,
@@ -46,7 +47,7 @@ TIE_MARGIN = 0.02
 
 
 class AccuracyGateError(ValidationError):
-    """INT8 answers differ from FP32 beyond the gate's limits."""
+    """Quantized answers differ from FP32 beyond the gate's limits."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +79,7 @@ class AgreementReport:
     top1_agreement: float  # near-ties in FP32 (TIE_MARGIN) count as agreement
     top1_strict: float
     thresholds: GateThresholds = GATE
+    precision: str = "int8"  # what was compared with FP32
 
     def failures(self) -> list[str]:
         limits = self.thresholds
@@ -92,7 +94,7 @@ class AgreementReport:
 
     def __str__(self) -> str:
         limits = self.thresholds
-        return (f"INT8 vs FP32 on {self.requests} requests ({self.scores} scores): "
+        return (f"{self.precision.upper()} vs FP32 on {self.requests} requests ({self.scores} scores): "
                 f"max |Δ score| {self.max_abs_delta:.4f} (limit {limits.max_abs_delta}), "
                 f"mean |Δ score| {self.mean_abs_delta:.4f} (limit {limits.mean_abs_delta}), "
                 f"top-1 agreement {self.top1_agreement:.1%} (limit {limits.top1_agreement:.0%}; "
@@ -105,31 +107,37 @@ class AgreementReport:
         return fields
 
 
-def compare_answers(fp32: list[Answer], int8: list[Answer], thresholds: GateThresholds = GATE) -> AgreementReport:
+def compare_answers(fp32: list[Answer], quantized: list[Answer], thresholds: GateThresholds = GATE,
+                    precision: str = "int8") -> AgreementReport:
     """Score differences and top-1 agreement of two models' answers to the same requests."""
-    if len(fp32) != len(int8) or not fp32:
-        raise ValueError(f"need the same, non-zero number of answers, got {len(fp32)} and {len(int8)}")
+    if len(fp32) != len(quantized) or not fp32:
+        raise ValueError(f"need the same, non-zero number of answers, got {len(fp32)} and {len(quantized)}")
     deltas, agree, strict = [], 0, 0
-    for want, got in zip(fp32, int8):
+    for want, got in zip(fp32, quantized):
         if set(want) != set(got):
             raise ValueError(f"the answers rank different labels: {sorted(want)} vs {sorted(got)}")
         deltas += [abs(got[label] - want[label]) for label in want]
-        top_fp32, top_int8 = max(want, key=want.get), max(got, key=got.get)
-        strict += top_int8 == top_fp32
-        agree += want[top_int8] >= want[top_fp32] - TIE_MARGIN
+        top_fp32, top_quantized = max(want, key=want.get), max(got, key=got.get)
+        strict += top_quantized == top_fp32
+        agree += want[top_quantized] >= want[top_fp32] - TIE_MARGIN
     return AgreementReport(
         requests=len(fp32), scores=len(deltas), max_abs_delta=float(max(deltas)),
         mean_abs_delta=float(np.mean(deltas)), top1_agreement=agree / len(fp32), top1_strict=strict / len(fp32),
-        thresholds=thresholds,
+        thresholds=thresholds, precision=precision,
     )
+
+
+# what to export instead when the gate refuses a precision
+FALLBACK = {"int8": "FP32 (the default)", "fp8": "FP16 (the GPU profiles' default)"}
 
 
 def enforce(report: AgreementReport) -> None:
     failed = report.failures()
     if failed:
         raise AccuracyGateError(
-            f"INT8 accuracy gate failed ({'; '.join(failed)}): {report}. Export FP32 (the default) instead, "
-            "or check on your own texts: python -m export --model ... --precision int8 --validate-only --texts FILE")
+            f"{report.precision.upper()} accuracy gate failed ({'; '.join(failed)}): {report}. Export "
+            f"{FALLBACK[report.precision]} instead, or check on your own texts: python -m export --model ... "
+            f"--precision {report.precision} --validate-only --texts FILE")
 
 
 def read_texts_and_label_sets(texts_file: Path | None, labels: list[str] | None) -> tuple[list[str], list[list[str]]]:

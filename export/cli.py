@@ -59,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="encoder precision (default: the GPU profile's; --gpu auto without a GPU: int8 where the "
                              "gate passes, else fp32; --gpu none: fp32). int8: CPU runtimes "
                              "(python-ort, python-ov, openvino, onnxruntime) only; weights quantized to INT8, answers "
-                             "checked against FP32 by the accuracy gate (--texts, --labels, --accuracy-gate)")
+                             "checked against FP32 by the accuracy gate (--texts, --labels, --accuracy-gate). fp8: "
+                             "python-torch on a GPU with FP8 tensor cores (Ada, Hopper): the encoder layers' products "
+                             "in FP8, the rest in BF16, through the same gate (run on this GPU, else emulated on the "
+                             "CPU)")
     parser.add_argument("--runtime", type=Runtime, choices=[r.value for r in Runtime], default=DEFAULTS.runtime,
                         help="python-ort: ONNX Runtime in a Python-backend model (CPU; runs with the pytriton "
                         "wheel); python-ov: OpenVINO in a Python-backend model (CPU; INT8 statically quantized, "
@@ -161,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: %(default)s; NLI mode has no label cache)")
     parser.add_argument("--cache-dir", default=DEFAULTS.cache_dir, help="hub download cache (default: the hub's own)")
     gate = parser.add_argument_group(
-        "INT8 accuracy gate",
-        f"INT8 answers against FP32 on {agreement.DEFAULT_REQUESTS} requests (texts x label sets x templates): "
+        "INT8 / FP8 accuracy gate",
+        f"INT8 or FP8 answers against FP32 on {agreement.DEFAULT_REQUESTS} requests (texts x label sets x templates): "
         f"fails the export when max |Δ score| > {agreement.GATE.max_abs_delta}, mean |Δ score| > "
         f"{agreement.GATE.mean_abs_delta} or top-1 agreement < {agreement.GATE.top1_agreement:.0%} (FP32 near-ties "
         f"within {agreement.TIE_MARGIN} count as agreement). Random-weight checkpoints cannot show accuracy.")
@@ -175,10 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--gate-requests", type=int, default=DEFAULTS.gate_requests,
                       help="how many (text, label set) requests to check (default: %(default)s)")
     gate.add_argument("--accuracy-gate", choices=["enforce", "report"], default=DEFAULTS.accuracy_gate,
-                      help="enforce: an INT8 model over the limits is not exported (default); report: print "
+                      help="enforce: an INT8 or FP8 model over the limits is not exported (default); report: print "
                            "the figures and export anyway (random-weight checkpoints, whose scores are noise)")
     parser.add_argument("--validate-only", action="store_true",
-                        help="steps 1-4 only (export and check the encoder, the INT8 gate included), write nothing")
+                        help="steps 1-4 only (export and check the encoder, the INT8/FP8 gate included), write "
+                             "nothing")
     return parser
 
 

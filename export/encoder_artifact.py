@@ -1,5 +1,5 @@
 """Steps 3-4 of an export: the encoder file the runtime serves (ONNX, INT8 ONNX, TensorRT engine or plain-torch
-BERT), validated against the checkpoint's FP32 PyTorch model; INT8 through the accuracy gate."""
+BERT), validated against the checkpoint's FP32 PyTorch model; INT8 and FP8 through the accuracy gate."""
 
 from __future__ import annotations
 
@@ -27,13 +27,15 @@ def encoder_artifact(options: ExportOptions, runtime: Runtime, precision: Precis
                      profile, batches, ranking: Ranking, tmp: Path) -> tuple[Path, ValidationReport]:
     """Steps 3-4: the encoder file the runtime serves, validated against the FP32 PyTorch model."""
     if runtime is Runtime.PYTHON_TORCH:
-        step(3, "saving the plain-torch BERT (shape + FP32 weights; the server casts to FP16 on the GPU)")
+        step(3, "saving the plain-torch BERT (shape + FP32 weights; the server casts them to its precision)")
         path = export_plain_torch(ckpt, tmp / "model.pt")
         step(4, f"validating the plain-torch encoder ({options.torch_layout} layout; CPU, FP32) against the "
                 "checkpoint's PyTorch model")
         report = validate_outputs(ckpt.module, plain_torch_runner(path, options.torch_layout), batches,
                                   Precision.FP32, f"plain-torch ({options.torch_layout})", ranking)
         step(4, str(report))
+        if precision is Precision.FP8:
+            report = dataclasses.replace(report, accuracy_gate=fp8_gate(options, scoring, path, tmp / "tokenizer.json"))
         return path, report
 
     # TensorRT lowers precision itself from an FP32 graph (and can keep chosen layers in FP32); INT8 is
@@ -69,7 +71,7 @@ def quantized_encoder(options: ExportOptions, fp32_path: Path, scoring: ScoringS
     gate = accuracy_gate(options, scoring, Preprocessor(scoring, tokenizer_path),
                          encoder_runner(fp32_path, output_name), encoder_runner(int8_path, output_name),
                          texts, label_sets)
-    return int8_path, dataclasses.replace(report, int8_agreement=gate)
+    return int8_path, dataclasses.replace(report, accuracy_gate=gate)
 
 
 def openvino_encoder(options: ExportOptions, precision: Precision, ckpt, scoring: ScoringSettings, batches,
@@ -96,7 +98,21 @@ def openvino_encoder(options: ExportOptions, precision: Precision, ckpt, scoring
     step(4, f"quantizing to INT8: {quantize_static(fp32_xml, int8_xml, calibration)}")
     gate = accuracy_gate(options, scoring, preprocessor, ov_runner(fp32_xml, ckpt.output_name),
                          ov_runner(int8_xml, ckpt.output_name), texts, label_sets)
-    return int8_xml, dataclasses.replace(report, int8_agreement=gate)
+    return int8_xml, dataclasses.replace(report, accuracy_gate=gate)
+
+
+def fp8_gate(options: ExportOptions, scoring: ScoringSettings, path: Path, tokenizer_path: Path) -> dict:
+    """The plain-torch BERT with FP8 encoder layers against itself in FP32, each run as the server runs it: on
+    this machine's GPU where the export is for one and CUDA is here (FP8's own kernels), else on the CPU (FP8's
+    values, products in FP32: zsc_server.torch_fp8)."""
+    import torch
+
+    device = "cuda" if options.torch_device == "gpu" and torch.cuda.is_available() else "cpu"
+    step(4, f"FP8 runs {'on this GPU' if device == 'cuda' else 'emulated on the CPU (FP8 values, FP32 products)'}")
+    texts, label_sets = agreement.read_texts_and_label_sets(options.texts, options.labels)
+    return accuracy_gate(options, scoring, Preprocessor(scoring, tokenizer_path),
+                         plain_torch_runner(path, "padded", device, "fp32"),
+                         plain_torch_runner(path, options.torch_layout, device, "fp8"), texts, label_sets, "fp8")
 
 
 def gate_templates(scoring: ScoringSettings) -> tuple[str, ...]:
@@ -105,16 +121,18 @@ def gate_templates(scoring: ScoringSettings) -> tuple[str, ...]:
 
 
 def accuracy_gate(options: ExportOptions, scoring: ScoringSettings, preprocessor: Preprocessor, fp32_runner,
-                  int8_runner, texts: list[str], label_sets: list[list[str]]) -> dict:
-    """INT8 answers against FP32 on the gate's requests (`texts` x `label_sets`, as
+                  quantized_runner, texts: list[str], label_sets: list[list[str]], precision: str = "int8") -> dict:
+    """The quantized encoder's answers against FP32's on the gate's requests (`texts` x `label_sets`, as
     agreement.read_texts_and_label_sets reads them); raises (enforce) or reports (report) a failure."""
     templates = gate_templates(scoring)
     requests = agreement.gate_requests(texts, label_sets, templates, options.gate_requests)
-    step(4, f"accuracy gate: INT8 vs FP32 on {len(requests)} requests from {options.texts or agreement.WORKLOAD.name} "
-            f"({len(texts)} texts x {len(label_sets)} label sets, templates {list(templates)})")
+    step(4, f"accuracy gate: {precision.upper()} vs FP32 on {len(requests)} requests from "
+            f"{options.texts or agreement.WORKLOAD.name} ({len(texts)} texts x {len(label_sets)} label sets, "
+            f"templates {list(templates)})")
     started = time.perf_counter()
-    fp32, int8 = (agreement.answers(runner, preprocessor, scoring, requests) for runner in (fp32_runner, int8_runner))
-    gate = agreement.compare_answers(fp32, int8)
+    fp32, quantized = (agreement.answers(runner, preprocessor, scoring, requests)
+                       for runner in (fp32_runner, quantized_runner))
+    gate = agreement.compare_answers(fp32, quantized, precision=precision)
     step(4, f"{gate} [{time.perf_counter() - started:.0f}s]")
     if options.accuracy_gate == "enforce":
         agreement.enforce(gate)

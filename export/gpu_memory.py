@@ -4,14 +4,15 @@ measures it).
 
   python -m export.gpu_memory --model model_repository/encoder/1/model.pt --out memory
 
-For each shape and layout (--layouts: padded rows, or the same rows as packed tokens), on the GPU (FP16 by
-default): the peak memory a forward pass allocates above the weights (torch.cuda.max_memory_allocated), next
-to the projection, and the time of one forward pass replayed from a CUDA graph (the served path; median of
---repeats, CUDA events), as pairs/s and tokens/s. Every row is a whole sequence, so both layouts compute the
-same tokens: the figures compare their kernels, not padding (the full ensemble's bench, on real lengths, shows
-what packing saves). A shape that does not fit is recorded as out of memory and the sweep goes on. On a CPU
-(--device cpu, the rehearsal) the same loop runs eagerly in FP32 and memory is not measured. Writes
-memory.json and memory.md.
+For each precision (--precisions, FP16 by default), layout (--layouts: padded rows, or the same rows as packed
+tokens) and shape, on the GPU: the peak memory a forward pass allocates above the weights
+(torch.cuda.max_memory_allocated), next to the projection, and the time of one forward pass replayed from a
+CUDA graph (the served path; median of --repeats, CUDA events), as pairs/s and tokens/s. Every row is a whole
+sequence, so both layouts compute the same tokens: the figures compare their kernels, not padding (the full
+ensemble's bench, on real lengths, shows what packing saves). A shape that does not fit is recorded as out of
+memory and the sweep goes on; a precision the card cannot run (fp8 without FP8 tensor cores) is skipped,
+saying so. On a CPU (--device cpu, the rehearsal) the same loop runs eagerly in FP32 (fp8: FP8 values, FP32
+products) and memory is not measured. Writes memory.json and memory.md.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from export.gpu_profiles import ModelShape
 from zsc_server.batching_policy import TORCH_LAYOUTS
 from zsc_server.cuda_graphs import CapturedForward
 from zsc_server.packing import pack, real_sequences
-from zsc_server.torch_bert import load_plain_bert
+from zsc_server.torch_encoder import PRECISIONS, load_for_serving
 
 MIB = 2**20
 
@@ -71,9 +72,9 @@ def timed_ms(run, repeats: int, on_gpu: bool) -> float:
 
 
 def measure(model, shape: ModelShape, batch: int, sequence: int, device: torch.device, repeats: int,
-            layout: str = "padded") -> dict:
+            layout: str = "padded", precision: str = "fp16") -> dict:
     on_gpu = device.type == "cuda"
-    row = {"layout": layout, "batch": batch, "sequence": sequence,
+    row = {"precision": precision, "layout": layout, "batch": batch, "sequence": sequence,
            "projected_activation_mib": shape.activation_bytes(batch, sequence, 2 if on_gpu else 4) / MIB}
     arrays = random_inputs(batch, sequence, shape.vocab, layout)
     forward = model if layout == "padded" else lambda *packed: model.forward_packed(*packed, sequence)
@@ -106,13 +107,14 @@ def measure(model, shape: ModelShape, batch: int, sequence: int, device: torch.d
 
 def markdown(meta: dict, rows: list[dict]) -> str:
     lines = [f"# Encoder memory and speed per shape ({meta['device_name']})", "",
-             f"{meta['model']}: {meta['parameters_m']:.0f} M parameters, {meta['precision']}, weights "
-             f"{meta['weights_mib']:.0f} MiB on the device; {meta['how']}", "",
-             "| layout | batch | sequence | activation MiB | projected MiB | measured / projected | forward ms | "
-             "pairs/s | tokens/s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"{meta['model']}: {meta['parameters_m']:.0f} M parameters; weights on the device: "
+             + ", ".join(f"{mib:.0f} MiB in {precision}" for precision, mib in meta["weights_mib"].items())
+             + f"; {meta['how']}", *(f"Not measured: {line}" for line in meta["not_measured"]), "",
+             "| precision | layout | batch | sequence | activation MiB | projected MiB | measured / projected | "
+             "forward ms | pairs/s | tokens/s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        shape = f"| {row['layout']} | {row['batch']} | {row['sequence']} |"
+        shape = f"| {row['precision']} | {row['layout']} | {row['batch']} | {row['sequence']} |"
         if row.get("out_of_memory"):
             lines.append(f"{shape} out of memory | {row['projected_activation_mib']:.0f} | | | | |")
             continue
@@ -129,28 +131,37 @@ def run(args) -> dict:
     on_gpu = device.type == "cuda"
     if on_gpu and not torch.cuda.is_available():
         raise SystemExit("gpu_memory: CUDA is not available here (use --device cpu for a dry run)")
-    dtype = torch.float16 if on_gpu and args.precision == "fp16" else torch.float32
     shape = model_shape(args.model)
-    if on_gpu:
-        torch.cuda.reset_peak_memory_stats(device)
-    model = load_plain_bert(str(args.model), device=str(device), dtype=dtype)
     meta = {
-        "model": args.model.name, "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
-        "precision": "fp16" if dtype == torch.float16 else "fp32", "device": str(device),
+        "model": args.model.name, "parameters_m": shape.parameter_count() / 1e6, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if on_gpu else "CPU (no memory figures)",
-        "weights_mib": torch.cuda.memory_allocated(device) / MIB if on_gpu else
-        sum(p.numel() * p.element_size() for p in model.parameters()) / MIB,
-        "torch": torch.__version__,
+        "weights_mib": {}, "not_measured": [], "torch": torch.__version__,
         "how": ("peak allocation of one eager forward pass above the weights; forward time: CUDA graph replay, "
-                f"median of {args.repeats}" if on_gpu else f"eager FP32 on the CPU, median of {args.repeats}"),
+                f"median of {args.repeats}" if on_gpu else
+                f"eager on the CPU (FP32; fp8: FP8 values, FP32 products), median of {args.repeats}"),
     }
     rows = []
-    for layout in args.layouts:
-        for sequence in args.sequences:
-            for batch in args.batches:
-                row = measure(model, shape, batch, sequence, device, args.repeats, layout)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+    for asked in args.precisions:
+        # what runs: the CPU computes FP32, FP8's products emulated in it
+        precision = asked if on_gpu else "fp8-emulated" if asked == "fp8" else "fp32"
+        try:
+            model = load_for_serving(str(args.model), device, asked if on_gpu or asked == "fp8" else "fp32")
+        except ValueError as exc:  # e.g. fp8 on a card without FP8 tensor cores: the other precisions go on
+            meta["not_measured"].append(f"{precision}: {exc}")
+            print(f"gpu_memory: {precision} not measured: {exc}", flush=True)
+            continue
+        meta["weights_mib"][precision] = (torch.cuda.memory_allocated(device) / MIB if on_gpu else
+                                          sum(t.numel() * t.element_size() for t in [*model.parameters(),
+                                                                                     *model.buffers()]) / MIB)
+        for layout in args.layouts:
+            for sequence in args.sequences:
+                for batch in args.batches:
+                    row = measure(model, shape, batch, sequence, device, args.repeats, layout, precision)
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+        del model
+        if on_gpu:
+            torch.cuda.empty_cache()
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"meta": meta, "shapes": rows}
     (args.out / "memory.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -159,12 +170,11 @@ def run(args) -> dict:
     return result
 
 
-def layouts(text: str) -> list[str]:
+def choices(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
     chosen = text.split(",")
-    unknown = sorted(set(chosen) - set(TORCH_LAYOUTS))
+    unknown = sorted(set(chosen) - set(allowed))
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown layout(s) {', '.join(unknown)}: "
-                                         f"choose from {', '.join(TORCH_LAYOUTS)}")
+        raise argparse.ArgumentTypeError(f"unknown {what}(s) {', '.join(unknown)}: choose from {', '.join(allowed)}")
     return chosen
 
 
@@ -174,10 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, required=True, help="a python-torch export's model.pt")
     parser.add_argument("--out", type=Path, required=True, help="folder for memory.json / memory.md")
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
-    parser.add_argument("--precision", choices=["fp16", "fp32"], default="fp16", help="on the GPU (default: fp16)")
+    parser.add_argument("--precisions", type=lambda text: choices(text, PRECISIONS, "precision"), default=["fp16"],
+                        help=f"comma-separated, of {', '.join(PRECISIONS)}, on the GPU (default: fp16; fp8 needs FP8 "
+                             "tensor cores, and is skipped, saying so, where the card has none); the CPU runs fp32, "
+                             "and fp8 emulated")
     parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32, 128, 256, 512])
     parser.add_argument("--sequences", type=lambda s: [int(x) for x in s.split(",")], default=[16, 32, 64, 128])
-    parser.add_argument("--layouts", type=layouts, default=list(TORCH_LAYOUTS),
+    parser.add_argument("--layouts", type=lambda text: choices(text, TORCH_LAYOUTS, "layout"),
+                        default=list(TORCH_LAYOUTS),
                         help=f"comma-separated, of {', '.join(TORCH_LAYOUTS)} (default: both)")
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args(argv)

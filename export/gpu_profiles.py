@@ -37,18 +37,19 @@ class Card:
     memory_gib: float
     fp16_tflops: float  # dense tensor-core FP16, the vendor's figure unless marked measured
     measured: str = ""  # where this card's serving throughput was measured, if it was
+    fp8: bool = False  # FP8 tensor cores (Ada, Hopper): --precision fp8 runs there
 
 
 CARDS = {
     "t4": Card("NVIDIA T4", 16, 65),
     "v100": Card("NVIDIA V100 16GB", 16, 125),
     "a10g": Card("NVIDIA A10G", 24, 70),
-    "l4": Card("NVIDIA L4", 24, 121),
+    "l4": Card("NVIDIA L4", 24, 121, fp8=True),
     "a100": Card("NVIDIA A100 40GB", 40, 312),
-    "h100": Card("NVIDIA H100 80GB", 80, H100_FP16_TFLOPS, measured="h100-baseline.md"),
+    "h100": Card("NVIDIA H100 80GB", 80, H100_FP16_TFLOPS, measured="h100-baseline.md", fp8=True),
     # the H100's chip with 141 GB of faster memory: the same FP16 rate
     "h200": Card("NVIDIA H200", 141, H100_FP16_TFLOPS,
-                 measured="loadtest/results/bench-20261126-h200, compare-20261126-h200-replay"),
+                 measured="loadtest/results/bench-20261126-h200, compare-20261126-h200-replay", fp8=True),
 }
 # How the driver names each card (nvidia-smi's "name"), most specific first: "Tesla T4",
 # "NVIDIA A100-SXM4-40GB", "NVIDIA H100 80GB HBM3", "NVIDIA A10G", ...

@@ -49,12 +49,12 @@ def export_plain_torch(ckpt: LoadedCheckpoint, path: Path) -> Path:
     return path
 
 
-def plain_torch_runner(path: Path, layout: str = "padded"):
-    """For export.validate: the saved model, loaded and run as the server runs it on a CPU instance (FP32, in
-    `layout`)."""
+def plain_torch_runner(path: Path, layout: str = "padded", device: str = "cpu", precision: str = "fp32"):
+    """For export.validate and the FP8 accuracy gate: the saved model, loaded and run as the server runs it (on
+    a CPU instance by default: FP32, in `layout`)."""
     from zsc_server.torch_encoder import TorchEncoder
 
-    encoder = TorchEncoder(str(path), device="cpu", precision="fp32", layout=layout)
+    encoder = TorchEncoder(str(path), device=device, precision=precision, layout=layout)
 
     def run(feeds: dict) -> np.ndarray:
         [rows] = encoder.run_batch([feeds])

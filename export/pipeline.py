@@ -15,7 +15,7 @@ from export.agreement import AccuracyGateError
 from export.checkpoint import load_checkpoint
 from export.encoder_artifact import encoder_artifact, encoder_inputs, ov_encoder
 from export.errors import ExportError
-from export.gpu_profiles import ModelShape, card_for, gpu_profile
+from export.gpu_profiles import CARDS, ModelShape, card_for, gpu_profile
 from export.hf2torch import plain_torch_runner, require_plain_bert
 from export.options import AUTO_MAX_LENGTH, GLICLASS_MAX_LENGTH, MODEL_MAX_LENGTH, PAIR_MAX_LENGTH, ExportOptions
 from export.progress import step
@@ -112,8 +112,15 @@ def export_chosen(options: ExportOptions) -> Path:
     if profile:
         step(1, f"GPU profile {options.gpu}: {profile.summary()}")
     precision = options.precision or (profile.precision if profile else Precision.FP32)
-    if precision is not Precision.INT8 and (options.texts or options.labels):
-        raise ExportError("--texts and --labels feed the INT8 accuracy gate: add --precision int8")
+    if precision not in GATED and (options.texts or options.labels):
+        raise ExportError("--texts and --labels feed the INT8/FP8 accuracy gate: add --precision int8 (CPU runtimes) "
+                          "or fp8 (python-torch)")
+    if precision is Precision.FP8 and runtime is not Runtime.PYTHON_TORCH:
+        raise ExportError(f"--precision fp8 is python-torch's (FP8 matrix products on Ada or Hopper GPUs), not "
+                          f"{runtime.value}'s: add --runtime python-torch, or use fp16")
+    if precision is Precision.FP8 and profile and not CARDS[options.gpu].fp8:
+        raise ExportError(f"--precision fp8 needs FP8 tensor cores (Ada, Hopper), which the {profile.card} lacks: "
+                          "use fp16")
     check_torch_layout(options, runtime, precision)
     if precision is Precision.FP16 and runtime.openvino:
         raise ExportError(f"{runtime.value} converts the FP32 graph for the CPU, where FP16 is no gain: "
@@ -214,8 +221,8 @@ def export_chosen(options: ExportOptions) -> Path:
                 "export_id": label_cache.export_id, "label_cache_bytes": label_cache.budget_bytes,
                 "shape": dataclasses.asdict(model_shape(ckpt)),
             }
-            if report.int8_agreement:
-                info["int8_agreement"] = report.int8_agreement
+            if report.accuracy_gate:
+                info[f"{report.accuracy_gate['precision']}_agreement"] = report.accuracy_gate
             for config in (
                 preprocess_config(scoring, serving, label_cache),
                 encoder_config(scoring, serving, ckpt.output_name, _output_width(ckpt),
@@ -355,6 +362,9 @@ def choose_gpu(requested: str | None, runtime: Runtime | None, torch_device: str
     step(1, f"{describe(gpus)} visible: GPU profile {card} ({why}), runtime {(runtime or Runtime.PYTHON_TORCH).value}"
             "; --gpu none exports for the CPU instead")
     return card
+
+
+GATED = (Precision.INT8, Precision.FP8)  # precisions the accuracy gate checks against FP32
 
 
 def check_torch_layout(options: ExportOptions, runtime: Runtime, precision: Precision) -> None:

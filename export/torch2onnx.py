@@ -17,6 +17,7 @@ class Precision(str, enum.Enum):
     FP32 = "fp32"
     FP16 = "fp16"
     INT8 = "int8"  # CPU runtimes only: FP32 export, then export/onnx2int8.py
+    FP8 = "fp8"  # python-torch only: FP32 weights saved, FP8 encoder layers at load (zsc_server/torch_fp8.py)
 
 
 def export_onnx(module: torch.nn.Module, output_name: str, path: Path, precision: Precision) -> Path:

@@ -34,7 +34,8 @@ class ValidationReport:
     tolerance: float
     rows: int
     order_agreement: float  # share of sample batches whose hypotheses rank in the same order
-    int8_agreement: dict | None = None  # INT8 only: the accuracy gate's figures (export/agreement.py)
+    # INT8 and FP8 only: the accuracy gate's figures (export/agreement.py), its "precision" among them
+    accuracy_gate: dict | None = None
 
     def __str__(self) -> str:
         return (

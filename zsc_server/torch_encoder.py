@@ -19,6 +19,7 @@ from zsc_server.batching_policy import REPLAY_OVERHEAD_TOKENS, TORCH_LAYOUTS
 from zsc_server.cuda_graphs import CapturedForward, replay_in_turn
 from zsc_server.tokenization import ENCODER_INPUTS
 from zsc_server.torch_bert import load_plain_bert
+from zsc_server.torch_fp8 import check_fp8_device, to_fp8
 from zsc_server.torch_packed import PackedRunner
 
 
@@ -46,6 +47,22 @@ def replay_plan(rows: int, choices: list[int]) -> list[int]:
     return plan
 
 
+PRECISIONS = ("fp32", "fp16", "fp8")
+
+
+def load_for_serving(model_path: str, device: torch.device, precision: str):
+    """The plain-torch BERT as `precision` runs it on `device`. The CPU computes FP32 (FP16 there is slower, and
+    not what a GPU computes either), with FP8's products emulated for fp8 (zsc_server.torch_fp8)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    on_gpu = device.type == "cuda"
+    if precision == "fp8" and on_gpu:
+        check_fp8_device(device)
+    dtype = {"fp16": torch.float16, "fp8": torch.bfloat16}.get(precision, torch.float32) if on_gpu else torch.float32
+    model = load_plain_bert(model_path, device=str(device), dtype=dtype)
+    return to_fp8(model) if precision == "fp8" else model
+
+
 class TorchEncoder:
     def __init__(self, model_path: str, device: str = "cuda", precision: str = "fp16",
                  graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128),
@@ -57,12 +74,10 @@ class TorchEncoder:
             raise ValueError(f"layout must be one of {', '.join(TORCH_LAYOUTS)}, got {layout!r}")
         self.device = torch.device(device)
         self.on_gpu = self.device.type == "cuda"
-        # FP16 on the CPU is slower than FP32 and not what the GPU computes either: CPU runs FP32
-        dtype = torch.float16 if precision == "fp16" and self.on_gpu else torch.float32
-        if layout == "packed" and self.on_gpu and dtype == torch.float32:
+        if layout == "packed" and self.on_gpu and precision == "fp32":
             raise ValueError("the packed layout's attention (FlashAttention) runs in FP16 on a GPU, not FP32: "
                              "export with --precision fp16 or --torch-layout padded")
-        self.model = load_plain_bert(model_path, device=str(self.device), dtype=dtype)
+        self.model = load_for_serving(model_path, self.device, precision)
         self.graph_batch_sizes = tuple(sorted(graph_batch_sizes)) if self.on_gpu else ()
         self.graphs: dict[tuple[int, int], CapturedForward] = {}
         self.replay_overhead_tokens = replay_overhead_tokens

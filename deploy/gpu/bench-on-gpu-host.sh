@@ -14,8 +14,8 @@
 #   checkpoint       random weights in the StructBERT-large shape (rehearsal: tiny)
 #   export           python-torch with the card's profile (FP16, CUDA graphs); rehearsal: h100's, on the CPU
 #   gpu-tests        pytest -m gpu (skipped without CUDA)
-#   memory           GPU memory and CUDA-graph time per (batch, sequence bucket), padded and packed layouts
-#                    (python -m export.gpu_memory)
+#   memory           GPU memory and CUDA-graph time per (batch, sequence bucket), padded and packed layouts,
+#                    FP16 and FP8 (where the card has FP8 tensor cores) (python -m export.gpu_memory)
 #   serve            the launcher on the export, in the background
 #   bench            full-ensemble concurrency sweep, every answer checked, raw encoder ceiling
 #   loadtest         Locust at 1, 5, 10 users on the same server
@@ -65,7 +65,7 @@ step export 300 checkpoint "$MODEL_PYTHON" -m export --model "$work/checkpoint" 
     --runtime python-torch --max-length "$MAX_LENGTH" "${device[@]}"
 step gpu-tests 150 setup "$MODEL_PYTHON" -m pytest -m gpu -q -p no:cacheprovider tests/unit
 step memory 150 export "$MODEL_PYTHON" -m export.gpu_memory --model "$work/repository/encoder/1/model.pt" \
-    --out "$RESULTS" --batches "$BATCHES" --sequences "$SEQUENCES" --device "$MEMORY_DEVICE"
+    --out "$RESULTS" --batches "$BATCHES" --sequences "$SEQUENCES" --device "$MEMORY_DEVICE" --precisions fp16,fp8
 # --front off: tritonserver itself, as the earlier runs measured it; GPU memory: nvidia-smi samples (bench)
 serve_step serve 240 export python3 -m zsc_server.serve --repository "$work/repository" --http-port "$HTTP" \
     --grpc-port "$GRPC" --metrics-port "$METRICS" --front off

@@ -47,7 +47,10 @@ def test_the_gpu_run_rehearsed_on_the_cpu_passes_every_step_and_leaves_its_resul
                for level in bench["levels"])
     assert bench["meta"]["runtime"] == "python-torch" and bench["encoder_ceiling"]["pairs_per_s"] > 0
     memory = json.loads((results / "memory.json").read_text())
-    assert [row["layout"] for row in memory["shapes"]] == ["padded"] * 4 + ["packed"] * 4  # 2 batches x 2 buckets
+    # 2 batches x 2 buckets per layout and precision (the CPU runs FP32 for fp16, and emulates fp8)
+    assert [(row["precision"], row["layout"]) for row in memory["shapes"]] == [
+        (precision, layout) for precision in ("fp32", "fp8-emulated") for layout in ("padded", "packed")
+        for _ in range(4)]
     assert all(row["tokens_per_s"] > 0 and row["tokens_per_s"] == pytest.approx(row["pairs_per_s"] * row["sequence"])
                for row in memory["shapes"])
     # the export used the GPU profile's settings, on the CPU
@@ -71,20 +74,24 @@ def test_the_gpu_run_rehearsed_on_the_cpu_passes_every_step_and_leaves_its_resul
 @pytest.mark.slow
 def test_the_settings_comparison_rehearsed_on_the_cpu_benches_each_variant(tmp_path):
     """deploy/gpu/compare-on-gpu-host.sh with no bundle ('-'): this machine's python and tritonserver, the
-    tiny model, two variants of export flags (the padded layout padding every batch to one graph, and the packed
-    layout); each variant exported, served and benched in turn, every answer checked."""
+    tiny model, three variants of export flags (the padded layout padding every batch to one graph, the packed
+    layout, and packed FP8: emulated on the CPU, its gate reporting on random weights); each variant exported,
+    served and benched in turn, every answer checked."""
     results = tmp_path / "compare"
     env = rehearsal_env(SHAPE="tiny", CONCURRENCY="1,2", DURATION_S="1")
     env.pop("OUT", None)
     cpu = "--gpu h100 --torch-device cpu"
+    fp8 = "--torch-layout packed --precision fp8 --accuracy-gate report --gate-requests 12"
     done = subprocess.run(["bash", "deploy/gpu/compare-on-gpu-host.sh", "-", str(results),
-                           f"pad:{cpu} --replay-overhead-tokens 1000000000", f"packed:{cpu} --torch-layout packed"],
+                           f"pad:{cpu} --replay-overhead-tokens 1000000000", f"packed:{cpu} --torch-layout packed",
+                           f"fp8:{cpu} {fp8}"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     steps = [line.split("\t")[:2] for line in (results / "steps.tsv").read_text().splitlines()]
     assert steps == [[name, "ok"] for name in ("checkpoint", "gpu-tests", "pad-export", "pad-serve", "pad-bench",
-                                               "packed-export", "packed-serve", "packed-bench")]
-    for name, layout in (("pad", "padded"), ("packed", "packed")):
+                                               "packed-export", "packed-serve", "packed-bench",
+                                               "fp8-export", "fp8-serve", "fp8-bench")]
+    for name, layout in (("pad", "padded"), ("packed", "packed"), ("fp8", "packed")):
         [bench] = (results / name).glob("bench-*/results.json")
         data = json.loads(bench.read_text())
         assert [level["concurrency"] for level in data["levels"]] == [1, 2]
@@ -92,6 +99,7 @@ def test_the_settings_comparison_rehearsed_on_the_cpu_benches_each_variant(tmp_p
         assert f"variant {name}" in data["meta"]["note"]
         [log] = results.glob(f"*-{name}-export.log")
         assert f"validating the plain-torch encoder ({layout} layout" in log.read_text()
-    lines = [line.split() for line in done.stdout.splitlines() if line.strip().startswith(("pad ", "packed "))]
+    assert "FP8 vs FP32 on 12 requests" in next(results.glob("*-fp8-export.log")).read_text()
+    lines = [line.split() for line in done.stdout.splitlines() if line.strip().startswith(("pad ", "packed ", "fp8 "))]
     assert [(words[0], words[1]) for words in lines if words[1] != "raw"] == [
-        ("packed", "c1"), ("packed", "c2"), ("pad", "c1"), ("pad", "c2")]
+        ("fp8", "c1"), ("fp8", "c2"), ("packed", "c1"), ("packed", "c2"), ("pad", "c1"), ("pad", "c2")]

@@ -1,0 +1,128 @@
+"""FP8 encoder layers (zsc_server.torch_fp8, --precision fp8 on python-torch): the CPU's emulation (FP8 values,
+FP32 products) is what the export's accuracy gate runs where no FP8 GPU is at hand, so it is checked here
+against the FP8 arithmetic written out; the GPU kernel (torch._scaled_mm) against the emulation in the
+gpu-marked test, on the GPU run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from export import cli, pipeline
+from export.errors import ExportError
+from export.random_checkpoint import write_modelscope_structbert
+from zsc_server.torch_bert import BertShape, PlainBert, save_plain_bert
+from zsc_server.torch_encoder import TorchEncoder
+from zsc_server.torch_fp8 import FP8, FP8_MAX, Fp8Linear, quantize_rows, to_fp8
+
+
+def test_each_row_is_scaled_so_that_its_largest_value_is_fp8s_largest():
+    x = torch.randn(4, 64) * torch.tensor([[1e-3], [1.0], [30.0], [1e4]])
+    values, scale = quantize_rows(x)
+    assert values.dtype == FP8 and scale.shape == (4, 1)
+    assert values.float().abs().amax(dim=1).tolist() == [FP8_MAX] * 4
+    # three mantissa bits: each value within 1/16 of itself (or of the row's smallest normal step)
+    error = (values.float() * scale - x).abs()
+    assert torch.all(error <= x.abs() / 16 + scale * 2**-6)
+    # per row: a row a million times larger does not coarsen the others
+    alone, _ = quantize_rows(x[:1])
+    assert torch.equal(alone.float(), values[:1].float())
+
+
+def test_the_emulated_fp8_linear_is_fp8_arithmetic_summed_in_fp32():
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 32)
+    fp8 = Fp8Linear(linear)
+    x = torch.randn(2, 5, 64)
+    weights, weight_scale = quantize_rows(linear.weight.detach())
+    activations, scale = quantize_rows(x.reshape(-1, 64))
+    written_out = (activations.float() * scale) @ (weights.float() * weight_scale).t() + linear.bias.detach()
+    with torch.no_grad():
+        got, exact = fp8(x), linear(x)
+    torch.testing.assert_close(got, written_out.reshape(2, 5, 32), atol=1e-5, rtol=0)
+    assert 0 < (got - exact).abs().max() < 0.1 * exact.abs().max()  # quantized: close, not equal
+
+
+def model(head: str = "classifier") -> PlainBert:
+    torch.manual_seed(0)
+    shape = BertShape(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      intermediate_size=64, num_labels=3 if head == "classifier" else 0, head=head)
+    return PlainBert(shape).eval()
+
+
+def test_fp8_replaces_the_six_products_of_each_layer_and_nothing_else():
+    bert = to_fp8(model())
+    assert sum(isinstance(m, Fp8Linear) for m in bert.modules()) == 6 * 2
+    assert isinstance(bert.pooler.dense, nn.Linear) and isinstance(bert.classifier, nn.Linear)
+
+
+def feeds(widths_and_lengths, seed=0) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    result = []
+    for width, lengths in widths_and_lengths:
+        mask = (np.arange(width)[None, :] < np.array(lengths)[:, None]).astype(np.int64)
+        result.append({"input_ids": rng.integers(1, 100, (len(lengths), width)) * mask, "attention_mask": mask,
+                       "token_type_ids": (np.arange(width)[None, :] >= np.array(lengths)[:, None] // 2) * mask})
+    return result
+
+
+@pytest.mark.parametrize("head", ["classifier", "mean_pool"])
+def test_fp8_answers_do_not_depend_on_the_batch_they_run_in(tmp_path, head):
+    """Per-token scales: a request's FP8 scores are the same alone, in a batch, padded or packed, so merged
+    requests (and the label cache) keep their answers, unlike per-tensor INT8."""
+    bert = model(head)
+    save_plain_bert(tmp_path / "model.pt", bert.shape, bert.state_dict())
+    batch = feeds([(16, [3, 16, 7]), (32, [20, 32, 9])])
+    fp32 = TorchEncoder(str(tmp_path / "model.pt"), device="cpu", precision="fp32").run_batch(batch)
+    alone = [TorchEncoder(str(tmp_path / "model.pt"), device="cpu", precision="fp8").run_batch([f])[0] for f in batch]
+    for layout in ("padded", "packed"):
+        encoder = TorchEncoder(str(tmp_path / "model.pt"), device="cpu", precision="fp8", layout=layout)
+        for together, single, exact in zip(encoder.run_batch(batch), alone, fp32):
+            np.testing.assert_allclose(together, single, atol=1e-5, rtol=0)
+            assert 0 < np.abs(together - exact).max() < 0.05
+
+
+def test_unknown_precisions_are_refused_by_name(tmp_path):
+    bert = model()
+    save_plain_bert(tmp_path / "model.pt", bert.shape, bert.state_dict())
+    with pytest.raises(ValueError, match="precision must be one of fp32, fp16, fp8, got 'fp4'"):
+        TorchEncoder(str(tmp_path / "model.pt"), device="cpu", precision="fp4")
+
+
+def test_an_fp8_export_runs_the_accuracy_gate_and_is_refused_where_fp8_cannot_run(tmp_path, capsys):
+    checkpoint = write_modelscope_structbert(tmp_path / "ckpt")
+    repository = tmp_path / "repository"
+    # random weights score near-ties, which any rounding reorders: the gate reports instead of enforcing
+    assert cli.main(["--model", str(checkpoint), "--repository", str(repository), "--gpu", "h100",
+                     "--torch-device", "cpu", "--max-length", "64", "--precision", "fp8", "--torch-layout", "packed",
+                     "--accuracy-gate", "report", "--gate-requests", "12"]) == 0
+    printed = capsys.readouterr().out
+    assert "FP8 runs emulated on the CPU" in printed and "FP8 vs FP32 on 12 requests" in printed
+    info = json.loads((repository / "encoder" / "export.json").read_text())
+    assert info["precision"] == "fp8" and info["fp8_agreement"]["precision"] == "fp8"
+    assert info["fp8_agreement"]["requests"] == 12 and "int8_agreement" not in info
+    assert '"fp8"' in (repository / "encoder" / "config.pbtxt").read_text()
+    refusals = {("python-ort", "h100"): "--precision fp8 is python-torch's",
+                ("python-torch", "t4"): "needs FP8 tensor cores \\(Ada, Hopper\\), which the NVIDIA T4 lacks"}
+    for (runtime, gpu), message in refusals.items():
+        with pytest.raises(ExportError, match=message):
+            pipeline.export_model(pipeline.ExportOptions(model=str(checkpoint), repository=tmp_path / "refused",
+                                                         runtime=runtime, gpu=gpu, precision="fp8"))
+
+
+@pytest.mark.gpu
+def test_fp8_on_the_gpu_computes_what_the_cpu_emulates():
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("FP8 matrix products need a GPU with FP8 tensor cores")
+    torch.manual_seed(0)
+    linear = nn.Linear(1024, 4096)
+    x = torch.randn(160, 1024)
+    with torch.no_grad():
+        emulated = Fp8Linear(linear)(x)
+        on_gpu = Fp8Linear(linear.cuda())(x.cuda().bfloat16()).float().cpu()
+    # the same FP8 values; the GPU rounds its BF16 input and output (8 bits of mantissa)
+    torch.testing.assert_close(on_gpu, emulated, atol=0.02 * emulated.abs().max().item(), rtol=0.02)
