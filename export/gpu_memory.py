@@ -30,7 +30,7 @@ import torch
 from export.gpu_profiles import ModelShape
 from zsc_server.batching_policy import TORCH_LAYOUTS
 from zsc_server.cuda_graphs import CapturedForward
-from zsc_server.packing import pack, real_sequences
+from zsc_server.packing import Rows, pack
 from zsc_server.torch_encoder import PRECISIONS, load_for_serving
 
 MIB = 2**20
@@ -50,7 +50,7 @@ def random_inputs(batch: int, sequence: int, vocab: int, layout: str) -> list[np
     mask = np.ones_like(ids)
     types = np.zeros_like(ids)
     types[:, sequence // 2:] = 1
-    return [ids, mask, types] if layout == "padded" else pack(real_sequences(ids, mask, types)).arrays()
+    return [ids, mask, types] if layout == "padded" else pack(Rows.of([(ids, mask, types)])).arrays()
 
 
 def timed_ms(run, repeats: int, on_gpu: bool) -> float:

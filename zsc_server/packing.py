@@ -15,7 +15,36 @@ import dataclasses
 
 import numpy as np
 
-Sequence = tuple[np.ndarray, np.ndarray]  # one row's real input_ids and token_type_ids
+
+
+@dataclasses.dataclass(frozen=True)
+class Rows:
+    """Rows' real tokens end to end (no padding): row i is tokens offsets[i]:offsets[i + 1]."""
+
+    input_ids: np.ndarray  # [tokens] int64
+    token_type_ids: np.ndarray  # [tokens] int64
+    lengths: np.ndarray  # [rows] int64
+
+    @classmethod
+    def of(cls, batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Rows:
+        """The rows of right-padded [rows, width] batches (input_ids, attention_mask, token_type_ids, as the
+        preprocess makes them), in order, without their padding."""
+        keep = [mask.astype(bool) for _, mask, _ in batches]
+        if not batches:
+            return cls(*(np.zeros(0, dtype=np.int64) for _ in range(3)))
+        return cls(np.concatenate([ids[k] for (ids, _, _), k in zip(batches, keep)]).astype(np.int64),
+                   np.concatenate([types[k] for (_, _, types), k in zip(batches, keep)]).astype(np.int64),
+                   np.concatenate([k.sum(axis=1) for k in keep]).astype(np.int64))
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
+
+    def take(self, rows: range) -> Rows:
+        """Consecutive rows."""
+        offsets = self.offsets
+        tokens = slice(offsets[rows.start], offsets[rows.stop])
+        return Rows(self.input_ids[tokens], self.token_type_ids[tokens], self.lengths[rows.start:rows.stop])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,36 +70,31 @@ class PackedBatch:
                 self.first_token]
 
 
-def real_sequences(input_ids: np.ndarray, attention_mask: np.ndarray,
-                   token_type_ids: np.ndarray) -> list[Sequence]:
-    """The rows of a right-padded [rows, width] batch (as the preprocess makes them) without their padding."""
-    lengths = attention_mask.astype(bool).sum(axis=1)
-    return [(input_ids[row, :length], token_type_ids[row, :length]) for row, length in enumerate(lengths)]
-
-
-def pack(sequences: list[Sequence], tokens: int | None = None, slots: int | None = None) -> PackedBatch:
-    """`sequences` end to end, padded to `tokens` tokens and `slots` sequence slots (None: no padding)."""
-    lengths = np.array([len(ids) for ids, _ in sequences], dtype=np.int64)
-    total = int(lengths.sum())
+def pack(rows: Rows, tokens: int | None = None, slots: int | None = None) -> PackedBatch:
+    """`rows` padded to `tokens` tokens and `slots` sequence slots (None: no padding)."""
+    count, total = len(rows.lengths), len(rows.input_ids)
     tokens = total if tokens is None else tokens
-    slots = len(sequences) if slots is None else slots
-    if total > tokens or len(sequences) > slots:
-        raise ValueError(f"{len(sequences)} sequences of {total} tokens do not fit {slots} slots of {tokens} tokens")
+    slots = count if slots is None else slots
+    if total > tokens or count > slots:
+        raise ValueError(f"{count} sequences of {total} tokens do not fit {slots} slots of {tokens} tokens")
     if tokens == 0:
         raise ValueError("a packed batch needs at least one token")
+    offsets = rows.offsets
     cu_seqlens = np.full(slots + 1, total, dtype=np.int32)
-    cu_seqlens[: len(sequences) + 1] = np.concatenate([[0], np.cumsum(lengths)])
-    padding = np.zeros(tokens - total, dtype=np.int64)
+    cu_seqlens[: count + 1] = offsets
 
-    def joined(column: int) -> np.ndarray:
-        return np.concatenate([*(np.asarray(s[column], dtype=np.int64) for s in sequences), padding])
+    def padded(real: np.ndarray, fill: int = 0) -> np.ndarray:
+        out = np.full(tokens, fill, dtype=np.int64)
+        out[:total] = real
+        return out
 
-    slot_of_token = np.concatenate([np.repeat(np.arange(len(sequences), dtype=np.int64), lengths),
-                                    np.full(tokens - total, slots, dtype=np.int64)])
-    position_ids = np.concatenate([*(np.arange(length, dtype=np.int64) for length in lengths), padding])
-    first_token = np.minimum(cu_seqlens[:-1], tokens - 1).astype(np.int64)
-    return PackedBatch(joined(0), joined(1), position_ids, slot_of_token, cu_seqlens, first_token,
-                       len(sequences), int(lengths.max(initial=0)))
+    slot_of_row = np.repeat(np.arange(count, dtype=np.int64), rows.lengths)
+    return PackedBatch(
+        input_ids=padded(rows.input_ids), token_type_ids=padded(rows.token_type_ids),
+        position_ids=padded(np.arange(total, dtype=np.int64) - offsets[:-1][slot_of_row]),
+        slot_of_token=padded(slot_of_row, fill=slots),
+        cu_seqlens=cu_seqlens, first_token=np.minimum(cu_seqlens[:-1], tokens - 1).astype(np.int64),
+        sequences=count, max_seqlen=int(rows.lengths.max(initial=0)))
 
 
 def token_buckets(largest: int, smallest: int = 64) -> tuple[int, ...]:

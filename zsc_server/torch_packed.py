@@ -14,7 +14,7 @@ import torch
 
 from zsc_server.batching_policy import PACKED_TOKEN_LIMIT, SMALLEST_TOKEN_BUCKET
 from zsc_server.cuda_graphs import CapturedForward, replay_in_turn
-from zsc_server.packing import PackedBatch, bucket_for, chunks, pack, real_sequences, token_buckets
+from zsc_server.packing import PackedBatch, Rows, bucket_for, chunks, pack, token_buckets
 
 
 class PackedRunner:
@@ -38,25 +38,24 @@ class PackedRunner:
     def _graph(self, bucket: int) -> CapturedForward:
         if bucket not in self.graphs:
             # the warm-up runs on padding only: no sequence, every token's attention zeroed
-            initial = pack([], bucket, self.slots(bucket)).arrays()
+            initial = pack(Rows.of([]), bucket, self.slots(bucket)).arrays()
             self.graphs[bucket] = CapturedForward(
                 lambda *inputs: self.model.forward_packed(*inputs, self.max_seqlen), initial, self.device, self.pool)
         return self.graphs[bucket]
 
-    def batches(self, rows: list) -> list[PackedBatch]:
-        """`rows` (zsc_server.packing.Sequence) cut into packed batches that each fit a bucket."""
-        lengths = [len(ids) for ids, _ in rows]
+    def batches(self, rows: Rows) -> list[PackedBatch]:
+        """`rows` cut into packed batches that each fit a bucket."""
+        lengths = rows.lengths.tolist()
         packed = []
         for group in chunks(lengths, self.buckets[-1], self.max_rows):
             bucket = bucket_for(sum(lengths[group.start:group.stop]), self.buckets)
-            packed.append(pack(rows[group.start:group.stop], bucket, self.slots(bucket)))
+            packed.append(pack(rows.take(group), bucket, self.slots(bucket)))
         return packed
 
     def run_batch(self, feeds: list[list[np.ndarray]]) -> list[np.ndarray]:
         """Each request's (input_ids, attention_mask, token_type_ids) [rows, width] -> its [rows, outputs]."""
-        rows = [row for ids, mask, types in feeds for row in real_sequences(ids, mask, types)]
         with torch.inference_mode():
-            batches = self.batches(rows)
+            batches = self.batches(Rows.of([tuple(feed) for feed in feeds]))
             if self.device.type == "cuda":
                 outputs = replay_in_turn(((self._graph(len(b.input_ids)), b.arrays(), b.sequences) for b in batches),
                                          self.device)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from zsc_server.packing import pack, real_sequences
+from zsc_server.packing import Rows, pack
 from zsc_server.torch_bert import BertShape, PlainBert, save_plain_bert
 from zsc_server.torch_encoder import TorchEncoder
 
@@ -34,7 +34,7 @@ def model(head: str, seed: int = 0) -> PlainBert:
 
 def run_packed(bert: PlainBert, arrays: list[np.ndarray], tokens: int | None = None, slots: int | None = None,
                device: str = "cpu") -> torch.Tensor:
-    batch = pack(real_sequences(*arrays), tokens, slots)
+    batch = pack(Rows.of([tuple(arrays)]), tokens, slots)
     with torch.no_grad():
         out = bert.forward_packed(*(torch.from_numpy(a).to(device) for a in batch.arrays()), batch.max_seqlen)
     return out[:batch.sequences]
@@ -57,7 +57,7 @@ def test_packed_tokens_give_the_padded_batchs_outputs(head, tokens, slots):
 
 
 def test_the_packed_batch_holds_each_sequences_tokens_and_positions():
-    batch = pack(real_sequences(*padded_batch(LENGTHS, 100)), 96, 9)
+    batch = pack(Rows.of([tuple(padded_batch(LENGTHS, 100))]), 96, 9)
     assert batch.cu_seqlens.tolist() == [0, 5, 22, 31, 63, 64, 76, 76, 76, 76]  # empty slots repeat the total
     assert batch.position_ids[5:8].tolist() == [0, 1, 2]  # each sequence counts its positions from 0
     assert batch.slot_of_token[4:6].tolist() == [0, 1] and set(batch.slot_of_token[76:]) == {9}
@@ -95,7 +95,7 @@ def test_the_packed_layout_answers_a_mixed_batch_as_the_padded_one_does(tmp_path
     padded = encoder(tmp_path, "padded")
     feeds = requests(MIXED)
     assert packed.packed.buckets == (32, 48, 64, 96, 128)  # the longest sequence up to max_rows of them
-    batches = packed.packed.batches([row for f in feeds for row in real_sequences(*f.values())])
+    batches = packed.packed.batches(Rows.of([tuple(f.values()) for f in feeds]))
     assert [b.sequences for b in batches] == [4, 4, 4, 1]  # at most max_rows per replay, in request order
     got, want = packed.run_batch(feeds), padded.run_batch(feeds)
     assert [g.shape for g in got] == [w.shape for w in want] == [(3, 3), (5, 3), (4, 3), (1, 3)]
