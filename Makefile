@@ -13,6 +13,8 @@ MODEL ?= offline-minilm
 PRECISION ?=
 RUNTIME ?=
 GPU ?=
+# python-torch: padded (default) or packed tokens (docs/gpu-and-deployment.md, "Packed tokens and FP8")
+TORCH_LAYOUT ?=
 MAX_LENGTH ?= auto
 # Embedding mode's label cache: MiB per preprocess instance (empty: the export's default, 32; 0: off)
 LABEL_CACHE_MB ?=
@@ -80,14 +82,14 @@ setup-gliclass: $(GLC_VENV)/.installed ## create .venv-gliclass with Knowledgato
 
 EXPORT_ARGS = --model $(MODEL) $(if $(PRECISION),--precision $(PRECISION)) $(if $(RUNTIME),--runtime $(RUNTIME)) \
 	$(if $(GPU),--gpu $(GPU)) $(if $(LABEL_CACHE_MB),--label-cache-mb $(LABEL_CACHE_MB)) --max-length $(MAX_LENGTH) \
-	--repository $(REPOSITORY)
+	$(if $(TORCH_LAYOUT),--torch-layout $(TORCH_LAYOUT)) --repository $(REPOSITORY)
 COMPOSE ?= docker compose
 COMPOSE_GPU = $(COMPOSE) -f docker-compose.yml -f deploy/compose.gpu.yml
 
 # A TensorRT engine must be built by the TensorRT that serves it: without TensorRT here, the export
 # runs in the compose `export` container (NGC 25.07, the Triton image's TensorRT), then hands the
 # files back to the calling user.
-export: setup ## export MODEL (dir or hub id) into model_repository/, and pick the compose stack that serves it in .env [PRECISION RUNTIME GPU MAX_LENGTH LABEL_CACHE_MB]
+export: setup ## export MODEL (dir or hub id) into model_repository/, and pick the compose stack that serves it in .env [PRECISION RUNTIME GPU MAX_LENGTH LABEL_CACHE_MB TORCH_LAYOUT]
 	@if [ "$(RUNTIME)" = tensorrt ] && ! $(PY) -c 'import tensorrt' 2>/dev/null; then \
 		echo "TensorRT is not installed here: exporting in the compose 'export' container (GPU stack)"; \
 		$(COMPOSE_GPU) --profile export run --rm export $(EXPORT_ARGS) && \
