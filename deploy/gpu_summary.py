@@ -39,8 +39,20 @@ def summarize(results: Path) -> dict:
         data = json.loads(memory.read_text(encoding="utf-8"))
         fitted = [row for row in data["shapes"] if not row.get("out_of_memory")]
         summary["memory"] = {"device": data["meta"]["device_name"], "weights_mib": data["meta"]["weights_mib"],
-                             "shapes": len(data["shapes"]), "out_of_memory": len(data["shapes"]) - len(fitted)}
+                             "shapes": len(data["shapes"]), "out_of_memory": len(data["shapes"]) - len(fitted),
+                             "not_measured": data["meta"].get("not_measured", []), "fastest": fastest(fitted)}
     return summary
+
+
+def fastest(rows: list[dict]) -> list[dict]:
+    """The raw encoder's best tokens/s for each precision and layout the memory step measured, and where."""
+    best: dict[tuple, dict] = {}
+    for row in rows:
+        key = (row.get("precision", ""), row.get("layout", "padded"))
+        if "tokens_per_s" in row and row["tokens_per_s"] > best.get(key, {}).get("tokens_per_s", 0):
+            best[key] = row
+    return [{key: row[key] for key in ("precision", "layout", "batch", "sequence", "tokens_per_s") if key in row}
+            for row in best.values()]
 
 
 def one_line(summary: dict, results: Path) -> str:
@@ -61,6 +73,10 @@ def one_line(summary: dict, results: Path) -> str:
         memory = summary["memory"]
         parts.append(f"memory: {memory['shapes']} shapes on {memory['device']}, "
                      f"{memory['out_of_memory']} out of memory")
+        if memory["fastest"]:
+            parts.append("raw encoder, best tokens/s: " + ", ".join(
+                f"{row.get('precision', '')} {row.get('layout', '')} {row['tokens_per_s'] / 1e6:.2f} M "
+                f"(b{row['batch']}x{row['sequence']})" for row in memory["fastest"]))
     return "; ".join(parts + [f"results: {results}"])
 
 

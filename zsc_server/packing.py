@@ -16,7 +16,6 @@ import dataclasses
 import numpy as np
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Rows:
     """Rows' real tokens end to end (no padding): row i is tokens offsets[i]:offsets[i + 1]."""

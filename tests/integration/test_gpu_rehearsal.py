@@ -36,6 +36,7 @@ def test_the_gpu_run_rehearsed_on_the_cpu_passes_every_step_and_leaves_its_resul
     last = done.stdout.strip().splitlines()[-1]
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert last.startswith("gpu-run: 11/11 steps ok in ") and "0 wrong/failed" in last, last
+    assert "raw encoder, best tokens/s: fp32 padded " in last and ", fp8-emulated packed " in last, last
 
     summary = json.loads((results / "summary.json").read_text())
     assert [s["name"] for s in summary["steps"]] == ["setup", "imports", "imports-serving", "checkpoint",
