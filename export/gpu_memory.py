@@ -154,6 +154,9 @@ def run(args) -> dict:
                                           sum(t.numel() * t.element_size() for t in [*model.parameters(),
                                                                                      *model.buffers()]) / MIB)
         for layout in args.layouts:
+            if on_gpu and precision == "fp32" and layout == "packed":
+                meta["not_measured"].append("fp32 packed: FlashAttention's variable-length kernel takes FP16/BF16")
+                continue
             for sequence in args.sequences:
                 for batch in args.batches:
                     row = measure(model, shape, batch, sequence, device, args.repeats, layout, precision)

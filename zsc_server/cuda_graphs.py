@@ -47,7 +47,8 @@ def replay_in_turn(runs: Iterable[tuple[CapturedForward, list[np.ndarray], int]]
     for graph, arrays, rows in runs:
         if id(graph) in replayed:  # its pinned inputs may still be copying to the GPU: wait before refilling
             torch.cuda.current_stream(device).synchronize()
-        # a copy, queued before the next replay of this graph can overwrite its static output
+        # a copy, queued before the next replay: graphs share one memory pool, so any later replay (of this
+        # graph or another) may overwrite this output
         outputs.append(graph.run(arrays)[:rows].to(torch.float32, copy=True))
         replayed.add(id(graph))
     return torch.cat(outputs)

@@ -36,7 +36,8 @@ class Fp8Linear(nn.Module):
         weight, scale = quantize_rows(linear.weight.detach())
         self.register_buffer("weight", weight)  # [out, in]: its transpose is the column-major operand _scaled_mm takes
         self.register_buffer("weight_scale", scale.t().contiguous())  # [1, out]
-        bias = linear.bias.detach() if linear.bias is not None else torch.zeros(linear.out_features)
+        bias = (linear.bias.detach() if linear.bias is not None
+                else torch.zeros(linear.out_features, device=weight.device))
         self.register_buffer("bias", bias.to(torch.bfloat16 if weight.is_cuda else torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,12 @@ class PackedRunner:
         self.buckets = token_buckets(max(min(token_limit, max_rows * max_seqlen), max_seqlen),
                                      min(SMALLEST_TOKEN_BUCKET, max_seqlen))
         self.graphs: dict[int, CapturedForward] = {}
+        if device.type == "cuda":
+            try:
+                from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+            except ImportError:
+                raise ValueError(f"the packed layout needs torch 2.10 or later on a GPU (torch.nn.attention.varlen); "
+                                 f"this is torch {torch.__version__}: export --torch-layout padded") from None
 
     def slots(self, bucket: int) -> int:
         """Sequence slots of a bucket's graph: every row of a batch, but never more than one per token."""
@@ -46,6 +52,8 @@ class PackedRunner:
     def batches(self, rows: Rows) -> list[PackedBatch]:
         """`rows` cut into packed batches that each fit a bucket."""
         lengths = rows.lengths.tolist()
+        if max(lengths, default=0) > self.max_seqlen:  # the attention kernel's bound, fixed in the graphs
+            raise ValueError(f"a row of {max(lengths)} tokens exceeds the packed layout's {self.max_seqlen}")
         packed = []
         for group in chunks(lengths, self.buckets[-1], self.max_rows):
             bucket = bucket_for(sum(lengths[group.start:group.stop]), self.buckets)

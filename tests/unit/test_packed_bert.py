@@ -103,6 +103,12 @@ def test_the_packed_layout_answers_a_mixed_batch_as_the_padded_one_does(tmp_path
         np.testing.assert_allclose(g, w, atol=1e-4, rtol=0)
 
 
+def test_a_row_longer_than_the_graphs_attention_bound_is_refused(tmp_path):
+    packed = encoder(tmp_path, "packed", max_rows=4)  # sequence buckets up to 32 tokens
+    with pytest.raises(ValueError, match="a row of 40 tokens exceeds the packed layout's 32"):
+        packed.run_batch(requests([(48, [5, 40])]))
+
+
 def test_the_packed_layout_refuses_fp32_on_a_gpu_by_name(tmp_path):
     with pytest.raises(ValueError, match="packed layout.*FP16"):
         encoder(tmp_path, "packed", device="cuda", precision="fp32")
