@@ -5,7 +5,7 @@
 # another run, even on the same kind of card, does not).
 #   bash deploy/gpu/compare-on-gpu-host.sh BUNDLE_DIR RESULTS_DIR 'NAME:EXPORT FLAGS' ...
 #   e.g.  ... .gpu /tmp/cmp 'padded:' 'packed:--torch-layout packed' \
-#         'fp8:--torch-layout packed --precision fp8 --accuracy-gate report'   (random weights: the gate reports)
+#         'fp8:--torch-layout packed --precision fp8 --accuracy-gate report --gate-requests 48'  (random weights)
 # The bundle as for bench-on-gpu-host.sh; '-' for none: this machine's python3 and tritonserver (a rehearsal
 # on a CPU: PATH=.venv/bin:$PATH SHAPE=tiny, and '--gpu h100 --torch-device cpu' in each variant). First
 # `pytest -m gpu` (the CUDA-graph tests), so that a variant's speed is only read where its answers are right.
