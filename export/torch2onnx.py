@@ -26,8 +26,11 @@ def export_onnx(module: torch.nn.Module, output_name: str, path: Path, precision
 
     FP16 converts the weights and activations after export but keeps int64 inputs
     and an FP32 output (``keep_io_types``), so the rest of the ensemble is unchanged.
-    INT8 writes the FP32 graph: export/onnx2int8.py quantizes it once it is validated.
+    INT8 writes the FP32 graph: export/onnx2int8.py quantizes it once it is validated. FP8 is python-torch's
+    alone (zsc_server/torch_fp8.py): refused.
     """
+    if precision is Precision.FP8:
+        raise ValueError("FP8 is the python-torch runtime's: an ONNX export is fp32, fp16 or (quantized after) int8")
     path.parent.mkdir(parents=True, exist_ok=True)
     names = tuple(getattr(module, "input_names", ENCODER_INPUTS))
     sample = _sample_inputs(module, names)

@@ -149,12 +149,13 @@ def structbert(tmp_path_factory) -> Served:
     served.server.stop()
 
 
-@pytest.fixture(scope="session")
-def structbert_torch(tmp_path_factory) -> Served:
+@pytest.fixture(scope="session", params=["padded", "packed"])
+def structbert_torch(tmp_path_factory, request) -> Served:
     """The same kind of checkpoint on the python-torch runtime (plain-torch BERT in a Python-backend
-    model), on a CPU instance here: the GPU path's model and batching, without CUDA graphs."""
-    served = serve_structbert(tmp_path_factory.mktemp("structbert_torch"), "structbert-torch",
-                              runtime="python-torch", torch_device="cpu")
+    model), on a CPU instance here: the GPU path's model and batching, in each layout, without CUDA graphs."""
+    served = serve_structbert(tmp_path_factory.mktemp(f"structbert_torch_{request.param}"),
+                              f"structbert-torch-{request.param}", runtime="python-torch", torch_device="cpu",
+                              torch_layout=request.param)
     yield served
     served.server.stop()
 

@@ -149,7 +149,7 @@ def test_hub_download_without_network_is_one_clear_line(monkeypatch, tmp_path):
         assert "\n" not in message
 
 
-@pytest.mark.parametrize("precision", list(Precision))
+@pytest.mark.parametrize("precision", [p for p in Precision if p is not Precision.FP8])  # FP8: python-torch only
 def test_onnx_export_validates_against_pytorch(tmp_path, precision):
     ckpt = load_checkpoint(str(write_modelscope_structbert(tmp_path / "ms")))
     path = export_onnx(ckpt.module, "logits", tmp_path / "model.onnx", precision)
@@ -164,6 +164,13 @@ def test_onnx_export_validates_against_pytorch(tmp_path, precision):
     assert report.rows == 4
     if precision is Precision.FP32:
         assert report.max_abs_diff < 1e-4
+
+
+def test_an_fp8_onnx_export_is_refused_by_name(tmp_path):
+    ckpt = load_checkpoint(str(write_modelscope_structbert(tmp_path / "ms")))
+    with pytest.raises(ValueError, match="FP8 is the python-torch runtime's"):
+        export_onnx(ckpt.module, "logits", tmp_path / "model.onnx", Precision.FP8)
+    assert not (tmp_path / "model.onnx").exists()
 
 
 def test_validation_catches_a_wrong_model(tmp_path):
