@@ -48,7 +48,7 @@ def fastest(rows: list[dict]) -> list[dict]:
     """The raw encoder's best tokens/s for each precision and layout the memory step measured, and where."""
     best: dict[tuple, dict] = {}
     for row in rows:
-        key = (row.get("precision", ""), row.get("layout", "padded"))
+        key = (row.get("precision", ""), row.get("layout", "padded"))  # runs before the packed layout: padded
         if "tokens_per_s" in row and row["tokens_per_s"] > best.get(key, {}).get("tokens_per_s", 0):
             best[key] = row
     return [{key: row[key] for key in ("precision", "layout", "batch", "sequence", "tokens_per_s") if key in row}

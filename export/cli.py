@@ -60,9 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "gate passes, else fp32; --gpu none: fp32). int8: CPU runtimes "
                              "(python-ort, python-ov, openvino, onnxruntime) only; weights quantized to INT8, answers "
                              "checked against FP32 by the accuracy gate (--texts, --labels, --accuracy-gate). fp8: "
-                             "python-torch on a GPU with FP8 tensor cores (Ada, Hopper): the encoder layers' products "
-                             "in FP8, the rest in BF16, through the same gate (run on this GPU, else emulated on the "
-                             "CPU)")
+                             "python-torch with the profile of a card with FP8 tensor cores (l4, h100, h200): the "
+                             "encoder layers' products in FP8, the rest in BF16, through the same gate (run on this "
+                             "GPU where it can, else emulated on the CPU, as --torch-device cpu serves it)")
     parser.add_argument("--runtime", type=Runtime, choices=[r.value for r in Runtime], default=DEFAULTS.runtime,
                         help="python-ort: ONNX Runtime in a Python-backend model (CPU; runs with the pytriton "
                         "wheel); python-ov: OpenVINO in a Python-backend model (CPU; INT8 statically quantized, "
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="python-torch: padded (rows padded to their sequence bucket, a CUDA graph per batch "
                              "size and bucket) or packed (every row's real tokens end to end, attention per "
                              "sequence by FlashAttention's variable-length kernel, a CUDA graph per total-token "
-                             "size; FP16 on the GPU) (default: %(default)s)")
+                             "size; fp16 or fp8 on the GPU, torch 2.10 or later) (default: %(default)s)")
     parser.add_argument("--trt-workspace-gib", type=float, default=DEFAULTS.trt_workspace_gib,
                         help="tensorrt: builder workspace limit in GiB (default: %(default)s)")
     parser.add_argument("--max-length", type=max_length_value, default=DEFAULTS.max_length,

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from export import agreement
-from export.errors import ValidationError
+from export.errors import ExportError, ValidationError
 from export.hf2torch import export_plain_torch, plain_torch_runner
 from export.onnx2int8 import quantize_encoder
 from export.onnx2ov import CALIBRATION_BATCHES, quantize_static, to_openvino
@@ -103,16 +103,24 @@ def openvino_encoder(options: ExportOptions, precision: Precision, ckpt, scoring
 
 def fp8_gate(options: ExportOptions, scoring: ScoringSettings, path: Path, tokenizer_path: Path) -> dict:
     """The plain-torch BERT with FP8 encoder layers against itself in FP32, each run as the server runs it: on
-    this machine's GPU where the export is for one and CUDA is here (FP8's own kernels), else on the CPU (FP8's
+    this machine's GPU where the export is for one and the GPU runs FP8 (its own kernels), else on the CPU (FP8's
     values, products in FP32: zsc_server.torch_fp8)."""
     import torch
 
-    device = "cuda" if options.torch_device == "gpu" and torch.cuda.is_available() else "cpu"
-    step(4, f"FP8 runs {'on this GPU' if device == 'cuda' else 'emulated on the CPU (FP8 values, FP32 products)'}")
+    runners, why_not_gpu = None, "no CUDA GPU here" if options.torch_device == "gpu" else "--torch-device cpu"
+    if options.torch_device == "gpu" and torch.cuda.is_available():
+        try:
+            runners = (plain_torch_runner(path, device="cuda"),
+                       plain_torch_runner(path, options.torch_layout, "cuda", "fp8"))
+        except ExportError as exc:  # e.g. a card without FP8 tensor cores, exporting for another
+            why_not_gpu = str(exc)
+    if runners:
+        step(4, "FP8 runs on this GPU")
+    else:
+        step(4, f"FP8 runs emulated on the CPU (FP8 values, FP32 products): {why_not_gpu}")
+        runners = (plain_torch_runner(path), plain_torch_runner(path, options.torch_layout, "cpu", "fp8"))
     texts, label_sets = agreement.read_texts_and_label_sets(options.texts, options.labels)
-    return accuracy_gate(options, scoring, Preprocessor(scoring, tokenizer_path),
-                         plain_torch_runner(path, "padded", device, "fp32"),
-                         plain_torch_runner(path, options.torch_layout, device, "fp8"), texts, label_sets, "fp8")
+    return accuracy_gate(options, scoring, Preprocessor(scoring, tokenizer_path), *runners, texts, label_sets, "fp8")
 
 
 def gate_templates(scoring: ScoringSettings) -> tuple[str, ...]:

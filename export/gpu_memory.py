@@ -28,10 +28,11 @@ import numpy as np
 import torch
 
 from export.gpu_profiles import ModelShape
-from zsc_server.batching_policy import TORCH_LAYOUTS
+from zsc_server.batching_policy import DEFAULT_TORCH_LAYOUT, TORCH_LAYOUTS
 from zsc_server.cuda_graphs import CapturedForward
 from zsc_server.packing import Rows, pack
 from zsc_server.torch_encoder import PRECISIONS, load_for_serving
+from zsc_server.torch_packed import check_packed_precision
 
 MIB = 2**20
 
@@ -72,7 +73,7 @@ def timed_ms(run, repeats: int, on_gpu: bool) -> float:
 
 
 def measure(model, shape: ModelShape, batch: int, sequence: int, device: torch.device, repeats: int,
-            layout: str = "padded", precision: str = "fp16") -> dict:
+            layout: str = DEFAULT_TORCH_LAYOUT, precision: str = "fp16") -> dict:
     on_gpu = device.type == "cuda"
     row = {"precision": precision, "layout": layout, "batch": batch, "sequence": sequence,
            "projected_activation_mib": shape.activation_bytes(batch, sequence, 2 if on_gpu else 4) / MIB}
@@ -141,11 +142,12 @@ def run(args) -> dict:
                 f"eager on the CPU (FP32; fp8: FP8 values, FP32 products), median of {args.repeats}"),
     }
     rows = []
-    for asked in args.precisions:
-        # what runs: the CPU computes FP32, FP8's products emulated in it
-        precision = asked if on_gpu else "fp8-emulated" if asked == "fp8" else "fp32"
+    # what runs: the CPU computes FP32, FP8's products emulated in it (so fp16 and fp32 are one run there)
+    runs = {(asked if on_gpu else "fp8-emulated" if asked == "fp8" else "fp32"): asked if on_gpu or asked == "fp8"
+            else "fp32" for asked in args.precisions}
+    for precision, served in runs.items():
         try:
-            model = load_for_serving(str(args.model), device, asked if on_gpu or asked == "fp8" else "fp32")
+            model = load_for_serving(str(args.model), device, served)
         except ValueError as exc:  # e.g. fp8 on a card without FP8 tensor cores: the other precisions go on
             meta["not_measured"].append(f"{precision}: {exc}")
             print(f"gpu_memory: {precision} not measured: {exc}", flush=True)
@@ -154,8 +156,11 @@ def run(args) -> dict:
                                           sum(t.numel() * t.element_size() for t in [*model.parameters(),
                                                                                      *model.buffers()]) / MIB)
         for layout in args.layouts:
-            if on_gpu and precision == "fp32" and layout == "packed":
-                meta["not_measured"].append("fp32 packed: FlashAttention's variable-length kernel takes FP16/BF16")
+            try:
+                if layout == "packed":
+                    check_packed_precision(served, on_gpu)
+            except ValueError as exc:
+                meta["not_measured"].append(f"{precision} {layout}: {exc}")
                 continue
             for sequence in args.sequences:
                 for batch in args.batches:

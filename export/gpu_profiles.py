@@ -25,6 +25,7 @@ import dataclasses
 
 from export.torch2onnx import Precision
 from zsc_server.batching_policy import GPU_MAX_BATCH, GPU_QUEUE_DELAY_US
+from zsc_server.torch_fp8 import FP8_COMPUTE_CAPABILITY
 
 H100_FP16_TFLOPS = 800.0  # measured: 798 TFLOP/s on an 8192^3 FP16 matmul (h100-baseline.md)
 H100_SATURATION_BATCH = 128  # measured: seq 64 pairs/s within 2% of its batch-512 value at 128
@@ -36,20 +37,25 @@ class Card:
     name: str
     memory_gib: float
     fp16_tflops: float  # dense tensor-core FP16, the vendor's figure unless marked measured
+    compute_capability: tuple[int, int]
     measured: str = ""  # where this card's serving throughput was measured, if it was
-    fp8: bool = False  # FP8 tensor cores (Ada, Hopper): --precision fp8 runs there
+
+    @property
+    def fp8(self) -> bool:
+        """FP8 tensor cores: --precision fp8 runs there (zsc_server/torch_fp8.py)."""
+        return self.compute_capability >= FP8_COMPUTE_CAPABILITY
 
 
 CARDS = {
-    "t4": Card("NVIDIA T4", 16, 65),
-    "v100": Card("NVIDIA V100 16GB", 16, 125),
-    "a10g": Card("NVIDIA A10G", 24, 70),
-    "l4": Card("NVIDIA L4", 24, 121, fp8=True),
-    "a100": Card("NVIDIA A100 40GB", 40, 312),
-    "h100": Card("NVIDIA H100 80GB", 80, H100_FP16_TFLOPS, measured="h100-baseline.md", fp8=True),
+    "t4": Card("NVIDIA T4", 16, 65, (7, 5)),
+    "v100": Card("NVIDIA V100 16GB", 16, 125, (7, 0)),
+    "a10g": Card("NVIDIA A10G", 24, 70, (8, 6)),
+    "l4": Card("NVIDIA L4", 24, 121, (8, 9)),
+    "a100": Card("NVIDIA A100 40GB", 40, 312, (8, 0)),
+    "h100": Card("NVIDIA H100 80GB", 80, H100_FP16_TFLOPS, (9, 0), measured="h100-baseline.md"),
     # the H100's chip with 141 GB of faster memory: the same FP16 rate
-    "h200": Card("NVIDIA H200", 141, H100_FP16_TFLOPS,
-                 measured="loadtest/results/bench-20261126-h200, compare-20261126-h200-replay", fp8=True),
+    "h200": Card("NVIDIA H200", 141, H100_FP16_TFLOPS, (9, 0),
+                 measured="loadtest/results/bench-20261126-h200, compare-20261126-h200-replay"),
 }
 # How the driver names each card (nvidia-smi's "name"), most specific first: "Tesla T4",
 # "NVIDIA A100-SXM4-40GB", "NVIDIA H100 80GB HBM3", "NVIDIA A10G", ...

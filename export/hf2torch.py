@@ -9,6 +9,7 @@ import numpy as np
 
 from export.checkpoint import LoadedCheckpoint
 from export.errors import ExportError
+from zsc_server.batching_policy import DEFAULT_TORCH_LAYOUT
 from zsc_server.settings import ScoringMode
 from zsc_server.torch_bert import BertShape, save_plain_bert
 
@@ -49,12 +50,16 @@ def export_plain_torch(ckpt: LoadedCheckpoint, path: Path) -> Path:
     return path
 
 
-def plain_torch_runner(path: Path, layout: str = "padded", device: str = "cpu", precision: str = "fp32"):
+def plain_torch_runner(path: Path, layout: str = DEFAULT_TORCH_LAYOUT, device: str = "cpu", precision: str = "fp32"):
     """For export.validate and the FP8 accuracy gate: the saved model, loaded and run as the server runs it (on
-    a CPU instance by default: FP32, in `layout`)."""
+    a CPU instance by default: FP32, in `layout`). What cannot run here (an FP8 or packed model on a GPU without
+    the kernels) is an ExportError naming why."""
     from zsc_server.torch_encoder import TorchEncoder
 
-    encoder = TorchEncoder(str(path), device=device, precision=precision, layout=layout)
+    try:
+        encoder = TorchEncoder(str(path), device=device, precision=precision, layout=layout)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
 
     def run(feeds: dict) -> np.ndarray:
         [rows] = encoder.run_batch([feeds])

@@ -11,6 +11,7 @@ from export.repository import Runtime
 from export.torch2onnx import Precision
 from zsc_server.batching_policy import (
     CPU_ROWS_PER_CALL,
+    DEFAULT_TORCH_LAYOUT,
     LABEL_CACHE_MIB,
     MAX_QUEUE_SIZE,
     PREPROCESS_INSTANCES,
@@ -36,7 +37,7 @@ class ExportOptions:
     runtime: Runtime | None = None  # None: python-torch with a GPU profile, else python-ort
     gpu: str | None = "auto"  # a card of export.gpu_profiles.CARDS, "auto" (the visible GPU's), "none"
     torch_device: str = "gpu"
-    torch_layout: str = "padded"  # python-torch: "padded" rows per sequence bucket, or "packed" tokens
+    torch_layout: str = DEFAULT_TORCH_LAYOUT  # python-torch: "padded" rows per sequence bucket, or "packed" tokens
     trt_workspace_gib: float = 4.0
     max_length: int | str = AUTO_MAX_LENGTH  # or MODEL_MAX_LENGTH, or a number of tokens
     buckets: str = "auto"

@@ -15,9 +15,10 @@ from export.agreement import AccuracyGateError
 from export.checkpoint import load_checkpoint
 from export.encoder_artifact import encoder_artifact, encoder_inputs, ov_encoder
 from export.errors import ExportError
-from export.gpu_profiles import CARDS, ModelShape, card_for, gpu_profile
+from export.gpu_profiles import ModelShape, card_for, gpu_profile
 from export.hf2torch import plain_torch_runner, require_plain_bert
 from export.options import AUTO_MAX_LENGTH, GLICLASS_MAX_LENGTH, MODEL_MAX_LENGTH, PAIR_MAX_LENGTH, ExportOptions
+from export.precision_checks import check_chosen, check_requested
 from export.progress import step
 from export.repository import (
     ENCODER,
@@ -63,7 +64,6 @@ from zsc_server.scoring import InputError
 from zsc_server.settings import ScoringMode, ScoringSettings, sequence_buckets
 from zsc_server.tokenization import PairTokenizer
 
-CPU_RUNTIMES = (Runtime.PYTHON_ORT, Runtime.PYTHON_OV, Runtime.OPENVINO, Runtime.ONNXRUNTIME)
 # What --gpu auto exports on a host without a GPU when neither runtime nor precision is given: the CPU setup
 # that measured fastest (OpenVINO's static INT8: loadtest/results/openvino-20261206-base-2-cores and
 # compare-20261206-164747-base), FP32 on the same runtime where the INT8 accuracy gate refuses the model.
@@ -93,10 +93,7 @@ def export_chosen(options: ExportOptions) -> Path:
     started = time.perf_counter()
     repository: Path = options.repository
     runtime = options.runtime or (Runtime.PYTHON_TORCH if options.gpu else Runtime.PYTHON_ORT)
-    if options.precision is Precision.INT8 and (runtime not in CPU_RUNTIMES or options.gpu):
-        raise ExportError(f"--precision int8 is for the CPU runtimes (python-ort, python-ov, openvino, onnxruntime "
-                          f"without --gpu), not {runtime.value}{' with --gpu' if options.gpu else ''}: use fp16 or "
-                          "fp32 on the GPU")
+    check_requested(options, runtime)
 
     step(1, f"loading {options.model}")
     ckpt = load_checkpoint(options.model, options.cache_dir, options.labels_per_row)
@@ -112,20 +109,7 @@ def export_chosen(options: ExportOptions) -> Path:
     if profile:
         step(1, f"GPU profile {options.gpu}: {profile.summary()}")
     precision = options.precision or (profile.precision if profile else Precision.FP32)
-    if precision not in GATED and (options.texts or options.labels):
-        raise ExportError("--texts and --labels feed the INT8/FP8 accuracy gate: add --precision int8 (CPU runtimes) "
-                          "or fp8 (python-torch)")
-    if precision is Precision.FP8 and runtime is not Runtime.PYTHON_TORCH:
-        raise ExportError(f"--precision fp8 is python-torch's (FP8 matrix products on Ada or Hopper GPUs), not "
-                          f"{runtime.value}'s: add --runtime python-torch, or use fp16")
-    if precision is Precision.FP8 and profile and not CARDS[options.gpu].fp8:
-        raise ExportError(f"--precision fp8 needs FP8 tensor cores (Ada, Hopper), which the {profile.card} lacks: "
-                          "use fp16")
-    check_torch_layout(options, runtime, precision)
-    if precision is Precision.FP16 and runtime.openvino:
-        raise ExportError(f"{runtime.value} converts the FP32 graph for the CPU, where FP16 is no gain: "
-                          "--precision fp32 or int8" + (f" (fp16 is the {options.gpu} profile's: its GPU runtimes "
-                                                        "serve it)" if profile else ""))
+    check_chosen(options, runtime, precision)
     max_labels = options.max_labels
     if profile and max_labels + 1 > profile.max_batch:
         max_labels = profile.max_batch - 1
@@ -270,7 +254,7 @@ def measure_sample(options: ExportOptions, profile, runtime: Runtime, artifact: 
     if profile or runtime is Runtime.TENSORRT or (runtime is Runtime.PYTHON_TORCH and options.torch_device == "gpu"):
         return None
     if runtime is Runtime.PYTHON_TORCH:
-        run, feeds = plain_torch_runner(artifact), batch.as_dict()
+        run, feeds = plain_torch_runner(artifact, options.torch_layout), batch.as_dict()
     else:
         encoder = ov_encoder(artifact) if runtime.openvino else OnnxEncoder(str(artifact))
         feeds = batch.as_dict(tuple(encoder.input_names))
@@ -362,20 +346,6 @@ def choose_gpu(requested: str | None, runtime: Runtime | None, torch_device: str
     step(1, f"{describe(gpus)} visible: GPU profile {card} ({why}), runtime {(runtime or Runtime.PYTHON_TORCH).value}"
             "; --gpu none exports for the CPU instead")
     return card
-
-
-GATED = (Precision.INT8, Precision.FP8)  # precisions the accuracy gate checks against FP32
-
-
-def check_torch_layout(options: ExportOptions, runtime: Runtime, precision: Precision) -> None:
-    """The packed layout is python-torch's, and its GPU attention kernel takes FP16, not FP32."""
-    if options.torch_layout == "padded":
-        return
-    if runtime is not Runtime.PYTHON_TORCH:
-        raise ExportError(f"--torch-layout {options.torch_layout} is for --runtime python-torch, not {runtime.value}")
-    if precision is Precision.FP32 and options.torch_device == "gpu":
-        raise ExportError("--torch-layout packed runs FlashAttention on the GPU, which takes FP16, not FP32: "
-                          "--precision fp16 (the GPU profiles'), or --torch-layout padded")
 
 
 def first(*values):

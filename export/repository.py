@@ -61,7 +61,7 @@ class ServingSettings:
     precision: str = "fp32"
     # python-torch only: "gpu", or "cpu" to run the same model without CUDA (tests, CPU-only hosts)
     torch_device: str = "gpu"
-    torch_layout: str = "padded"  # python-torch only: padded rows or packed tokens (zsc_server/torch_encoder.py)
+    torch_layout: str = policy.DEFAULT_TORCH_LAYOUT  # python-torch only: padded rows or packed tokens
     # python-torch only: batch sizes a CUDA graph is captured for; a batch is replayed as the sizes that
     # cost least, counting each replay as its padded rows plus this overhead (zsc_server/torch_encoder.py)
     graph_batch_sizes: tuple[int, ...] = policy.GRAPH_BATCH_SIZES

@@ -95,6 +95,7 @@ GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 REPLAY_OVERHEAD_TOKENS = 512
 # python-torch's layouts (zsc_server.torch_encoder): padded until the GPU measurements say packed is faster
 TORCH_LAYOUTS = ("padded", "packed")
+DEFAULT_TORCH_LAYOUT = TORCH_LAYOUTS[0]
 # python-torch's packed layout (zsc_server.torch_packed): the most tokens one replay packs (a bigger batch runs
 # as several), and the smallest captured token bucket. 65,536 = 512 pairs of 128 tokens, the GPU profiles'
 # largest batch at their default length.

@@ -58,8 +58,21 @@ def check_request(inputs: dict[str, np.ndarray | None], limits: EncoderLimits | 
                                      f"{limits.max_sequence_length} (max_length)")
     _check_range(arrays, "input_ids", 0, limits.vocab_size, "the vocabulary size")
     _check_range(arrays, "attention_mask", 0, 2, "0 or 1")
+    _check_right_padding(arrays.get("attention_mask"))
     _check_range(arrays, "token_type_ids", 0, max(1, limits.type_vocab_size), "the segment vocabulary size")
     return arrays
+
+
+def _check_right_padding(mask: np.ndarray | None) -> None:
+    """Each row's tokens first, then its padding, as the preprocess pads: a packed batch keeps a row's first
+    `sum(mask)` tokens and pools its first one, so a row that starts with padding or has a hole in it would be
+    read as another row's tokens."""
+    if mask is None:
+        return
+    if not np.all(mask[:, 0] == 1):
+        raise InputError("attention_mask", "must start each row with a token (1): rows are padded on the right")
+    if np.any(np.diff(mask, axis=1) > 0):
+        raise InputError("attention_mask", "must be 1s then 0s in each row: rows are padded on the right")
 
 
 def _check_range(arrays: dict[str, np.ndarray], name: str, low: int, high: int, what: str) -> None:

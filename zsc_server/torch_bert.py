@@ -163,6 +163,11 @@ class PlainBert(nn.Module):
             self.pooler = _Pooler(shape)
             self.classifier = nn.Linear(shape.hidden_size, shape.num_labels)
 
+    @property
+    def output_width(self) -> int:
+        """Columns of an output row: NLI logits, or the embedding."""
+        return self.shape.num_labels if self.shape.head == "classifier" else self.shape.hidden_size
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor) -> torch.Tensor:
         x = self.embeddings(input_ids, token_type_ids)

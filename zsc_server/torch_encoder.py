@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from zsc_server.batching import run_by_sequence_length
-from zsc_server.batching_policy import REPLAY_OVERHEAD_TOKENS, TORCH_LAYOUTS
+from zsc_server.batching_policy import DEFAULT_TORCH_LAYOUT, REPLAY_OVERHEAD_TOKENS, TORCH_LAYOUTS
 from zsc_server.cuda_graphs import CapturedForward, replay_in_turn
 from zsc_server.tokenization import ENCODER_INPUTS
 from zsc_server.torch_bert import load_plain_bert
 from zsc_server.torch_fp8 import check_fp8_device, to_fp8
-from zsc_server.torch_packed import PackedRunner
+from zsc_server.torch_packed import PackedRunner, check_packed_precision
 
 
 def replay_choices(rows: int, sizes: tuple[int, ...], overhead_rows: float) -> list[int]:
@@ -47,6 +47,7 @@ def replay_plan(rows: int, choices: list[int]) -> list[int]:
     return plan
 
 
+# export.torch2onnx.Precision's values that python-torch serves (zsc_server imports nothing of export/)
 PRECISIONS = ("fp32", "fp16", "fp8")
 
 
@@ -59,24 +60,24 @@ def load_for_serving(model_path: str, device: torch.device, precision: str):
     if precision == "fp8" and on_gpu:
         check_fp8_device(device)
     dtype = {"fp16": torch.float16, "fp8": torch.bfloat16}.get(precision, torch.float32) if on_gpu else torch.float32
-    model = load_plain_bert(model_path, device=str(device), dtype=dtype)
-    return to_fp8(model) if precision == "fp8" else model
+    if precision == "fp8":
+        return to_fp8(load_plain_bert(model_path, device=str(device), dtype=torch.float32), dtype)
+    return load_plain_bert(model_path, device=str(device), dtype=dtype)
 
 
 class TorchEncoder:
     def __init__(self, model_path: str, device: str = "cuda", precision: str = "fp16",
                  graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128),
                  sequence_buckets: tuple[int, ...] = (), capture_all: bool = False,
-                 replay_overhead_tokens: float = REPLAY_OVERHEAD_TOKENS, layout: str = "padded",
+                 replay_overhead_tokens: float = REPLAY_OVERHEAD_TOKENS, layout: str = DEFAULT_TORCH_LAYOUT,
                  max_rows: int = 0) -> None:
         """`max_rows`: the most rows one dynamic batch holds (the config's max_batch_size; packed layout)."""
         if layout not in TORCH_LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(TORCH_LAYOUTS)}, got {layout!r}")
         self.device = torch.device(device)
         self.on_gpu = self.device.type == "cuda"
-        if layout == "packed" and self.on_gpu and precision == "fp32":
-            raise ValueError("the packed layout's attention (FlashAttention) runs in FP16 on a GPU, not FP32: "
-                             "export with --precision fp16 or --torch-layout padded")
+        if layout == "packed":
+            check_packed_precision(precision, self.on_gpu)
         self.model = load_for_serving(model_path, self.device, precision)
         self.graph_batch_sizes = tuple(sorted(graph_batch_sizes)) if self.on_gpu else ()
         self.graphs: dict[tuple[int, int], CapturedForward] = {}

@@ -19,6 +19,7 @@ FP8 = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8).max
 # Ada (8.9) and Hopper (9.0) have FP8 tensor cores; torch._scaled_mm refuses older cards
 FP8_COMPUTE_CAPABILITY = (8, 9)
+FP8_HARDWARE = "FP8 tensor cores (compute capability 8.9 or later: Ada, Hopper)"
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,8 +52,9 @@ class Fp8Linear(nn.Module):
         return out.to(x.dtype).reshape(*x.shape[:-1], out.shape[-1])
 
 
-def to_fp8(model: nn.Module) -> nn.Module:
-    """The plain-torch BERT (zsc_server.torch_bert.PlainBert, on its device) with FP8 encoder layers."""
+def to_fp8(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """The plain-torch BERT (zsc_server.torch_bert.PlainBert, FP32 on its device) with FP8 encoder layers,
+    quantized from the FP32 weights (each weight rounded once), and every other layer in `dtype`."""
     for layer in model.encoder.layer:
         attention = layer.attention
         for name in ("query", "key", "value"):
@@ -60,6 +62,8 @@ def to_fp8(model: nn.Module) -> nn.Module:
         attention.output.dense = Fp8Linear(attention.output.dense)
         layer.intermediate.dense = Fp8Linear(layer.intermediate.dense)
         layer.output.dense = Fp8Linear(layer.output.dense)
+    for parameter in model.parameters():  # the FP8 layers hold buffers, not parameters
+        parameter.data = parameter.data.to(dtype)
     return model
 
 
@@ -67,5 +71,5 @@ def check_fp8_device(device: torch.device) -> None:
     """Refuses, naming the card, a GPU without FP8 tensor cores."""
     capability = torch.cuda.get_device_capability(device)
     if capability < FP8_COMPUTE_CAPABILITY:
-        raise ValueError(f"--precision fp8 needs FP8 tensor cores (compute capability 8.9 or later: Ada, Hopper); "
-                         f"{torch.cuda.get_device_name(device)} is {capability[0]}.{capability[1]}: export fp16")
+        raise ValueError(f"--precision fp8 needs {FP8_HARDWARE}; {torch.cuda.get_device_name(device)} is "
+                         f"{capability[0]}.{capability[1]}: export fp16")

@@ -17,6 +17,14 @@ from zsc_server.cuda_graphs import CapturedForward, replay_in_turn
 from zsc_server.packing import PackedBatch, Rows, bucket_for, chunks, pack, token_buckets
 
 
+def check_packed_precision(precision: str, on_gpu: bool) -> None:
+    """The packed layout's attention on a GPU, FlashAttention's variable-length kernel, takes FP16 or BF16 (what
+    fp16 and fp8 run in), not FP32; on a CPU it runs per sequence in FP32."""
+    if on_gpu and precision == "fp32":
+        raise ValueError("the packed layout's attention (FlashAttention's variable-length kernel) takes FP16 or "
+                         "BF16 on a GPU, not FP32: --precision fp16 or fp8, or --torch-layout padded")
+
+
 class PackedRunner:
     def __init__(self, model, device: torch.device, max_rows: int, max_seqlen: int, pool,
                  token_limit: int = PACKED_TOKEN_LIMIT) -> None:
@@ -64,6 +72,8 @@ class PackedRunner:
         """Each request's (input_ids, attention_mask, token_type_ids) [rows, width] -> its [rows, outputs]."""
         with torch.inference_mode():
             batches = self.batches(Rows.of([tuple(feed) for feed in feeds]))
+            if not batches:  # requests of no rows
+                return [np.zeros((ids.shape[0], self.model.output_width), np.float32) for ids, _, _ in feeds]
             if self.device.type == "cuda":
                 outputs = replay_in_turn(((self._graph(len(b.input_ids)), b.arrays(), b.sequences) for b in batches),
                                          self.device)

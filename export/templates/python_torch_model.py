@@ -7,7 +7,7 @@ padded, per total-token bucket packed), FP32 eager on a CPU instance. Thin adapt
 import json
 from pathlib import Path
 
-from zsc_server.batching_policy import REPLAY_OVERHEAD_TOKENS
+from zsc_server.batching_policy import DEFAULT_TORCH_LAYOUT, REPLAY_OVERHEAD_TOKENS
 from zsc_server.encoder_model import EncoderRequests, string_parameters
 from zsc_server.torch_encoder import TorchEncoder
 
@@ -25,7 +25,7 @@ class TritonPythonModel:
             sequence_buckets=tuple(json.loads(params.get("sequence_buckets", "[]"))),
             capture_all=params.get("capture_graphs_at_start", "true") == "true",
             replay_overhead_tokens=float(params.get("replay_overhead_tokens", REPLAY_OVERHEAD_TOKENS)),
-            layout=params.get("layout", "padded"),
+            layout=params.get("layout", DEFAULT_TORCH_LAYOUT),
             max_rows=int(config["max_batch_size"]),
         )
         output_name = config["output"][0]["name"]

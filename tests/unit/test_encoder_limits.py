@@ -22,6 +22,8 @@ def feed(rows: int = 2, tokens: int = 8, **override) -> dict:
 def test_a_request_within_the_limits_passes_unchanged():
     arrays = feed()
     assert check_request(arrays, LIMITS) == arrays
+    padded = feed(attention_mask=np.array([[1] * 8, [1, 1, 1, 0, 0, 0, 0, 0]]))
+    assert check_request(padded, LIMITS) == padded
 
 
 @pytest.mark.parametrize(("override", "field", "message"), [
@@ -31,6 +33,10 @@ def test_a_request_within_the_limits_passes_unchanged():
     ({"attention_mask": np.full((2, 8), 3, np.int64)}, "attention_mask", "0 or 1"),
     ({"token_type_ids": np.full((2, 8), 2, np.int64)}, "token_type_ids", "segment"),
     ({"attention_mask": np.ones((2, 9), np.int64)}, "attention_mask", "same shape"),
+    # a packed batch would read these rows' tokens from the next row (zsc_server/packing.py)
+    ({"attention_mask": np.array([[1] * 8, [0] * 8])}, "attention_mask", "must start each row with a token"),
+    ({"attention_mask": np.array([[1] * 8, [0, 1, 1, 1, 0, 0, 0, 0]])}, "attention_mask", "start each row"),
+    ({"attention_mask": np.array([[1] * 8, [1, 1, 0, 1, 0, 0, 0, 0]])}, "attention_mask", "1s then 0s"),
     ({"token_type_ids": None}, "token_type_ids", "is required"),
 ])
 def test_each_bad_input_is_named(override, field, message):

@@ -189,7 +189,7 @@ def test_the_packed_layout_is_exported_validated_and_refused_where_it_cannot_run
     assert encoder.parameters["layout"].string_value == "packed"
     assert "validating the plain-torch encoder (packed layout; CPU, FP32)" in capsys.readouterr().out
     refusals = {("--runtime", "python-ort"): "--torch-layout packed is for --runtime python-torch, not python-ort",
-                ("--precision", "fp32"): "FlashAttention on the GPU, which takes FP16, not FP32"}
+                ("--precision", "fp32"): "variable-length kernel\\) takes FP16 or BF16 on a GPU, not FP32"}
     for flags, message in refusals.items():
         with pytest.raises(ExportError, match=message):
             pipeline.export_model(pipeline.ExportOptions(model=str(checkpoint), repository=tmp_path / "refused",

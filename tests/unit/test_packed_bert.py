@@ -103,6 +103,13 @@ def test_the_packed_layout_answers_a_mixed_batch_as_the_padded_one_does(tmp_path
         np.testing.assert_allclose(g, w, atol=1e-4, rtol=0)
 
 
+def test_requests_of_no_rows_get_no_rows_back(tmp_path):
+    packed = encoder(tmp_path, "packed", max_rows=4)
+    [empty] = packed.run_batch([{name: np.zeros((0, 16), np.int64) for name in ("input_ids", "attention_mask",
+                                                                                "token_type_ids")}])
+    assert empty.shape == (0, 3)
+
+
 def test_a_row_longer_than_the_graphs_attention_bound_is_refused(tmp_path):
     packed = encoder(tmp_path, "packed", max_rows=4)  # sequence buckets up to 32 tokens
     with pytest.raises(ValueError, match="a row of 40 tokens exceeds the packed layout's 32"):
