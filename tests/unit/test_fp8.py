@@ -15,7 +15,7 @@ from torch import nn
 from export import cli, pipeline
 from export.errors import ExportError
 from export.random_checkpoint import write_modelscope_structbert
-from zsc_server.torch_bert import BertShape, PlainBert, save_plain_bert
+from tests.tiny_bert import requests, save_tiny_bert, tiny_bert
 from zsc_server.torch_encoder import TorchEncoder
 from zsc_server.torch_fp8 import FP8, FP8_COMPUTE_CAPABILITY, FP8_MAX, Fp8Linear, quantize_rows, to_fp8
 
@@ -47,42 +47,24 @@ def test_the_emulated_fp8_linear_is_fp8_arithmetic_summed_in_fp32():
     assert 0 < (got - exact).abs().max() < 0.1 * exact.abs().max()  # quantized: close, not equal
 
 
-def model(head: str = "classifier") -> PlainBert:
-    torch.manual_seed(0)
-    shape = BertShape(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      intermediate_size=64, num_labels=3 if head == "classifier" else 0, head=head)
-    return PlainBert(shape).eval()
-
-
 def test_fp8_replaces_the_six_products_of_each_layer_and_nothing_else():
-    bert = to_fp8(model(), torch.bfloat16)
+    bert = to_fp8(tiny_bert(), torch.bfloat16)
     assert sum(isinstance(m, Fp8Linear) for m in bert.modules()) == 6 * 2
     assert isinstance(bert.pooler.dense, nn.Linear) and isinstance(bert.classifier, nn.Linear)
     # the FP8 layers quantized from the FP32 weights, every other layer in the serving dtype
-    fp32 = model()
+    fp32 = tiny_bert()
     weights, _ = quantize_rows(fp32.encoder.layer[0].attention.self.query.weight.detach())
     assert torch.equal(bert.encoder.layer[0].attention.self.query.weight.float(), weights.float())
     assert {p.dtype for p in bert.parameters()} == {torch.bfloat16}
-
-
-def feeds(widths_and_lengths, seed=0) -> list[dict[str, np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    result = []
-    for width, lengths in widths_and_lengths:
-        mask = (np.arange(width)[None, :] < np.array(lengths)[:, None]).astype(np.int64)
-        result.append({"input_ids": rng.integers(1, 100, (len(lengths), width)) * mask, "attention_mask": mask,
-                       "token_type_ids": (np.arange(width)[None, :] >= np.array(lengths)[:, None] // 2) * mask})
-    return result
 
 
 @pytest.mark.parametrize("head", ["classifier", "mean_pool"])
 def test_fp8_answers_do_not_depend_on_the_batch_they_run_in(tmp_path, head):
     """Per-token scales: a request's FP8 scores are the same alone, in a batch, padded or packed, so merged
     requests (and the label cache) keep their answers, unlike per-tensor INT8."""
-    bert = model(head)
-    save_plain_bert(tmp_path / "model.pt", bert.shape, bert.state_dict())
+    save_tiny_bert(tmp_path / "model.pt", head)
     # two requests of each width: the padded layout runs each width's requests together
-    batch = feeds([(16, [3, 16, 7]), (32, [20, 32, 9]), (16, [12, 2]), (32, [31])])
+    batch = requests([(16, [3, 16, 7]), (32, [20, 32, 9]), (16, [12, 2]), (32, [31])])
     fp32 = TorchEncoder(str(tmp_path / "model.pt"), device="cpu", precision="fp32").run_batch(batch)
     alone = [TorchEncoder(str(tmp_path / "model.pt"), device="cpu", precision="fp8").run_batch([f])[0] for f in batch]
     for layout in ("padded", "packed"):
@@ -93,8 +75,7 @@ def test_fp8_answers_do_not_depend_on_the_batch_they_run_in(tmp_path, head):
 
 
 def test_unknown_precisions_are_refused_by_name(tmp_path):
-    bert = model()
-    save_plain_bert(tmp_path / "model.pt", bert.shape, bert.state_dict())
+    save_tiny_bert(tmp_path / "model.pt")
     with pytest.raises(ValueError, match="precision must be one of fp32, fp16, fp8, got 'fp4'"):
         TorchEncoder(str(tmp_path / "model.pt"), device="cpu", precision="fp4")
 
@@ -144,9 +125,8 @@ def test_fp8_on_the_gpu_computes_what_the_cpu_emulates():
 def test_fp8_in_the_packed_layouts_cuda_graphs_answers_as_the_cpu_emulates(tmp_path):
     if not has_fp8_gpu():
         pytest.skip("FP8 matrix products need a GPU with FP8 tensor cores")
-    bert = model()
-    save_plain_bert(tmp_path / "model.pt", bert.shape, bert.state_dict())
-    batch = feeds([(16, [3, 16, 7]), (32, [20, 32, 9]), (16, [12, 2]), (32, [31])])
+    save_tiny_bert(tmp_path / "model.pt")
+    batch = requests([(16, [3, 16, 7]), (32, [20, 32, 9]), (16, [12, 2]), (32, [31])])
     emulated = TorchEncoder(str(tmp_path / "model.pt"), device="cpu", precision="fp8").run_batch(batch)
     on_gpu = TorchEncoder(str(tmp_path / "model.pt"), device="cuda", precision="fp8", layout="packed",
                           sequence_buckets=(16, 32), max_rows=4, capture_all=True)

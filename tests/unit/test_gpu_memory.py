@@ -5,22 +5,12 @@ from __future__ import annotations
 
 import json
 
-import torch
-
 from export import gpu_memory
-from zsc_server.torch_bert import BertShape, PlainBert, save_plain_bert
-
-
-def tiny_model(path):
-    torch.manual_seed(0)
-    shape = BertShape(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                      intermediate_size=64, num_labels=3)
-    save_plain_bert(path, shape, PlainBert(shape).state_dict())
-    return path
+from tests.tiny_bert import save_tiny_bert
 
 
 def probe(tmp_path, precisions: str) -> dict:
-    model = tiny_model(tmp_path / "model.pt")
+    model = save_tiny_bert(tmp_path / "model.pt", layers=1)
     assert gpu_memory.main(["--model", str(model), "--out", str(tmp_path), "--device", "cpu", "--batches", "1,2",
                             "--sequences", "16", "--repeats", "2", "--precisions", precisions]) == 0
     return json.loads((tmp_path / "memory.json").read_text())

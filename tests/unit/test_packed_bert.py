@@ -9,27 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from tests.tiny_bert import requests, right_padded, save_tiny_bert, tiny_bert
 from zsc_server.packing import Rows, pack
-from zsc_server.torch_bert import BertShape, PlainBert, save_plain_bert
+from zsc_server.torch_bert import PlainBert
 from zsc_server.torch_encoder import TorchEncoder
 
 LENGTHS = [5, 17, 9, 32, 1, 12]  # one row is the whole bucket, one a lone [CLS]
-
-
-def padded_batch(lengths: list[int], vocab: int, seed: int = 0, width: int | None = None) -> list[np.ndarray]:
-    generator = torch.Generator().manual_seed(seed)
-    width = width or max(lengths)
-    input_ids = torch.randint(1, vocab, (len(lengths), width), generator=generator)
-    attention_mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long()
-    token_type_ids = ((torch.arange(width)[None, :] >= torch.tensor(lengths)[:, None] // 2) * attention_mask).long()
-    return [(input_ids * attention_mask).numpy(), attention_mask.numpy(), token_type_ids.numpy()]
-
-
-def model(head: str, seed: int = 0) -> PlainBert:
-    torch.manual_seed(seed)
-    shape = BertShape(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      intermediate_size=64, num_labels=3 if head == "classifier" else 0, head=head)
-    return PlainBert(shape).eval()
 
 
 def run_packed(bert: PlainBert, arrays: list[np.ndarray], tokens: int | None = None, slots: int | None = None,
@@ -48,8 +33,8 @@ def run_padded(bert: PlainBert, arrays: list[np.ndarray], device: str = "cpu") -
 @pytest.mark.parametrize("head", ["classifier", "mean_pool"])
 @pytest.mark.parametrize("tokens, slots", [(None, None), (96, 9), (76, 6)], ids=["exact", "padded", "full"])
 def test_packed_tokens_give_the_padded_batchs_outputs(head, tokens, slots):
-    bert = model(head)
-    arrays = padded_batch(LENGTHS, 100)
+    bert = tiny_bert(head)
+    arrays = right_padded(LENGTHS)
     packed = run_packed(bert, arrays, tokens, slots)
     padded = run_padded(bert, arrays)
     assert packed.shape == padded.shape
@@ -57,7 +42,7 @@ def test_packed_tokens_give_the_padded_batchs_outputs(head, tokens, slots):
 
 
 def test_the_packed_batch_holds_each_sequences_tokens_and_positions():
-    batch = pack(Rows.of([tuple(padded_batch(LENGTHS, 100))]), 96, 9)
+    batch = pack(Rows.of([tuple(right_padded(LENGTHS))]), 96, 9)
     assert batch.cu_seqlens.tolist() == [0, 5, 22, 31, 63, 64, 76, 76, 76, 76]  # empty slots repeat the total
     assert batch.position_ids[5:8].tolist() == [0, 1, 2]  # each sequence counts its positions from 0
     assert batch.slot_of_token[4:6].tolist() == [0, 1] and set(batch.slot_of_token[76:]) == {9}
@@ -66,24 +51,16 @@ def test_the_packed_batch_holds_each_sequences_tokens_and_positions():
 
 
 def test_a_sequence_is_not_changed_by_the_others_it_is_packed_with():
-    bert = model("classifier")
-    arrays = padded_batch(LENGTHS, 100)
+    bert = tiny_bert()
+    arrays = right_padded(LENGTHS)
     together = run_packed(bert, arrays, 128, 8)
     alone = [run_packed(bert, [a[i:i + 1] for a in arrays], 64, 2) for i in range(len(LENGTHS))]
     torch.testing.assert_close(together, torch.cat(alone), atol=1e-5, rtol=0)
 
 
 def encoder(tmp_path, layout: str, device: str = "cpu", **options) -> TorchEncoder:
-    bert = model("classifier")
-    path = tmp_path / "model.pt"
-    save_plain_bert(path, bert.shape, bert.state_dict())
+    path = save_tiny_bert(tmp_path / "model.pt")
     return TorchEncoder(str(path), device=device, layout=layout, sequence_buckets=(16, 32), **options)
-
-
-def requests(widths_and_lengths: list[tuple[int, list[int]]]) -> list[dict[str, np.ndarray]]:
-    names = ("input_ids", "attention_mask", "token_type_ids")
-    return [dict(zip(names, padded_batch(lengths, 100, seed, width)))
-            for seed, (width, lengths) in enumerate(widths_and_lengths)]
 
 
 # requests of different widths (the preprocess' buckets) in one dynamic batch, more rows than max_rows
@@ -125,8 +102,8 @@ def test_the_packed_layout_refuses_fp32_on_a_gpu_by_name(tmp_path):
 def test_packed_tokens_on_the_gpu_use_the_variable_length_kernel_and_agree_in_fp16():
     if not torch.cuda.is_available():
         pytest.skip("FlashAttention's variable-length kernel needs a CUDA GPU")
-    bert = model("classifier").to("cuda", torch.float16)
-    arrays = padded_batch(LENGTHS, 100)
+    bert = tiny_bert().to("cuda", torch.float16)
+    arrays = right_padded(LENGTHS)
     # padding tokens and empty slots, as a CUDA graph's bucket adds them
     torch.testing.assert_close(run_packed(bert, arrays, 96, 9, "cuda"), run_padded(bert, arrays, "cuda"),
                                atol=2e-2, rtol=0)
